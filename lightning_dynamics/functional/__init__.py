@@ -1,0 +1,57 @@
+"""The measures of lightning_dynamics as plain torch functions (no Lightning import).
+
+Every function takes tensors shaped ``[..., L, T]`` (layers by sample points) or ``[..., T]``, works on any
+device, in float32 or float64 (half and bfloat16 are cast up), and is batched over leading dimensions.
+Formulas: ``METHOD.md``; sources are cited in each docstring.
+"""
+
+from lightning_dynamics.functional._checks import InsufficientDataWarning
+from lightning_dynamics.functional.detrend import Detrended, detrend
+from lightning_dynamics.functional.dfa import dfa, dfa_scales, fluctuation_function, min_dfa_length
+from lightning_dynamics.functional.hilbert import analytic_signal, instantaneous_phase
+from lightning_dynamics.functional.integration import (
+    integration,
+    integration_alpha,
+    integration_from_alpha,
+    phase_integration,
+    phase_locking_value,
+)
+from lightning_dynamics.functional.kuramoto import kuramoto_order_parameter, metastability, synchrony
+from lightning_dynamics.functional.measures import DynamicsMeasures, dynamics_measures, min_points
+from lightning_dynamics.functional.stability import combine_stability, rolling_volatility, stability_index
+from lightning_dynamics.functional.surrogates import (
+    SurrogateTestResult,
+    circular_shift_surrogates,
+    phase_randomized_surrogates,
+    surrogate_test,
+)
+
+__all__ = [
+    "Detrended",
+    "DynamicsMeasures",
+    "InsufficientDataWarning",
+    "SurrogateTestResult",
+    "analytic_signal",
+    "circular_shift_surrogates",
+    "combine_stability",
+    "detrend",
+    "dfa",
+    "dfa_scales",
+    "dynamics_measures",
+    "fluctuation_function",
+    "instantaneous_phase",
+    "integration",
+    "integration_alpha",
+    "integration_from_alpha",
+    "kuramoto_order_parameter",
+    "metastability",
+    "min_dfa_length",
+    "min_points",
+    "phase_integration",
+    "phase_locking_value",
+    "phase_randomized_surrogates",
+    "rolling_volatility",
+    "stability_index",
+    "surrogate_test",
+    "synchrony",
+]

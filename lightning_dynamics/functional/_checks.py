@@ -1,0 +1,47 @@
+"""Input checks shared by the functional measures (private).
+
+Every public measure funnels its input through :func:`as_float_series` so that dtype handling and the
+error messages are the same everywhere.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+class InsufficientDataWarning(UserWarning):
+    """A measure returned NaN because its input is too short (or too degenerate) to define it."""
+
+
+def as_float_series(x: Any, name: str = "x", min_dim: int = 1) -> Tensor:
+    """Return ``x`` as a real floating tensor of at least ``min_dim`` dimensions.
+
+    float32 and float64 are kept; half, bfloat16, integer and boolean inputs are cast to float32 (CPU FFT
+    rejects half, cuFFT half needs power-of-two lengths). Complex input is rejected: every measure here is
+    defined on real series.
+    """
+    if not isinstance(x, Tensor):
+        x = torch.as_tensor(x)
+    if x.is_complex():
+        raise ValueError(f"`{name}` must be real-valued, got dtype {x.dtype}.")
+    if x.dtype not in (torch.float32, torch.float64):
+        x = x.to(torch.float32)
+    if x.ndim < min_dim:
+        raise ValueError(
+            f"`{name}` must have at least {min_dim} dimension(s) ([..., L, T] for layer measures, "
+            f"[..., T] for series measures), got shape {tuple(x.shape)}."
+        )
+    return x
+
+
+def check_choice(name: str, value: Any, allowed: tuple[Any, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"`{name}` must be one of {allowed}, got {value!r}.")
+
+
+def warn_insufficient(message: str) -> None:
+    warnings.warn(message, InsufficientDataWarning, stacklevel=3)

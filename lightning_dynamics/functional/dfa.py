@@ -1,0 +1,166 @@
+"""Detrended fluctuation analysis, batched over series (METHOD.md section 4).
+
+Reference: Peng, C.-K. et al. (1994), "Mosaic organization of DNA nucleotides", Phys. Rev. E 49:1685;
+order-q detrending after Kantelhardt, J. W. et al. (2001), "Detecting long-range correlations with
+detrended fluctuation analysis", Physica A 295:441-454. Non-overlapping segments cut from the start, as
+``nolds.dfa(overlap=False)`` and ``antropy.detrended_fluctuation`` do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lightning_dynamics.functional._checks import as_float_series, warn_insufficient
+
+MIN_SCALE = 4
+N_DEFAULT_SCALES = 10
+MIN_SCALES = 3
+
+
+def dfa_scales(n: int, min_scale: int = MIN_SCALE, n_scales: int = N_DEFAULT_SCALES) -> list[int]:
+    """Default DFA scales for a series of ``n`` points.
+
+    ``unique(round(logspace(log10 min_scale, log10 floor(n / 2), n_scales)))``: integers ``>= min_scale``,
+    each leaving at least two non-overlapping segments. Fewer than three scales (``n < 12``) means DFA is not
+    defined for this length.
+
+    Example:
+        >>> dfa_scales(64)
+        [4, 5, 6, 8, 10, 13, 16, 20, 25, 32]
+        >>> dfa_scales(10)
+        [4, 5]
+    """
+    top = n // 2
+    if top < min_scale:
+        return []
+    grid = np.round(np.logspace(np.log10(min_scale), np.log10(top), n_scales)).astype(int)
+    return sorted({int(s) for s in grid if min_scale <= s <= top})
+
+
+def min_dfa_length(min_scale: int = MIN_SCALE, n_scales: int = N_DEFAULT_SCALES) -> int:
+    """The shortest series for which :func:`dfa_scales` gives at least three scales (12 by default)."""
+    n = 2 * min_scale
+    while len(dfa_scales(n, min_scale, n_scales)) < MIN_SCALES:
+        n += 1
+    return n
+
+
+@lru_cache(maxsize=256)
+def _polynomial_basis(size: int, order: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Orthonormal basis ``[size, order + 1]`` of polynomials of degree <= order on ``0..size-1``.
+
+    Built in float64 on centred, scaled abscissae so that the least-squares projection is well conditioned
+    whatever the working dtype.
+    """
+    t = torch.linspace(-1.0, 1.0, size, dtype=torch.float64)
+    vandermonde = torch.stack([t**k for k in range(order + 1)], dim=-1)
+    q, _ = torch.linalg.qr(vandermonde)
+    return q.to(dtype=dtype, device=device)
+
+
+def _check_scales(scales: Sequence[int], n: int, order: int) -> list[int]:
+    checked = []
+    for s in scales:
+        if int(s) != s or not order + 2 <= int(s) <= n:
+            raise ValueError(
+                f"`scales` must be integers with {order + 2} <= s <= T={n} (a segment needs more points than "
+                f"the order-{order} fit has coefficients), got {list(scales)}."
+            )
+        checked.append(int(s))
+    if len(set(checked)) < 2:
+        raise ValueError(f"`scales` must hold at least 2 distinct values to fit a slope, got {list(scales)}.")
+    return checked
+
+
+def fluctuation_function(x: Tensor, scales: Sequence[int], order: int = 1) -> Tensor:
+    r"""DFA fluctuation :math:`F(s)` for each scale, batched over leading dimensions.
+
+    .. math:: y = \operatorname{cumsum}(x - \bar x),\quad
+              F(s) = \sqrt{\tfrac{1}{N_s}\sum_{v=1}^{N_s} \tfrac{1}{s}\sum_{i=1}^{s} (y_{v,i} - p_v(i))^2}
+
+    with :math:`p_v` the order-``order`` least-squares polynomial of segment :math:`v`.
+
+    Args:
+        x: ``[..., T]``.
+        scales: segment sizes (checked: ``order + 2 <= s <= T``).
+        order: detrending polynomial order ``q``.
+
+    Returns:
+        ``[..., len(scales)]``.
+    """
+    x = as_float_series(x)
+    n = x.shape[-1]
+    scales = _check_scales(scales, n, order)
+    profile = torch.cumsum(x - x.mean(dim=-1, keepdim=True), dim=-1)
+    out = []
+    for s in scales:
+        n_segments = n // s
+        segments = profile[..., : n_segments * s].reshape(*profile.shape[:-1], n_segments, s)
+        basis = _polynomial_basis(s, order, x.dtype, x.device)
+        residual = segments - (segments @ basis) @ basis.T
+        out.append(residual.square().mean(dim=(-1, -2)).sqrt())
+    return torch.stack(out, dim=-1)
+
+
+def _log_log_slope(scales: Sequence[int], fluctuation: Tensor) -> Tensor:
+    """Least-squares slope of log F against log s, skipping scales where F is zero or non-finite."""
+    log_s = torch.log(torch.tensor(scales, dtype=fluctuation.dtype, device=fluctuation.device))
+    usable = (fluctuation > 0) & torch.isfinite(fluctuation)
+    weight = usable.to(fluctuation.dtype)
+    log_f = torch.where(usable, torch.log(torch.where(usable, fluctuation, torch.ones_like(fluctuation))), 0.0)
+    count = weight.sum(dim=-1, keepdim=True)
+    mean_s = (weight * log_s).sum(dim=-1, keepdim=True) / count
+    mean_f = (weight * log_f).sum(dim=-1, keepdim=True) / count
+    ds = weight * (log_s - mean_s)
+    slope = (ds * (log_f - mean_f)).sum(dim=-1) / ds.square().sum(dim=-1)
+    return torch.where(count.squeeze(-1) >= 2, slope, torch.full_like(slope, float("nan")))
+
+
+def dfa(x: Tensor, scales: Sequence[int] | None = None, order: int = 1) -> Tensor:
+    r"""DFA scaling exponent :math:`\alpha` of each series, batched over leading dimensions.
+
+    .. math:: \alpha = \frac{d \log F(s)}{d \log s}\ \ \text{(least-squares slope over the scales)}
+
+    White noise gives :math:`\alpha \approx 0.5`, a random walk :math:`\approx 1.5`, long-range correlated
+    noise lies in between. With explicit ``scales`` the result equals
+    ``nolds.dfa(x, nvals=scales, overlap=False, order=order, fit_exp="poly")`` and, for antropy's own
+    scales, ``antropy.detrended_fluctuation(x)``. Default scales come from :func:`dfa_scales`; a series
+    too short for three of them gives NaN with an :class:`InsufficientDataWarning`, never a made-up value.
+    A constant series (``F = 0`` at every scale) gives NaN.
+
+    Args:
+        x: ``[..., T]`` real series.
+        scales: segment sizes, or ``None`` for :func:`dfa_scales` ``(T)``.
+        order: order ``q`` of the detrending polynomial (1 = DFA1).
+
+    Returns:
+        ``[...]``, dtype of ``x`` (float32 for half inputs).
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> noise = torch.randn(4096, generator=g, dtype=torch.float64)
+        >>> 0.4 < float(dfa(noise)) < 0.6
+        True
+        >>> 1.4 < float(dfa(noise.cumsum(0))) < 1.6
+        True
+    """
+    if int(order) != order or order < 0:
+        raise ValueError(f"`order` must be a non-negative integer, got {order!r}.")
+    x = as_float_series(x)
+    n = x.shape[-1]
+    if scales is None:
+        scales = dfa_scales(n)
+        if len(scales) < MIN_SCALES:
+            warn_insufficient(
+                f"dfa needs at least {MIN_SCALES} scales; T={n} gives {len(scales)} "
+                f"(need T >= {min_dfa_length()}). Returning NaN."
+            )
+            return torch.full(x.shape[:-1], float("nan"), dtype=x.dtype, device=x.device)
+        scales = [s for s in scales if s >= order + 2]
+    return _log_log_slope(scales, fluctuation_function(x, scales, order))

@@ -1,0 +1,213 @@
+"""Integration across layers: DFA-based (Ugail & Howard) and phase-locking based (Deco et al.).
+
+References: Ugail, H. & Howard, N. (2025), arXiv:2512.10972 (H_eff: a Gaussian of the DFA exponent
+around the critical regime); La Quang, Ugail, Howard et al. (2026), arXiv:2604.09716; Deco, G. et al.
+(2017), "The dynamics of resting fluctuations in the brain: metastability and its dynamical cortical
+core", Sci. Rep. 7:3095 (integration as the mean size of the largest connected component of the
+thresholded phase-locking graph). Formulas: METHOD.md section 5.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from lightning_dynamics.functional._checks import as_float_series, warn_insufficient
+from lightning_dynamics.functional.dfa import MIN_SCALES, dfa, dfa_scales, min_dfa_length
+from lightning_dynamics.functional.detrend import detrend as detrend_series
+from lightning_dynamics.functional.detrend import detrended_length
+from lightning_dynamics.functional.hilbert import instantaneous_phase
+from lightning_dynamics.functional.kuramoto import MIN_PHASE_POINTS
+
+H_OPT = 0.70
+SIGMA = 0.15
+N_THRESHOLDS = 100
+
+
+def masked_layer_mean(values: Tensor, valid: Tensor) -> Tensor:
+    """Mean of ``values [..., L]`` over layers where ``valid`` and the value is finite; NaN if none."""
+    usable = valid & torch.isfinite(values)
+    weight = usable.to(values.dtype)
+    total = torch.where(usable, values, torch.zeros_like(values)).sum(dim=-1)
+    return total / weight.sum(dim=-1)
+
+
+def _layer_alphas(x: Tensor, detrend: str | None, scales: Sequence[int] | None, order: int) -> tuple[Tensor, Tensor]:
+    d = detrend_series(x, detrend)
+    if scales is None and len(dfa_scales(d.series.shape[-1])) < MIN_SCALES:
+        warn_insufficient(
+            f"integration needs at least {min_dfa_length()} points after detrend={detrend!r} for DFA; "
+            f"the series has T={x.shape[-1]}. Returning NaN."
+        )
+        return torch.full(d.valid.shape, float("nan"), dtype=d.series.dtype, device=d.series.device), d.valid
+    return dfa(d.series, scales=scales, order=order), d.valid
+
+
+def integration_alpha(
+    x: Tensor, detrend: str | None = "diff", scales: Sequence[int] | None = None, order: int = 1
+) -> Tensor:
+    r"""Mean DFA exponent over layers of the detrended series.
+
+    .. math:: \bar\alpha = \frac{1}{L'}\sum_{l \text{ valid}} \alpha_l(d_l)
+
+    Layers excluded by :func:`detrend` (zero variance, non-finite values) do not enter the mean; if none is
+    left the result is NaN.
+
+    Args:
+        x: ``[..., L, T]`` layer series.
+        detrend: preprocessing (see :func:`detrend`).
+        scales, order: passed to :func:`dfa`.
+
+    Returns:
+        ``[...]``.
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> walk = torch.randn(8, 2048, generator=g, dtype=torch.float64).cumsum(-1)  # diff: white noise
+        >>> 0.4 < float(integration_alpha(walk)) < 0.6
+        True
+    """
+    x = as_float_series(x, min_dim=2)
+    alphas, valid = _layer_alphas(x, detrend, scales, order)
+    return masked_layer_mean(alphas, valid)
+
+
+def integration_from_alpha(alpha: Tensor, h_opt: float = H_OPT, sigma: float = SIGMA) -> Tensor:
+    r""":math:`\exp(-(\alpha - h_{opt})^2 / (2\sigma^2))`, the H_eff map of Ugail & Howard (2025)."""
+    if sigma <= 0:
+        raise ValueError(f"`sigma` must be > 0, got {sigma!r}.")
+    return torch.exp(-((alpha - h_opt) ** 2) / (2.0 * sigma**2))
+
+
+def integration(
+    x: Tensor,
+    detrend: str | None = "diff",
+    scales: Sequence[int] | None = None,
+    order: int = 1,
+    h_opt: float = H_OPT,
+    sigma: float = SIGMA,
+) -> Tensor:
+    r"""Integration score in ``[0, 1]``: closeness of the mean DFA exponent to the critical ``h_opt``.
+
+    .. math:: I = \exp\!\Big(-\frac{(\bar\alpha - h_{opt})^2}{2\sigma^2}\Big),\quad h_{opt}=0.70,\ \sigma=0.15
+
+    after Ugail & Howard (2025, arXiv:2512.10972), with :math:`\bar\alpha` from :func:`integration_alpha`.
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> walk = torch.randn(8, 2048, generator=g, dtype=torch.float64).cumsum(-1)
+        >>> 0.0 <= float(integration(walk)) <= 1.0
+        True
+    """
+    return integration_from_alpha(integration_alpha(x, detrend, scales, order), h_opt, sigma)
+
+
+def phase_locking_value(phases: Tensor) -> Tensor:
+    r"""Pairwise phase-locking value :math:`PLV_{jk} = |\langle e^{i(\varphi_j - \varphi_k)}\rangle_t|`.
+
+    Args:
+        phases: ``[..., L, T]``.
+
+    Returns:
+        ``[..., L, L]`` in ``[0, 1]``, ones on the diagonal.
+    """
+    phases = as_float_series(phases, name="phases", min_dim=2)
+    z = torch.polar(torch.ones_like(phases), phases)
+    plv = (z @ z.conj().transpose(-1, -2)).abs() / phases.shape[-1]
+    return plv.clamp(max=1.0)
+
+
+def largest_component_fraction(adjacency: Tensor, valid: Tensor) -> Tensor:
+    """Size of the largest connected component of each graph over its valid nodes, divided by their count.
+
+    Label propagation (each node takes the smallest label among itself and its neighbours, followed by
+    pointer jumping) until no label changes; batched over leading dimensions, on the device.
+
+    Args:
+        adjacency: ``[..., L, L]`` boolean, symmetric.
+        valid: ``[..., L]`` boolean; invalid nodes belong to no component.
+
+    Returns:
+        ``[...]``, NaN where no node is valid.
+    """
+    n = adjacency.shape[-1]
+    pair_valid = valid.unsqueeze(-1) & valid.unsqueeze(-2)
+    eye = torch.eye(n, dtype=torch.bool, device=adjacency.device)
+    adjacency = (adjacency & pair_valid) | eye
+    labels = torch.arange(n, device=adjacency.device).expand(adjacency.shape[:-1]).contiguous()
+    sentinel = torch.full((), n, dtype=labels.dtype, device=labels.device)
+    for _ in range(n + 1):
+        neighbour_min = torch.where(adjacency, labels.unsqueeze(-2), sentinel).amin(dim=-1)
+        new = torch.gather(neighbour_min, -1, neighbour_min)
+        if torch.equal(new, labels):
+            break
+        labels = new
+    one_hot = torch.zeros(*labels.shape[:-1], n, dtype=torch.int64, device=labels.device)
+    one_hot.scatter_add_(-1, labels, valid.expand_as(labels).to(torch.int64))
+    largest = one_hot.amax(dim=-1).to(torch.float64)
+    return largest / valid.sum(dim=-1).to(torch.float64)
+
+
+def phase_integration(
+    x: Tensor,
+    detrend: str | None = "diff",
+    pad: str | None = "reflect",
+    n_thresholds: int = N_THRESHOLDS,
+) -> Tensor:
+    r"""Phase integration: mean size of the largest connected component of the thresholded PLV graph.
+
+    .. math:: \Phi = \frac{1}{|\Theta|}\sum_{\theta \in \Theta} \frac{|C_{max}(\{PLV_{jk} > \theta\})|}{L},
+              \quad \Theta = \{(k + 1/2)/n\}_{k=0}^{n-1}
+
+    after Deco et al. (2017, Sci. Rep. 7:3095), on the Hilbert phases of the detrended layer series. In
+    ``[1/L, 1]``: 1 when every layer is phase-locked to another through a chain, ``1/L`` when no pair is.
+    Excluded layers (see :func:`detrend`) are dropped and ``L`` counts the valid layers only.
+
+    Args:
+        x: ``[..., L, T]`` layer series.
+        detrend: preprocessing (see :func:`detrend`).
+        pad: edge handling of the Hilbert transform.
+        n_thresholds: size of the threshold grid in ``(0, 1)``.
+
+    Returns:
+        ``[...]``.
+
+    Example:
+        >>> import torch
+        >>> t = torch.arange(256, dtype=torch.float64)
+        >>> locked = torch.stack([torch.sin(0.2 * t + k) for k in range(4)])
+        >>> float(phase_integration(locked, detrend=None))
+        1.0
+    """
+    if n_thresholds < 1:
+        raise ValueError(f"`n_thresholds` must be >= 1, got {n_thresholds!r}.")
+    x = as_float_series(x, min_dim=2)
+    if detrended_length(x.shape[-1], detrend) < MIN_PHASE_POINTS:
+        warn_insufficient(
+            f"phase_integration needs at least {MIN_PHASE_POINTS} points after detrend={detrend!r}; "
+            f"the series has T={x.shape[-1]}. Returning NaN."
+        )
+        return torch.full(x.shape[:-2], float("nan"), dtype=x.dtype, device=x.device)
+    d = detrend_series(x, detrend)
+    phases = instantaneous_phase(d.series, pad=pad)
+    return phase_integration_from_phases(phases, d.valid, n_thresholds)
+
+
+def phase_integration_from_phases(phases: Tensor, valid: Tensor, n_thresholds: int = N_THRESHOLDS) -> Tensor:
+    """:func:`phase_integration` on phases already computed (``[..., L, T]``, mask ``[..., L]``)."""
+    plv = phase_locking_value(phases)
+    thresholds = (torch.arange(n_thresholds, dtype=plv.dtype, device=plv.device) + 0.5) / n_thresholds
+    # Thresholds in chunks bound the [..., K, L, L] label-propagation temporaries to ~64 MB.
+    n = plv.shape[-1]
+    batch = max(1, plv[..., 0, 0].numel())
+    chunk = max(1, min(n_thresholds, (8 * 2**20) // max(1, batch * n * n)))
+    fractions = []
+    for start in range(0, n_thresholds, chunk):
+        theta = thresholds[start : start + chunk].view(-1, 1, 1)
+        adjacency = plv.unsqueeze(-3) > theta
+        fractions.append(largest_component_fraction(adjacency, valid.unsqueeze(-2)))
+    return torch.cat(fractions, dim=-1).mean(dim=-1).to(plv.dtype)
