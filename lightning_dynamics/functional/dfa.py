@@ -63,7 +63,7 @@ def _polynomial_basis(size: int, order: int, dtype: torch.dtype, device: torch.d
     return q.to(dtype=dtype, device=device)
 
 
-def _check_scales(scales: Sequence[int], n: int, order: int) -> list[int]:
+def _check_scales(scales: Sequence[int], n: int, order: int, min_count: int = 1) -> list[int]:
     checked = []
     for s in scales:
         if int(s) != s or not order + 2 <= int(s) <= n:
@@ -72,8 +72,8 @@ def _check_scales(scales: Sequence[int], n: int, order: int) -> list[int]:
                 f"the order-{order} fit has coefficients), got {list(scales)}."
             )
         checked.append(int(s))
-    if len(set(checked)) < 2:
-        raise ValueError(f"`scales` must hold at least 2 distinct values to fit a slope, got {list(scales)}.")
+    if len(set(checked)) < min_count:
+        raise ValueError(f"`scales` must hold at least {min_count} distinct values to fit a slope, got {list(scales)}.")
     return checked
 
 
@@ -163,4 +163,6 @@ def dfa(x: Tensor, scales: Sequence[int] | None = None, order: int = 1) -> Tenso
             )
             return torch.full(x.shape[:-1], float("nan"), dtype=x.dtype, device=x.device)
         scales = [s for s in scales if s >= order + 2]
+    else:
+        scales = _check_scales(scales, n, order, min_count=2)
     return _log_log_slope(scales, fluctuation_function(x, scales, order))

@@ -1,0 +1,44 @@
+import warnings
+
+import torch
+
+from lightning_dynamics.functional import (
+    dynamics_measures,
+    integration,
+    integration_alpha,
+    metastability,
+    min_points,
+    phase_integration,
+    synchrony,
+)
+
+
+def test_combined_equals_standalone_functions() -> None:
+    x = torch.randn(3, 7, 90, dtype=torch.float64).cumsum(-1)
+    x[0, 2] = 4.0
+    out = dynamics_measures(x)
+    torch.testing.assert_close(out.integration, integration(x))
+    torch.testing.assert_close(out.integration_alpha, integration_alpha(x))
+    torch.testing.assert_close(out.metastability, metastability(x))
+    torch.testing.assert_close(out.synchrony, synchrony(x))
+    torch.testing.assert_close(out.phase_integration, phase_integration(x))
+    assert out.n_excluded.tolist() == [1, 0, 0]
+    assert out.reason is None
+
+
+def test_short_history_reports_reason_without_warning_spam() -> None:
+    x = torch.randn(5, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = dynamics_measures(x)
+    assert out.integration.isnan() and out.metastability.isfinite()
+    assert out.reason is not None and "T >= 13" in out.reason
+    very_short = dynamics_measures(torch.randn(5, 3))
+    assert very_short.metastability.isnan() and "T >= 5" in (very_short.reason or "")
+
+
+def test_min_points_are_the_thresholds() -> None:
+    need = min_points("diff")
+    before = dynamics_measures(torch.randn(4, need["integration"] - 1).cumsum(-1))
+    at = dynamics_measures(torch.randn(4, need["integration"]).cumsum(-1))
+    assert before.integration.isnan() and at.integration.isfinite()
