@@ -246,7 +246,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(fn: Callable[[], Any], repeats: int, device: torch.device, warmup: bool = True) -> tuple[float, Any]:
+def measure(
+    fn: Callable[[], Any], repeats: int, device: torch.device, warmup: bool = True
+) -> tuple[float, Any]:
     """Median wall time in ms of ``fn()`` over ``repeats`` runs, and the output of the last run."""
     if warmup:
         fn()
@@ -263,7 +265,7 @@ def measure(fn: Callable[[], Any], repeats: int, device: torch.device, warmup: b
 def measure_windowed(
     fn: Callable[[int], Any], n_windows: int, repeats: int, cap_s: float
 ) -> tuple[Timing, Any]:
-    """Time ``fn(n)`` (the first ``n`` of ``n_windows`` windows), extrapolating if the full loop exceeds ``cap_s``.
+    """Time ``fn(n)``, the first ``n`` of ``n_windows`` windows; extrapolate if all would exceed ``cap_s``.
 
     A probe over a few windows doubles as the warm-up and estimates the cost per window; if the full
     loop would exceed ``cap_s`` seconds, only as many windows as fit in a tenth of it are timed.
@@ -399,7 +401,12 @@ def bench_cell(layers: int, length: int, device: torch.device, repeats: int, cap
 
     torch_ms, actual = measure(lambda: ldf.stability_index(x, window=WINDOW), repeats, device)
     stability_ref, expected = measure_windowed(lambda n: ref_stability(xn, n), n_windows, repeats, cap_s)
-    add("stability_index", torch_ms, stability_ref, verdict(close_where_computed(actual, expected, TOL_SCALAR)))
+    add(
+        "stability_index",
+        torch_ms,
+        stability_ref,
+        verdict(close_where_computed(actual, expected, TOL_SCALAR)),
+    )
 
     torch_ms, actual = measure(lambda: ldf.rolling_volatility(s, window=VOLATILITY_WINDOW), repeats, device)
     ref_ms, expected = measure(lambda: ref_volatility(sn), repeats, torch.device("cpu"))
@@ -440,7 +447,8 @@ def print_header(args: argparse.Namespace) -> None:
 
 
 def print_table(rows: Sequence[Row], device: str) -> None:
-    header = f"{'measure':<26} {'L':>4} {'T':>5} {f'torch ms ({device})':>16} {'reference ms':>13} {'ratio':>9}  check"
+    torch_label = f"torch ms ({device})"
+    header = f"{'measure':<26} {'L':>4} {'T':>5} {torch_label:>16} {'reference ms':>13} {'ratio':>9}  check"
     print(header)
     print("-" * len(header))
     previous = None
@@ -459,8 +467,9 @@ def print_footnotes(rows: Sequence[Row], cap_s: float) -> None:
     print("ratio = reference ms / torch ms. Reference: Python loop over layers in numpy/scipy (float64).")
     if any(row.reference.estimated for row in rows):
         print(
-            f"~ : reference estimated above {cap_s:g} s; the sliding-window stability loop was timed on a subset "
-            "of windows and extrapolated linearly to all windows (check compares the computed windows only)."
+            f"~ : reference estimated above {cap_s:g} s; the sliding-window stability loop was timed on a "
+            "subset of windows and extrapolated linearly to all windows (check compares the computed windows "
+            "only)."
         )
     print(
         f"'{DEFAULT_SET}' = dynamics_measures(x) + stability_index(x[..., -{WINDOW}:], window={WINDOW}) + "
@@ -506,7 +515,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--reference-cap",
         type=float,
         default=None,
-        help="seconds above which a reference loop is extrapolated from a subset (30; 2 with --quick)",
+        help="seconds above which a reference loop is extrapolated from a subset (30; 1 with --quick)",
     )
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -514,7 +523,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
     if args.reference_cap is None:
-        args.reference_cap = 2.0 if args.quick else 30.0
+        args.reference_cap = 1.0 if args.quick else 30.0
     return args
 
 

@@ -1,3 +1,11 @@
-"""lightning_dynamics: training seen as a dynamical system."""
+"""lightning_dynamics: watch a network's training as a dynamical system.
+
+``DynamicsMonitor`` is a Lightning callback; :mod:`lightning_dynamics.functional` holds the measures as
+plain torch functions.
+"""
+
+from lightning_dynamics.callbacks import DynamicsMonitor
 
 __version__ = "0.1.0"
+
+__all__ = ["DynamicsMonitor", "__version__"]

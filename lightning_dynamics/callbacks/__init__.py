@@ -1,0 +1,5 @@
+"""The only part of the package that imports Lightning."""
+
+from lightning_dynamics.callbacks.monitor import DynamicsMonitor
+
+__all__ = ["DynamicsMonitor"]

@@ -1,0 +1,23 @@
+"""Hooks' side of the data flow: layer selection, on-device summaries and the [L, T] history.
+
+No Lightning import: usable with any torch training loop.
+"""
+
+from lightning_dynamics.capture.history import SummaryHistory, load_history, save_history
+from lightning_dynamics.capture.hooks import ActivationCapture
+from lightning_dynamics.capture.layer_selection import is_compute_layer, select_layers, spread_evenly
+from lightning_dynamics.capture.summaries import SUMMARY_CHOICES, SummaryAccumulator, floating_tensors, summarize
+
+__all__ = [
+    "ActivationCapture",
+    "SUMMARY_CHOICES",
+    "SummaryAccumulator",
+    "SummaryHistory",
+    "floating_tensors",
+    "is_compute_layer",
+    "load_history",
+    "save_history",
+    "select_layers",
+    "spread_evenly",
+    "summarize",
+]

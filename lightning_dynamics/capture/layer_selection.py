@@ -1,0 +1,128 @@
+"""Choosing which modules of a network become the "channels" of the dynamics (no Lightning import).
+
+Modules are resolved by name, like timm's ``FeatureHooks``: a selection is a list of exact names, fnmatch
+patterns, module types, or a predicate; ``"auto"`` picks the compute layers.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable, Sequence
+from typing import Union
+
+import numpy as np
+from torch import nn
+
+LayerPredicate = Callable[[str, nn.Module], bool]
+LayerSpec = Union[str, type, LayerPredicate]
+LayerSelection = Union[str, Sequence[LayerSpec], LayerPredicate]
+
+AUTO_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.Linear,
+    nn.MultiheadAttention,
+)
+
+
+def is_compute_layer(name: str, module: nn.Module) -> bool:
+    """The ``"auto"`` rule: convolutions, linear layers and attention blocks (any class named ``*Attention``)."""
+    return isinstance(module, AUTO_TYPES) or type(module).__name__.endswith("Attention")
+
+
+def spread_evenly(items: list, max_items: int | None) -> list:
+    """Keep at most ``max_items`` of ``items``, evenly spaced through the list, first and last included.
+
+    Example:
+        >>> spread_evenly(list("abcdefghij"), 4)
+        ['a', 'd', 'g', 'j']
+    """
+    if max_items is None or len(items) <= max_items:
+        return list(items)
+    index = np.unique(np.round(np.linspace(0, len(items) - 1, max_items)).astype(int))
+    return [items[i] for i in index]
+
+
+def _named_candidates(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    # The root module (name "") is never a channel: its output is the network's output, not a layer's.
+    return [(name, module) for name, module in model.named_modules() if name]
+
+
+def _match(spec: LayerSpec, name: str, module: nn.Module) -> bool:
+    if isinstance(spec, str):
+        return name == spec or fnmatch.fnmatchcase(name, spec)
+    if isinstance(spec, type):
+        return isinstance(module, spec)
+    return bool(spec(name, module))
+
+
+def select_layers(
+    model: nn.Module, layers: LayerSelection = "auto", max_layers: int | None = None
+) -> list[tuple[str, nn.Module]]:
+    """Resolve a layer selection to ``(name, module)`` pairs in the model's registration order.
+
+    Registration order is the forward order for the sequential and residual vision networks this package
+    targets (torchvision, timm); the measures themselves do not depend on the order.
+
+    Args:
+        model: the network.
+        layers: ``"auto"`` (see :func:`is_compute_layer`), ``"all"`` (every leaf module), a predicate
+            ``(name, module) -> bool``, or a list of exact module names, fnmatch patterns
+            (``"layer*.conv1"``) and module types (``nn.Conv2d``).
+        max_layers: cap, applied by keeping layers evenly spread through depth (:func:`spread_evenly`).
+
+    Raises:
+        ValueError: an exact name that is not a module of the model (close matches are listed), a pattern or
+            type that matches nothing, or a selection that resolves to no layer.
+
+    Example:
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4, 2))
+        >>> [name for name, _ in select_layers(net)]
+        ['0', '3']
+        >>> [name for name, _ in select_layers(net, [nn.ReLU, "3"])]
+        ['1', '3']
+    """
+    if max_layers is not None and (int(max_layers) != max_layers or max_layers < 1):
+        raise ValueError(f"`max_layers` must be a positive integer or None, got {max_layers!r}.")
+    candidates = _named_candidates(model)
+    names = [name for name, _ in candidates]
+    if isinstance(layers, str) and layers in ("auto", "all"):
+        if layers == "auto":
+            chosen = [(n, m) for n, m in candidates if is_compute_layer(n, m)]
+        else:
+            chosen = [(n, m) for n, m in candidates if not any(True for _ in m.children())]
+    elif callable(layers) and not isinstance(layers, type):
+        chosen = [(n, m) for n, m in candidates if layers(n, m)]
+    else:
+        specs: Sequence[LayerSpec] = [layers] if isinstance(layers, (str, type)) else layers
+        if len(specs) == 0:
+            raise ValueError("`layers` must not be an empty list; use 'auto' or name at least one module.")
+        for spec in specs:
+            if not isinstance(spec, (str, type)) and not callable(spec):
+                raise ValueError(f"`layers` entries must be names, patterns, types or predicates, got {spec!r}.")
+            if not any(_match(spec, n, m) for n, m in candidates):
+                raise ValueError(_no_match_message(spec, names))
+        chosen = [(n, m) for n, m in candidates if any(_match(spec, n, m) for spec in specs)]
+    if not chosen:
+        raise ValueError(
+            f"`layers={layers!r}` selects no module of {type(model).__name__} "
+            f"(it has {len(names)} named submodules). Name modules explicitly, e.g. layers={names[:3]!r}."
+        )
+    return spread_evenly(chosen, max_layers)
+
+
+def _no_match_message(spec: LayerSpec, names: list[str]) -> str:
+    if isinstance(spec, str):
+        close = difflib.get_close_matches(spec, names, n=5, cutoff=0.5)
+        hint = f" Close matches: {close}." if close else f" Some module names: {names[:8]}."
+        kind = "pattern" if any(c in spec for c in "*?[") else "name"
+        return f"`layers` {kind} {spec!r} matches no module of the model.{hint}"
+    if isinstance(spec, type):
+        return f"`layers` type {spec.__name__} matches no module of the model."
+    return f"`layers` predicate {spec!r} matches no module of the model."

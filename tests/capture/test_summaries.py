@@ -1,0 +1,85 @@
+import pytest
+import torch
+from torch import nn
+
+from lightning_dynamics.capture import ActivationCapture, SummaryAccumulator, summarize
+
+
+def _outputs(seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(4, 5, generator=g) * 3 + 1, torch.randn(7, generator=g)]
+
+
+@pytest.mark.parametrize(
+    ("summary", "reference"),
+    [
+        ("rms", lambda a: a.square().mean().sqrt()),
+        ("mean", lambda a: a.mean()),
+        ("abs_mean", lambda a: a.abs().mean()),
+        ("std", lambda a: a.std(correction=0)),
+    ],
+)
+def test_summaries_equal_direct_computation_over_concatenated_outputs(summary: str, reference) -> None:  # noqa: ANN001
+    acc = SummaryAccumulator(1, summary, torch.device("cpu"))
+    outs = _outputs()
+    for out in outs:
+        acc.add(0, out)
+    value = summarize(acc.packed(), summary)
+    expected = reference(torch.cat([o.flatten() for o in outs]).double()).float()
+    torch.testing.assert_close(value, expected.view(1), rtol=1e-5, atol=1e-6)
+    assert value.dtype == torch.float32
+
+
+def test_low_precision_activations_accumulate_in_float32_or_better() -> None:
+    acc = SummaryAccumulator(1, "rms", torch.device("cpu"))
+    a = torch.full((1000,), 3.0, dtype=torch.bfloat16)
+    for _ in range(1000):
+        acc.add(0, a)
+    torch.testing.assert_close(summarize(acc.packed(), "rms"), torch.tensor([3.0]))
+
+
+def test_layer_never_called_is_nan_and_reset_clears() -> None:
+    acc = SummaryAccumulator(2, "mean", torch.device("cpu"))
+    acc.add(0, torch.ones(3))
+    value = summarize(acc.packed(), "mean")
+    assert value[0] == 1 and value[1].isnan()
+    acc.reset()
+    assert acc.counts == [0, 0] and (acc.sums == 0).all()
+
+
+def test_capture_counts_every_call_and_container_outputs() -> None:
+    class Reused(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.block = nn.Linear(3, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.block(self.block(x))  # the same module twice in one forward
+
+    class Pair(nn.Module):
+        def forward(self, x: torch.Tensor):  # noqa: ANN201
+            return {"a": x, "b": (x * 2, torch.arange(3))}  # the integer tensor is ignored
+
+    net = Reused()
+    acc = SummaryAccumulator(2, "mean", torch.device("cpu"))
+    pair = Pair()
+    with ActivationCapture([("block", net.block), ("pair", pair)], acc) as capture:
+        x = torch.randn(2, 3)
+        _ = net(x)  # not enabled: nothing counted
+        with capture.capturing():
+            y1 = net.block(x)
+            y2 = net.block(y1)
+            pair(x)
+    assert acc.counts == [12, 12]
+    expected = torch.cat([y1.flatten(), y2.flatten()]).mean()
+    torch.testing.assert_close(summarize(acc.packed(), "mean")[0], expected.detach(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(summarize(acc.packed(), "mean")[1], (x.mean() * 1.5), rtol=1e-6, atol=1e-6)
+    assert len(net.block._forward_hooks) == 0 and len(pair._forward_hooks) == 0
+
+
+def test_hook_builds_no_autograd_graph() -> None:
+    lin = nn.Linear(3, 3)
+    acc = SummaryAccumulator(1, "rms", torch.device("cpu"))
+    with ActivationCapture([("lin", lin)], acc) as capture, capture.capturing():
+        lin(torch.randn(2, 3)).sum().backward()
+    assert not acc.sums.requires_grad
