@@ -188,6 +188,13 @@ class DynamicsMonitor(Callback):
         if self._pending_state is not None:
             self._restore(self._pending_state)
             self._pending_state = None
+        if self.every_n_steps and trainer.loggers and self.every_n_steps % trainer.log_every_n_steps != 0:
+            rank_zero_warn(
+                f"DynamicsMonitor(every_n_steps={self.every_n_steps}) logs at steps that "
+                f"Trainer(log_every_n_steps={trainer.log_every_n_steps}) does not write to the loggers; the values "
+                "still reach callback_metrics and the saved history. Set log_every_n_steps to a divisor of "
+                f"{self.every_n_steps} to see them in the logger."
+            )
         if self.verbose:
             rank_zero_info(
                 f"DynamicsMonitor: {len(names)} layers ({names[0]} ... {names[-1]}), summary={self.summary!r}, "
@@ -284,7 +291,6 @@ class DynamicsMonitor(Callback):
                     on_step=on_step,
                     on_epoch=not on_step,
                     prog_bar=self.prog_bar,
-                    logger=True,
                     batch_size=1,
                     sync_dist=False,  # already identical on every rank: the sums were all-reduced
                 )

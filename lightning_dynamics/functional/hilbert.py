@@ -16,7 +16,7 @@ from lightning_dynamics.functional._checks import as_float_series, check_choice
 PAD_CHOICES = ("reflect", None)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=16)
 def _hilbert_multiplier(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     h = torch.zeros(n, dtype=dtype, device=device)
     h[0] = 1.0
