@@ -437,12 +437,17 @@ def format_ratio(row: Row) -> str:
     return f"{'~' if row.reference.estimated else ''}{row.reference.ms / row.torch.ms:.1f}x"
 
 
+def load_average() -> str:
+    """The 1-minute load average, or "n/a" where the platform has none (timings suffer from other load)."""
+    return f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "n/a"
+
+
 def print_header(args: argparse.Namespace) -> None:
     print(
         f"lightning_dynamics.functional benchmark | torch {torch.__version__}, numpy {np.__version__}, "
         f"scipy {scipy.__version__} | device {args.device}, torch threads {torch.get_num_threads()}, "
         f"CPUs {os.cpu_count()} | {platform.processor() or platform.machine()} | repeats {args.repeats} "
-        f"(median) | input float32 random walk, seed {SEED}"
+        f"(median) | input float32 random walk, seed {SEED} | load average {load_average()}"
     )
 
 
@@ -464,6 +469,7 @@ def print_table(rows: Sequence[Row], device: str) -> None:
 
 def print_footnotes(rows: Sequence[Row], cap_s: float) -> None:
     print()
+    print(f"load average at the end: {load_average()} (other CPU load inflates the torch times most).")
     print("ratio = reference ms / torch ms. Reference: Python loop over layers in numpy/scipy (float64).")
     if any(row.reference.estimated for row in rows):
         print(

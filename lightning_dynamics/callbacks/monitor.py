@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -188,6 +189,8 @@ class DynamicsMonitor(Callback):
         if self._pending_state is not None:
             self._restore(self._pending_state)
             self._pending_state = None
+        # trainer.log_dir is a collective under DDP: resolve it here, where every rank passes, not at the end.
+        self.history_path = Path(trainer.log_dir or trainer.default_root_dir) / HISTORY_FILENAME
         if self.every_n_steps and trainer.loggers and self.every_n_steps % trainer.log_every_n_steps != 0:
             rank_zero_warn(
                 f"DynamicsMonitor(every_n_steps={self.every_n_steps}) logs at steps that "
@@ -284,7 +287,11 @@ class DynamicsMonitor(Callback):
         self._announce_once()
         for key, value in values.items():
             self.metrics[key].append(value)
-            if not math.isnan(value):
+            if math.isnan(value):
+                continue
+            with warnings.catch_warnings():
+                # Lightning suggests sync_dist for epoch-level values under DDP; ours are already global.
+                warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
                 pl_module.log(
                     f"dynamics/{key}",
                     value,
@@ -372,7 +379,8 @@ class DynamicsMonitor(Callback):
             return
         state = self.history.state_dict()
         state["metrics"] = {key: torch.tensor(values, dtype=torch.float64) for key, values in self.metrics.items()}
-        self.history_path = save_history(state, Path(trainer.log_dir or trainer.default_root_dir) / HISTORY_FILENAME)
+        assert self.history_path is not None
+        save_history(state, self.history_path)
         if self.verbose:
             rank_zero_info(f"DynamicsMonitor: history of {self.history.length} sample points saved to {self.history_path}")
 

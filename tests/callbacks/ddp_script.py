@@ -1,0 +1,58 @@
+"""Train TinyModule with DynamicsMonitor on 1 or 2 CPU processes and save each rank's history.
+
+Run by tests/callbacks/test_ddp.py as ``python ddp_script.py OUT_DIR DEVICES``; Lightning's DDP launcher
+re-runs this script for the other rank.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import lightning.pytorch as pl  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.data import DataLoader, DistributedSampler  # noqa: E402
+
+from lightning_dynamics import DynamicsMonitor  # noqa: E402
+from tests.helpers import TinyModule, random_classification  # noqa: E402
+
+
+def main(out_dir: str, devices: int) -> None:
+    pl.seed_everything(0)
+    global_batch = 16
+
+    class Data(pl.LightningDataModule):
+        def train_dataloader(self) -> DataLoader:
+            # Lightning's automatic DistributedSampler always shuffles training data; interleave in order
+            # instead, so the two ranks' batches together are exactly the single process's batch.
+            data = random_classification(64)
+            sampler = DistributedSampler(data, self.trainer.world_size, self.trainer.global_rank, shuffle=False)
+            return DataLoader(data, batch_size=global_batch // devices, sampler=sampler)
+
+    monitor = DynamicsMonitor(verbose=False)
+    trainer = pl.Trainer(
+        max_epochs=6,
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        logger=False,
+        callbacks=[monitor],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=True,
+        use_distributed_sampler=False,
+    )
+    trainer.fit(TinyModule(), datamodule=Data())
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {
+        "values": monitor.history.values.cpu(),
+        "metastability": torch.tensor(monitor.metrics["metastability"]),
+        "logged": float(trainer.callback_metrics["dynamics/metastability"]),
+    }
+    torch.save(state, out / f"devices{devices}_rank{trainer.global_rank}.pt")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]))
