@@ -39,7 +39,13 @@ def main() -> None:
     trainer.fit(ImageClassifier(SmallCNN(), lr=0.02), DigitsDataModule(batch_size=64))
 
     per_epoch = epoch_metrics(read_metrics(logger.log_dir))
-    keys = ["val_acc", "dynamics/integration", "dynamics/metastability", "dynamics/stability_index", "dynamics/stability_volatility"]
+    keys = [
+        "val_acc",
+        "dynamics/integration",
+        "dynamics/metastability",
+        "dynamics/stability_index",
+        "dynamics/stability_volatility",
+    ]
     print("\nLast epochs (dynamics keys appear once enough epochs exist):")
     print(per_epoch[[k for k in keys if k in per_epoch]].tail(8).to_string(float_format=lambda v: f"{v:.4f}"))
     figure = Path(logger.log_dir) / "dynamics.png"

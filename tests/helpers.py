@@ -58,7 +58,7 @@ def loaders(n: int = 64, batch_size: int = 16, seed: int = 0) -> tuple[DataLoade
     return DataLoader(data, batch_size=batch_size, shuffle=False), DataLoader(data, batch_size=64)
 
 
-def trainer(tmp_path, max_epochs: int = 22, **kwargs) -> pl.Trainer:  # noqa: ANN001
+def trainer(tmp_path, max_epochs: int = 22, **kwargs) -> pl.Trainer:
     options = dict(
         max_epochs=max_epochs,
         accelerator="cpu",

@@ -205,7 +205,9 @@ class DynamicsMonitor(Callback):
                 + (f"{self.every_n_steps} steps." if self.every_n_steps else "epoch.")
             )
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self.source == "train" and self._capture is not None:
             self._capture.enabled = True
         elif self.source == "probe" and self.probe_batch is None:
@@ -316,7 +318,13 @@ class DynamicsMonitor(Callback):
                 sigma=self.sigma,
                 include_phase_integration=self.compute_phase_integration,
             )
-            for key in ("integration", "integration_alpha", "metastability", "synchrony", "phase_integration"):
+            for key in (
+                "integration",
+                "integration_alpha",
+                "metastability",
+                "synchrony",
+                "phase_integration",
+            ):
                 out[key] = getattr(measures, key)
             out["n_excluded"] = measures.n_excluded.to(x.dtype)
         if x.shape[-1] >= self.window:
@@ -330,7 +338,7 @@ class DynamicsMonitor(Callback):
                 sigma=self.sigma,
             )[-1]
         keys = list(out)
-        values = dict(zip(keys, torch.stack([out[k].to(x.dtype) for k in keys]).tolist()))  # one host sync
+        values = dict(zip(keys, torch.stack([out[k].to(x.dtype) for k in keys]).tolist(), strict=True))  # one host sync
         recent = [*self.metrics["stability_index"], values["stability_index"]][-self.volatility_window :]
         if len(recent) == self.volatility_window and not any(math.isnan(v) for v in recent):
             mean = sum(recent) / len(recent)
@@ -365,7 +373,12 @@ class DynamicsMonitor(Callback):
         was_training = pl_module.training
         pl_module.eval()
         try:
-            with self._capture, self._capture.capturing(), torch.no_grad(), trainer.precision_plugin.forward_context():
+            with (
+                self._capture,
+                self._capture.capturing(),
+                torch.no_grad(),
+                trainer.precision_plugin.forward_context(),
+            ):
                 self.probe_forward(pl_module, batch)
         finally:
             pl_module.train(was_training)
@@ -382,7 +395,9 @@ class DynamicsMonitor(Callback):
         assert self.history_path is not None
         save_history(state, self.history_path)
         if self.verbose:
-            rank_zero_info(f"DynamicsMonitor: history of {self.history.length} sample points saved to {self.history_path}")
+            rank_zero_info(
+                f"DynamicsMonitor: history of {self.history.length} sample points saved to {self.history_path}"
+            )
 
 
 def _detached_copy(batch: Any) -> Any:

@@ -6,11 +6,16 @@ No Lightning import: usable with any torch training loop.
 from lightning_dynamics.capture.history import SummaryHistory, load_history, save_history
 from lightning_dynamics.capture.hooks import ActivationCapture
 from lightning_dynamics.capture.layer_selection import is_compute_layer, select_layers, spread_evenly
-from lightning_dynamics.capture.summaries import SUMMARY_CHOICES, SummaryAccumulator, floating_tensors, summarize
+from lightning_dynamics.capture.summaries import (
+    SUMMARY_CHOICES,
+    SummaryAccumulator,
+    floating_tensors,
+    summarize,
+)
 
 __all__ = [
-    "ActivationCapture",
     "SUMMARY_CHOICES",
+    "ActivationCapture",
     "SummaryAccumulator",
     "SummaryHistory",
     "floating_tensors",

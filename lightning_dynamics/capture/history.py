@@ -72,7 +72,9 @@ class SummaryHistory:
                 "series: use the same `layers`/`summary`, or resume without the callback's state."
             )
         values = state["values"]
-        self._buffer = torch.full((len(self.layer_names), max(64, 2 * values.shape[1])), float("nan"), device=self.device)
+        self._buffer = torch.full(
+            (len(self.layer_names), max(64, 2 * values.shape[1])), float("nan"), device=self.device
+        )
         self._buffer[:, : values.shape[1]] = values.to(self.device)
         self.length = values.shape[1]
         self.epochs = [int(e) for e in state["epochs"]]

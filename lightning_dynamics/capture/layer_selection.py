@@ -9,14 +9,13 @@ from __future__ import annotations
 import difflib
 import fnmatch
 from collections.abc import Callable, Sequence
-from typing import Union
 
 import numpy as np
 from torch import nn
 
 LayerPredicate = Callable[[str, nn.Module], bool]
-LayerSpec = Union[str, type, LayerPredicate]
-LayerSelection = Union[str, Sequence[LayerSpec], LayerPredicate]
+LayerSpec = str | type | LayerPredicate
+LayerSelection = str | Sequence[LayerSpec] | LayerPredicate
 
 AUTO_TYPES: tuple[type[nn.Module], ...] = (
     nn.Conv1d,

@@ -20,7 +20,12 @@ class DigitsDataModule(pl.LightningDataModule):
     """
 
     def __init__(
-        self, batch_size: int = 64, val_fraction: float = 0.25, split_seed: int = 0, num_workers: int = 0, shuffle: bool = True
+        self,
+        batch_size: int = 64,
+        val_fraction: float = 0.25,
+        split_seed: int = 0,
+        num_workers: int = 0,
+        shuffle: bool = True,
     ) -> None:
         super().__init__()
         if not 0.0 < val_fraction < 1.0:
@@ -43,7 +48,7 @@ class DigitsDataModule(pl.LightningDataModule):
         val_index: list[int] = []
         for label in range(10):
             members = np.flatnonzero(digits.target == label)
-            val_index.extend(rng.choice(members, int(round(len(members) * self.val_fraction)), replace=False))
+            val_index.extend(rng.choice(members, round(len(members) * self.val_fraction), replace=False))
         is_val = np.zeros(len(labels), dtype=bool)
         is_val[val_index] = True
         train, val = torch.from_numpy(~is_val), torch.from_numpy(is_val)
@@ -52,7 +57,9 @@ class DigitsDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=self.shuffle, num_workers=self.num_workers)
+        return DataLoader(
+            self.train_set, batch_size=self.batch_size, shuffle=self.shuffle, num_workers=self.num_workers
+        )
 
     def val_dataloader(self) -> DataLoader:
         assert self.val_set is not None

@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 
 from lightning_dynamics.functional._checks import as_float_series, warn_insufficient
-from lightning_dynamics.functional.dfa import MIN_SCALES, dfa, dfa_scales, min_dfa_length
 from lightning_dynamics.functional.detrend import detrend as detrend_series
 from lightning_dynamics.functional.detrend import detrended_length
+from lightning_dynamics.functional.dfa import MIN_SCALES, dfa, dfa_scales, min_dfa_length
 from lightning_dynamics.functional.hilbert import instantaneous_phase
 from lightning_dynamics.functional.kuramoto import MIN_PHASE_POINTS
 

@@ -93,9 +93,7 @@ def dynamics_measures(
         phases = instantaneous_phase(d.series, pad=pad)
         r = kuramoto_order_parameter(phases, d.valid)
         meta, sync = r.std(dim=-1, correction=0), r.mean(dim=-1)
-        phase_int = (
-            phase_integration_from_phases(phases, d.valid, n_thresholds) if include_phase_integration else nan
-        )
+        phase_int = phase_integration_from_phases(phases, d.valid, n_thresholds) if include_phase_integration else nan
     else:
         meta = sync = phase_int = nan
         reasons.append(f"phase measures need T >= {min_points(detrend)['metastability']}, got T={x.shape[-1]}")

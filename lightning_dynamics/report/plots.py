@@ -31,7 +31,7 @@ def plot_dynamics(per_epoch: pd.DataFrame, accuracy_key: str = "val_acc", path: 
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(len(PANELS), 1, figsize=(7, 2.2 * len(PANELS)), sharex=True)
-    for ax, (key, label) in zip(axes, PANELS):
+    for ax, (key, label) in zip(axes, PANELS, strict=True):
         if key in per_epoch:
             ax.plot(per_epoch.index, per_epoch[key], marker=".", color="tab:blue")
         else:

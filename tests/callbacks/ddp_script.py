@@ -9,12 +9,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import lightning.pytorch as pl  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.data import DataLoader, DistributedSampler  # noqa: E402
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
 
-from lightning_dynamics import DynamicsMonitor  # noqa: E402
-from tests.helpers import TinyModule, random_classification  # noqa: E402
+from lightning_dynamics import DynamicsMonitor
+from tests.helpers import TinyModule, random_classification
 
 
 def main(out_dir: str, devices: int) -> None:

@@ -11,8 +11,6 @@ from tests.helpers import TinyModule, loaders
 pytest.importorskip("jsonargparse")
 
 
-
-
 def test_callback_from_yaml(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(

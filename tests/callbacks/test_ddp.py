@@ -5,16 +5,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 SCRIPT = Path(__file__).with_name("ddp_script.py")
 
 
 def _run(out: Path, devices: int) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_"))
+    }
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), str(out), str(devices)], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, str(SCRIPT), str(out), str(devices)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-4000:]
 

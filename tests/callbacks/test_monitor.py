@@ -18,7 +18,7 @@ from lightning_dynamics.functional.hilbert import _hilbert_multiplier
 from tests.helpers import TinyModule, TinyNet, forward_hook_count, loaders, trainer
 
 
-def fit(tmp_path: Path, monitor: DynamicsMonitor, epochs: int = 22, module: TinyModule | None = None, **kwargs):  # noqa: ANN201
+def fit(tmp_path: Path, monitor: DynamicsMonitor, epochs: int = 22, module: TinyModule | None = None, **kwargs):
     pl.seed_everything(0)
     module = module or TinyModule()
     ckpt_path = kwargs.pop("ckpt_path", None)
@@ -64,7 +64,7 @@ def test_history_matches_a_manual_rms_of_the_layer_outputs(tmp_path: Path) -> No
     snapshots = []
 
     class Snapshot(pl.Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):  # noqa: ANN001, ANN201
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             with torch.no_grad():
                 snapshots.append(pl_module.net.fc2(pl_module.net.act(pl_module.net.fc1(batch[0]))))
 
@@ -76,7 +76,12 @@ def test_history_matches_a_manual_rms_of_the_layer_outputs(tmp_path: Path) -> No
 
 def test_stock_early_stopping_monitors_a_dynamics_key(tmp_path: Path) -> None:
     stopper = EarlyStopping(
-        monitor="dynamics/stability_index", mode="max", patience=0, min_delta=1.0, strict=False, check_on_train_epoch_end=True
+        monitor="dynamics/stability_index",
+        mode="max",
+        patience=0,
+        min_delta=1.0,
+        strict=False,
+        check_on_train_epoch_end=True,
     )
     t, _ = fit(tmp_path, DynamicsMonitor(verbose=False), epochs=40, callbacks=[stopper])
     # The key first exists after 16 epochs; min_delta=1 means it can never improve, so stop at the next check.
@@ -86,9 +91,19 @@ def test_stock_early_stopping_monitors_a_dynamics_key(tmp_path: Path) -> None:
 
 def test_model_checkpoint_monitors_a_dynamics_key(tmp_path: Path) -> None:
     checkpoint = ModelCheckpoint(
-        dirpath=tmp_path / "ckpt", monitor="dynamics/stability_volatility", mode="min", save_on_train_epoch_end=True
+        dirpath=tmp_path / "ckpt",
+        monitor="dynamics/stability_volatility",
+        mode="min",
+        save_on_train_epoch_end=True,
     )
-    fit(tmp_path, DynamicsMonitor(verbose=False), epochs=22, callbacks=[checkpoint], enable_checkpointing=True, limit_val_batches=0)
+    fit(
+        tmp_path,
+        DynamicsMonitor(verbose=False),
+        epochs=22,
+        callbacks=[checkpoint],
+        enable_checkpointing=True,
+        limit_val_batches=0,
+    )
     assert checkpoint.best_model_path and math.isfinite(float(checkpoint.best_model_score))
 
 
@@ -110,7 +125,7 @@ def test_no_retained_activation_memory_across_50_epochs(tmp_path: Path) -> None:
     snapshots: list[tuple[int, int]] = []
 
     class Census(pl.Callback):
-        def on_train_epoch_end(self, trainer, pl_module):  # noqa: ANN001, ANN201
+        def on_train_epoch_end(self, trainer, pl_module):
             # Bounded shape caches (FFT multipliers, DFA bases) are not retention: clear them before counting.
             _hilbert_multiplier.cache_clear()
             _polynomial_basis.cache_clear()
@@ -141,21 +156,37 @@ def test_resume_from_checkpoint_equals_uninterrupted(tmp_path: Path) -> None:
     full = DynamicsMonitor(verbose=False)
     fit(tmp_path / "full", full, epochs=22)
 
-    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_epochs=1, save_on_train_epoch_end=True)
+    checkpoint = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", save_last=True, every_n_epochs=1, save_on_train_epoch_end=True
+    )
     first = DynamicsMonitor(verbose=False)
     fit(tmp_path / "a", first, epochs=12, callbacks=[checkpoint], enable_checkpointing=True)
     resumed = DynamicsMonitor(verbose=False)
-    fit(tmp_path / "b", resumed, epochs=22, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"), enable_checkpointing=True)
+    fit(
+        tmp_path / "b",
+        resumed,
+        epochs=22,
+        ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"),
+        enable_checkpointing=True,
+    )
     torch.testing.assert_close(resumed.history.values, full.history.values)
     assert resumed.history.epochs == list(range(22))
     torch.testing.assert_close(
-        torch.tensor(resumed.metrics["stability_volatility"]), torch.tensor(full.metrics["stability_volatility"]), equal_nan=True
+        torch.tensor(resumed.metrics["stability_volatility"]),
+        torch.tensor(full.metrics["stability_volatility"]),
+        equal_nan=True,
     )
 
 
 def test_resume_with_other_layers_is_a_clear_error(tmp_path: Path) -> None:
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_on_train_epoch_end=True)
-    fit(tmp_path / "a", DynamicsMonitor(verbose=False), epochs=3, callbacks=[checkpoint], enable_checkpointing=True)
+    fit(
+        tmp_path / "a",
+        DynamicsMonitor(verbose=False),
+        epochs=3,
+        callbacks=[checkpoint],
+        enable_checkpointing=True,
+    )
     other = DynamicsMonitor(layers="net.fc1", verbose=False)
     other.state_key  # noqa: B018
     state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["callbacks"]

@@ -15,7 +15,10 @@ timm = pytest.importorskip("timm")
 
 def _images(n: int = 16) -> DataLoader:
     g = torch.Generator().manual_seed(0)
-    return DataLoader(TensorDataset(torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g)), batch_size=8)
+    return DataLoader(
+        TensorDataset(torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g)),
+        batch_size=8,
+    )
 
 
 def test_resnet18(tmp_path: Path) -> None:

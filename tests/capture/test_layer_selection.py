@@ -15,7 +15,7 @@ def test_auto_picks_compute_layers_in_order() -> None:
 
 def test_auto_includes_attention_blocks() -> None:
     class Attention(nn.Module):
-        def forward(self, x):  # noqa: ANN001, ANN201
+        def forward(self, x):
             return x
 
     net = nn.Sequential(nn.Linear(2, 2), Attention(), nn.MultiheadAttention(4, 2))
@@ -51,5 +51,9 @@ def test_empty_and_invalid_selections() -> None:
 
 def test_max_layers_spreads_through_depth() -> None:
     net = nn.Sequential(*[nn.Linear(2, 2) for _ in range(10)])
-    assert names(select_layers(net, max_layers=3)) == ["0", "4", "9"] or names(select_layers(net, max_layers=3)) == ["0", "5", "9"]
+    assert names(select_layers(net, max_layers=3)) == ["0", "4", "9"] or names(select_layers(net, max_layers=3)) == [
+        "0",
+        "5",
+        "9",
+    ]
     assert spread_evenly([1, 2], 5) == [1, 2]

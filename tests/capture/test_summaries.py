@@ -19,7 +19,7 @@ def _outputs(seed: int = 0) -> list[torch.Tensor]:
         ("std", lambda a: a.std(correction=0)),
     ],
 )
-def test_summaries_equal_direct_computation_over_concatenated_outputs(summary: str, reference) -> None:  # noqa: ANN001
+def test_summaries_equal_direct_computation_over_concatenated_outputs(summary: str, reference) -> None:
     acc = SummaryAccumulator(1, summary, torch.device("cpu"))
     outs = _outputs()
     for out in outs:
@@ -57,7 +57,7 @@ def test_capture_counts_every_call_and_container_outputs() -> None:
             return self.block(self.block(x))  # the same module twice in one forward
 
     class Pair(nn.Module):
-        def forward(self, x: torch.Tensor):  # noqa: ANN201
+        def forward(self, x: torch.Tensor):
             return {"a": x, "b": (x * 2, torch.arange(3))}  # the integer tensor is ignored
 
     net = Reused()

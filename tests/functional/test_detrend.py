@@ -25,7 +25,10 @@ def test_linear_removes_a_line_exactly() -> None:
 
 def test_mean_and_none() -> None:
     x = torch.randn(3, 20, dtype=torch.float64) * 4 + 7
-    torch.testing.assert_close(detrend(x, method="mean").series, (x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True, correction=0))
+    torch.testing.assert_close(
+        detrend(x, method="mean").series,
+        (x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True, correction=0),
+    )
     torch.testing.assert_close(detrend(x, method=None).series, x)
 
 

@@ -13,7 +13,9 @@ from lightning_dynamics.functional import InsufficientDataWarning, dfa, dfa_scal
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("order", [1, 2])
 def test_dfa_equals_nolds_with_explicit_scales(seed: int, order: int) -> None:
-    x = np.random.default_rng(seed).standard_normal(1500).cumsum() * 0.1 + np.random.default_rng(seed).standard_normal(1500)
+    x = np.random.default_rng(seed).standard_normal(1500).cumsum() * 0.1 + np.random.default_rng(seed).standard_normal(
+        1500
+    )
     scales = [5, 8, 13, 21, 34, 55, 89, 144]
     ours = float(dfa(torch.tensor(x), scales=scales, order=order))
     ref = nolds.dfa(x, nvals=scales, overlap=False, order=order, fit_exp="poly")
@@ -48,7 +50,9 @@ def test_theory_long_range_correlated_noise_lies_between() -> None:
     rng = np.random.default_rng(3)
     n = 8192
     freqs = np.fft.rfftfreq(n)
-    spectrum = (rng.standard_normal(freqs.size) + 1j * rng.standard_normal(freqs.size)) / np.maximum(freqs, freqs[1]) ** 0.3
+    spectrum = (rng.standard_normal(freqs.size) + 1j * rng.standard_normal(freqs.size)) / np.maximum(
+        freqs, freqs[1]
+    ) ** 0.3
     x = np.fft.irfft(spectrum, n)
     assert 0.7 < float(dfa(torch.tensor(x))) < 0.9
 

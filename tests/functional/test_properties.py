@@ -39,7 +39,12 @@ def test_measures_shapes_and_bounds(shape: tuple[int, int, int], seed: int) -> N
     batch = x.shape[:-2]
     for name in ("integration", "integration_alpha", "metastability", "synchrony", "phase_integration"):
         assert getattr(out, name).shape == batch, name
-    for name, lo, hi in [("integration", 0, 1), ("synchrony", 0, 1), ("metastability", 0, 0.5), ("phase_integration", 0, 1)]:
+    for name, lo, hi in [
+        ("integration", 0, 1),
+        ("synchrony", 0, 1),
+        ("metastability", 0, 0.5),
+        ("phase_integration", 0, 1),
+    ]:
         v = getattr(out, name)
         finite = v[v.isfinite()]
         assert ((finite >= lo - 1e-9) & (finite <= hi + 1e-9)).all(), (name, v)
