@@ -4,8 +4,9 @@
 plain torch functions.
 """
 
-from lightning_dynamics.callbacks import DynamicsMonitor
+from lightning_dynamics.callbacks import DynamicsEarlyStopping, DynamicsMonitor
+from lightning_dynamics.convergence import DynamicsStoppingReason
 
 __version__ = "0.1.0"
 
-__all__ = ["DynamicsMonitor", "__version__"]
+__all__ = ["DynamicsEarlyStopping", "DynamicsMonitor", "DynamicsStoppingReason", "__version__"]
