@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
@@ -77,3 +79,16 @@ def trainer(tmp_path, max_epochs: int = 22, **kwargs) -> pl.Trainer:
 
 def forward_hook_count(module: nn.Module) -> int:
     return sum(len(m._forward_hooks) for m in module.modules())
+
+
+class ScriptedVolatility(pl.Callback):
+    """Logs a fixed series as the monitored key (runs before monitoring callbacks, like DynamicsMonitor)."""
+
+    def __init__(self, series: list[float], key: str = "dynamics/stability_volatility") -> None:
+        self.series = series
+        self.key = key
+
+    def on_train_epoch_end(self, trainer, pl_module):  # noqa: ANN001, ANN201
+        value = self.series[trainer.current_epoch]
+        if not math.isnan(value):
+            pl_module.log(self.key, value, on_epoch=True)

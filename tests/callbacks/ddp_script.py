@@ -13,8 +13,8 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from lightning_dynamics import DynamicsMonitor
-from tests.helpers import TinyModule, random_classification
+from lightning_dynamics import DynamicsEarlyStopping, DynamicsMonitor
+from tests.helpers import ScriptedVolatility, TinyModule, random_classification
 
 
 def main(out_dir: str, devices: int) -> None:
@@ -30,13 +30,21 @@ def main(out_dir: str, devices: int) -> None:
             return DataLoader(data, batch_size=global_batch // devices, sampler=sampler)
 
     monitor = DynamicsMonitor(verbose=False)
+    # Early-stopping agreement: only rank 1 sees its (scripted) key drop, at the last epoch; every rank must stop.
+    stopper = DynamicsEarlyStopping(monitor="scripted/volatility", patience=1, strict=False)
+
+    class RankScript(ScriptedVolatility):
+        def on_train_epoch_end(self, trainer, pl_module):  # noqa: ANN001, ANN201
+            self.series = [0.4] * 5 + ([0.01] if trainer.global_rank == 1 else [0.4])
+            super().on_train_epoch_end(trainer, pl_module)
+
     trainer = pl.Trainer(
         max_epochs=6,
         accelerator="cpu",
         devices=devices,
         strategy="ddp" if devices > 1 else "auto",
         logger=False,
-        callbacks=[monitor],
+        callbacks=[monitor, RankScript([], key="scripted/volatility"), stopper],
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -50,6 +58,7 @@ def main(out_dir: str, devices: int) -> None:
         "values": monitor.history.values.cpu(),
         "metastability": torch.tensor(monitor.metrics["metastability"]),
         "logged": float(trainer.callback_metrics["dynamics/metastability"]),
+        "stopped_epoch": stopper.stopped_epoch,
     }
     torch.save(state, out / f"devices{devices}_rank{trainer.global_rank}.pt")
 

@@ -1,4 +1,5 @@
-"""DDP on two CPU processes (gloo): the history is identical on both ranks and equals one process."""
+"""DDP on two CPU processes (gloo): the history is identical on both ranks and equals one process;
+DynamicsEarlyStopping agrees across ranks."""
 
 import os
 import subprocess
@@ -32,6 +33,9 @@ def test_ddp_two_processes_equal_single_process(tmp_path: Path) -> None:
     single = torch.load(tmp_path / "devices1_rank0.pt", weights_only=True)
     assert torch.equal(rank0["values"], rank1["values"])
     assert rank0["logged"] == rank1["logged"]
+    # DynamicsEarlyStopping: rank 1 alone saw the drop; reduce_boolean_decision made both ranks stop.
+    assert rank0["stopped_epoch"] == rank1["stopped_epoch"] == 5
+    assert single["stopped_epoch"] == 0
     assert rank0["values"].shape == (3, 6)
     torch.testing.assert_close(rank0["values"], single["values"], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(rank0["metastability"], single["metastability"], rtol=1e-4, atol=1e-5, equal_nan=True)

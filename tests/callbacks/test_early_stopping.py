@@ -7,24 +7,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_dynamics import DynamicsEarlyStopping, DynamicsMonitor, DynamicsStoppingReason
 from lightning_dynamics.convergence import VolatilityDropRule, convergence_signal
-from tests.helpers import TinyModule, loaders, trainer
+from tests.helpers import ScriptedVolatility, TinyModule, loaders, trainer
 
 NAN = float("nan")
 # Volatility that appears at epoch 3, peaks at 0.4 (epoch 5), and drops below 0.25 x 0.4 = 0.1 from epoch 9.
 SERIES = [NAN, NAN, NAN, 0.2, 0.3, 0.4, 0.35, 0.3, 0.2, 0.09, 0.08, 0.07, 0.06, 0.05, 0.04, 0.03]
-
-
-class ScriptedVolatility(pl.Callback):
-    """Logs a fixed series as the monitored key (runs before monitoring callbacks, like DynamicsMonitor)."""
-
-    def __init__(self, series: list[float], key: str = "dynamics/stability_volatility") -> None:
-        self.series = series
-        self.key = key
-
-    def on_train_epoch_end(self, trainer, pl_module):  # noqa: ANN001, ANN201
-        value = self.series[trainer.current_epoch]
-        if not math.isnan(value):
-            pl_module.log(self.key, value, on_epoch=True)
 
 
 def run(tmp_path: Path, stopper: DynamicsEarlyStopping, series: list[float] = SERIES, **kwargs) -> pl.Trainer:  # noqa: ANN003
