@@ -246,9 +246,7 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(
-    fn: Callable[[], Any], repeats: int, device: torch.device, warmup: bool = True
-) -> tuple[float, Any]:
+def measure(fn: Callable[[], Any], repeats: int, device: torch.device, warmup: bool = True) -> tuple[float, Any]:
     """Median wall time in ms of ``fn()`` over ``repeats`` runs, and the output of the last run."""
     if warmup:
         fn()
@@ -262,9 +260,7 @@ def measure(
     return 1e3 * statistics.median(times), out
 
 
-def measure_windowed(
-    fn: Callable[[int], Any], n_windows: int, repeats: int, cap_s: float
-) -> tuple[Timing, Any]:
+def measure_windowed(fn: Callable[[int], Any], n_windows: int, repeats: int, cap_s: float) -> tuple[Timing, Any]:
     """Time ``fn(n)``, the first ``n`` of ``n_windows`` windows; extrapolate if all would exceed ``cap_s``.
 
     A probe over a few windows doubles as the warm-up and estimates the cost per window; if the full

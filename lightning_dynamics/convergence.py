@@ -65,17 +65,23 @@ class VolatilityDropRule:
         if epoch < self.min_epochs:
             return False, DynamicsStoppingReason.NOT_STOPPED, None
         if self.stopping_threshold is not None and value <= self.stopping_threshold:
-            return True, DynamicsStoppingReason.STOPPING_THRESHOLD, (
-                f"volatility {value:.4g} <= stopping_threshold {self.stopping_threshold:.4g}."
+            return (
+                True,
+                DynamicsStoppingReason.STOPPING_THRESHOLD,
+                (f"volatility {value:.4g} <= stopping_threshold {self.stopping_threshold:.4g}."),
             )
         if value <= self.ratio * self.peak:
             self.wait_count += 1
         else:
             self.wait_count = 0
         if self.wait_count >= self.patience:
-            return True, DynamicsStoppingReason.VOLATILITY_DROP, (
-                f"volatility {value:.4g} <= {self.ratio:g} x its peak {self.peak:.4g} for {self.wait_count} "
-                "consecutive checks."
+            return (
+                True,
+                DynamicsStoppingReason.VOLATILITY_DROP,
+                (
+                    f"volatility {value:.4g} <= {self.ratio:g} x its peak {self.peak:.4g} for {self.wait_count} "
+                    "consecutive checks."
+                ),
             )
         return False, DynamicsStoppingReason.NOT_STOPPED, None
 

@@ -88,7 +88,7 @@ class ScriptedVolatility(pl.Callback):
         self.series = series
         self.key = key
 
-    def on_train_epoch_end(self, trainer, pl_module):  # noqa: ANN001, ANN201
+    def on_train_epoch_end(self, trainer, pl_module):
         value = self.series[trainer.current_epoch]
         if not math.isnan(value):
             pl_module.log(self.key, value, on_epoch=True)

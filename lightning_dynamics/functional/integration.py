@@ -121,35 +121,86 @@ def phase_locking_value(phases: Tensor) -> Tensor:
     return plv.clamp(max=1.0)
 
 
-def largest_component_fraction(adjacency: Tensor, valid: Tensor) -> Tensor:
-    """Size of the largest connected component of each graph over its valid nodes, divided by their count.
+def maximum_spanning_forest(weights: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Prim's maximum spanning tree of each dense weighted graph, batched over leading dimensions.
 
-    Label propagation (each node takes the smallest label among itself and its neighbours, followed by
-    pointer jumping) until no label changes; batched over leading dimensions, on the device.
+    For every threshold ``theta``, the connected components of ``{weights > theta}`` equal those of the
+    forest's edges with weight ``> theta`` (the bottleneck property of maximum spanning trees), so one
+    forest answers all thresholds at once.
 
     Args:
-        adjacency: ``[..., L, L]`` boolean, symmetric.
-        valid: ``[..., L]`` boolean; invalid nodes belong to no component.
+        weights: ``[..., L, L]`` symmetric.
+        valid: ``[..., L]`` boolean; edges touching an invalid node get weight ``-inf``.
 
     Returns:
-        ``[...]``, NaN where no node is valid.
+        ``(u, v, w)``, each ``[..., L - 1]``: the forest's edges and weights (``-inf`` joins parts that no
+        finite edge connects).
     """
-    n = adjacency.shape[-1]
+    n = weights.shape[-1]
+    batch = weights.shape[:-2]
     pair_valid = valid.unsqueeze(-1) & valid.unsqueeze(-2)
-    eye = torch.eye(n, dtype=torch.bool, device=adjacency.device)
-    adjacency = (adjacency & pair_valid) | eye
-    labels = torch.arange(n, device=adjacency.device).expand(adjacency.shape[:-1]).contiguous()
-    sentinel = torch.full((), n, dtype=labels.dtype, device=labels.device)
+    eye = torch.eye(n, dtype=torch.bool, device=weights.device)
+    w = weights.masked_fill(~pair_valid | eye, float("-inf"))
+    in_tree = torch.zeros(*batch, n, dtype=torch.bool, device=weights.device)
+    in_tree[..., 0] = True
+    best = w[..., 0, :].clone()  # heaviest edge from each node into the tree
+    parent = torch.zeros(*batch, n, dtype=torch.long, device=weights.device)
+    lowest_finite = torch.tensor(torch.finfo(w.dtype).min, dtype=w.dtype, device=w.device)
+    us, vs, ws = [], [], []
+    for _ in range(n - 1):
+        candidate = best.masked_fill(in_tree, float("-inf"))
+        # Outside nodes with no finite edge rank just above tree nodes, so argmax never re-picks the tree.
+        score = torch.where(torch.isneginf(candidate) & ~in_tree, lowest_finite, candidate)
+        j = score.argmax(dim=-1, keepdim=True)
+        us.append(parent.gather(-1, j))
+        vs.append(j)
+        ws.append(candidate.gather(-1, j))
+        in_tree.scatter_(-1, j, True)
+        row = w.gather(-2, j.unsqueeze(-1).expand(*batch, 1, n)).squeeze(-2)
+        better = row > best
+        best = torch.where(better, row, best)
+        parent = torch.where(better, j.expand_as(parent), parent)
+    if n == 1:
+        empty = torch.zeros(*batch, 0, dtype=torch.long, device=weights.device)
+        return empty, empty, torch.zeros(*batch, 0, dtype=weights.dtype, device=weights.device)
+    return torch.cat(us, dim=-1), torch.cat(vs, dim=-1), torch.cat(ws, dim=-1)
+
+
+def largest_component_fractions(
+    u: Tensor, v: Tensor, w: Tensor, valid: Tensor, thresholds: Tensor
+) -> Tensor:
+    """Largest connected component over valid nodes, divided by their count, for each threshold.
+
+    Components of a forest restricted to edges with weight ``> theta``, by label propagation along the
+    forest's edges with pointer jumping, all thresholds at once on the device.
+
+    Args:
+        u, v, w: ``[..., E]`` forest edges and weights (from :func:`maximum_spanning_forest`).
+        valid: ``[..., L]`` boolean.
+        thresholds: ``[K]``.
+
+    Returns:
+        ``[..., K]``; NaN where no node is valid.
+    """
+    n = valid.shape[-1]
+    k = thresholds.shape[0]
+    batch = valid.shape[:-1]
+    labels = torch.arange(n, device=valid.device).expand(*batch, k, n).contiguous()
+    active = w.unsqueeze(-2) > thresholds.view(-1, 1)  # [..., K, E]
+    uu = u.unsqueeze(-2).expand(*batch, k, u.shape[-1])
+    vv = v.unsqueeze(-2).expand(*batch, k, v.shape[-1])
     for _ in range(n + 1):
-        neighbour_min = torch.where(adjacency, labels.unsqueeze(-2), sentinel).amin(dim=-1)
-        new = torch.gather(neighbour_min, -1, neighbour_min)
+        lowest = torch.minimum(labels.gather(-1, uu), labels.gather(-1, vv))
+        lowest = torch.where(active, lowest, torch.full_like(lowest, n))
+        new = labels.scatter_reduce(-1, uu, lowest, "amin").scatter_reduce(-1, vv, lowest, "amin")
+        new = new.gather(-1, new)  # pointer jumping: follow labels to their own labels
         if torch.equal(new, labels):
             break
         labels = new
-    one_hot = torch.zeros(*labels.shape[:-1], n, dtype=torch.int64, device=labels.device)
-    one_hot.scatter_add_(-1, labels, valid.expand_as(labels).to(torch.int64))
-    largest = one_hot.amax(dim=-1).to(torch.float64)
-    return largest / valid.sum(dim=-1).to(torch.float64)
+    sizes = torch.zeros(*batch, k, n, dtype=torch.int64, device=valid.device)
+    sizes.scatter_add_(-1, labels, valid.unsqueeze(-2).expand(*batch, k, n).to(torch.int64))
+    largest = sizes.amax(dim=-1).to(torch.float64)
+    return largest / valid.sum(dim=-1, keepdim=True).to(torch.float64)
 
 
 def phase_integration(
@@ -201,13 +252,5 @@ def phase_integration_from_phases(phases: Tensor, valid: Tensor, n_thresholds: i
     """:func:`phase_integration` on phases already computed (``[..., L, T]``, mask ``[..., L]``)."""
     plv = phase_locking_value(phases)
     thresholds = (torch.arange(n_thresholds, dtype=plv.dtype, device=plv.device) + 0.5) / n_thresholds
-    # Thresholds in chunks bound the [..., K, L, L] label-propagation temporaries to ~64 MB.
-    n = plv.shape[-1]
-    batch = max(1, plv[..., 0, 0].numel())
-    chunk = max(1, min(n_thresholds, (8 * 2**20) // max(1, batch * n * n)))
-    fractions = []
-    for start in range(0, n_thresholds, chunk):
-        theta = thresholds[start : start + chunk].view(-1, 1, 1)
-        adjacency = plv.unsqueeze(-3) > theta
-        fractions.append(largest_component_fraction(adjacency, valid.unsqueeze(-2)))
-    return torch.cat(fractions, dim=-1).mean(dim=-1).to(plv.dtype)
+    u, v, w = maximum_spanning_forest(plv, valid)
+    return largest_component_fractions(u, v, w, valid, thresholds).mean(dim=-1).to(plv.dtype)

@@ -34,7 +34,7 @@ def main(out_dir: str, devices: int) -> None:
     stopper = DynamicsEarlyStopping(monitor="scripted/volatility", patience=1, strict=False)
 
     class RankScript(ScriptedVolatility):
-        def on_train_epoch_end(self, trainer, pl_module):  # noqa: ANN001, ANN201
+        def on_train_epoch_end(self, trainer, pl_module):
             self.series = [0.4] * 5 + ([0.01] if trainer.global_rank == 1 else [0.4])
             super().on_train_epoch_end(trainer, pl_module)
 

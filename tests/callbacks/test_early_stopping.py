@@ -14,7 +14,7 @@ NAN = float("nan")
 SERIES = [NAN, NAN, NAN, 0.2, 0.3, 0.4, 0.35, 0.3, 0.2, 0.09, 0.08, 0.07, 0.06, 0.05, 0.04, 0.03]
 
 
-def run(tmp_path: Path, stopper: DynamicsEarlyStopping, series: list[float] = SERIES, **kwargs) -> pl.Trainer:  # noqa: ANN003
+def run(tmp_path: Path, stopper: DynamicsEarlyStopping, series: list[float] = SERIES, **kwargs) -> pl.Trainer:
     pl.seed_everything(0)
     callbacks = [stopper, ScriptedVolatility(series), *kwargs.pop("callbacks", [])]  # stopper first on purpose
     ckpt_path = kwargs.pop("ckpt_path", None)

@@ -1,0 +1,51 @@
+import math
+
+import pandas as pd
+import pytest
+
+from lightning_dynamics.analysis import accuracy_plateau_epoch, convergence_report, val_loss_stop_epoch
+from lightning_dynamics.convergence import convergence_signal
+
+NAN = math.nan
+
+
+def test_plateau_is_first_epoch_within_eps_of_best() -> None:
+    assert accuracy_plateau_epoch([10, 50, 96.6, 96.0, 97.0]) == 2
+    assert accuracy_plateau_epoch([10, 50, 96.6, 96.0, 97.0], eps=0.1) == 4
+    assert accuracy_plateau_epoch([NAN, 90.0, 90.0], epochs=[5, 6, 7]) == 6
+    with pytest.raises(ValueError, match="no finite"):
+        accuracy_plateau_epoch([NAN])
+
+
+def test_val_loss_replay_matches_lightning_rule() -> None:
+    assert val_loss_stop_epoch([3, 2, 1, 1, 1, 1, 1, 1], patience=5) == 7
+    assert val_loss_stop_epoch([3, 2, 1], patience=5) is None
+
+
+def test_convergence_signal_patience_and_min_epochs() -> None:
+    series = [NAN, 0.4, 0.3, 0.05, 0.05, 0.05, 0.05]
+    assert convergence_signal(series, patience=3) == 5
+    assert convergence_signal(series, patience=3, min_epochs=4) == 6  # checks before min_epochs do not count
+    assert convergence_signal(series, patience=3, min_epochs=6) is None
+    assert convergence_signal([0.4, 0.3, 0.2], patience=1) is None
+
+
+def _csv_like() -> pd.DataFrame:
+    rows = []
+    vol = [NAN, NAN, 0.4, 0.3, 0.08, 0.07, 0.06, 0.05, 0.05]
+    acc = [20, 50, 70, 85, 90, 94, 95.8, 96.0, 95.9]
+    for epoch in range(9):
+        rows.append({"epoch": epoch, "step": epoch * 10, "val_acc": acc[epoch], "dynamics/stability_volatility": NAN})
+        rows.append({"epoch": epoch, "step": epoch * 10, "val_acc": NAN, "dynamics/stability_volatility": vol[epoch]})
+    return pd.DataFrame(rows)
+
+
+def test_report_from_a_csv_logger_frame(tmp_path) -> None:  # noqa: ANN001
+    frame = _csv_like()
+    report = convergence_report(frame)
+    assert report.signal_epoch == 6 and report.plateau_epoch == 6 and report.lead == 0
+    assert report.best_accuracy == 96.0 and report.accuracy_at_signal == 95.8 and report.n_epochs == 9
+    frame.to_csv(tmp_path / "metrics.csv", index=False)
+    assert convergence_report(tmp_path) == report
+    with pytest.raises(KeyError, match="val_loss"):
+        convergence_report(frame, accuracy_key="val_loss")
