@@ -38,7 +38,7 @@ MEASURE_KEYS = (
     "stability_index",
     "stability_volatility",
 )
-HISTORY_FILENAME = "dynamics_history.pt"
+HISTORY_FILENAME = "{prefix}_history.pt"
 MIN_WINDOW = 16
 STATE_VERSION = 1
 
@@ -82,7 +82,8 @@ class DynamicsMonitor(Callback):
         h_opt, sigma: the integration map's optimum and width.
         compute_phase_integration: also compute ``phase_integration`` (O(L^2) per sample point).
         prog_bar: show the logged keys in the progress bar.
-        save_history: write the history to ``<log_dir>/dynamics_history.pt`` at the end of fit (and on an
+        prefix: logging namespace: keys are ``<prefix>/<measure>``; give two monitors different prefixes.
+        save_history: write the history to ``<log_dir>/<prefix>_history.pt`` at the end of fit (and on an
             exception).
         verbose: announce the layers and the points needed.
 
@@ -109,6 +110,7 @@ class DynamicsMonitor(Callback):
         sigma: float = 0.15,
         compute_phase_integration: bool = True,
         prog_bar: bool = False,
+        prefix: str = "dynamics",
         save_history: bool = True,
         verbose: bool = True,
     ) -> None:
@@ -154,6 +156,9 @@ class DynamicsMonitor(Callback):
         self.sigma = sigma
         self.compute_phase_integration = compute_phase_integration
         self.prog_bar = prog_bar
+        if not prefix or "/" in prefix:
+            raise ValueError(f"`prefix` must be a non-empty name without '/', got {prefix!r}.")
+        self.prefix = prefix
         self.save_history = save_history
         self.verbose = verbose
 
@@ -170,7 +175,9 @@ class DynamicsMonitor(Callback):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(layers=repr(self.layers), summary=self.summary, source=self.source)
+        return self._generate_state_key(
+            layers=repr(self.layers), summary=self.summary, source=self.source, prefix=self.prefix
+        )
 
     @property
     def layer_names(self) -> list[str]:
@@ -190,7 +197,8 @@ class DynamicsMonitor(Callback):
             self._restore(self._pending_state)
             self._pending_state = None
         # trainer.log_dir is a collective under DDP: resolve it here, where every rank passes, not at the end.
-        self.history_path = Path(trainer.log_dir or trainer.default_root_dir) / HISTORY_FILENAME
+        log_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        self.history_path = log_dir / HISTORY_FILENAME.format(prefix=self.prefix)
         if self.every_n_steps and trainer.loggers and self.every_n_steps % trainer.log_every_n_steps != 0:
             rank_zero_warn(
                 f"DynamicsMonitor(every_n_steps={self.every_n_steps}) logs at steps that "
@@ -295,7 +303,7 @@ class DynamicsMonitor(Callback):
                 # Lightning suggests sync_dist for epoch-level values under DDP; ours are already global.
                 warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
                 pl_module.log(
-                    f"dynamics/{key}",
+                    f"{self.prefix}/{key}",
                     value,
                     on_step=on_step,
                     on_epoch=not on_step,

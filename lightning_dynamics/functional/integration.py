@@ -166,9 +166,7 @@ def maximum_spanning_forest(weights: Tensor, valid: Tensor) -> tuple[Tensor, Ten
     return torch.cat(us, dim=-1), torch.cat(vs, dim=-1), torch.cat(ws, dim=-1)
 
 
-def largest_component_fractions(
-    u: Tensor, v: Tensor, w: Tensor, valid: Tensor, thresholds: Tensor
-) -> Tensor:
+def largest_component_fractions(u: Tensor, v: Tensor, w: Tensor, valid: Tensor, thresholds: Tensor) -> Tensor:
     """Largest connected component over valid nodes, divided by their count, for each threshold.
 
     Components of a forest restricted to edges with weight ``> theta``, by label propagation along the

@@ -283,3 +283,14 @@ def test_default_net_has_expected_layers(tmp_path: Path) -> None:
     monitor = DynamicsMonitor(verbose=False)
     fit(tmp_path, monitor, epochs=1, module=TinyModule(net=TinyNet()))
     assert monitor.layer_names == ["net.fc1", "net.fc2", "net.head"]
+
+
+def test_two_monitors_with_prefixes_log_side_by_side(tmp_path: Path) -> None:
+    train = DynamicsMonitor(verbose=False)
+    probe = DynamicsMonitor(source="probe", prefix="dynamics_probe", verbose=False)
+    t, _ = fit(tmp_path, train, epochs=6, callbacks=[probe])
+    assert "dynamics/metastability" in t.callback_metrics and "dynamics_probe/metastability" in t.callback_metrics
+    assert train.state_key != probe.state_key
+    assert probe.history_path.name == "dynamics_probe_history.pt" and probe.history_path.exists()
+    with pytest.raises(ValueError, match="`prefix`"):
+        DynamicsMonitor(prefix="a/b")
