@@ -29,6 +29,7 @@ from lightning_dynamics.functional.detrend import DETREND_CHOICES
 from lightning_dynamics.functional.hilbert import PAD_CHOICES
 
 MEASURE_KEYS = (
+    "nonfinite",
     "integration",
     "integration_alpha",
     "metastability",
@@ -170,6 +171,7 @@ class DynamicsMonitor(Callback):
         self._pending_state: dict[str, Any] | None = None
         self._last_sample_step = -1
         self._announced = False
+        self._warned: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------------ Lightning plumbing
 
@@ -292,8 +294,17 @@ class DynamicsMonitor(Callback):
             self._run_probe(trainer, pl_module)
         packed = trainer.strategy.reduce(self._accumulator.packed(), reduce_op="sum")  # one collective
         self._accumulator.reset()
-        self.history.append(summarize(packed, self.summary), trainer.current_epoch, trainer.global_step)
-        values = self._compute()
+        column = summarize(packed, self.summary)
+        self.history.append(column, trainer.current_epoch, trainer.global_step)
+        try:
+            values = self._compute(column, packed[:, -1])
+        except Exception as error:  # a monitor must never break the training it watches
+            rank_zero_warn(
+                f"DynamicsMonitor: computing the measures failed at epoch {trainer.current_epoch}, step "
+                f"{trainer.global_step} ({error!r}); the sample point is kept in the history, its measures are "
+                "skipped, training goes on."
+            )
+            values = {key: math.nan for key in MEASURE_KEYS}
         self._announce_once()
         for key, value in values.items():
             self.metrics[key].append(value)
@@ -312,11 +323,16 @@ class DynamicsMonitor(Callback):
                     sync_dist=False,  # already identical on every rank: the sums were all-reduced
                 )
 
-    def _compute(self) -> dict[str, float]:
+    def _compute(self, column: Tensor, counts: Tensor) -> dict[str, float]:
+        """Measures of the history after a new ``column``; one host synchronisation in all."""
         assert self.history is not None
         x = self.history.values
+        n_layers = x.shape[0]
         nan = torch.tensor(float("nan"), device=x.device)
         out: dict[str, Tensor] = {key: nan for key in MEASURE_KEYS}
+        missing = ~torch.isfinite(column)
+        out["nonfinite"] = missing.sum().to(x.dtype)
+        valid = torch.ones(n_layers, dtype=torch.bool, device=x.device)
         if x.shape[-1] >= min(min_points(self.detrend).values()):
             measures = dynamics_measures(
                 x,
@@ -326,15 +342,10 @@ class DynamicsMonitor(Callback):
                 sigma=self.sigma,
                 include_phase_integration=self.compute_phase_integration,
             )
-            for key in (
-                "integration",
-                "integration_alpha",
-                "metastability",
-                "synchrony",
-                "phase_integration",
-            ):
+            for key in ("integration", "integration_alpha", "metastability", "synchrony", "phase_integration"):
                 out[key] = getattr(measures, key)
             out["n_excluded"] = measures.n_excluded.to(x.dtype)
+            valid = measures.valid
         if x.shape[-1] >= self.window:
             out["stability_index"] = stability_index(
                 x[:, -self.window :],
@@ -346,12 +357,37 @@ class DynamicsMonitor(Callback):
                 sigma=self.sigma,
             )[-1]
         keys = list(out)
-        values = dict(zip(keys, torch.stack([out[k].to(x.dtype) for k in keys]).tolist(), strict=True))  # one host sync
+        scalars = torch.stack([out[k].to(x.dtype) for k in keys])
+        flat = torch.cat([scalars, missing.to(x.dtype), (counts == 0).to(x.dtype), (~valid).to(x.dtype)]).tolist()
+        values = dict(zip(keys, flat[: len(keys)], strict=True))
+        layer_flags = flat[len(keys) :]
+        self._warn_layers(layer_flags[:n_layers], layer_flags[n_layers : 2 * n_layers], layer_flags[2 * n_layers :])
         recent = [*self.metrics["stability_index"], values["stability_index"]][-self.volatility_window :]
         if len(recent) == self.volatility_window and not any(math.isnan(v) for v in recent):
             mean = sum(recent) / len(recent)
             values["stability_volatility"] = math.sqrt(sum((v - mean) ** 2 for v in recent) / len(recent))
         return values
+
+    def _warn_layers(self, missing: list[float], never_called: list[float], excluded: list[float]) -> None:
+        """Name each layer once per kind of trouble (never called, non-finite, excluded)."""
+        assert self.history is not None
+        for index, name in enumerate(self.history.layer_names):
+            if never_called[index]:
+                kind = (
+                    "was not called (or produced no floating-point tensor) in a sample interval; that point is missing"
+                )
+            elif missing[index]:
+                kind = "produced NaN/Inf activations in a sample interval; that point is missing (dynamics/nonfinite)"
+            elif excluded[index]:
+                kind = (
+                    "is excluded from the measures (zero variance, or more than 10% missing points; counted in "
+                    "dynamics/n_excluded)"
+                )
+            else:
+                continue
+            if (name, kind) not in self._warned:
+                self._warned.add((name, kind))
+                rank_zero_warn(f"DynamicsMonitor: layer {name!r} {kind}. Warned once per layer.")
 
     def points_needed(self) -> dict[str, int]:
         """Sample points before each key is first logged."""

@@ -25,12 +25,15 @@ class Detrended(NamedTuple):
     """The output of :func:`detrend`.
 
     Attributes:
-        series: ``[..., L, T']`` z-scored series (``T' = T - 1`` for ``"diff"``); excluded layers are zero.
-        valid: ``[..., L]`` boolean, ``False`` for a layer with zero variance or a non-finite value.
+        series: ``[..., L, T']`` z-scored series (``T' = T - 1`` for ``"diff"``); excluded layers are zero,
+            missing points of a kept layer hold the layer's mean (zero after z-scoring).
+        valid: ``[..., L]`` boolean, ``False`` for a layer with zero variance or too many non-finite points.
+        n_missing: ``[..., L]`` number of points of ``series`` that were missing (non-finite input).
     """
 
     series: Tensor
     valid: Tensor
+    n_missing: Tensor
 
 
 def detrended_length(n: int, method: str | None) -> int:
@@ -38,23 +41,29 @@ def detrended_length(n: int, method: str | None) -> int:
     return n - 1 if method == "diff" else n
 
 
-def detrend(x: Tensor, method: str | None = "diff") -> Detrended:
+def detrend(x: Tensor, method: str | None = "diff", max_missing: float = 0.1) -> Detrended:
     r"""Remove each series' trend and z-score it; flag series that cannot be used.
 
     .. math:: d_l(t) = x_l(t+1) - x_l(t),\qquad \tilde d_l = (d_l - \bar d_l) / \sigma(d_l)
 
     Methods: ``"diff"`` (first differences, default), ``"linear"`` (residual of the least-squares line),
     ``"mean"`` (plain z-scoring), each followed by z-scoring (population std); ``None`` leaves the series
-    as they are. A series whose detrended std is zero (up to float rounding relative to its magnitude) or
-    that holds a NaN or Inf is marked invalid and set to zero, so that it never produces a silent NaN
-    downstream; measures exclude it and report the count (METHOD.md section 1).
+    as they are (METHOD.md section 1).
+
+    Non-finite input points are missing: a difference touching one is missing too; statistics use the
+    valid points only and a missing point is filled with the layer's mean (zero after z-scoring), so a
+    NaN at one sample point never poisons later ones. A layer is excluded (``valid`` False, series set to
+    zero) when more than ``max_missing`` of its points are missing, or when its std is zero up to float
+    rounding relative to its magnitude: it never produces a silent NaN downstream, and measures report the
+    count.
 
     Args:
         x: ``[..., T]`` real series (layers in the dimension before time for layer measures).
         method: ``"diff"``, ``"linear"``, ``"mean"`` or ``None``.
+        max_missing: largest share of missing points a layer may have and stay in, in ``[0, 1)``.
 
     Returns:
-        :class:`Detrended` ``(series, valid)``.
+        :class:`Detrended` ``(series, valid, n_missing)``.
 
     Example:
         >>> import torch
@@ -66,33 +75,44 @@ def detrend(x: Tensor, method: str | None = "diff") -> Detrended:
         tensor([ True, False])
     """
     check_choice("detrend", method, DETREND_CHOICES)
+    if not 0.0 <= max_missing < 1.0:
+        raise ValueError(f"`max_missing` must be in [0, 1), got {max_missing!r}.")
     x = as_float_series(x)
-    finite = torch.isfinite(x).all(dim=-1)
-    magnitude = torch.where(torch.isfinite(x), x.abs(), torch.zeros_like(x)).amax(dim=-1)
+    finite = torch.isfinite(x)
+    x = torch.where(finite, x, torch.zeros_like(x))
+    magnitude = x.abs().amax(dim=-1) if x.shape[-1] > 0 else x.sum(dim=-1)
     if method == "diff":
         d = x[..., 1:] - x[..., :-1] if x.shape[-1] > 0 else x
+        present = finite[..., 1:] & finite[..., :-1] if x.shape[-1] > 0 else finite
     elif method == "linear":
-        d = _remove_line(x)
+        d, present = _remove_line(x, finite), finite
     else:
-        d = x
-    if d.shape[-1] == 0:
-        return Detrended(d, torch.zeros(d.shape[:-1], dtype=torch.bool, device=d.device))
-    mean = d.mean(dim=-1, keepdim=True)
-    std = (d - mean).square().mean(dim=-1).sqrt()
+        d, present = x, finite
+    n = d.shape[-1]
+    weight = present.to(d.dtype)
+    count = weight.sum(dim=-1)
+    n_missing = (n - count).to(torch.int64)
+    mean = (d * weight).sum(dim=-1) / count.clamp(min=1)
+    centred = (d - mean.unsqueeze(-1)) * weight
+    std = (centred.square().sum(dim=-1) / count.clamp(min=1)).sqrt()
     tolerance = _CONSTANT_TOLERANCE_EPS * torch.finfo(d.dtype).eps * magnitude
-    valid = finite & torch.isfinite(std) & (std > tolerance) & (std > 0)
-    if method is not None:
-        d = (d - mean) / torch.where(valid, std, torch.ones_like(std)).unsqueeze(-1)
+    valid = (count >= 2) & (n_missing <= max_missing * n) & torch.isfinite(std) & (std > tolerance) & (std > 0)
+    if method is None:
+        d = torch.where(present, d, mean.unsqueeze(-1))
+    else:
+        d = centred / torch.where(valid, std, torch.ones_like(std)).unsqueeze(-1)
     d = torch.where(valid.unsqueeze(-1), d, torch.zeros_like(d))
-    return Detrended(d, valid)
+    return Detrended(d, valid, n_missing)
 
 
-def _remove_line(x: Tensor) -> Tensor:
-    n = x.shape[-1]
-    if n < 2:
-        return x - x.mean(dim=-1, keepdim=True)
-    t = torch.arange(n, dtype=x.dtype, device=x.device)
-    t = t - t.mean()
-    slope = (x * t).sum(dim=-1, keepdim=True) / t.square().sum()
-    residual = x - x.mean(dim=-1, keepdim=True) - slope * t
-    return residual
+def _remove_line(x: Tensor, present: Tensor) -> Tensor:
+    """Residual of the least-squares line through the present points (missing points are ignored)."""
+    weight = present.to(x.dtype)
+    count = weight.sum(dim=-1, keepdim=True).clamp(min=1)
+    t = torch.arange(x.shape[-1], dtype=x.dtype, device=x.device)
+    t_mean = (weight * t).sum(dim=-1, keepdim=True) / count
+    x_mean = (weight * x).sum(dim=-1, keepdim=True) / count
+    dt = (t - t_mean) * weight
+    denominator = dt.square().sum(dim=-1, keepdim=True)
+    slope = (dt * (x - x_mean)).sum(dim=-1, keepdim=True) / torch.where(denominator > 0, denominator, 1.0)
+    return x - x_mean - slope * (t - t_mean)

@@ -34,7 +34,8 @@ class DynamicsMeasures(NamedTuple):
     Attributes:
         integration, integration_alpha, metastability, synchrony, phase_integration: as the functions of
             the same names (NaN where undefined; see ``reason``).
-        n_excluded: layers left out (zero variance or non-finite values after detrending).
+        n_excluded: layers left out (zero variance or too many non-finite points, see :func:`detrend`).
+        valid: ``[..., L]`` boolean, the layers that entered the measures.
         reason: ``None``, or why some measures are NaN for every batch element (too few points).
     """
 
@@ -44,6 +45,7 @@ class DynamicsMeasures(NamedTuple):
     synchrony: Tensor
     phase_integration: Tensor
     n_excluded: Tensor
+    valid: Tensor
     reason: str | None
 
 
@@ -110,5 +112,6 @@ def dynamics_measures(
         synchrony=sync,
         phase_integration=phase_int,
         n_excluded=n_excluded,
+        valid=d.valid,
         reason="; ".join(reasons) or None,
     )

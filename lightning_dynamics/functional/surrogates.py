@@ -120,7 +120,8 @@ def surrogate_test(
     check_choice("method", method, SURROGATE_METHODS)
     check_choice("alternative", alternative, ALTERNATIVES)
     x = as_float_series(x, min_dim=2)
-    series, valid = detrend_series(x, detrend)
+    detrended = detrend_series(x, detrend)
+    series, valid = detrended.series, detrended.valid
     make = phase_randomized_surrogates if method == "phase" else circular_shift_surrogates
     surrogates = torch.where(valid.unsqueeze(-1), make(series, n, generator), torch.zeros_like(series))
     values = measure(torch.cat([series.unsqueeze(0), surrogates], dim=0), detrend=None, **measure_kwargs)

@@ -33,14 +33,38 @@ def test_mean_and_none() -> None:
 
 
 @pytest.mark.parametrize("method", ["diff", "linear", "mean", None])
-def test_constant_and_nonfinite_layers_are_flagged_and_zeroed(method: str | None) -> None:
+def test_constant_and_mostly_nonfinite_layers_are_excluded_and_zeroed(method: str | None) -> None:
     x = torch.randn(4, 25).cumsum(-1)
     x[1] = 2.5
-    x[2, 7] = float("nan")
-    x[3, 3] = float("inf")
+    x[2, 3:10] = float("nan")  # 7 of 25 points missing: more than max_missing = 10%
+    x[3] = float("inf")
     out = detrend(x, method=method)
     assert out.valid.tolist() == [True, False, False, False]
     assert (out.series[1:] == 0).all() and out.series.isfinite().all()
+
+
+@pytest.mark.parametrize("method", ["diff", "linear", "mean", None])
+def test_a_few_missing_points_are_filled_with_the_mean_not_poisoning(method: str | None) -> None:
+    x = torch.randn(2, 40, dtype=torch.float64).cumsum(-1)
+    x[1, 20] = float("nan")
+    out = detrend(x, method=method)
+    assert out.valid.all() and out.series.isfinite().all()
+    expected_missing = 2 if method == "diff" else 1
+    assert out.n_missing.tolist() == [0, expected_missing]
+    if method in ("diff", "mean"):
+        d = torch.diff(x[1]) if method == "diff" else x[1]
+        kept = d[d.isfinite()]
+        z = (d - kept.mean()) / kept.std(correction=0)
+        torch.testing.assert_close(out.series[1][d.isfinite()], z[d.isfinite()])
+        assert (out.series[1][~d.isfinite()] == 0).all()
+
+
+def test_max_missing_argument() -> None:
+    x = torch.randn(1, 20).cumsum(-1)
+    x[0, 5] = float("nan")
+    assert not detrend(x, max_missing=0.0).valid.any()
+    with pytest.raises(ValueError, match="`max_missing`"):
+        detrend(x, max_missing=1.0)
 
 
 def test_rounding_level_variation_counts_as_constant() -> None:
