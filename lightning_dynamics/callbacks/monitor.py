@@ -330,7 +330,7 @@ class DynamicsMonitor(Callback):
         n_layers = x.shape[0]
         nan = torch.tensor(float("nan"), device=x.device)
         out: dict[str, Tensor] = {key: nan for key in MEASURE_KEYS}
-        missing = ~torch.isfinite(column)
+        missing = ~torch.isfinite(column) & (counts > 0)  # called, but NaN/Inf activations
         out["nonfinite"] = missing.sum().to(x.dtype)
         valid = torch.ones(n_layers, dtype=torch.bool, device=x.device)
         if x.shape[-1] >= min(min_points(self.detrend).values()):
