@@ -40,7 +40,7 @@ def _csv_like() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_report_from_a_csv_logger_frame(tmp_path) -> None:  # noqa: ANN001
+def test_report_from_a_csv_logger_frame(tmp_path) -> None:
     frame = _csv_like()
     report = convergence_report(frame)
     assert report.signal_epoch == 6 and report.plateau_epoch == 6 and report.lead == 0

@@ -23,7 +23,7 @@ from lightning_dynamics.capture import (
     select_layers,
     summarize,
 )
-from lightning_dynamics.capture.layer_selection import LayerSelection
+from lightning_dynamics.capture.layer_selection import LayerSelection, is_compiled_module
 from lightning_dynamics.functional import dynamics_measures, min_points, stability_index
 from lightning_dynamics.functional.detrend import DETREND_CHOICES
 from lightning_dynamics.functional.hilbert import PAD_CHOICES
@@ -195,6 +195,7 @@ class DynamicsMonitor(Callback):
         self.metrics = {key: [] for key in MEASURE_KEYS}
         if self.source == "train":
             self._capture.attach()
+            self._recompile_if_compiled(trainer, pl_module)
         if self._pending_state is not None:
             self._restore(self._pending_state)
             self._pending_state = None
@@ -214,6 +215,27 @@ class DynamicsMonitor(Callback):
                 f"source={self.source!r}, sampling every "
                 + (f"{self.every_n_steps} steps." if self.every_n_steps else "epoch.")
             )
+
+    @staticmethod
+    def _is_compiled(trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
+        return (
+            getattr(pl_module, "_compiler_ctx", None) is not None
+            or is_compiled_module(trainer.model if trainer.model is not None else pl_module)
+            or any(is_compiled_module(m) for m in pl_module.modules())
+        )
+
+    def _recompile_if_compiled(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Make compiled code run the hooks just attached.
+
+        torch.compile does not guard on module hooks (``torch._dynamo.config.skip_nnmodule_hook_guards``):
+        code compiled before the hooks existed would silently skip them. Resetting dynamo's caches makes
+        the next call recompile with the hooks traced in (a one-off recompilation; a model compiled after
+        this point traces them anyway).
+        """
+        if self._is_compiled(trainer, pl_module):
+            torch._dynamo.reset()
+            if self.verbose:
+                rank_zero_info("DynamicsMonitor: compiled model detected; dynamo caches reset so the hooks run.")
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -423,6 +445,7 @@ class DynamicsMonitor(Callback):
                 torch.no_grad(),
                 trainer.precision_plugin.forward_context(),
             ):
+                self._recompile_if_compiled(trainer, pl_module)  # the probe's hooks exist only now
                 self.probe_forward(pl_module, batch)
         finally:
             pl_module.train(was_training)

@@ -49,7 +49,23 @@ def spread_evenly(items: list, max_items: int | None) -> list:
 
 def _named_candidates(model: nn.Module) -> list[tuple[str, nn.Module]]:
     # The root module (name "") is never a channel: its output is the network's output, not a layer's.
-    return [(name, module) for name, module in model.named_modules() if name]
+    # torch.compile wraps a module as `<name>._orig_mod`: names are given without that wrapper level, and
+    # the wrapper itself (an OptimizedModule) is not a layer.
+    return [
+        (_without_compile_wrapper(name), module)
+        for name, module in model.named_modules()
+        if name and not is_compiled_module(module)
+    ]
+
+
+def _without_compile_wrapper(name: str) -> str:
+    parts = [part for part in name.split(".") if part != "_orig_mod"]
+    return ".".join(parts)
+
+
+def is_compiled_module(module: nn.Module) -> bool:
+    """Whether ``module`` is the wrapper ``torch.compile`` returns for an ``nn.Module``."""
+    return type(module).__name__ == "OptimizedModule" and hasattr(module, "_orig_mod")
 
 
 def _match(spec: LayerSpec, name: str, module: nn.Module) -> bool:

@@ -49,12 +49,12 @@ class Troubled(nn.Module):
 
 
 class EpochSetter(pl.Callback):
-    def on_train_epoch_start(self, trainer, pl_module):  # noqa: ANN001, ANN201
+    def on_train_epoch_start(self, trainer, pl_module):
         pl_module.net.epoch = trainer.current_epoch
 
 
-def _nan_output_hook(net: Troubled):  # noqa: ANN202
-    def hook(module, args, output):  # noqa: ANN001, ANN202
+def _nan_output_hook(net: Troubled):
+    def hook(module, args, output):
         return torch.full_like(output, float("nan")) if net.epoch == net.nan_epoch else output
 
     return hook
@@ -94,7 +94,9 @@ def test_nonfinite_layers_skipped_intervals_constant_and_integer_outputs(tmp_pat
     assert values[frozen].isfinite().all()
 
 
-def test_too_short_run_logs_nothing_fake_and_says_how_many_points(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_too_short_run_logs_nothing_fake_and_says_how_many_points(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     monitor = DynamicsMonitor()
     pl.seed_everything(0)
     t = trainer(tmp_path, max_epochs=3, callbacks=[monitor])
@@ -124,7 +126,7 @@ def test_checkpoint_from_an_older_format_is_a_clear_error(tmp_path: Path) -> Non
 
 def test_exception_in_validation_removes_hooks_saves_history_and_is_not_masked(tmp_path: Path) -> None:
     class FailingValidation(TinyModule):
-        def validation_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
+        def validation_step(self, batch, batch_idx):
             if self.current_epoch == 2:
                 raise KeyError("user bug in validation")
             return super().validation_step(batch, batch_idx)
@@ -146,7 +148,7 @@ def test_failing_history_save_does_not_mask_the_user_exception(tmp_path: Path) -
     blocker.write_text("x")
 
     class Redirect(pl.Callback):
-        def on_train_start(self, trainer, pl_module):  # noqa: ANN001, ANN201
+        def on_train_start(self, trainer, pl_module):
             monitor.history_path = blocker / "history.pt"  # cannot be created: its parent is a file
 
     t = trainer(tmp_path, max_epochs=3, callbacks=[monitor, Redirect()])
@@ -158,7 +160,7 @@ def test_failing_history_save_does_not_mask_the_user_exception(tmp_path: Path) -
 def test_failure_inside_the_monitor_never_stops_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import lightning_dynamics.callbacks.monitor as monitor_module
 
-    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def broken(*args, **kwargs):
         raise FloatingPointError("simulated bug in a measure")
 
     monkeypatch.setattr(monitor_module, "dynamics_measures", broken)
@@ -172,14 +174,16 @@ def test_failure_inside_the_monitor_never_stops_training(tmp_path: Path, monkeyp
 
 def test_history_loader_refuses_arbitrary_pickles(tmp_path: Path) -> None:
     class Payload:
-        def __reduce__(self):  # noqa: ANN204
+        def __reduce__(self):
             return (print, ("code ran while loading",))
 
     path = tmp_path / "evil.pt"
     torch.save({"values": torch.zeros(1, 1), "payload": Payload()}, path)
     with pytest.raises(pickle.UnpicklingError):
         load_history(path)
-    good = save_history({"values": torch.ones(2, 3), "layer_names": ["a", "b"], "epochs": [0, 1, 2]}, tmp_path / "ok.pt")
+    good = save_history(
+        {"values": torch.ones(2, 3), "layer_names": ["a", "b"], "epochs": [0, 1, 2]}, tmp_path / "ok.pt"
+    )
     assert load_history(good)["layer_names"] == ["a", "b"]
 
 
@@ -188,7 +192,7 @@ def test_2000_sample_points_keep_memory_flat(tmp_path: Path) -> None:
     census: list[tuple[int, int, int]] = []
 
     class Census(pl.Callback):
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # noqa: ANN001, ANN201
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             if trainer.global_step % 500 == 0:
                 _hilbert_multiplier.cache_clear()
                 _polynomial_basis.cache_clear()
