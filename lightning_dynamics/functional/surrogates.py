@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from lightning_dynamics.functional._checks import as_float_series, check_choice
+from lightning_dynamics.functional._checks import as_float_series, check_choice, warn_insufficient
 from lightning_dynamics.functional.detrend import detrend as detrend_series
 
 SURROGATE_METHODS = ("phase", "shift")
@@ -122,6 +122,12 @@ def surrogate_test(
     x = as_float_series(x, min_dim=2)
     detrended = detrend_series(x, detrend)
     series, valid = detrended.series, detrended.valid
+    if series.shape[-1] < 2:
+        warn_insufficient(
+            f"surrogate_test needs at least 2 points after detrend={detrend!r}, got T={x.shape[-1]}. Returning NaN."
+        )
+        nan = torch.full(x.shape[:-2], float("nan"), dtype=series.dtype, device=series.device)
+        return SurrogateTestResult(nan, nan, nan, nan, nan)
     make = phase_randomized_surrogates if method == "phase" else circular_shift_surrogates
     surrogates = torch.where(valid.unsqueeze(-1), make(series, n, generator), torch.zeros_like(series))
     values = measure(torch.cat([series.unsqueeze(0), surrogates], dim=0), detrend=None, **measure_kwargs)
