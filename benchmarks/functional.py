@@ -30,6 +30,7 @@ Run::
     .venv/bin/python benchmarks/functional.py            # full grid, a few minutes on CPU
     .venv/bin/python benchmarks/functional.py --quick    # smoke run, a few seconds
     .venv/bin/python benchmarks/functional.py --device cuda
+    .venv/bin/python benchmarks/functional.py --layers 256 --lengths 4096   # the goal cell only
 """
 
 from __future__ import annotations
@@ -513,6 +514,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small smoke run (L in 16, 64; T in 64, 256)")
     parser.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per cell; the median is reported")
+    parser.add_argument("--layers", type=int, nargs="+", help=f"L values (default {LAYERS})")
+    parser.add_argument("--lengths", type=int, nargs="+", help=f"T values (default {LENGTHS})")
     parser.add_argument(
         "--reference-cap",
         type=float,
@@ -526,17 +529,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--repeats must be >= 1")
     if args.reference_cap is None:
         args.reference_cap = 1.0 if args.quick else 30.0
+    if any(n < WINDOW for n in args.lengths or ()):
+        parser.error(f"--lengths must be >= the stability window {WINDOW}")
+    args.layers = tuple(args.layers or (QUICK_LAYERS if args.quick else LAYERS))
+    args.lengths = tuple(args.lengths or (QUICK_LENGTHS if args.quick else LENGTHS))
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     device = torch.device(args.device)
-    layer_grid, length_grid = (QUICK_LAYERS, QUICK_LENGTHS) if args.quick else (LAYERS, LENGTHS)
     print_header(args)
     rows: list[Row] = []
-    for layers in layer_grid:
-        for length in length_grid:
+    for layers in args.layers:
+        for length in args.lengths:
             rows.extend(bench_cell(layers, length, device, args.repeats, args.reference_cap))
     print_table(rows, args.device)
     print_footnotes(rows, args.reference_cap)

@@ -17,6 +17,36 @@ from lightning_dynamics import DynamicsEarlyStopping, DynamicsMonitor
 from tests.helpers import ScriptedVolatility, TinyModule, random_classification
 
 
+class CountingMonitor(DynamicsMonitor):
+    """Counts the collectives issued while the monitor processes each sample point."""
+
+    COLLECTIVES = ("all_reduce", "all_gather", "all_gather_object", "broadcast", "broadcast_object_list", "reduce")
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.collectives: list[int] = []
+
+    def _sample(self, trainer, pl_module, on_step):
+        count = [0]
+        originals = {name: getattr(torch.distributed, name) for name in self.COLLECTIVES}
+
+        def counting(original):
+            def wrapper(*args, **kwargs):
+                count[0] += 1
+                return original(*args, **kwargs)
+
+            return wrapper
+
+        for name, original in originals.items():
+            setattr(torch.distributed, name, counting(original))
+        try:
+            super()._sample(trainer, pl_module, on_step)
+        finally:
+            for name, original in originals.items():
+                setattr(torch.distributed, name, original)
+        self.collectives.append(count[0])
+
+
 def main(out_dir: str, devices: int) -> None:
     pl.seed_everything(0)
     global_batch = 16
@@ -29,7 +59,7 @@ def main(out_dir: str, devices: int) -> None:
             sampler = DistributedSampler(data, self.trainer.world_size, self.trainer.global_rank, shuffle=False)
             return DataLoader(data, batch_size=global_batch // devices, sampler=sampler)
 
-    monitor = DynamicsMonitor(verbose=False)
+    monitor = CountingMonitor(verbose=False)
     # Early-stopping agreement: only rank 1 sees its (scripted) key drop, at the last epoch; every rank must stop.
     stopper = DynamicsEarlyStopping(monitor="scripted/volatility", patience=1, strict=False)
 
@@ -59,6 +89,7 @@ def main(out_dir: str, devices: int) -> None:
         "metastability": torch.tensor(monitor.metrics["metastability"]),
         "logged": float(trainer.callback_metrics["dynamics/metastability"]),
         "stopped_epoch": stopper.stopped_epoch,
+        "collectives": monitor.collectives,
     }
     torch.save(state, out / f"devices{devices}_rank{trainer.global_rank}.pt")
 

@@ -36,6 +36,9 @@ def test_ddp_two_processes_equal_single_process(tmp_path: Path) -> None:
     # DynamicsEarlyStopping: rank 1 alone saw the drop; reduce_boolean_decision made both ranks stop.
     assert rank0["stopped_epoch"] == rank1["stopped_epoch"] == 5
     assert single["stopped_epoch"] == 0
+    # One collective per sample point, whatever the number of layers: the packed sums and counts.
+    assert rank0["collectives"] == rank1["collectives"] == [1] * 6
+    assert single["collectives"] == [0] * 6
     assert rank0["values"].shape == (3, 6)
     torch.testing.assert_close(rank0["values"], single["values"], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(rank0["metastability"], single["metastability"], rtol=1e-4, atol=1e-5, equal_nan=True)
