@@ -1,6 +1,6 @@
 """Does DynamicsEarlyStopping pay? (a) full budget vs (b) Lightning's val-loss EarlyStopping vs (c) ours.
 
-Real offline data (scikit-learn digits), two architectures (SmallCNN, SmallMLP), ten seeds each: seeds
+Real offline data (scikit-learn digits), three architectures (SmallCNN, SmallMLP, DeepCNN), ten seeds each: seeds
 0-4 tune, seeds 5-9 are held out. Phases:
 
 1. collect: one full-budget run per (architecture, seed) with monitors for every summary and for
@@ -33,10 +33,10 @@ from lightning.pytorch.callbacks import EarlyStopping
 from lightning_dynamics import DynamicsEarlyStopping, DynamicsMonitor
 from lightning_dynamics.analysis import val_loss_stop_epoch
 from lightning_dynamics.convergence import convergence_signal
-from lightning_dynamics.experiments import DigitsDataModule, ImageClassifier, SmallCNN, SmallMLP
+from lightning_dynamics.experiments import DeepCNN, DigitsDataModule, ImageClassifier, SmallCNN, SmallMLP
 from lightning_dynamics.functional import rolling_volatility, stability_index
 
-ARCHS = {"cnn": SmallCNN, "mlp": SmallMLP}
+ARCHS = {"cnn": SmallCNN, "mlp": SmallMLP, "deep": DeepCNN}
 SUMMARIES = ("rms", "mean", "abs_mean", "std")
 TUNE_SEEDS = range(0, 5)
 HELD_OUT_SEEDS = range(5, 10)
@@ -123,7 +123,8 @@ class Config:
 
     def label(self) -> str:
         return (
-            f"summary={self.summary} detrend={self.detrend} window={self.window} ratio={self.ratio} "
+            f"summary={self.summary} detrend={self.detrend} window={self.window} k={self.volatility_window} "
+            f"ratio={self.ratio} "
             f"patience={self.patience} sampling={self.sampling}"
         )
 
@@ -246,8 +247,9 @@ def main() -> None:
     print(f"goal met with the defaults: {passes(table, args.budget)}")
 
     grid = [
-        Config(summary, detrend, window, 5, ratio, patience, sampling)
+        Config(summary, detrend, window, k, ratio, patience, sampling)
         for summary in SUMMARIES
+        for k in (3, 5)
         for detrend in ("diff", "mean", "linear")
         for window in (16, 24, 32)
         for ratio in (0.25, 0.4, 0.5)

@@ -29,6 +29,28 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
+class DeepCNN(nn.Module):
+    """A plain deep CNN for 8x8 images: ``depth`` 3x3 convolutions (ReLU), global pooling and a linear head.
+
+    Gives the monitor ``depth + 1`` layers to work with, closer to the depth of the paper's networks.
+    """
+
+    def __init__(self, depth: int = 8, channels: int = 24, num_classes: int = 10, in_channels: int = 1) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_channels
+        for index in range(depth):
+            layers += [nn.Conv2d(width, channels, 3, padding=1), nn.ReLU()]
+            if index == depth // 2:
+                layers.append(nn.MaxPool2d(2))
+            width = channels
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(channels, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+
 class SmallMLP(nn.Module):
     """A three-layer perceptron on flattened images."""
 
