@@ -51,8 +51,12 @@ class SummaryAccumulator:
         a = activation.detach()
         row = self.sums[index]  # a view: the in-place ops below write the accumulator directly
         if self.summary == "rms":
-            norm = torch.linalg.vector_norm(a, 2, dtype=torch.float32)
-            row.addcmul_(norm, norm)
+            if a.dtype in (torch.float32, torch.float64) and a.is_contiguous():
+                flat = a.view(-1)
+                row.add_(torch.dot(flat, flat))  # BLAS dot: one read, ~2x faster than vector_norm on CPU
+            else:  # half/bfloat16 (autocast) or strided: accumulate in float32
+                norm = torch.linalg.vector_norm(a, 2, dtype=torch.float32)
+                row.addcmul_(norm, norm)
         elif self.summary == "abs_mean":
             row.add_(torch.linalg.vector_norm(a, 1, dtype=torch.float32))
         elif self.summary == "mean":
