@@ -74,7 +74,7 @@ class DynamicsEarlyStopping(EarlyStopping):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        self._has_producer = any(isinstance(c, DynamicsMonitor) for c in trainer.callbacks)
+        self._has_producer = any(isinstance(c, DynamicsMonitor) for c in getattr(trainer, "callbacks", []))
         if self.strict and self.monitor.startswith("dynamics/") and not self._has_producer:
             raise RuntimeError(
                 f"DynamicsEarlyStopping(monitor={self.monitor!r}) needs a DynamicsMonitor among the Trainer's "

@@ -202,10 +202,11 @@ class DynamicsMonitor(Callback):
         # trainer.log_dir is a collective under DDP: resolve it here, where every rank passes, not at the end.
         log_dir = Path(trainer.log_dir or trainer.default_root_dir)
         self.history_path = log_dir / HISTORY_FILENAME.format(prefix=self.prefix)
-        if self.every_n_steps and trainer.loggers and self.every_n_steps % trainer.log_every_n_steps != 0:
+        log_every = int(getattr(trainer, "log_every_n_steps", 1))  # set by Trainer.__init__, untyped
+        if self.every_n_steps and trainer.loggers and self.every_n_steps % log_every != 0:
             rank_zero_warn(
                 f"DynamicsMonitor(every_n_steps={self.every_n_steps}) logs at steps that "
-                f"Trainer(log_every_n_steps={trainer.log_every_n_steps}) does not write to the loggers; the values "
+                f"Trainer(log_every_n_steps={log_every}) does not write to the loggers; the values "
                 "still reach callback_metrics and the saved history. Set log_every_n_steps to a divisor of "
                 f"{self.every_n_steps} to see them in the logger."
             )
