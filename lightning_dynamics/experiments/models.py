@@ -30,7 +30,7 @@ class SmallCNN(nn.Module):
 
 
 class DeepCNN(nn.Module):
-    """A plain deep CNN for 8x8 images: ``depth`` 3x3 convolutions (ReLU), global pooling and a linear head.
+    """A deep CNN for 8x8 images: ``depth`` 3x3 convolution-BatchNorm-ReLU blocks, global pooling, a linear head.
 
     Gives the monitor ``depth + 1`` layers to work with, closer to the depth of the paper's networks.
     """
@@ -40,7 +40,7 @@ class DeepCNN(nn.Module):
         layers: list[nn.Module] = []
         width = in_channels
         for index in range(depth):
-            layers += [nn.Conv2d(width, channels, 3, padding=1), nn.ReLU()]
+            layers += [nn.Conv2d(width, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU()]
             if index == depth // 2:
                 layers.append(nn.MaxPool2d(2))
             width = channels
