@@ -1,15 +1,21 @@
-"""Training-step overhead of DynamicsMonitor, measured as a ratio within one interleaved run.
+"""Cost of DynamicsMonitor: training-step overhead, sample-point cost at scale, and memory.
 
-For each model, short ``Trainer.fit`` runs with and without the monitor (default configuration) alternate
-on the same model and data; a timing callback records every training step (forward, backward, optimizer
-step and all callback hooks), the first steps of each run are dropped as warm-up, and the overhead is
-``median(step with monitor) / median(step without) - 1``. The sample-point cost (the measures computed
-once per epoch) is reported separately, per epoch and amortised over a CIFAR-sized epoch.
+1. Step overhead, as a ratio within one interleaved run: for each model, short ``Trainer.fit`` runs
+   without the monitor and with each monitor configuration (default; all leaf layers; sampling every 10
+   steps; probe source) rotate on the same model and data; a timing callback, placed after the monitor,
+   records every training step (forward, backward, optimizer step, the monitor's hooks and any sample
+   point it computes inside the step); the first two steps of each fit are dropped;
+   overhead = median(step with monitor) / median(step without) - 1.
+2. Sample-point cost: what the monitor computes once per epoch (every cross-layer measure over the whole
+   history, the stability index of the last window) for L layers and T sample points.
+3. Memory: the monitor's own tensors (history buffer and accumulators) next to the model's parameters;
+   on CUDA also peak allocated memory with and without the monitor.
 
-On CUDA, ``--sync-check`` also runs training steps with the monitor under
+On CUDA, ``--sync-check`` runs training steps with the monitor's hooks under
 ``torch.cuda.set_sync_debug_mode("error")``: any host synchronisation in the hooks raises.
 
-Run: ``.venv/bin/python benchmarks/overhead.py [--models resnet18 vit_small] [--rounds 4] [--steps 8]``.
+Run: ``.venv/bin/python benchmarks/overhead.py`` (about 15 minutes on 2 CPU cores), or pick parts with
+``--models``, ``--configs``, ``--skip-scale``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_dynamics import DynamicsMonitor
+from lightning_dynamics.capture import ActivationCapture, SummaryAccumulator, select_layers
 from lightning_dynamics.experiments.models import ImageClassifier
 from lightning_dynamics.functional import dynamics_measures, stability_index
 
@@ -35,6 +42,18 @@ def resnet18() -> nn.Module:
     return timm.create_model("resnet18", pretrained=False, num_classes=10)
 
 
+def densenet121() -> nn.Module:
+    import timm
+
+    return timm.create_model("densenet121", pretrained=False, num_classes=10)
+
+
+def resnet101() -> nn.Module:
+    import timm
+
+    return timm.create_model("resnet101", pretrained=False, num_classes=10)  # 104 convolutions + fc
+
+
 def vit_small() -> nn.Module:
     from timm.models.vision_transformer import VisionTransformer
 
@@ -42,7 +61,19 @@ def vit_small() -> nn.Module:
     return VisionTransformer(img_size=32, patch_size=4, embed_dim=192, depth=6, num_heads=3, num_classes=10)
 
 
-MODELS: dict[str, Callable[[], nn.Module]] = {"resnet18": resnet18, "vit_small": vit_small}
+MODELS: dict[str, Callable[[], nn.Module]] = {
+    "resnet18": resnet18,
+    "vit_small": vit_small,
+    "densenet121": densenet121,
+    "resnet101": resnet101,
+}
+BATCH = {"resnet18": 128, "vit_small": 128, "densenet121": 32, "resnet101": 32}
+CONFIGS: dict[str, dict] = {
+    "default": {},
+    "all_leaves": {"layers": "all", "max_layers": None},
+    "every_10_steps": {"every_n_steps": 10},
+    "probe": {"source": "probe"},
+}
 
 
 class StepTimer(pl.Callback):
@@ -65,9 +96,11 @@ class StepTimer(pl.Callback):
         self.times.append(time.perf_counter() - self._start)
 
 
-def _fit(module: pl.LightningModule, loader: DataLoader, steps: int, accelerator: str, monitor: bool) -> list[float]:
-    timer = StepTimer()
-    callbacks: list[pl.Callback] = [timer] + ([DynamicsMonitor(verbose=False, save_history=False)] if monitor else [])
+def _fit(
+    module: pl.LightningModule, loader: DataLoader, steps: int, accelerator: str, config: dict | None
+) -> tuple[list[float], DynamicsMonitor | None]:
+    monitor = None if config is None else DynamicsMonitor(verbose=False, save_history=False, **config)
+    timer = StepTimer()  # last: its batch-end runs after the monitor's, so in-step sample points count
     trainer = pl.Trainer(
         max_epochs=1,
         limit_train_batches=steps,
@@ -78,38 +111,62 @@ def _fit(module: pl.LightningModule, loader: DataLoader, steps: int, accelerator
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        callbacks=callbacks,
+        callbacks=[c for c in (monitor, timer) if c is not None],
     )
+    if accelerator == "gpu":
+        torch.cuda.reset_peak_memory_stats()
     trainer.fit(module, loader)
-    return timer.times[2:]  # the first steps of each fit warm caches and allocators
+    return timer.times[2:], monitor  # the first steps of each fit warm caches and allocators
 
 
-def measure_overhead(name: str, batch_size: int, rounds: int, steps: int, accelerator: str) -> dict[str, float]:
+def measure_model(name: str, configs: list[str], rounds: int, steps: int, accelerator: str) -> list[dict]:
     torch.manual_seed(0)
+    batch = BATCH[name]
     module = ImageClassifier(MODELS[name](), lr=0.01)
     g = torch.Generator().manual_seed(0)
     data = TensorDataset(
-        torch.randn(batch_size * steps, 3, 32, 32, generator=g),
-        torch.randint(0, 10, (batch_size * steps,), generator=g),
+        torch.randn(batch * steps, 3, 32, 32, generator=g), torch.randint(0, 10, (batch * steps,), generator=g)
     )
-    loader = DataLoader(data, batch_size=batch_size)
-    without: list[float] = []
-    with_monitor: list[float] = []
-    _fit(module, loader, 3, accelerator, monitor=False)  # warm-up
+    loader = DataLoader(data, batch_size=batch)
+    times: dict[str | None, list[float]] = {None: [], **{c: [] for c in configs}}
+    peaks: dict[str | None, int] = {}
+    monitors: dict[str, DynamicsMonitor] = {}
+    _fit(module, loader, 3, accelerator, None)  # warm-up
+    order: list[str | None] = [None, *configs]
     for r in range(rounds):
-        order = (False, True) if r % 2 == 0 else (True, False)  # alternate which goes first
-        for monitor in order:
-            (with_monitor if monitor else without).extend(_fit(module, loader, steps, accelerator, monitor))
-    base, hooked = statistics.median(without), statistics.median(with_monitor)
-    return {
-        "step_ms": 1e3 * base,
-        "monitor_step_ms": 1e3 * hooked,
-        "overhead": hooked / base - 1.0,
-        "n": len(without),
-    }
+        for key in order[r % len(order) :] + order[: r % len(order)]:  # rotate who goes first
+            step_times, monitor = _fit(module, loader, steps, accelerator, None if key is None else CONFIGS[key])
+            times[key].extend(step_times)
+            if accelerator == "gpu":
+                peaks[key] = max(peaks.get(key, 0), torch.cuda.max_memory_allocated())
+            if monitor is not None:
+                monitors[key] = monitor
+    base = statistics.median(times[None])
+    parameters = sum(p.numel() * p.element_size() for p in module.parameters())
+    rows = []
+    for key in configs:
+        monitor = monitors[key]
+        own = monitor.history._buffer.numel() * 4 + monitor._accumulator.sums.numel() * 8  # type: ignore[union-attr]
+        rows.append(
+            {
+                "model": name,
+                "config": key,
+                "layers": len(monitor.layer_names),
+                "batch": batch,
+                "step_ms": 1e3 * base,
+                "monitor_ms": 1e3 * statistics.median(times[key]),
+                "overhead": statistics.median(times[key]) / base - 1.0,
+                "steps": len(times[key]),
+                "monitor_kib": own / 1024,
+                "params_mib": parameters / 2**20,
+                "peak_mib": peaks.get(key, 0) / 2**20,
+                "peak_base_mib": peaks.get(None, 0) / 2**20,
+            }
+        )
+    return rows
 
 
-def sample_point_cost(n_layers: int, n_points: int, device: str, repeats: int = 5) -> float:
+def sample_point_cost(n_layers: int, n_points: int, device: str, repeats: int = 3) -> float:
     """Median seconds of one sample point's measures (what the monitor computes once per epoch)."""
     x = torch.randn(n_layers, n_points, device=device).cumsum(-1)
 
@@ -132,8 +189,6 @@ def sync_check(name: str, batch_size: int, device: str) -> str:
     """Training steps with the monitor's hooks under CUDA sync debug mode "error"."""
     if device != "cuda":
         return "skipped (CUDA only)"
-    from lightning_dynamics.capture import ActivationCapture, SummaryAccumulator, select_layers
-
     model = MODELS[name]().to(device)
     layers = select_layers(model, "auto", 64)
     accumulator = SummaryAccumulator(len(layers), "rms", torch.device(device))
@@ -158,31 +213,42 @@ def sync_check(name: str, batch_size: int, device: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=8, help="steps per fit (2 dropped as warm-up)")
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=6, help="steps per fit (2 dropped as warm-up)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--sync-check", action="store_true")
+    parser.add_argument("--skip-scale", action="store_true", help="skip the sample-point cost table")
     args = parser.parse_args()
     accelerator = "gpu" if args.device == "cuda" else "cpu"
-    print(f"device={args.device} threads={torch.get_num_threads()} batch={args.batch_size} input=3x32x32")
-    print(f"{'model':<10} {'layers':>6} {'step ms':>9} {'+monitor ms':>12} {'overhead':>9} {'steps':>6}")
+    print(f"device={args.device} threads={torch.get_num_threads()} input=3x32x32, random data")
+    header = (
+        f"{'model':<12} {'config':<15} {'layers':>6} {'batch':>5} {'step ms':>9} {'+monitor ms':>12} "
+        f"{'overhead':>9} {'steps':>6} {'monitor KiB':>12} {'params MiB':>11}"
+    )
+    if args.device == "cuda":
+        header += f" {'peak MiB':>9} {'peak w/o':>9}"
+    print(header)
     for name in args.models:
-        result = measure_overhead(name, args.batch_size, args.rounds, args.steps, accelerator)
-        from lightning_dynamics.capture import select_layers
-
-        n_layers = len(select_layers(MODELS[name](), "auto", 64))
-        print(
-            f"{name:<10} {n_layers:>6} {result['step_ms']:>9.1f} {result['monitor_step_ms']:>12.1f} "
-            f"{100 * result['overhead']:>8.2f}% {int(result['n']):>6}"
-        )
-        cost = sample_point_cost(n_layers, 50, args.device)
-        print(
-            f"{'':<10} sample point (L={n_layers}, T=50): {1e3 * cost:.1f} ms per epoch = "
-            f"{100 * cost / (391 * result['step_ms'] / 1e3):.3f}% of a 391-step CIFAR epoch"
-        )
+        for row in measure_model(name, args.configs, args.rounds, args.steps, accelerator):
+            line = (
+                f"{row['model']:<12} {row['config']:<15} {row['layers']:>6} {row['batch']:>5} {row['step_ms']:>9.1f} "
+                f"{row['monitor_ms']:>12.1f} {100 * row['overhead']:>8.2f}% {row['steps']:>6} "
+                f"{row['monitor_kib']:>12.1f} {row['params_mib']:>11.1f}"
+            )
+            if args.device == "cuda":
+                line += f" {row['peak_mib']:>9.0f} {row['peak_base_mib']:>9.0f}"
+            print(line, flush=True)
         if args.sync_check:
-            print(f"{'':<10} sync check: {sync_check(name, args.batch_size, args.device)}")
+            print(f"{name}: sync check: {sync_check(name, BATCH[name], args.device)}", flush=True)
+    if args.skip_scale:
+        return
+    print("\nsample-point cost (dynamics_measures over the history + last-window stability index), seconds")
+    lengths = (100, 1000, 10000)
+    print(f"{'L':>6} " + " ".join(f"{'T=' + str(t):>10}" for t in lengths))
+    for n_layers in (64, 256, 1000):
+        cells = [sample_point_cost(n_layers, t, args.device) for t in lengths]
+        print(f"{n_layers:>6} " + " ".join(f"{c:>10.3f}" for c in cells), flush=True)
 
 
 if __name__ == "__main__":
