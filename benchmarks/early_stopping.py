@@ -33,7 +33,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from lightning_dynamics import DynamicsEarlyStopping, DynamicsMonitor
 from lightning_dynamics.analysis import val_loss_stop_epoch
 from lightning_dynamics.convergence import convergence_signal
-from lightning_dynamics.experiments import DeepCNN, DigitsDataModule, ImageClassifier, SmallCNN, SmallMLP
+from lightning_dynamics.experiments import DeepCNN, DigitsDataModule, ImageClassifier, SmallCNN, SmallMLP, quiet_trainer
 from lightning_dynamics.functional import rolling_volatility, stability_index
 
 ARCHS = {"cnn": SmallCNN, "mlp": SmallMLP, "deep": DeepCNN}
@@ -56,18 +56,7 @@ class EpochRecorder(pl.Callback):
 
 
 def _trainer(budget: int, callbacks: list[pl.Callback]) -> pl.Trainer:
-    return pl.Trainer(
-        max_epochs=budget,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        deterministic=True,
-        callbacks=callbacks,
-    )
+    return quiet_trainer(max_epochs=budget, accelerator="cpu", deterministic=True, callbacks=callbacks)
 
 
 def collect(arch: str, seed: int, budget: int) -> dict:

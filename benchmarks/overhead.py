@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_dynamics import DynamicsMonitor
 from lightning_dynamics.capture import ActivationCapture, SummaryAccumulator, select_layers
-from lightning_dynamics.experiments.models import ImageClassifier
+from lightning_dynamics.experiments import ImageClassifier, quiet_trainer
 from lightning_dynamics.functional import dynamics_measures, stability_index
 
 
@@ -101,16 +101,10 @@ def _fit(
 ) -> tuple[list[float], DynamicsMonitor | None]:
     monitor = None if config is None else DynamicsMonitor(verbose=False, save_history=False, **config)
     timer = StepTimer()  # last: its batch-end runs after the monitor's, so in-step sample points count
-    trainer = pl.Trainer(
+    trainer = quiet_trainer(
         max_epochs=1,
         limit_train_batches=steps,
         accelerator=accelerator,
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
         callbacks=[c for c in (monitor, timer) if c is not None],
     )
     if accelerator == "gpu":

@@ -2,5 +2,6 @@
 
 from lightning_dynamics.experiments.data import DigitsDataModule
 from lightning_dynamics.experiments.models import DeepCNN, ImageClassifier, SmallCNN, SmallMLP
+from lightning_dynamics.experiments.trainers import quiet_trainer
 
-__all__ = ["DeepCNN", "DigitsDataModule", "ImageClassifier", "SmallCNN", "SmallMLP"]
+__all__ = ["DeepCNN", "DigitsDataModule", "ImageClassifier", "SmallCNN", "SmallMLP", "quiet_trainer"]
