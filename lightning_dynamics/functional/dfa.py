@@ -92,6 +92,11 @@ def fluctuation_function(x: Tensor, scales: Sequence[int], order: int = 1) -> Te
 
     Returns:
         ``[..., len(scales)]``.
+
+    Example:
+        >>> import torch
+        >>> fluctuation_function(torch.arange(16.0), [4, 8])  # a line: its profile is a parabola
+        tensor([0.5000, 2.2913])
     """
     x = as_float_series(x)
     n = x.shape[-1]

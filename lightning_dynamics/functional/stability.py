@@ -25,7 +25,13 @@ DEFAULT_VOLATILITY_WINDOW = 5
 def combine_stability(
     integration_score: Tensor, metastability_score: Tensor, weights: tuple[float, float] = (0.5, 0.5)
 ) -> Tensor:
-    r""":math:`S = w_I I + w_M \min(1, M / 0.5)`: the combined dynamical stability index in ``[0, 1]``."""
+    r""":math:`S = w_I I + w_M \min(1, M / 0.5)`: the combined dynamical stability index in ``[0, 1]``.
+
+    Example:
+        >>> import torch
+        >>> combine_stability(torch.tensor(0.8), torch.tensor(0.1))
+        tensor(0.5000)
+    """
     w_i, w_m = weights
     return w_i * integration_score + w_m * (metastability_score / MAX_METASTABILITY).clamp(max=1.0)
 

@@ -48,6 +48,13 @@ def phase_randomized_surrogates(x: Tensor, n: int, generator: torch.Generator | 
 
     Returns:
         ``[n, ..., T]``.
+
+    Example:
+        >>> import torch
+        >>> x = torch.randn(3, 64, dtype=torch.float64)
+        >>> s = phase_randomized_surrogates(x, 5, generator=torch.Generator().manual_seed(0))
+        >>> s.shape, torch.allclose(torch.fft.rfft(s).abs(), torch.fft.rfft(x).abs())
+        (torch.Size([5, 3, 64]), True)
     """
     x = as_float_series(x)
     length = x.shape[-1]
@@ -65,6 +72,12 @@ def circular_shift_surrogates(x: Tensor, n: int, generator: torch.Generator | No
 
     Returns:
         ``[n, ..., T]``.
+
+    Example:
+        >>> import torch
+        >>> s = circular_shift_surrogates(torch.arange(6.0), 2, generator=torch.Generator().manual_seed(0))
+        >>> s.shape, bool((s.sort(-1).values == torch.arange(6.0)).all())  # rotations of the series
+        (torch.Size([2, 6]), True)
     """
     x = as_float_series(x)
     length = x.shape[-1]
