@@ -213,6 +213,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--sync-check", action="store_true")
     parser.add_argument("--skip-scale", action="store_true", help="skip the sample-point cost table")
+    parser.add_argument("--scale-only", action="store_true", help="only the sample-point cost table")
     args = parser.parse_args()
     accelerator = "gpu" if args.device == "cuda" else "cpu"
     print(f"device={args.device} threads={torch.get_num_threads()} input=3x32x32, random data")
@@ -223,7 +224,7 @@ def main() -> None:
     if args.device == "cuda":
         header += f" {'peak MiB':>9} {'peak w/o':>9}"
     print(header)
-    for name in args.models:
+    for name in [] if args.scale_only else args.models:
         for row in measure_model(name, args.configs, args.rounds, args.steps, accelerator):
             line = (
                 f"{row['model']:<12} {row['config']:<15} {row['layers']:>6} {row['batch']:>5} {row['step_ms']:>9.1f} "
