@@ -160,6 +160,50 @@ def measure_model(name: str, configs: list[str], rounds: int, steps: int, accele
     return rows
 
 
+class AlternateHooks(pl.Callback):
+    """Placed after the monitor: disables its hooks on every other step, so one fit times both kinds."""
+
+    def __init__(self, monitor: DynamicsMonitor) -> None:
+        self.monitor = monitor
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        assert self.monitor._capture is not None
+        self.monitor._capture.enabled = batch_idx % 2 == 0
+
+
+def measure_paired(name: str, config: str, steps: int, accelerator: str) -> dict:
+    """Hook cost within one fit: steps with the hooks enabled vs steps with them disabled, alternating.
+
+    Removes the fit-to-fit drift of the interleaved-fit method; excludes sample points (epoch end), so it
+    isolates the per-step cost of the hooks (a disabled hook still costs one Python call).
+    """
+    torch.manual_seed(0)
+    batch = BATCH[name]
+    module = ImageClassifier(MODELS[name](), lr=0.01)
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(
+        torch.randn(batch * 2, 3, 32, 32, generator=g), torch.randint(0, 10, (batch * 2,), generator=g)
+    )
+    loader = DataLoader(data, batch_size=batch)
+    monitor = DynamicsMonitor(verbose=False, save_history=False, **CONFIGS[config])
+    timer = StepTimer()
+    trainer = quiet_trainer(
+        max_steps=steps, accelerator=accelerator, callbacks=[monitor, AlternateHooks(monitor), timer]
+    )
+    trainer.fit(module, loader)
+    on = [t for i, t in enumerate(timer.times) if i % 2 == 0][2:]
+    off = [t for i, t in enumerate(timer.times) if i % 2 == 1][2:]
+    return {
+        "model": name,
+        "config": config,
+        "layers": len(monitor.layer_names),
+        "off_ms": 1e3 * statistics.median(off),
+        "on_ms": 1e3 * statistics.median(on),
+        "overhead": statistics.median(on) / statistics.median(off) - 1.0,
+        "pairs": len(on),
+    }
+
+
 def sample_point_cost(n_layers: int, n_points: int, device: str, repeats: int = 3) -> float:
     """Median seconds of one sample point's measures (what the monitor computes once per epoch)."""
     x = torch.randn(n_layers, n_points, device=device).cumsum(-1)
@@ -214,6 +258,9 @@ def main() -> None:
     parser.add_argument("--sync-check", action="store_true")
     parser.add_argument("--skip-scale", action="store_true", help="skip the sample-point cost table")
     parser.add_argument("--scale-only", action="store_true", help="only the sample-point cost table")
+    parser.add_argument(
+        "--paired", type=int, default=0, metavar="STEPS", help="also time hooks on/off in alternate steps of one fit"
+    )
     args = parser.parse_args()
     accelerator = "gpu" if args.device == "cuda" else "cpu"
     print(f"device={args.device} threads={torch.get_num_threads()} input=3x32x32, random data")
@@ -224,7 +271,7 @@ def main() -> None:
     if args.device == "cuda":
         header += f" {'peak MiB':>9} {'peak w/o':>9}"
     print(header)
-    for name in [] if args.scale_only else args.models:
+    for name in [] if (args.scale_only or args.paired) else args.models:
         for row in measure_model(name, args.configs, args.rounds, args.steps, accelerator):
             line = (
                 f"{row['model']:<12} {row['config']:<15} {row['layers']:>6} {row['batch']:>5} {row['step_ms']:>9.1f} "
@@ -236,6 +283,17 @@ def main() -> None:
             print(line, flush=True)
         if args.sync_check:
             print(f"{name}: sync check: {sync_check(name, BATCH[name], args.device)}", flush=True)
+    if args.paired:
+        print(f"\npaired: hooks on/off in alternate steps of one fit ({args.paired} steps, first 2 pairs dropped)")
+        print(f"{'model':<12} {'config':<12} {'layers':>6} {'off ms':>9} {'on ms':>9} {'overhead':>9} {'pairs':>6}")
+        for name in args.models:
+            for config in [c for c in args.configs if c in ("default", "all_leaves")]:
+                r = measure_paired(name, config, args.paired, accelerator)
+                print(
+                    f"{r['model']:<12} {r['config']:<12} {r['layers']:>6} {r['off_ms']:>9.1f} {r['on_ms']:>9.1f} "
+                    f"{100 * r['overhead']:>8.2f}% {r['pairs']:>6}",
+                    flush=True,
+                )
     if args.skip_scale:
         return
     print("\nsample-point cost (dynamics_measures over the history + last-window stability index), seconds")

@@ -392,25 +392,36 @@ class DynamicsMonitor(Callback):
         return values
 
     def _warn_layers(self, missing: list[float], never_called: list[float], excluded: list[float]) -> None:
-        """Name each layer once per kind of trouble (never called, non-finite, excluded)."""
+        """Name each layer once per kind of trouble; one warning per kind and sample point lists them all."""
         assert self.history is not None
+        kinds = {
+            "never_called": "were not called (or produced no floating-point tensor) in a sample interval; "
+            "those points are missing",
+            "nonfinite": "produced NaN/Inf activations in a sample interval; those points are missing "
+            "(dynamics/nonfinite)",
+            "excluded": "are excluded from the measures (zero variance, or more than 10% missing points; "
+            "counted in dynamics/n_excluded)",
+        }
+        new: dict[str, list[str]] = {kind: [] for kind in kinds}
         for index, name in enumerate(self.history.layer_names):
-            if never_called[index]:
-                kind = (
-                    "was not called (or produced no floating-point tensor) in a sample interval; that point is missing"
-                )
-            elif missing[index]:
-                kind = "produced NaN/Inf activations in a sample interval; that point is missing (dynamics/nonfinite)"
-            elif excluded[index]:
-                kind = (
-                    "is excluded from the measures (zero variance, or more than 10% missing points; counted in "
-                    "dynamics/n_excluded)"
-                )
-            else:
-                continue
-            if (name, kind) not in self._warned:
+            kind = (
+                "never_called"
+                if never_called[index]
+                else "nonfinite"
+                if missing[index]
+                else "excluded"
+                if excluded[index]
+                else None
+            )
+            if kind is not None and (name, kind) not in self._warned:
                 self._warned.add((name, kind))
-                rank_zero_warn(f"DynamicsMonitor: layer {name!r} {kind}. Warned once per layer.")
+                new[kind].append(name)
+        for kind, names in new.items():
+            if names:
+                shown = ", ".join(repr(n) for n in names[:20]) + (
+                    f" and {len(names) - 20} more" if len(names) > 20 else ""
+                )
+                rank_zero_warn(f"DynamicsMonitor: layers {shown} {kinds[kind]}. Said once per layer.")
 
     def points_needed(self) -> dict[str, int]:
         """Sample points before each key is first logged."""

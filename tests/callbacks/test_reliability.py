@@ -85,7 +85,7 @@ def test_nonfinite_layers_skipped_intervals_constant_and_integer_outputs(tmp_pat
     messages = [str(w.message) for w in record]
     for layer, fragment in [
         ("net.side", "NaN/Inf"),
-        ("net.sometimes", "was not called"),
+        ("net.sometimes", "were not called"),
         ("net.labels", "no floating-point tensor"),
         ("net.frozen", "excluded"),
     ]:
