@@ -79,29 +79,32 @@ def detrend(x: Tensor, method: str | None = "diff", max_missing: float = 0.1) ->
         raise ValueError(f"`max_missing` must be in [0, 1), got {max_missing!r}.")
     x = as_float_series(x)
     finite = torch.isfinite(x)
-    x = torch.where(finite, x, torch.zeros_like(x))
-    magnitude = x.abs().amax(dim=-1) if x.shape[-1] > 0 else x.sum(dim=-1)
+    x = x.masked_fill(~finite, 0.0)
+    # Single-pass reductions (vector norms, bool sums) keep this memory-bound step at ~8 passes over x.
+    magnitude = torch.linalg.vector_norm(x, ord=float("inf"), dim=-1)
     if method == "diff":
-        d = x[..., 1:] - x[..., :-1] if x.shape[-1] > 0 else x
-        present = finite[..., 1:] & finite[..., :-1] if x.shape[-1] > 0 else finite
+        d = torch.diff(x, dim=-1)
+        present = finite[..., 1:] & finite[..., :-1]
     elif method == "linear":
         d, present = _remove_line(x, finite), finite
     else:
         d, present = x, finite
     n = d.shape[-1]
-    weight = present.to(d.dtype)
-    count = weight.sum(dim=-1)
-    n_missing = (n - count).to(torch.int64)
-    mean = (d * weight).sum(dim=-1) / count.clamp(min=1)
-    centred = (d - mean.unsqueeze(-1)) * weight
-    std = (centred.square().sum(dim=-1) / count.clamp(min=1)).sqrt()
+    count = present.sum(dim=-1)
+    n_missing = n - count
+    d = d.masked_fill(~present, 0.0)
+    mean = d.sum(dim=-1) / count.clamp(min=1)
+    centred = (d - mean.unsqueeze(-1)).masked_fill_(~present, 0.0)
+    std = torch.linalg.vector_norm(centred, dim=-1) / count.clamp(min=1).sqrt()
     tolerance = _CONSTANT_TOLERANCE_EPS * torch.finfo(d.dtype).eps * magnitude
     valid = (count >= 2) & (n_missing <= max_missing * n) & torch.isfinite(std) & (std > tolerance) & (std > 0)
     if method is None:
         d = torch.where(present, d, mean.unsqueeze(-1))
+        d = d.masked_fill_(~valid.unsqueeze(-1), 0.0)
     else:
-        d = centred / torch.where(valid, std, torch.ones_like(std)).unsqueeze(-1)
-    d = torch.where(valid.unsqueeze(-1), d, torch.zeros_like(d))
+        # One multiply both scales kept layers to unit variance and zeroes excluded ones.
+        scale = torch.where(valid, 1.0 / torch.where(valid, std, torch.ones_like(std)), torch.zeros_like(std))
+        d = centred.mul_(scale.unsqueeze(-1))
     return Detrended(d, valid, n_missing)
 
 

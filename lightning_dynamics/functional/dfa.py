@@ -107,9 +107,26 @@ def fluctuation_function(x: Tensor, scales: Sequence[int], order: int = 1) -> Te
         n_segments = n // s
         segments = profile[..., : n_segments * s].reshape(*profile.shape[:-1], n_segments, s)
         basis = _polynomial_basis(s, order, x.dtype, x.device)
-        residual = segments - (segments @ basis) @ basis.T
-        out.append(residual.square().mean(dim=(-1, -2)).sqrt())
+        segments = _remove_reference(segments, order)
+        # Orthonormal basis: squared residual = |y|^2 - |Q^T y|^2 (two reads of the segments, no residual
+        # tensor); the reference removed above keeps |y|^2 close to the residual, so the difference is exact
+        # to working precision.
+        squared = torch.linalg.vector_norm(segments, dim=-1).square() - (segments @ basis).square().sum(dim=-1)
+        out.append((squared.clamp(min=0).mean(dim=-1) / s).sqrt())
     return torch.stack(out, dim=-1)
+
+
+def _remove_reference(segments: Tensor, order: int) -> Tensor:
+    """Subtract from each segment a polynomial the order-``order`` fit removes anyway.
+
+    The chord through the first and last points (``order >= 1``) or the first point (``order = 0``): the
+    residual is unchanged, and the segment's magnitude drops to the size of its fluctuation.
+    """
+    first = segments[..., :1]
+    if order == 0:
+        return segments - first
+    ramp = torch.linspace(0.0, 1.0, segments.shape[-1], dtype=segments.dtype, device=segments.device)
+    return torch.lerp(first, segments[..., -1:], ramp).neg_().add_(segments)
 
 
 def _log_log_slope(scales: Sequence[int], fluctuation: Tensor) -> Tensor:

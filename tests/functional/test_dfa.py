@@ -83,15 +83,22 @@ def test_float32_close_to_float64() -> None:
     torch.testing.assert_close(dfa(x.float()).double(), dfa(x), atol=1e-3, rtol=0)
 
 
-def test_fluctuation_function_matches_direct_polyfit() -> None:
-    x = np.random.default_rng(5).standard_normal(103)
+@pytest.mark.parametrize("order", [0, 1, 2, 3])
+@pytest.mark.parametrize("walk", [False, True])
+def test_fluctuation_function_matches_direct_polyfit(order: int, walk: bool) -> None:
+    x = np.random.default_rng(5).standard_normal(1003)
+    x = x.cumsum() if walk else x  # a smooth profile: the residual is a tiny part of each segment
     y = np.cumsum(x - x.mean())
-    s = 10
-    segments = y[: (103 // s) * s].reshape(-1, s)
-    t = np.arange(s)
-    mse = [np.mean((seg - np.polyval(np.polyfit(t, seg, 2), t)) ** 2) for seg in segments]
-    ours = fluctuation_function(torch.tensor(x), [s], order=2)
-    np.testing.assert_allclose(ours.numpy(), [np.sqrt(np.mean(mse))], rtol=1e-10)
+    expected = []
+    for s in (order + 2, 10, 97, 501):
+        segments = y[: (len(y) // s) * s].reshape(-1, s)
+        t = np.arange(s)
+        mse = [np.mean((seg - np.polyval(np.polyfit(t, seg, order), t)) ** 2) for seg in segments]
+        expected.append(np.sqrt(np.mean(mse)))
+    ours = fluctuation_function(torch.tensor(x), [order + 2, 10, 97, 501], order=order)
+    np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-8)
+    ours32 = fluctuation_function(torch.tensor(x, dtype=torch.float32), [order + 2, 10, 97, 501], order=order)
+    np.testing.assert_allclose(ours32.numpy(), expected, rtol=2e-3)
 
 
 def test_invalid_arguments() -> None:
