@@ -8,7 +8,7 @@ Formulas: ``METHOD.md``; sources are cited in each docstring.
 from lightning_dynamics.functional._checks import InsufficientDataWarning
 from lightning_dynamics.functional.detrend import Detrended, detrend
 from lightning_dynamics.functional.dfa import dfa, dfa_scales, fluctuation_function, min_dfa_length
-from lightning_dynamics.functional.hilbert import analytic_signal, instantaneous_phase
+from lightning_dynamics.functional.hilbert import analytic_signal, hilbert_transform, instantaneous_phase, unit_phasors
 from lightning_dynamics.functional.integration import (
     integration,
     integration_alpha,
@@ -39,6 +39,7 @@ __all__ = [
     "dfa_scales",
     "dynamics_measures",
     "fluctuation_function",
+    "hilbert_transform",
     "instantaneous_phase",
     "integration",
     "integration_alpha",
@@ -54,4 +55,5 @@ __all__ = [
     "stability_index",
     "surrogate_test",
     "synchrony",
+    "unit_phasors",
 ]

@@ -38,6 +38,20 @@ def as_float_series(x: Any, name: str = "x", min_dim: int = 1) -> Tensor:
     return x
 
 
+# On CPU, per-layer work runs over blocks of rows of about this size, so that a block's chain of elementwise
+# passes stays in cache instead of streaming the whole [L, T] history through memory once per pass (about
+# 2x faster at L=1000, T=10000 on a 2-core machine). Accelerators get one block: their parallelism wants it.
+CPU_BLOCK_BYTES = 4 * 2**20
+
+
+def row_blocks(rows: Tensor) -> tuple[Tensor, ...]:
+    """Split ``rows: [R, T]`` into consecutive blocks of rows (one block off the CPU); views, no copy."""
+    if rows.device.type != "cpu" or rows.shape[0] == 0:
+        return (rows,)
+    per_row = max(1, rows.shape[-1] * rows.element_size())
+    return rows.split(max(1, CPU_BLOCK_BYTES // per_row))
+
+
 def check_choice(name: str, value: Any, allowed: tuple[Any, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"`{name}` must be one of {allowed}, got {value!r}.")

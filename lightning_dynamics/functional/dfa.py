@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_dynamics.functional._checks import as_float_series, warn_insufficient
+from lightning_dynamics.functional._checks import as_float_series, row_blocks, warn_insufficient
 
 MIN_SCALE = 4
 N_DEFAULT_SCALES = 10
@@ -101,32 +101,35 @@ def fluctuation_function(x: Tensor, scales: Sequence[int], order: int = 1) -> Te
     x = as_float_series(x)
     n = x.shape[-1]
     scales = _check_scales(scales, n, order)
-    profile = torch.cumsum(x - x.mean(dim=-1, keepdim=True), dim=-1)
-    out = []
-    for s in scales:
-        n_segments = n // s
-        segments = profile[..., : n_segments * s].reshape(*profile.shape[:-1], n_segments, s)
-        basis = _polynomial_basis(s, order, x.dtype, x.device)
-        segments = _remove_reference(segments, order)
-        # Orthonormal basis: squared residual = |y|^2 - |Q^T y|^2 (two reads of the segments, no residual
-        # tensor); the reference removed above keeps |y|^2 close to the residual, so the difference is exact
-        # to working precision.
-        squared = torch.linalg.vector_norm(segments, dim=-1).square() - (segments @ basis).square().sum(dim=-1)
-        out.append((squared.clamp(min=0).mean(dim=-1) / s).sqrt())
-    return torch.stack(out, dim=-1)
+    rows = x.reshape(-1, n)
+    bases = [_polynomial_basis(s, order, x.dtype, x.device) for s in scales]
+    ramps = [_chord_ramp(s, order, x.dtype, x.device) for s in scales]
+    out = torch.empty(rows.shape[0], len(scales), dtype=x.dtype, device=x.device)
+    start = 0
+    for block in row_blocks(rows):
+        profile = torch.cumsum(block - block.mean(dim=-1, keepdim=True), dim=-1)
+        for i, s in enumerate(scales):
+            n_segments = n // s
+            segments = profile[:, : n_segments * s].reshape(block.shape[0], n_segments, s)
+            # Removing a polynomial the fit removes anyway (the chord through the segment's ends) leaves the
+            # residual unchanged and brings |y|^2 down to the size of the residual; then, with an orthonormal
+            # basis Q, the squared residual is |y|^2 - |Q^T y|^2, exact to working precision without ever
+            # forming the residual.
+            segments = torch.lerp(segments[..., :1], segments[..., -1:], ramps[i]).neg_().add_(segments)
+            squared = torch.linalg.vector_norm(segments, dim=-1).square_() - (segments @ bases[i]).square_().sum(-1)
+            out[start : start + block.shape[0], i] = (squared.clamp_(min=0).mean(dim=-1) / s).sqrt_()
+        start += block.shape[0]
+    return out.reshape(*x.shape[:-1], len(scales))
 
 
-def _remove_reference(segments: Tensor, order: int) -> Tensor:
-    """Subtract from each segment a polynomial the order-``order`` fit removes anyway.
-
-    The chord through the first and last points (``order >= 1``) or the first point (``order = 0``): the
-    residual is unchanged, and the segment's magnitude drops to the size of its fluctuation.
-    """
-    first = segments[..., :1]
+@lru_cache(maxsize=256)
+def _chord_ramp(size: int, order: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Interpolation weights of the reference removed from each segment: the chord through its first and
+    last points (``order >= 1``), or its first point (``order = 0``, a constant: the only polynomial an
+    order-0 fit removes)."""
     if order == 0:
-        return segments - first
-    ramp = torch.linspace(0.0, 1.0, segments.shape[-1], dtype=segments.dtype, device=segments.device)
-    return torch.lerp(first, segments[..., -1:], ramp).neg_().add_(segments)
+        return torch.zeros(size, dtype=dtype, device=device)
+    return torch.linspace(0.0, 1.0, size, dtype=dtype, device=device)
 
 
 def _log_log_slope(scales: Sequence[int], fluctuation: Tensor) -> Tensor:

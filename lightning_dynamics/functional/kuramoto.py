@@ -13,7 +13,7 @@ from torch import Tensor
 from lightning_dynamics.functional._checks import as_float_series, warn_insufficient
 from lightning_dynamics.functional.detrend import detrend as detrend_series
 from lightning_dynamics.functional.detrend import detrended_length
-from lightning_dynamics.functional.hilbert import instantaneous_phase
+from lightning_dynamics.functional.hilbert import unit_phasors
 
 # Phases of fewer detrended points than this carry no usable oscillation.
 MIN_PHASE_POINTS = 4
@@ -42,21 +42,32 @@ def kuramoto_order_parameter(phases: Tensor, valid: Tensor | None = None) -> Ten
         tensor(True)
     """
     phases = as_float_series(phases, name="phases", min_dim=2)
-    cos, sin = torch.cos(phases), torch.sin(phases)
+    return order_parameter_from_phasors(torch.cos(phases), torch.sin(phases), valid)
+
+
+def order_parameter_from_phasors(cos: Tensor, sin: Tensor, valid: Tensor | None = None) -> Tensor:
+    r""":func:`kuramoto_order_parameter` from :math:`(\cos\varphi, \sin\varphi)` (see :func:`unit_phasors`).
+
+    The masked layer means are one matrix-vector product each: a single pass over the phasors.
+    """
     if valid is None:
-        mean_cos, mean_sin = cos.mean(dim=-2), sin.mean(dim=-2)
+        weight = torch.full(cos.shape[:-1], 1.0 / cos.shape[-2], dtype=cos.dtype, device=cos.device)
     else:
-        weight = valid.to(phases.dtype).unsqueeze(-1)
-        count = weight.sum(dim=-2)
-        mean_cos = (cos * weight).sum(dim=-2) / count
-        mean_sin = (sin * weight).sum(dim=-2) / count
-    return torch.sqrt(mean_cos.square() + mean_sin.square()).clamp(max=1.0)
+        weight = valid.to(cos.dtype)
+        weight = weight / weight.sum(dim=-1, keepdim=True)
+    weight = weight.unsqueeze(-2)  # [..., 1, L]
+    mean_cos = (weight @ cos).squeeze(-2)
+    mean_sin = (weight @ sin).squeeze(-2)
+    return torch.hypot(mean_cos, mean_sin).clamp(max=1.0)
 
 
-def layer_phases(x: Tensor, detrend_method: str | None = "diff", pad: str | None = "reflect") -> tuple[Tensor, Tensor]:
-    """Detrend ``x: [..., L, T]`` and return ``(phases [..., L, T'], valid [..., L])``."""
+def layer_phasors(
+    x: Tensor, detrend_method: str | None = "diff", pad: str | None = "reflect"
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Detrend ``x: [..., L, T]`` and return ``(cos [..., L, T'], sin [..., L, T'], valid [..., L])``."""
     d = detrend_series(x, detrend_method)
-    return instantaneous_phase(d.series, pad=pad), d.valid
+    cos, sin = unit_phasors(d.series, pad=pad)
+    return cos, sin, d.valid
 
 
 def _order_parameter(x: Tensor, detrend_method: str | None, pad: str | None, measure: str) -> Tensor | None:
@@ -68,8 +79,7 @@ def _order_parameter(x: Tensor, detrend_method: str | None, pad: str | None, mea
             f"the series has T={x.shape[-1]} (need T >= {MIN_PHASE_POINTS + (x.shape[-1] - n)}). Returning NaN."
         )
         return None
-    phases, valid = layer_phases(x, detrend_method, pad)
-    return kuramoto_order_parameter(phases, valid)
+    return order_parameter_from_phasors(*layer_phasors(x, detrend_method, pad))
 
 
 def metastability(x: Tensor, detrend: str | None = "diff", pad: str | None = "reflect") -> Tensor:

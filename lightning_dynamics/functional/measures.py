@@ -12,20 +12,20 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from lightning_dynamics.functional._checks import as_float_series
+from lightning_dynamics.functional._checks import as_float_series, row_blocks
 from lightning_dynamics.functional.detrend import detrend as detrend_series
 from lightning_dynamics.functional.detrend import detrended_length
 from lightning_dynamics.functional.dfa import MIN_SCALES, dfa, dfa_scales, min_dfa_length
-from lightning_dynamics.functional.hilbert import instantaneous_phase
+from lightning_dynamics.functional.hilbert import unit_phasors
 from lightning_dynamics.functional.integration import (
     H_OPT,
     N_THRESHOLDS,
     SIGMA,
     integration_from_alpha,
     masked_layer_mean,
-    phase_integration_from_phases,
+    phase_integration_from_phasors,
 )
-from lightning_dynamics.functional.kuramoto import MIN_PHASE_POINTS, kuramoto_order_parameter
+from lightning_dynamics.functional.kuramoto import MIN_PHASE_POINTS, order_parameter_from_phasors
 
 
 class DynamicsMeasures(NamedTuple):
@@ -84,34 +84,76 @@ def dynamics_measures(
         (['integration', 'integration_alpha', 'metastability'], 0, None)
     """
     x = as_float_series(x, min_dim=2)
-    d = detrend_series(x, detrend)
-    batch = d.valid.shape[:-1]
-    nan = torch.full(batch, float("nan"), dtype=d.series.dtype, device=d.series.device)
-    n_excluded = (~d.valid).sum(dim=-1)
-    n = detrended_length(x.shape[-1], detrend)
+    batch, n_layers, n_points = x.shape[:-2], x.shape[-2], x.shape[-1]
+    n = detrended_length(n_points, detrend)
+    with_phases = n >= MIN_PHASE_POINTS
+    with_dfa = scales is not None or len(dfa_scales(n)) >= MIN_SCALES
+    layers = _per_layer_stage(x.reshape(-1, n_points), detrend, pad, scales, order, with_phases, with_dfa)
+    valid = layers.valid.reshape(*batch, n_layers)
+    nan = torch.full(batch, float("nan"), dtype=x.dtype, device=x.device)
     reasons = []
 
-    if n >= MIN_PHASE_POINTS:
-        phases = instantaneous_phase(d.series, pad=pad)
-        r = kuramoto_order_parameter(phases, d.valid)
+    if with_phases:
+        cos, sin = (part.reshape(*batch, n_layers, n) for part in (layers.cos, layers.sin))
+        r = order_parameter_from_phasors(cos, sin, valid)
         meta, sync = r.std(dim=-1, correction=0), r.mean(dim=-1)
-        phase_int = phase_integration_from_phases(phases, d.valid, n_thresholds) if include_phase_integration else nan
+        phase_int = phase_integration_from_phasors(cos, sin, valid, n_thresholds) if include_phase_integration else nan
     else:
         meta = sync = phase_int = nan
-        reasons.append(f"phase measures need T >= {min_points(detrend)['metastability']}, got T={x.shape[-1]}")
+        reasons.append(f"phase measures need T >= {min_points(detrend)['metastability']}, got T={n_points}")
 
-    if scales is not None or len(dfa_scales(n)) >= MIN_SCALES:
-        alpha = masked_layer_mean(dfa(d.series, scales=scales, order=order), d.valid)
+    if with_dfa:
+        alpha = masked_layer_mean(layers.alpha.reshape(*batch, n_layers), valid)
     else:
         alpha = nan
-        reasons.append(f"integration (DFA) needs T >= {min_points(detrend)['integration']}, got T={x.shape[-1]}")
+        reasons.append(f"integration (DFA) needs T >= {min_points(detrend)['integration']}, got T={n_points}")
     return DynamicsMeasures(
         integration=integration_from_alpha(alpha, h_opt, sigma),
         integration_alpha=alpha,
         metastability=meta,
         synchrony=sync,
         phase_integration=phase_int,
-        n_excluded=n_excluded,
-        valid=d.valid,
+        n_excluded=(~valid).sum(dim=-1),
+        valid=valid,
         reason="; ".join(reasons) or None,
     )
+
+
+class _LayerStage(NamedTuple):
+    valid: Tensor
+    cos: Tensor
+    sin: Tensor
+    alpha: Tensor
+
+
+def _per_layer_stage(
+    rows: Tensor,
+    detrend: str | None,
+    pad: str | None,
+    scales: Sequence[int] | None,
+    order: int,
+    with_phases: bool,
+    with_dfa: bool,
+) -> _LayerStage:
+    """Detrending, unit phasors and DFA exponents of each row of ``rows: [R, T]``: everything that is per layer.
+
+    Runs over blocks of rows (:func:`row_blocks`) so that on CPU one block goes through all three steps while
+    it is in cache; the cross-layer measures then read the assembled phasors.
+    """
+    n = detrended_length(rows.shape[-1], detrend)
+    valid = torch.empty(rows.shape[0], dtype=torch.bool, device=rows.device)
+    cos = torch.empty(rows.shape[0], n if with_phases else 0, dtype=rows.dtype, device=rows.device)
+    sin = torch.empty_like(cos)
+    alpha = torch.empty(rows.shape[0] if with_dfa else 0, dtype=rows.dtype, device=rows.device)
+    start = 0
+    for block in row_blocks(rows):
+        stop = start + block.shape[0]
+        d = detrend_series(block, detrend)
+        valid[start:stop] = d.valid
+        if with_phases:
+            block_cos, block_sin = unit_phasors(d.series, pad=pad)
+            cos[start:stop], sin[start:stop] = block_cos, block_sin
+        if with_dfa:
+            alpha[start:stop] = dfa(d.series, scales=scales, order=order)
+        start = stop
+    return _LayerStage(valid, cos, sin, alpha)
