@@ -6,11 +6,36 @@ error messages are the same everywhere.
 
 from __future__ import annotations
 
+import functools
 import warnings
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_SHAPE_CACHES: list[Any] = []
+
+
+def shape_cache(maxsize: int) -> Callable[[_F], _F]:
+    """``functools.lru_cache`` for small constant tensors that depend only on shapes (FFT multipliers, bases).
+
+    Bounded, and registered so that :func:`clear_shape_caches` empties all of them (memory audits do).
+    """
+
+    def decorate(function: _F) -> _F:
+        cached = functools.lru_cache(maxsize=maxsize)(function)
+        _SHAPE_CACHES.append(cached)
+        return cached  # type: ignore[return-value]
+
+    return decorate
+
+
+def clear_shape_caches() -> None:
+    """Empty every :func:`shape_cache`."""
+    for cached in _SHAPE_CACHES:
+        cached.cache_clear()
 
 
 class InsufficientDataWarning(UserWarning):

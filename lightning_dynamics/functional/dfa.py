@@ -9,13 +9,12 @@ detrended fluctuation analysis", Physica A 295:441-454. Non-overlapping segments
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_dynamics.functional._checks import as_float_series, row_blocks, warn_insufficient
+from lightning_dynamics.functional._checks import as_float_series, row_blocks, shape_cache, warn_insufficient
 
 MIN_SCALE = 4
 N_DEFAULT_SCALES = 10
@@ -50,7 +49,7 @@ def min_dfa_length(min_scale: int = MIN_SCALE, n_scales: int = N_DEFAULT_SCALES)
     return n
 
 
-@lru_cache(maxsize=256)
+@shape_cache(maxsize=256)
 def _polynomial_basis(size: int, order: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """Orthonormal basis ``[size, order + 1]`` of polynomials of degree <= order on ``0..size-1``.
 
@@ -122,7 +121,7 @@ def fluctuation_function(x: Tensor, scales: Sequence[int], order: int = 1) -> Te
     return out.reshape(*x.shape[:-1], len(scales))
 
 
-@lru_cache(maxsize=256)
+@shape_cache(maxsize=256)
 def _chord_ramp(size: int, order: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """Interpolation weights of the reference removed from each segment: the chord through its first and
     last points (``order >= 1``), or its first point (``order = 0``, a constant: the only polynomial an

@@ -6,12 +6,10 @@ Process. 47(9):2600-2603; the same construction as :func:`scipy.signal.hilbert`.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
 from torch import Tensor
 
-from lightning_dynamics.functional._checks import as_float_series, check_choice
+from lightning_dynamics.functional._checks import as_float_series, check_choice, shape_cache
 
 PAD_CHOICES = ("reflect", None)
 
@@ -77,7 +75,7 @@ def _hilbert_window(x: Tensor, start: int, length: int) -> Tensor:
     return out[..., n - 1 : n - 1 + length]
 
 
-@lru_cache(maxsize=16)
+@shape_cache(maxsize=16)
 def _hilbert_multiplier(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """``-i sgn(k)`` over the one-sided spectrum of length ``n``: 0 at DC and (``n`` even) Nyquist."""
     complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
@@ -88,7 +86,7 @@ def _hilbert_multiplier(n: int, dtype: torch.dtype, device: torch.device) -> Ten
     return multiplier
 
 
-@lru_cache(maxsize=16)
+@shape_cache(maxsize=16)
 def _hilbert_kernel_spectrum(
     n: int, start: int, length: int, size: int, dtype: torch.dtype, device: torch.device
 ) -> Tensor:

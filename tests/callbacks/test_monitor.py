@@ -13,8 +13,7 @@ from lightning_dynamics import DynamicsMonitor
 from lightning_dynamics.callbacks.monitor import MEASURE_KEYS
 from lightning_dynamics.capture import load_history
 from lightning_dynamics.functional import dynamics_measures, rolling_volatility, stability_index
-from lightning_dynamics.functional.dfa import _polynomial_basis
-from lightning_dynamics.functional.hilbert import _hilbert_multiplier
+from lightning_dynamics.functional._checks import clear_shape_caches
 from tests.helpers import TinyModule, TinyNet, forward_hook_count, loaders, trainer
 
 
@@ -127,8 +126,7 @@ def test_no_retained_activation_memory_across_50_epochs(tmp_path: Path) -> None:
     class Census(pl.Callback):
         def on_train_epoch_end(self, trainer, pl_module):
             # Bounded shape caches (FFT multipliers, DFA bases) are not retention: clear them before counting.
-            _hilbert_multiplier.cache_clear()
-            _polynomial_basis.cache_clear()
+            clear_shape_caches()
             gc.collect()
             tensors = [o for o in gc.get_objects() if isinstance(o, torch.Tensor)]
             snapshots.append((len(tensors), sum(t.numel() * t.element_size() for t in tensors)))

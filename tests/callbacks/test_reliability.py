@@ -13,8 +13,7 @@ from torch import nn
 
 from lightning_dynamics import DynamicsMonitor
 from lightning_dynamics.capture import load_history, save_history
-from lightning_dynamics.functional.dfa import _polynomial_basis
-from lightning_dynamics.functional.hilbert import _hilbert_multiplier
+from lightning_dynamics.functional._checks import clear_shape_caches
 from tests.helpers import TinyModule, forward_hook_count, loaders, trainer
 
 
@@ -194,8 +193,7 @@ def test_2000_sample_points_keep_memory_flat(tmp_path: Path) -> None:
     class Census(pl.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             if trainer.global_step % 500 == 0:
-                _hilbert_multiplier.cache_clear()
-                _polynomial_basis.cache_clear()
+                clear_shape_caches()
                 gc.collect()
                 tensors = [o for o in gc.get_objects() if isinstance(o, torch.Tensor)]
                 history_bytes = monitor.history._buffer.numel() * 4
