@@ -3,10 +3,12 @@ import pytest
 import scipy.signal
 import torch
 
-from lightning_dynamics.functional import analytic_signal, instantaneous_phase
+from lightning_dynamics.functional import analytic_signal, hilbert_transform, instantaneous_phase, unit_phasors
+from lightning_dynamics.functional.hilbert import fast_fft_length
 
 
-@pytest.mark.parametrize("n", [1, 2, 7, 8, 63, 64, 1001])
+# 11, 13, 997, 1994 (2 x 997), 1001 (7 x 11 x 13): a prime factor above 7 takes the convolution path.
+@pytest.mark.parametrize("n", [1, 2, 7, 8, 11, 13, 63, 64, 997, 1001, 1994])
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-5), (torch.float64, 1e-10)])
 def test_analytic_signal_equals_scipy(n: int, dtype: torch.dtype, tol: float, device: str) -> None:
     rng = np.random.default_rng(n)
@@ -65,3 +67,41 @@ def test_invalid_inputs_raise_clear_errors() -> None:
         analytic_signal(torch.randn(3, 0))
     with pytest.raises(ValueError, match="`pad`"):
         instantaneous_phase(torch.randn(8), pad="zeros")
+
+
+@pytest.mark.parametrize("n", [5, 16, 21, 100, 333, 3001])  # padded lengths 9, 32, 41, 200, 665, 6001
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-4), (torch.float64, 1e-11)])
+def test_reflect_padded_phase_equals_scipy_for_every_kind_of_length(n: int, dtype: torch.dtype, tol: float) -> None:
+    x = np.random.default_rng(n).standard_normal((4, n))
+    width = min(n - 1, n // 2)
+    ref = np.angle(scipy.signal.hilbert(np.pad(x, ((0, 0), (width, width)), mode="reflect")))[:, width:-width]
+    ours = instantaneous_phase(torch.tensor(x, dtype=dtype)).double().numpy()
+    assert np.abs(np.angle(np.exp(1j * (ours - ref)))).max() <= tol
+
+
+@pytest.mark.parametrize("pad", ["reflect", None])
+def test_unit_phasors_are_cos_and_sin_of_the_phase(pad: str | None) -> None:
+    x = torch.randn(3, 5, 250, dtype=torch.float64)
+    cos, sin = unit_phasors(x, pad=pad)
+    phase = instantaneous_phase(x, pad=pad)
+    torch.testing.assert_close(cos, torch.cos(phase))
+    torch.testing.assert_close(sin, torch.sin(phase))
+    torch.testing.assert_close(cos.square() + sin.square(), torch.ones_like(cos))
+
+
+def test_unit_phasor_of_a_zero_signal_is_phase_zero() -> None:
+    cos, sin = unit_phasors(torch.zeros(2, 30))
+    assert (cos == 1).all() and (sin == 0).all()
+    assert (instantaneous_phase(torch.zeros(2, 30)) == 0).all()
+
+
+def test_hilbert_transform_is_the_imaginary_part_on_another_dim() -> None:
+    x = torch.randn(7, 13, 2, dtype=torch.float64)
+    torch.testing.assert_close(hilbert_transform(x, dim=1), analytic_signal(x, dim=1).imag)
+    expected = scipy.signal.hilbert(x.numpy(), axis=1).imag
+    np.testing.assert_allclose(hilbert_transform(x, dim=1).numpy(), expected, atol=1e-12)
+
+
+def test_fast_fft_length_is_the_next_5_smooth_size() -> None:
+    for n, expected in [(1, 1), (7, 8), (11, 12), (19997, 20000), (29995, 30000), (1025, 1080)]:
+        assert fast_fft_length(n) == expected
