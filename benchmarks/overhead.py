@@ -14,14 +14,21 @@
 On CUDA, ``--sync-check`` runs training steps with the monitor's hooks under
 ``torch.cuda.set_sync_debug_mode("error")``: any host synchronisation in the hooks raises.
 
+4. ``--memory`` (CPU): peak resident memory of fresh processes running short fits with and without the
+   monitor, and the peak memory one sample point adds at each L x T (its transient working set).
+
 Run: ``.venv/bin/python benchmarks/overhead.py`` (about 15 minutes on 2 CPU cores), or pick parts with
-``--models``, ``--configs``, ``--skip-scale``.
+``--models``, ``--configs``, ``--skip-scale``, ``--scale-only``, ``--paired N``, ``--memory``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -223,6 +230,62 @@ def sample_point_cost(n_layers: int, n_points: int, device: str, repeats: int = 
     return statistics.median(times)
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _child(args: list[str]) -> dict:
+    """Run one memory cell in a fresh interpreter, so that peaks of other cells do not mask it."""
+    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def child_sample_point_peak(n_layers: int, n_points: int) -> dict:
+    """Peak memory added by one sample point's measures over a float32 history of L x T (fresh process)."""
+    x = torch.randn(n_layers, n_points).cumsum(-1)
+    dynamics_measures(torch.randn(4, 40).cumsum(-1))  # one-time costs (FFT and BLAS set-up) are not per point
+    before = peak_rss_mib()
+    dynamics_measures(x)
+    stability_index(x[:, -16:], window=16)
+    return {"history_mib": x.numel() * 4 / 2**20, "extra_mib": peak_rss_mib() - before}
+
+
+def child_fit_peak(name: str, config: str, steps: int) -> dict:
+    """Peak resident memory of a short fit of ``name``, with ``config`` or without a monitor ("off")."""
+    torch.manual_seed(0)
+    batch = BATCH[name]
+    module = ImageClassifier(MODELS[name](), lr=0.01)
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(
+        torch.randn(batch * steps, 3, 32, 32, generator=g), torch.randint(0, 10, (batch * steps,), generator=g)
+    )
+    callbacks = [] if config == "off" else [DynamicsMonitor(verbose=False, save_history=False, **CONFIGS[config])]
+    quiet_trainer(max_epochs=2, limit_train_batches=steps, callbacks=callbacks).fit(
+        module, DataLoader(data, batch_size=batch)
+    )
+    return {"peak_mib": peak_rss_mib()}
+
+
+def memory_tables(models: list[str], configs: list[str], steps: int) -> None:
+    """CPU peak memory: short fits with and without the monitor, and one sample point at scale."""
+    print(f"\npeak resident memory of a fresh process: 2 epochs x {steps} steps, MiB (CPU)")
+    print(f"{'model':<12} {'off':>8} " + " ".join(f"{c:>15}" for c in configs))
+    for name in models:
+        off = _child(["fit", name, "off", str(steps)])["peak_mib"]
+        cells = [_child(["fit", name, c, str(steps)])["peak_mib"] - off for c in configs]
+        print(f"{name:<12} {off:>8.0f} " + " ".join(f"{c:>+14.0f}M" for c in cells), flush=True)
+    print("\npeak memory added by one sample point (fresh process), MiB; the float32 history itself in brackets")
+    lengths = (100, 1000, 10000)
+    print(f"{'L':>6} " + " ".join(f"{'T=' + str(t):>16}" for t in lengths))
+    for n_layers in (64, 256, 1000):
+        cells = [_child(["sample", str(n_layers), str(t)]) for t in lengths]
+        print(
+            f"{n_layers:>6} " + " ".join(f"{c['extra_mib']:>7.1f} [{c['history_mib']:>6.2f}]" for c in cells),
+            flush=True,
+        )
+
+
 def sync_check(name: str, batch_size: int, device: str) -> str:
     """Training steps with the monitor's hooks under CUDA sync debug mode "error"."""
     if device != "cuda":
@@ -261,7 +324,17 @@ def main() -> None:
     parser.add_argument(
         "--paired", type=int, default=0, metavar="STEPS", help="also time hooks on/off in alternate steps of one fit"
     )
+    parser.add_argument("--memory", action="store_true", help="also the CPU peak-memory tables (fresh processes)")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        kind, *rest = args.child
+        if kind == "fit":
+            result = child_fit_peak(rest[0], rest[1], int(rest[2]))
+        else:
+            result = child_sample_point_peak(int(rest[0]), int(rest[1]))
+        print(json.dumps(result))
+        return
     accelerator = "gpu" if args.device == "cuda" else "cpu"
     print(f"device={args.device} threads={torch.get_num_threads()} input=3x32x32, random data")
     header = (
@@ -294,6 +367,8 @@ def main() -> None:
                     f"{100 * r['overhead']:>8.2f}% {r['pairs']:>6}",
                     flush=True,
                 )
+    if args.memory and args.device == "cpu":
+        memory_tables(args.models, [c for c in args.configs if c in ("default", "all_leaves")], args.steps)
     if args.skip_scale:
         return
     print("\nsample-point cost (dynamics_measures over the history + last-window stability index), seconds")

@@ -82,6 +82,11 @@ class DynamicsMonitor(Callback):
         pad: Hilbert edge handling (``"reflect"`` or ``None``).
         h_opt, sigma: the integration map's optimum and width.
         compute_phase_integration: also compute ``phase_integration`` (O(L^2) per sample point).
+        history_window: compute the whole-history measures (``integration``, ``metastability``,
+            ``synchrony``, ``phase_integration``) over the last this many sample points only; ``None`` (default)
+            for the whole history. Bounds the cost of a sample point in long ``every_n_steps`` runs, which
+            otherwise grows with the history (about 0.05 s for 64 layers x 10000 points on 2 CPU cores); the
+            stored history is kept whole.
         prog_bar: show the logged keys in the progress bar.
         prefix: logging namespace: keys are ``<prefix>/<measure>``; give two monitors different prefixes.
         save_history: write the history to ``<log_dir>/<prefix>_history.pt`` at the end of fit (and on an
@@ -110,6 +115,7 @@ class DynamicsMonitor(Callback):
         h_opt: float = 0.70,
         sigma: float = 0.15,
         compute_phase_integration: bool = True,
+        history_window: int | None = None,
         prog_bar: bool = False,
         prefix: str = "dynamics",
         save_history: bool = True,
@@ -131,6 +137,11 @@ class DynamicsMonitor(Callback):
             )
         if int(volatility_window) != volatility_window or volatility_window < 2:
             raise ValueError(f"`volatility_window` must be an integer >= 2, got {volatility_window!r}.")
+        if history_window is not None and (int(history_window) != history_window or history_window < MIN_WINDOW):
+            raise ValueError(
+                f"`history_window` must be None or an integer >= {MIN_WINDOW} (the stability window's minimum), "
+                f"got {history_window!r}."
+            )
         if len(weights) != 2 or any(w < 0 for w in weights) or sum(weights) <= 0:
             raise ValueError(f"`weights` must be two non-negative numbers with a positive sum, got {weights!r}.")
         if detrend not in DETREND_CHOICES:
@@ -156,6 +167,7 @@ class DynamicsMonitor(Callback):
         self.h_opt = h_opt
         self.sigma = sigma
         self.compute_phase_integration = compute_phase_integration
+        self.history_window = None if history_window is None else int(history_window)
         self.prog_bar = prog_bar
         if not prefix or "/" in prefix:
             raise ValueError(f"`prefix` must be a non-empty name without '/', got {prefix!r}.")
@@ -358,7 +370,7 @@ class DynamicsMonitor(Callback):
         valid = torch.ones(n_layers, dtype=torch.bool, device=x.device)
         if x.shape[-1] >= min(min_points(self.detrend).values()):
             measures = dynamics_measures(
-                x,
+                x if self.history_window is None else x[:, -self.history_window :],
                 detrend=self.detrend,
                 pad=self.pad,
                 h_opt=self.h_opt,

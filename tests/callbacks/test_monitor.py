@@ -55,6 +55,18 @@ def test_logged_values_equal_functional_api_on_the_history(tmp_path: Path) -> No
     torch.testing.assert_close(logged_v, rolling_volatility(s.double()), equal_nan=True, rtol=1e-4, atol=1e-6)
 
 
+def test_history_window_bounds_the_measures_to_the_last_points(tmp_path: Path) -> None:
+    monitor = DynamicsMonitor(history_window=16, verbose=False)
+    t, _ = fit(tmp_path, monitor, epochs=24)
+    x = monitor.history.values
+    assert x.shape[-1] == 24  # the stored history stays whole
+    last, whole = dynamics_measures(x[:, -16:]), dynamics_measures(x)
+    for key in ("integration_alpha", "metastability", "synchrony"):
+        logged = float(t.callback_metrics[f"dynamics/{key}"])
+        assert logged == pytest.approx(float(getattr(last, key)), rel=1e-5)
+        assert logged != pytest.approx(float(getattr(whole, key)), rel=1e-3)
+
+
 def test_history_matches_a_manual_rms_of_the_layer_outputs(tmp_path: Path) -> None:
     monitor = DynamicsMonitor(layers=["net.fc2"], verbose=False)
     pl.seed_everything(0)
@@ -264,6 +276,8 @@ def test_probe_batch_given_by_user(tmp_path: Path) -> None:
         ({"weights": (1.0,)}, "`weights`"),
         ({"detrend": "quadratic"}, "`detrend`"),
         ({"volatility_window": 1}, "`volatility_window`"),
+        ({"history_window": 15}, "`history_window`"),
+        ({"history_window": 20.5}, "`history_window`"),
     ],
 )
 def test_invalid_arguments_raise_at_construction(kwargs: dict, match: str) -> None:
