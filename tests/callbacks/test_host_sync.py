@@ -3,8 +3,9 @@
 On CUDA, ``torch.cuda.set_sync_debug_mode("error")`` raises on any device-to-host synchronisation
 (``benchmarks/overhead.py --sync-check``). These machines have no GPU, so this test records, with a
 ``TorchDispatchMode``, every ATen operator that would synchronise on CUDA (reading a scalar back,
-boolean-mask indexing and other data-dependent shapes, comparisons returning a Python bool) during whole training steps, and requires the
-monitor to add none: the steps must dispatch exactly the same synchronising operators with and without it.
+boolean-mask indexing and other data-dependent shapes, comparisons returning a Python bool) during whole
+training steps, and requires the monitor to add none: the steps must dispatch exactly the same
+synchronising operators with and without it.
 It cannot see ``.tolist()``/``.numpy()`` of a CPU tensor (no operator is dispatched); the hooks use neither.
 """
 
