@@ -167,47 +167,63 @@ def measure_model(name: str, configs: list[str], rounds: int, steps: int, accele
     return rows
 
 
+# Hooks on (True) or off in each step: A-B-B-A, so that neither state always comes first in its pair.
+_PAIRED_PATTERN = (True, False, False, True)
+
+
 class AlternateHooks(pl.Callback):
-    """Placed after the monitor: disables its hooks on every other step, so one fit times both kinds."""
+    """Placed after the monitor: enables its hooks in half of the steps (A-B-B-A), so one fit times both."""
 
     def __init__(self, monitor: DynamicsMonitor) -> None:
         self.monitor = monitor
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         assert self.monitor._capture is not None
-        self.monitor._capture.enabled = batch_idx % 2 == 0
+        self.monitor._capture.enabled = _PAIRED_PATTERN[batch_idx % len(_PAIRED_PATTERN)]
 
 
 def measure_paired(name: str, config: str, steps: int, accelerator: str) -> dict:
-    """Hook cost within one fit: steps with the hooks enabled vs steps with them disabled, alternating.
+    """Hook cost within one fit: adjacent steps with the hooks enabled and disabled (A-B-B-A order).
 
-    Removes the fit-to-fit drift of the interleaved-fit method; excludes sample points (epoch end), so it
-    isolates the per-step cost of the hooks (a disabled hook still costs one Python call).
+    One epoch of ``steps`` batches, so no sample point falls between the timed steps: this isolates the
+    per-step cost of the hooks (a disabled hook still costs one Python call). Each pair of adjacent steps
+    shares the model state, caches and machine load; overhead = median over pairs of on/off - 1, with the
+    interquartile range of the pair ratios as the noise.
     """
     torch.manual_seed(0)
     batch = BATCH[name]
     module = ImageClassifier(MODELS[name](), lr=0.01)
     g = torch.Generator().manual_seed(0)
     data = TensorDataset(
-        torch.randn(batch * 2, 3, 32, 32, generator=g), torch.randint(0, 10, (batch * 2,), generator=g)
+        torch.randn(batch * steps, 3, 32, 32, generator=g), torch.randint(0, 10, (batch * steps,), generator=g)
     )
     loader = DataLoader(data, batch_size=batch)
     monitor = DynamicsMonitor(verbose=False, save_history=False, **CONFIGS[config])
     timer = StepTimer()
     trainer = quiet_trainer(
-        max_steps=steps, accelerator=accelerator, callbacks=[monitor, AlternateHooks(monitor), timer]
+        max_epochs=1,
+        limit_train_batches=steps,
+        accelerator=accelerator,
+        callbacks=[monitor, AlternateHooks(monitor), timer],
     )
     trainer.fit(module, loader)
-    on = [t for i, t in enumerate(timer.times) if i % 2 == 0][2:]
-    off = [t for i, t in enumerate(timer.times) if i % 2 == 1][2:]
+    pairs = []
+    for i in range(4, len(timer.times) - 1, 2):  # the first two pairs warm caches and allocators
+        enabled = _PAIRED_PATTERN[i % len(_PAIRED_PATTERN)]
+        on, off = (timer.times[i], timer.times[i + 1]) if enabled else (timer.times[i + 1], timer.times[i])
+        pairs.append((on, off))
+    ratios = sorted(on / off for on, off in pairs)
+    quartiles = statistics.quantiles(ratios, n=4)
     return {
         "model": name,
         "config": config,
         "layers": len(monitor.layer_names),
-        "off_ms": 1e3 * statistics.median(off),
-        "on_ms": 1e3 * statistics.median(on),
-        "overhead": statistics.median(on) / statistics.median(off) - 1.0,
-        "pairs": len(on),
+        "off_ms": 1e3 * statistics.median(off for _, off in pairs),
+        "on_ms": 1e3 * statistics.median(on for on, _ in pairs),
+        "overhead": statistics.median(ratios) - 1.0,
+        "q1": quartiles[0] - 1.0,
+        "q3": quartiles[2] - 1.0,
+        "pairs": len(pairs),
     }
 
 
@@ -357,14 +373,17 @@ def main() -> None:
         if args.sync_check:
             print(f"{name}: sync check: {sync_check(name, BATCH[name], args.device)}", flush=True)
     if args.paired:
-        print(f"\npaired: hooks on/off in alternate steps of one fit ({args.paired} steps, first 2 pairs dropped)")
-        print(f"{'model':<12} {'config':<12} {'layers':>6} {'off ms':>9} {'on ms':>9} {'overhead':>9} {'pairs':>6}")
+        print(f"\npaired: hooks on/off in adjacent steps (A-B-B-A) of one epoch of {args.paired} steps")
+        print(
+            f"{'model':<12} {'config':<12} {'layers':>6} {'off ms':>9} {'on ms':>9} {'overhead':>9} "
+            f"{'IQR of pairs':>17} {'pairs':>6}"
+        )
         for name in args.models:
             for config in [c for c in args.configs if c in ("default", "all_leaves")]:
                 r = measure_paired(name, config, args.paired, accelerator)
                 print(
                     f"{r['model']:<12} {r['config']:<12} {r['layers']:>6} {r['off_ms']:>9.1f} {r['on_ms']:>9.1f} "
-                    f"{100 * r['overhead']:>8.2f}% {r['pairs']:>6}",
+                    f"{100 * r['overhead']:>8.2f}% {100 * r['q1']:>+7.2f}..{100 * r['q3']:>+6.2f}% {r['pairs']:>6}",
                     flush=True,
                 )
     if args.memory and args.device == "cpu":
