@@ -120,15 +120,20 @@ def _fit(
     return timer.times[2:], monitor  # the first steps of each fit warm caches and allocators
 
 
-def measure_model(name: str, configs: list[str], rounds: int, steps: int, accelerator: str) -> list[dict]:
+def model_and_data(name: str, steps: int) -> tuple[ImageClassifier, DataLoader]:
+    """A freshly initialised ``name`` (seed 0) and ``steps`` batches of random 3x32x32 images."""
     torch.manual_seed(0)
     batch = BATCH[name]
-    module = ImageClassifier(MODELS[name](), lr=0.01)
     g = torch.Generator().manual_seed(0)
     data = TensorDataset(
         torch.randn(batch * steps, 3, 32, 32, generator=g), torch.randint(0, 10, (batch * steps,), generator=g)
     )
-    loader = DataLoader(data, batch_size=batch)
+    return ImageClassifier(MODELS[name](), lr=0.01), DataLoader(data, batch_size=batch)
+
+
+def measure_model(name: str, configs: list[str], rounds: int, steps: int, accelerator: str) -> list[dict]:
+    module, loader = model_and_data(name, steps)
+    batch = BATCH[name]
     times: dict[str | None, list[float]] = {None: [], **{c: [] for c in configs}}
     peaks: dict[str | None, int] = {}
     monitors: dict[str, DynamicsMonitor] = {}
@@ -190,14 +195,7 @@ def measure_paired(name: str, config: str, steps: int, accelerator: str) -> dict
     shares the model state, caches and machine load; overhead = median over pairs of on/off - 1, with the
     interquartile range of the pair ratios as the noise.
     """
-    torch.manual_seed(0)
-    batch = BATCH[name]
-    module = ImageClassifier(MODELS[name](), lr=0.01)
-    g = torch.Generator().manual_seed(0)
-    data = TensorDataset(
-        torch.randn(batch * steps, 3, 32, 32, generator=g), torch.randint(0, 10, (batch * steps,), generator=g)
-    )
-    loader = DataLoader(data, batch_size=batch)
+    module, loader = model_and_data(name, steps)
     monitor = DynamicsMonitor(verbose=False, save_history=False, **CONFIGS[config])
     timer = StepTimer()
     trainer = quiet_trainer(
@@ -269,17 +267,9 @@ def child_sample_point_peak(n_layers: int, n_points: int) -> dict:
 
 def child_fit_peak(name: str, config: str, steps: int) -> dict:
     """Peak resident memory of a short fit of ``name``, with ``config`` or without a monitor ("off")."""
-    torch.manual_seed(0)
-    batch = BATCH[name]
-    module = ImageClassifier(MODELS[name](), lr=0.01)
-    g = torch.Generator().manual_seed(0)
-    data = TensorDataset(
-        torch.randn(batch * steps, 3, 32, 32, generator=g), torch.randint(0, 10, (batch * steps,), generator=g)
-    )
+    module, loader = model_and_data(name, steps)
     callbacks = [] if config == "off" else [DynamicsMonitor(verbose=False, save_history=False, **CONFIGS[config])]
-    quiet_trainer(max_epochs=2, limit_train_batches=steps, callbacks=callbacks).fit(
-        module, DataLoader(data, batch_size=batch)
-    )
+    quiet_trainer(max_epochs=2, limit_train_batches=steps, callbacks=callbacks).fit(module, loader)
     return {"peak_mib": peak_rss_mib()}
 
 
