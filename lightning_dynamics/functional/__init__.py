@@ -8,7 +8,13 @@ Formulas: ``METHOD.md``; sources are cited in each docstring.
 from lightning_dynamics.functional._checks import InsufficientDataWarning
 from lightning_dynamics.functional.detrend import Detrended, detrend
 from lightning_dynamics.functional.dfa import dfa, dfa_scales, fluctuation_function, min_dfa_length
-from lightning_dynamics.functional.hilbert import analytic_signal, hilbert_transform, instantaneous_phase, unit_phasors
+from lightning_dynamics.functional.hilbert import (
+    analytic_signal,
+    fast_fft_length,
+    hilbert_transform,
+    instantaneous_phase,
+    unit_phasors,
+)
 from lightning_dynamics.functional.integration import (
     integration,
     integration_alpha,
@@ -38,6 +44,7 @@ __all__ = [
     "dfa",
     "dfa_scales",
     "dynamics_measures",
+    "fast_fft_length",
     "fluctuation_function",
     "hilbert_transform",
     "instantaneous_phase",
