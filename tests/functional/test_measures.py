@@ -42,3 +42,24 @@ def test_min_points_are_the_thresholds() -> None:
     before = dynamics_measures(torch.randn(4, need["integration"] - 1).cumsum(-1))
     at = dynamics_measures(torch.randn(4, need["integration"]).cumsum(-1))
     assert before.integration.isnan() and at.integration.isfinite()
+
+
+def test_cpu_blocking_does_not_change_results(monkeypatch) -> None:
+    # Accelerators take one block and the full Gram product; CPU takes row blocks and the triangular one.
+    import importlib
+
+    checks = importlib.import_module("lightning_dynamics.functional._checks")
+    integration_module = importlib.import_module("lightning_dynamics.functional.integration")  # not the function
+
+    x = torch.randn(2, 300, 257, dtype=torch.float64).cumsum(-1)
+    x[1, 7] = 1.0  # an excluded layer inside a block
+    blocked = dynamics_measures(x)
+    monkeypatch.setattr(checks, "CPU_BLOCK_BYTES", 1)  # one row per block
+    monkeypatch.setattr(integration_module, "_GRAM_BLOCK", 7)
+    tiny = dynamics_measures(x)
+    monkeypatch.setattr(checks, "CPU_BLOCK_BYTES", 2**40)  # one block, as off the CPU
+    monkeypatch.setattr(integration_module, "_GRAM_BLOCK", 10**6)
+    whole = dynamics_measures(x)
+    for other in (tiny, whole):
+        for key in ("integration_alpha", "metastability", "synchrony", "phase_integration", "n_excluded", "valid"):
+            torch.testing.assert_close(getattr(other, key), getattr(blocked, key), rtol=1e-12, atol=1e-12)
