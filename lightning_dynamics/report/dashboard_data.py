@@ -1,0 +1,389 @@
+"""What a dashboard shows, computed from a run's saved history (no drawing here; see ``plots.py``).
+
+The history that :class:`~lightning_dynamics.DynamicsMonitor` saves at fit end (``<log_dir>/<prefix>_history.pt``)
+holds every series, whatever the logger, so the report reads it rather than a logger's files. This module finds
+the file, checks it, and computes the dashboard's quantities: the z-scored layer summaries, the Kuramoto order
+parameter :math:`R(t)` of the history, the logged measures, validation metrics, and the convergence-signal and
+accuracy-plateau markers (docs/method.md sections 3, 6 and 8). Drawing is :mod:`lightning_dynamics.report.plots`,
+after Cockpit's split of quantities from instruments.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lightning_dynamics.analysis import accuracy_plateau_epoch
+from lightning_dynamics.capture import load_history
+from lightning_dynamics.convergence import convergence_signal
+from lightning_dynamics.functional import detrend, instantaneous_phase, kuramoto_order_parameter
+
+SUPPORTED_FORMAT_VERSIONS = (1, 2)
+REQUIRED_KEYS = ("format_version", "layer_names", "summary", "values", "epochs", "steps")
+HISTORY_PATTERN = re.compile(r"^(?P<prefix>.+)_history(?:-v(?P<version>\d+))?\.pt$")
+ACCURACY_KEYS = ("val_acc", "val_accuracy", "val/acc", "val/accuracy")
+LOSS_KEYS = ("val_loss", "val/loss")
+# The measures drawn, in order, with the interval each one is bounded to (None: unbounded).
+MEASURE_BOUNDS: dict[str, tuple[float, float] | None] = {
+    "integration": (0.0, 1.0),
+    "metastability": (0.0, 0.5),  # the std of a variable in [0, 1] is at most 0.5
+    "stability_index": (0.0, 1.0),
+    "stability_volatility": (0.0, 0.5),
+}
+
+
+class HistoryError(ValueError):
+    """A history file that the report cannot read: an unknown format or inconsistent series."""
+
+
+@dataclass(frozen=True)
+class RunDashboard:
+    """The quantities of one run's dashboard, as numpy arrays over its ``T`` sample points.
+
+    Attributes:
+        label: name of the run in titles and legends (its directory name).
+        history_path: the history file read.
+        format_version: the file's history format (1 or 2).
+        layer_names: the ``L`` hooked layers.
+        summary: the per-layer summary (``"rms"``, ...).
+        axis: ``"epoch"`` (one sample point per epoch) or ``"step"`` (``every_n_steps`` histories).
+        time: ``[T]`` the epoch or the optimizer step of each sample point, as ``axis`` says.
+        epochs: ``[T]`` epoch of each sample point.
+        steps: ``[T]`` optimizer step of each sample point.
+        zscored: ``[L, T]`` each layer's summary z-scored over time (zero for a constant layer, NaN where missing).
+        order_parameter: ``[T]`` Kuramoto :math:`R(t)` of the whole history (NaN where undefined, e.g. the first
+            point after ``detrend="diff"``).
+        metrics: measure name (``integration``, ``metastability``, ...) -> ``[T]`` as the monitor logged it.
+        logged: the trainer's other scalars at each sample point (``val_acc``, ``val_loss``, ...), NaN where absent.
+        accuracy_key: the key of ``logged`` used as validation accuracy, or None.
+        loss_key: the key of ``logged`` used as validation loss, or None.
+        signal_index: sample point at which the volatility-drop rule first fires (docs/method.md section 8), or None.
+        plateau_index: first sample point whose accuracy is within ``eps`` of the run's best, or None.
+        config: the monitor's configuration (format 2; empty for format 1).
+        signal_ratio: the ``ratio`` of the volatility-drop rule used for ``signal_index``.
+    """
+
+    label: str
+    history_path: Path
+    format_version: int
+    layer_names: list[str]
+    summary: str
+    axis: str
+    time: np.ndarray
+    epochs: np.ndarray
+    steps: np.ndarray
+    zscored: np.ndarray
+    order_parameter: np.ndarray
+    metrics: dict[str, np.ndarray]
+    logged: dict[str, np.ndarray]
+    accuracy_key: str | None = None
+    loss_key: str | None = None
+    signal_index: int | None = None
+    plateau_index: int | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    signal_ratio: float = 0.25
+
+    @property
+    def n_points(self) -> int:
+        return int(self.time.shape[0])
+
+    @property
+    def signal_time(self) -> float | None:
+        """Epoch or step (per :attr:`axis`) of the convergence signal."""
+        return None if self.signal_index is None else float(self.time[self.signal_index])
+
+    @property
+    def plateau_time(self) -> float | None:
+        """Epoch or step (per :attr:`axis`) of the accuracy plateau."""
+        return None if self.plateau_index is None else float(self.time[self.plateau_index])
+
+    def final_values(self) -> dict[str, float]:
+        """The last finite value of every measure and logged scalar, plus ``R(t)``; NaN where none is finite."""
+        series = {**self.metrics, "order_parameter": self.order_parameter, **self.logged}
+        return {key: _last_finite(values) for key, values in series.items()}
+
+
+def find_history(run: str | Path) -> Path:
+    """The history file of one run: ``run`` itself, or the newest ``<prefix>_history[-vN].pt`` under it.
+
+    Looks in ``run`` first, then in its subdirectories (``runs/demo`` finds ``runs/demo/version_0/...``).
+    Several versions of one prefix in a directory (later fits) resolve to the highest version.
+
+    Raises:
+        FileNotFoundError: ``run`` does not exist or holds no history file.
+        ValueError: histories of several runs or prefixes lie under ``run`` (name one of them).
+    """
+    path = Path(run)
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise FileNotFoundError(f"run directory {str(path)!r} does not exist.")
+    candidates = sorted(p for p in path.glob("*_history*.pt") if HISTORY_PATTERN.match(p.name))
+    if not candidates:
+        candidates = sorted(p for p in path.rglob("*_history*.pt") if HISTORY_PATTERN.match(p.name))
+    if not candidates:
+        raise FileNotFoundError(
+            f"no DynamicsMonitor history (*_history.pt) in {str(path)!r} or below it. Pass the logger's log_dir "
+            "(e.g. lightning_logs/version_0) of a fit run with DynamicsMonitor(save_history=True), or the .pt file."
+        )
+    groups: dict[tuple[Path, str], list[Path]] = {}
+    for candidate in candidates:
+        match = HISTORY_PATTERN.match(candidate.name)
+        assert match is not None
+        groups.setdefault((candidate.parent, match["prefix"]), []).append(candidate)
+    if len(groups) > 1:
+        names = ", ".join(str(p) for p in candidates[:6]) + (" ..." if len(candidates) > 6 else "")
+        raise ValueError(
+            f"{str(path)!r} holds the histories of {len(groups)} runs ({names}); pass one directory or file, "
+            "or use `lightning-dynamics compare` to draw them together."
+        )
+    (files,) = groups.values()
+    return max(files, key=_history_version)
+
+
+def _history_version(path: Path) -> int:
+    match = HISTORY_PATTERN.match(path.name)
+    return int(match["version"]) if match is not None and match["version"] is not None else 0
+
+
+def check_history(state: Mapping[str, Any], source: str = "history") -> None:
+    """Raise :class:`HistoryError` unless ``state`` is a history of a supported format with consistent shapes."""
+    if not isinstance(state, Mapping):
+        raise HistoryError(f"{source} is not a dynamics history (a {type(state).__name__}, expected a dict).")
+    missing = [key for key in REQUIRED_KEYS if key not in state]
+    if missing:
+        raise HistoryError(f"{source} is not a dynamics history: keys {missing} are missing (has {sorted(state)}).")
+    version = state["format_version"]
+    if version not in SUPPORTED_FORMAT_VERSIONS:
+        raise HistoryError(
+            f"{source} has history format_version={version!r}; this report reads versions "
+            f"{list(SUPPORTED_FORMAT_VERSIONS)}. Upgrade lightning-dynamics to read it."
+        )
+    values = state["values"]
+    n_layers = len(state["layer_names"])
+    if not isinstance(values, torch.Tensor) or values.ndim != 2 or values.shape[0] != n_layers:
+        shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+        raise HistoryError(f"{source}: `values` must be a [L, T] tensor with L={n_layers} layer names, got {shape}.")
+    n_points = values.shape[1]
+    if n_points == 0:
+        raise HistoryError(f"{source} holds no sample point (T=0): the fit ended before the first one.")
+    for key in ("epochs", "steps"):
+        if len(state[key]) != n_points:
+            raise HistoryError(f"{source}: `{key}` has {len(state[key])} entries for T={n_points} sample points.")
+    for group in ("metrics", "logged"):
+        for key, series in dict(state.get(group) or {}).items():
+            if len(series) != n_points:
+                raise HistoryError(f"{source}: {group}[{key!r}] has {len(series)} points for T={n_points}.")
+
+
+def load_run(
+    run: str | Path,
+    label: str | None = None,
+    ratio: float = 0.25,
+    patience: int = 3,
+    eps: float = 0.5,
+) -> RunDashboard:
+    """Read one run's history and compute its dashboard quantities.
+
+    Args:
+        run: a log directory (searched as :func:`find_history` says) or a history file.
+        label: name of the run (default: the run directory's name).
+        ratio, patience: the volatility-drop rule of the convergence signal (docs/method.md section 8).
+        eps: accuracy-plateau tolerance in percentage points (accuracies in [0, 1] are read as fractions).
+
+    Raises:
+        FileNotFoundError: no history found (see :func:`find_history`).
+        HistoryError: the file is not a history this version can read.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from lightning_dynamics.capture import save_history
+        >>> state = {"format_version": 1, "layer_names": ["a", "b"], "summary": "rms",
+        ...          "values": torch.randn(2, 30).cumsum(-1), "epochs": list(range(30)), "steps": list(range(30))}
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     run = load_run(save_history(state, f"{tmp}/dynamics_history.pt").parent, label="demo")
+        >>> run.axis, run.zscored.shape, run.order_parameter.shape
+        ('epoch', (2, 30), (30,))
+    """
+    path = find_history(run)
+    try:
+        state = load_history(path)
+    except Exception as error:  # a truncated file or an arbitrary pickle refused by weights_only
+        raise HistoryError(f"{str(path)!r} is not a readable dynamics history: {error}") from error
+    check_history(state, source=repr(str(path)))
+    config = dict(state.get("config") or {})
+    values = state["values"].to(torch.float64)
+    epochs = np.asarray(state["epochs"], dtype=np.int64)
+    steps = np.asarray(state["steps"], dtype=np.int64)
+    per_step = config.get("every_n_steps") is not None or len(set(epochs.tolist())) < len(epochs)
+    axis = "step" if per_step else "epoch"
+    metrics = {key: _as_array(series) for key, series in dict(state.get("metrics") or {}).items()}
+    logged = {key: _as_array(series) for key, series in dict(state.get("logged") or {}).items()}
+    if state["format_version"] == 1 and not logged:
+        logged = _logged_from_csv(path.parent, epochs)
+    accuracy_key = next((k for k in ACCURACY_KEYS if k in logged and np.isfinite(logged[k]).any()), None)
+    loss_key = next((k for k in LOSS_KEYS if k in logged and np.isfinite(logged[k]).any()), None)
+    index = list(range(len(epochs)))
+    signal_index = None
+    if "stability_volatility" in metrics:
+        signal_index = convergence_signal(metrics["stability_volatility"].tolist(), index, ratio, patience)
+    plateau_index = None
+    if accuracy_key is not None:
+        accuracy = logged[accuracy_key]
+        scale = 100.0 if np.nanmax(accuracy) <= 1.0 else 1.0  # fractions: eps stays in percentage points
+        plateau_index = accuracy_plateau_epoch((accuracy * scale).tolist(), index, eps)
+    if label is None:
+        label = (Path(run) if Path(run).is_dir() else path.parent).resolve().name
+    return RunDashboard(
+        label=label,
+        history_path=path,
+        format_version=int(state["format_version"]),
+        layer_names=list(state["layer_names"]),
+        summary=str(state["summary"]),
+        axis=axis,
+        time=(steps if per_step else epochs).astype(np.float64),
+        epochs=epochs,
+        steps=steps,
+        zscored=zscore_layers(values).numpy(),
+        order_parameter=history_order_parameter(
+            values, config.get("detrend", "diff"), config.get("pad", "reflect")
+        ).numpy(),
+        metrics=metrics,
+        logged=logged,
+        accuracy_key=accuracy_key,
+        loss_key=loss_key,
+        signal_index=signal_index,
+        plateau_index=plateau_index,
+        config=config,
+        signal_ratio=ratio,
+    )
+
+
+def load_runs(runs: Sequence[str | Path], progress: bool | None = None, **kwargs: Any) -> list[RunDashboard]:
+    """:func:`load_run` for each run, labelled by directory name (made unique with parents), with a progress bar.
+
+    Args:
+        runs: log directories or history files.
+        progress: show a tqdm bar on stderr; default: when there are more than 3 runs.
+        kwargs: passed to :func:`load_run`.
+    """
+    from tqdm.auto import tqdm
+
+    labels = _unique_labels([Path(r) for r in runs])
+    show = len(runs) > 3 if progress is None else progress
+    return [
+        load_run(run, label=label, **kwargs)
+        for run, label in tqdm(list(zip(runs, labels, strict=True)), desc="runs", unit="run", disable=not show)
+    ]
+
+
+def _unique_labels(paths: list[Path]) -> list[str]:
+    """Directory names; where two runs share one (``version_0``), prepend parents until they differ."""
+    resolved = [(p if p.is_dir() else p.parent).resolve() for p in paths]
+    depth = 1
+    while True:
+        labels = ["/".join(p.parts[-depth:]) for p in resolved]
+        if len(set(labels)) == len(labels) or depth >= max(len(p.parts) for p in resolved):
+            return labels
+        depth += 1
+
+
+def zscore_layers(values: torch.Tensor) -> torch.Tensor:
+    r"""Each layer's series z-scored over time, ignoring non-finite points (they stay NaN).
+
+    .. math:: z_l(t) = (x_l(t) - \bar x_l) / \sigma_l, \qquad z_l \equiv 0 \text{ where } \sigma_l = 0
+
+    Args:
+        values: ``[L, T]`` layer summaries.
+
+    Returns:
+        ``[L, T]`` float64.
+
+    Example:
+        >>> import torch
+        >>> zscore_layers(torch.tensor([[1.0, 2.0, 3.0], [5.0, 5.0, float("nan")]]))
+        tensor([[-1.2247,  0.0000,  1.2247],
+                [ 0.0000,  0.0000,     nan]], dtype=torch.float64)
+    """
+    x = values.to(torch.float64)
+    finite = torch.isfinite(x)
+    count = finite.sum(dim=-1, keepdim=True).clamp(min=1)
+    mean = torch.where(finite, x, 0.0).sum(dim=-1, keepdim=True) / count
+    centred = torch.where(finite, x - mean, 0.0)
+    std = (centred.square().sum(dim=-1, keepdim=True) / count).sqrt()
+    scale = torch.where(std > 1e-12 * mean.abs().clamp(min=1e-300), std, torch.inf)
+    return torch.where(finite, centred / scale, torch.nan)
+
+
+def history_order_parameter(
+    values: torch.Tensor, detrend_method: str | None = "diff", pad: str | None = "reflect"
+) -> torch.Tensor:
+    r"""The Kuramoto order parameter :math:`R(t)` of a whole history, aligned to its ``T`` sample points.
+
+    .. math:: R(t) = \Big|\frac{1}{L}\sum_{l} e^{i\varphi_l(t)}\Big|
+
+    The phases are those that ``metastability`` uses (docs/method.md sections 1-3): the detrended, z-scored
+    layers' Hilbert phases over the kept layers. With ``detrend="diff"`` the value at point ``t`` is that of
+    the difference ``x(t) - x(t-1)``, so the first point is NaN. Too short a history (fewer than 4 detrended
+    points) or no usable layer gives all NaN.
+
+    Args:
+        values: ``[L, T]`` layer summaries.
+        detrend_method: as :func:`lightning_dynamics.functional.detrend`.
+        pad: as :func:`lightning_dynamics.functional.instantaneous_phase`.
+
+    Returns:
+        ``[T]`` float64, in [0, 1] where defined.
+
+    Example:
+        >>> import torch
+        >>> t = torch.arange(40, dtype=torch.float64)
+        >>> r = history_order_parameter(torch.stack([torch.sin(0.5 * t), torch.sin(0.5 * t)]).cumsum(-1))
+        >>> bool(r[0].isnan()), float(r[1:].min()) > 0.999  # identical layers are phase-locked
+        (True, True)
+    """
+    n_points = values.shape[-1]
+    out = torch.full((n_points,), torch.nan, dtype=torch.float64)
+    shift = 1 if detrend_method == "diff" else 0
+    if n_points - shift < 4:
+        return out
+    d = detrend(values.to(torch.float64), detrend_method)
+    if not bool(d.valid.any()):
+        return out
+    phases = instantaneous_phase(d.series, pad=pad)
+    out[shift:] = kuramoto_order_parameter(phases, d.valid)
+    return out
+
+
+def _as_array(series: Any) -> np.ndarray:
+    if isinstance(series, torch.Tensor):
+        return series.detach().to(torch.float64).cpu().numpy()
+    return np.asarray(series, dtype=np.float64)
+
+
+def _last_finite(values: np.ndarray) -> float:
+    finite = np.flatnonzero(np.isfinite(values))
+    return float(values[finite[-1]]) if finite.size else math.nan
+
+
+def _logged_from_csv(log_dir: Path, epochs: np.ndarray) -> dict[str, np.ndarray]:
+    """Format-1 histories hold no validation metrics: take them from a CSVLogger ``metrics.csv`` beside, by epoch."""
+    if not (log_dir / "metrics.csv").is_file():
+        return {}
+    from lightning_dynamics.report.logs import epoch_metrics, read_metrics
+
+    per_epoch = epoch_metrics(read_metrics(log_dir))
+    logged = {}
+    for column in per_epoch.columns:
+        if column.startswith("dynamics/"):
+            continue
+        by_epoch = per_epoch[column].astype(float)
+        logged[str(column)] = np.array([by_epoch.get(int(e), math.nan) for e in epochs], dtype=np.float64)
+    return logged
