@@ -121,6 +121,21 @@ def fluctuation_function(x: Tensor, scales: Sequence[int], order: int = 1) -> Te
     return out.reshape(*x.shape[:-1], len(scales))
 
 
+def _segment_mean_squares(profile: Tensor, scale: int, order: int) -> Tensor:
+    """Mean squared residual of the order-``order`` fit in each non-overlapping segment of ``profile: [R, T]``.
+
+    Returns ``[R, T // scale]`` (segments cut from the start), computed as :func:`fluctuation_function` does;
+    MF-DFA (``functional/mfdfa.py``) averages their ``q/2`` powers instead of their mean.
+    """
+    rows, n_segments = profile.shape[0], profile.shape[-1] // scale
+    basis = _polynomial_basis(scale, order, profile.dtype, profile.device)
+    ramp = _chord_ramp(scale, order, profile.dtype, profile.device)
+    segments = profile[:, : n_segments * scale].reshape(rows, n_segments, scale)
+    segments = torch.lerp(segments[..., :1], segments[..., -1:], ramp).neg_().add_(segments)
+    squared = torch.linalg.vector_norm(segments, dim=-1).square_() - (segments @ basis).square_().sum(-1)
+    return squared.clamp_(min=0) / scale
+
+
 @shape_cache(maxsize=256)
 def _chord_ramp(size: int, order: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """Interpolation weights of the reference removed from each segment: the chord through its first and
