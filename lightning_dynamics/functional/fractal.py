@@ -8,6 +8,8 @@ Physica D 31:277-283; Katz, M. J. (1988), "Fractals and the analysis of waveform
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -95,7 +97,7 @@ def higuchi_fd(x: Tensor, kmax: int = 10) -> Tensor:
 
     Example:
         >>> import torch
-        >>> float(higuchi_fd(torch.linspace(0, 1, 100, dtype=torch.float64)))
+        >>> round(float(higuchi_fd(torch.linspace(0, 1, 100, dtype=torch.float64))), 6)
         1.0
         >>> g = torch.Generator().manual_seed(0)
         >>> 1.9 < float(higuchi_fd(torch.randn(2000, generator=g))) < 2.1
@@ -135,8 +137,8 @@ def katz_fd(x: Tensor) -> Tensor:
         >>> import torch
         >>> katz_fd(torch.tensor([0.0, 1.0, 2.0, 3.0]))
         tensor(1.)
-        >>> round(float(katz_fd(torch.tensor([0.0, 2.0, 1.0, 3.0]))), 4)  # log10(3) / log10(3 / 2)
-        2.7095
+        >>> round(float(katz_fd(torch.tensor([0.0, 2.0, 1.0, 3.0]))), 4)  # log10(3) / log10(3 / (5 / 3))
+        1.8691
     """
     x = as_float_series(x)
     if x.shape[-1] < 3:
@@ -148,3 +150,71 @@ def katz_fd(x: Tensor) -> Tensor:
     extent = (x - x[..., :1]).abs().amax(dim=-1)
     ratio = total / mean_step
     return torch.log10(ratio) / torch.log10(extent / mean_step)
+
+
+def complexity_min_points(detrend: str | None = "diff", kmax: int = 10) -> dict[str, int]:
+    """Sample points each key of :func:`history_complexity` needs before it is defined (not NaN).
+
+    Example:
+        >>> complexity_min_points()
+        {'higuchi_fd': 21, 'katz_fd': 4, 'mfdfa_width': 25}
+    """
+    from lightning_dynamics.functional.mfdfa import min_mfdfa_length
+
+    extra = 1 if detrend == "diff" else 0
+    return {
+        "higuchi_fd": min_higuchi_length(kmax) + extra,
+        "katz_fd": 3 + extra,
+        "mfdfa_width": min_mfdfa_length() + extra,
+    }
+
+
+def history_complexity(
+    x: Tensor, detrend: str | None = "diff", kmax: int = 10, q: Sequence[float] | Tensor | None = None
+) -> dict[str, Tensor]:
+    r"""Per-layer fractal and multifractal descriptors of a history ``x: [..., L, T]``, for the monitor.
+
+    Each layer's series is first preprocessed as for the phase and DFA measures
+    (:func:`~lightning_dynamics.functional.detrend`, docs/method.md section 1), then:
+
+    - ``higuchi_fd``: :func:`higuchi_fd` (1 for a smooth curve, 2 for white noise);
+    - ``katz_fd``: :func:`katz_fd`;
+    - ``mfdfa_width``: width :math:`\max\alpha - \min\alpha` of the MF-DFA singularity spectrum
+      (:func:`~lightning_dynamics.functional.mfdfa`; about 0.1 or less for a monofractal).
+
+    A key whose measure is not defined for this ``T`` (:func:`complexity_min_points`) is all NaN, with an
+    :class:`InsufficientDataWarning` that gives the reason; an excluded layer (constant or too many missing
+    points, as :func:`~lightning_dynamics.functional.detrend` decides) is NaN in every key. Moharil et al.,
+    arXiv:2407.09585, describe network dynamics by such fractal dimensions.
+
+    Args:
+        x: ``[..., L, T]`` layer history.
+        detrend: ``"diff"`` (default), ``"linear"``, ``"mean"`` or ``None``.
+        kmax: largest Higuchi lag.
+        q: MF-DFA moments (default ``functional.mfdfa.DEFAULT_Q``).
+
+    Returns:
+        ``{"higuchi_fd", "katz_fd", "mfdfa_width"}``, each ``[..., L]``.
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> walks = torch.randn(3, 400, generator=g).cumsum(-1)  # 3 layers; "diff" turns them into white noise
+        >>> out = history_complexity(walks)
+        >>> sorted(out), out["higuchi_fd"].shape
+        (['higuchi_fd', 'katz_fd', 'mfdfa_width'], torch.Size([3]))
+        >>> bool(((out["higuchi_fd"] - 2).abs() < 0.1).all())
+        True
+    """
+    from lightning_dynamics.functional.detrend import detrend as detrend_series
+    from lightning_dynamics.functional.mfdfa import DEFAULT_Q, mfdfa
+
+    x = as_float_series(x, min_dim=2)
+    series, valid, _ = detrend_series(x, detrend)
+    nan = torch.full(series.shape[:-1], float("nan"), dtype=series.dtype, device=series.device)
+    out = {
+        "higuchi_fd": higuchi_fd(series, kmax),
+        "katz_fd": katz_fd(series),
+        "mfdfa_width": mfdfa(series, q=DEFAULT_Q if q is None else q).width,
+    }
+    return {key: torch.where(valid, value, nan) for key, value in out.items()}

