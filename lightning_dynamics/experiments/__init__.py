@@ -1,7 +1,29 @@
-"""Data and models for the examples, benchmarks and the paper's experiments (needs the ``examples`` extra)."""
+"""The experiment kit: data, models and trainers for the examples, benchmarks and the paper's experiments.
 
-from lightning_dynamics.experiments.data import DigitsDataModule
+Needs the ``examples`` extra (and ``vision`` for models by name). Offline data: :class:`DigitsDataModule`
+(10 classes, the stand-in for CIFAR-10) and :class:`DigitPairsDataModule` (100 classes from the same digit
+images, the stand-in for CIFAR-100); on disk: :class:`CIFARDataModule`. Models: the small digits networks, any
+timm / torchvision classifier by name through :func:`build_model` (adapted to 32x32 and smaller images,
+optionally from a local pretrained weights file), trained by :class:`ImageClassifier`. The paper's
+experiments themselves: ``benchmarks/paper``.
+"""
+
+from lightning_dynamics.experiments.architectures import build_model
+from lightning_dynamics.experiments.cifar import CIFARDataModule, read_cifar
+from lightning_dynamics.experiments.data import DigitPairsDataModule, DigitsDataModule
 from lightning_dynamics.experiments.models import DeepCNN, ImageClassifier, SmallCNN, SmallMLP
-from lightning_dynamics.experiments.trainers import quiet_trainer
+from lightning_dynamics.experiments.trainers import EpochMetrics, quiet_trainer
 
-__all__ = ["DeepCNN", "DigitsDataModule", "ImageClassifier", "SmallCNN", "SmallMLP", "quiet_trainer"]
+__all__ = [
+    "CIFARDataModule",
+    "DeepCNN",
+    "DigitPairsDataModule",
+    "DigitsDataModule",
+    "EpochMetrics",
+    "ImageClassifier",
+    "SmallCNN",
+    "SmallMLP",
+    "build_model",
+    "quiet_trainer",
+    "read_cifar",
+]

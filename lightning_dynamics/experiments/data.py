@@ -1,10 +1,11 @@
-"""Real data that ships offline: scikit-learn's handwritten digits (1797 8x8 images, 10 classes)."""
+"""Real data that ships offline: scikit-learn's handwritten digits (1797 8x8 images, 10 classes) and digit pairs."""
 
 from __future__ import annotations
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 
@@ -18,6 +19,8 @@ class DigitsDataModule(pl.LightningDataModule):
         num_workers: DataLoader workers.
         shuffle: shuffle the training set each epoch.
     """
+
+    num_classes = 10
 
     def __init__(
         self,
@@ -39,21 +42,111 @@ class DigitsDataModule(pl.LightningDataModule):
         self.val_set: TensorDataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
-        from sklearn.datasets import load_digits
+        train_x, train_y, val_x, val_y = _digits_split(self.val_fraction, self.split_seed)
+        self.train_set = TensorDataset(train_x, train_y)
+        self.val_set = TensorDataset(val_x, val_y)
 
-        digits = load_digits()
-        images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-        labels = torch.tensor(digits.target, dtype=torch.long)
-        rng = np.random.default_rng(self.split_seed)
-        val_index: list[int] = []
-        for label in range(10):
-            members = np.flatnonzero(digits.target == label)
-            val_index.extend(rng.choice(members, round(len(members) * self.val_fraction), replace=False))
-        is_val = np.zeros(len(labels), dtype=bool)
-        is_val[val_index] = True
-        train, val = torch.from_numpy(~is_val), torch.from_numpy(is_val)
-        self.train_set = TensorDataset(images[train], labels[train])
-        self.val_set = TensorDataset(images[val], labels[val])
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None
+        return DataLoader(
+            self.train_set, batch_size=self.batch_size, shuffle=self.shuffle, num_workers=self.num_workers
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.val_set is not None
+        return DataLoader(self.val_set, batch_size=256, num_workers=self.num_workers)
+
+
+def _digits_split(val_fraction: float, split_seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Digits images ``[N, 1, 8, 8]`` in ``[0, 1]`` and labels, split per class: (train x, train y, val x, val y)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    labels = torch.tensor(digits.target, dtype=torch.long)
+    rng = np.random.default_rng(split_seed)
+    val_index: list[int] = []
+    for label in range(10):
+        members = np.flatnonzero(digits.target == label)
+        val_index.extend(rng.choice(members, round(len(members) * val_fraction), replace=False))
+    is_val = np.zeros(len(labels), dtype=bool)
+    is_val[val_index] = True
+    train, val = torch.from_numpy(~is_val), torch.from_numpy(is_val)
+    return images[train], labels[train], images[val], labels[val]
+
+
+def _pairs(images: Tensor, labels: Tensor, n: int, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
+    """``n`` images ``[n, 1, 8, 16]``: two digits side by side, label ``10 * left + right``, classes balanced."""
+    by_class = [np.flatnonzero(labels.numpy() == c) for c in range(10)]
+    pair_labels = np.resize(np.arange(100), n)
+    rng.shuffle(pair_labels)
+    left = np.array([rng.choice(by_class[y // 10]) for y in pair_labels])
+    right = np.array([rng.choice(by_class[y % 10]) for y in pair_labels])
+    pictures = torch.cat([images[torch.from_numpy(left)], images[torch.from_numpy(right)]], dim=-1)
+    return pictures, torch.from_numpy(pair_labels).long()
+
+
+class DigitPairsDataModule(pl.LightningDataModule):
+    """A 100-class task from the same real digit images: two digits side by side, label ``10 * left + right``.
+
+    The offline stand-in for CIFAR-100 next to :class:`DigitsDataModule` for CIFAR-10. CIFAR-100 differs
+    from CIFAR-10 by having the same kind of images and the same number of training images spread over 10x
+    the classes (500 instead of 5000 per class). Here every picture is made of the digit images themselves
+    (so pixel statistics, strokes and noise are those of the 10-class task), there are 10x the classes, and by
+    default as many training pictures as the digits task has images, i.e. 10x fewer per class (about 13).
+    Left and right digits of a training picture come only from the digits' training split and those of a
+    validation picture only from its validation split, so no digit image is shared between the two.
+    What differs: pictures are ``[1, 8, 16]`` (twice as wide), and the classes have a product structure
+    (a network can solve it by recognising each half), which CIFAR-100's classes do not have.
+
+    Args:
+        n_train: training pictures (default: as many as the digits training split, 1347).
+        n_val: validation pictures.
+        batch_size, val_fraction, split_seed, num_workers, shuffle: as :class:`DigitsDataModule`; the digits
+            split is the same for the same ``val_fraction`` and ``split_seed``.
+
+    Example:
+        >>> data = DigitPairsDataModule(n_val=200)
+        >>> data.setup()
+        >>> x, y = data.train_set.tensors
+        >>> tuple(x.shape), int(y.max()) < 100, len(data.val_set)
+        ((1347, 1, 8, 16), True, 200)
+    """
+
+    num_classes = 100
+
+    def __init__(
+        self,
+        n_train: int | None = None,
+        n_val: int = 1000,
+        batch_size: int = 64,
+        val_fraction: float = 0.25,
+        split_seed: int = 0,
+        num_workers: int = 0,
+        shuffle: bool = True,
+    ) -> None:
+        super().__init__()
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"`val_fraction` must be in (0, 1), got {val_fraction!r}.")
+        for name, value in (("n_train", n_train), ("n_val", n_val)):
+            if value is not None and (int(value) != value or value < 1):
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        self.n_train = n_train
+        self.n_val = n_val
+        self.batch_size = batch_size
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.num_workers = num_workers
+        self.shuffle = shuffle
+        self.train_set: TensorDataset | None = None
+        self.val_set: TensorDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        train_x, train_y, val_x, val_y = _digits_split(self.val_fraction, self.split_seed)
+        rng = np.random.default_rng(self.split_seed + 1)
+        n_train = len(train_y) if self.n_train is None else self.n_train
+        self.train_set = TensorDataset(*_pairs(train_x, train_y, n_train, rng))
+        self.val_set = TensorDataset(*_pairs(val_x, val_y, self.n_val, rng))
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None

@@ -1,4 +1,4 @@
-"""A Trainer for benchmarks and examples: no logger, checkpoints, progress bar or sanity check."""
+"""A Trainer for benchmarks and examples (no logger, checkpoints, progress bar or sanity check) and a recorder."""
 
 from __future__ import annotations
 
@@ -19,3 +19,24 @@ def quiet_trainer(**overrides: Any) -> pl.Trainer:
     )
     options.update(overrides)
     return pl.Trainer(**options)
+
+
+class EpochMetrics(pl.Callback):
+    """Records ``trainer.callback_metrics`` named in ``keys`` once per training epoch (NaN where absent).
+
+    Validation runs before ``on_train_epoch_end``, so ``val_*`` values are those of the same epoch.
+
+    Example:
+        >>> recorder = EpochMetrics(("val_acc", "val_loss"))
+        >>> recorder.values
+        {'val_acc': [], 'val_loss': []}
+    """
+
+    def __init__(self, keys: tuple[str, ...] = ("val_acc", "val_loss", "train_loss")) -> None:
+        self.keys = tuple(keys)
+        self.values: dict[str, list[float]] = {key: [] for key in self.keys}
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for key in self.keys:
+            value = trainer.callback_metrics.get(key)
+            self.values[key].append(float("nan") if value is None else float(value))

@@ -1,0 +1,255 @@
+"""The paper's experiments (arXiv:2604.09716) by one command, with seeds, surrogates and bootstrap intervals.
+
+Trains every (architecture, task, seed) of a preset with two :class:`~lightning_dynamics.DynamicsMonitor`
+callbacks (the default ``rms`` monitor, and ``summary="std"`` for the activation-std stopping rule), writes
+per-run histories and metrics under ``--out/runs``, then the summary of the three findings and the
+early-stopping comparison (``findings.py``, ``stopping.py``) under ``--out``.
+
+Presets (``--scale``):
+
+- ``tiny``: the smoke setting (one small CNN, both offline tasks, 2 seeds, 22 epochs of 3 batches).
+- ``cpu``: offline stand-ins (digits: 10 classes; digit pairs: 100 classes), three timm architectures made
+  small (a narrow ResNet-18, MobileNetV2-0.35, a 4-block ViT), 4 seeds, 40 epochs; about 20-30 minutes on an
+  idle 2-core machine with ``--workers 2``.
+- ``full``: the paper's set-up on a GPU with CIFAR on disk (``--data-root``): ResNet-18, DenseNet-121,
+  MobileNetV2, VGG-16-BN and a pretrained ViT-S/16 (``--vit-weights``, a local weights file) on CIFAR-10 and
+  CIFAR-100, 5 seeds, 50 epochs.
+
+Run: ``.venv/bin/python -m benchmarks.paper.run --scale cpu --out runs/paper_cpu --workers 2``.
+Rerunning reuses finished runs (delete ``--out/runs/<run>`` to redo one); ``--analyse-only`` skips training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One architecture of a preset: a timm/torchvision name (or ``"small_cnn"``) and its training settings."""
+
+    model: str
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    pretrained: bool = False  # load --vit-weights
+
+
+@dataclass(frozen=True)
+class Preset:
+    archs: dict[str, Arch]
+    tasks: tuple[str, ...]
+    seeds: tuple[int, ...]
+    epochs: int
+    batch_size: int = 64
+    limit_train_batches: int | None = None
+    tune_seeds: tuple[int, ...] = ()  # early-stopping knobs are chosen on these; the rest are held out
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(
+        archs={"cnn": Arch("small_cnn", lr=0.05, weight_decay=0.0)},
+        tasks=("digits", "pairs"),
+        seeds=(0, 1),
+        epochs=22,
+        limit_train_batches=3,
+        tune_seeds=(0,),
+    ),
+    "cpu": Preset(
+        archs={
+            "resnet18": Arch("resnet18", dict(channels=(16, 32, 64, 128))),
+            "mobilenetv2": Arch("mobilenetv2_035"),
+            "vit": Arch(
+                "vit_tiny_patch16_224",
+                dict(patch_size=2, depth=4, embed_dim=64, num_heads=4),
+                optimizer="adamw",
+                lr=1e-3,
+                weight_decay=0.05,
+            ),
+        },
+        tasks=("digits", "pairs"),
+        seeds=(0, 1, 2, 3),
+        epochs=40,
+        tune_seeds=(0, 1),
+    ),
+    "full": Preset(
+        archs={
+            "resnet18": Arch("resnet18"),
+            "densenet121": Arch("densenet121"),
+            "mobilenetv2": Arch("mobilenetv2_100"),
+            "vgg16": Arch("vgg16_bn", lr=0.02),
+            "vit_pretrained": Arch(
+                "vit_small_patch16_224",
+                dict(patch_size=4),
+                optimizer="adamw",
+                lr=1e-4,
+                weight_decay=0.05,
+                pretrained=True,
+            ),
+        },
+        tasks=("cifar10", "cifar100"),
+        seeds=(0, 1, 2, 3, 4),
+        epochs=50,
+        batch_size=128,
+        tune_seeds=(0, 1),
+    ),
+}
+#: Task name -> (number of classes, input channels, image size) and the CIFAR stand-in it plays.
+TASKS: dict[str, tuple[int, int, tuple[int, int]]] = {
+    "digits": (10, 1, (8, 8)),
+    "pairs": (100, 1, (8, 16)),
+    "cifar10": (10, 3, (32, 32)),
+    "cifar100": (100, 3, (32, 32)),
+}
+
+
+def run_name(arch: str, task: str, seed: int) -> str:
+    return f"{arch}_{task}_seed{seed}"
+
+
+def _data(task: str, batch_size: int, data_root: str | None) -> Any:
+    from lightning_dynamics.experiments import CIFARDataModule, DigitPairsDataModule, DigitsDataModule
+
+    if task == "digits":
+        return DigitsDataModule(batch_size=batch_size)
+    if task == "pairs":
+        return DigitPairsDataModule(batch_size=batch_size)
+    if data_root is None:
+        raise ValueError(f"task {task!r} reads CIFAR from disk: pass --data-root (the folder torchvision uses).")
+    return CIFARDataModule(data_root, task, batch_size=batch_size)
+
+
+def _module(arch: Arch, task: str, epochs: int, vit_weights: str | None) -> Any:
+    from lightning_dynamics.experiments import ImageClassifier, SmallCNN
+
+    num_classes, channels, size = TASKS[task]
+    if arch.pretrained and vit_weights is None:
+        raise ValueError(f"{arch.model!r} is pretrained: pass --vit-weights (a local weights file).")
+    model: Any = SmallCNN(num_classes=num_classes, in_channels=channels) if arch.model == "small_cnn" else arch.model
+    return ImageClassifier(
+        model,
+        lr=arch.lr,
+        weight_decay=arch.weight_decay,
+        num_classes=num_classes,
+        optimizer=arch.optimizer,
+        in_channels=channels,
+        image_size=size,
+        weights_path=vit_weights if arch.pretrained else None,
+        model_kwargs=arch.model_kwargs,
+        max_epochs=epochs,
+    )
+
+
+def train_one(
+    preset_name: str, arch_name: str, task: str, seed: int, out: str, data_root: str | None, vit_weights: str | None
+) -> str:
+    """Train one run and write ``history.pt`` and ``metrics.json`` into ``out/runs/<run>``; return its name."""
+    import lightning.pytorch as pl
+
+    from lightning_dynamics import DynamicsMonitor
+    from lightning_dynamics.experiments import EpochMetrics, quiet_trainer
+
+    torch.set_num_threads(1)  # one thread per worker: fair and quiet on a shared machine
+    preset = PRESETS[preset_name]
+    arch = preset.archs[arch_name]
+    name = run_name(arch_name, task, seed)
+    run_dir = Path(out) / "runs" / name
+    if (run_dir / "metrics.json").is_file():
+        return name
+    pl.seed_everything(seed, verbose=False)
+    monitors = {
+        "dynamics": DynamicsMonitor(verbose=False, save_history=False),
+        "act_std": DynamicsMonitor(
+            summary="std", prefix="act_std", verbose=False, save_history=False, compute_phase_integration=False
+        ),
+    }
+    recorder = EpochMetrics()
+    accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    trainer = quiet_trainer(
+        max_epochs=preset.epochs,
+        accelerator=accelerator,
+        deterministic=accelerator == "cpu",
+        callbacks=[*monitors.values(), recorder],
+        limit_train_batches=preset.limit_train_batches,
+    )
+    start = time.perf_counter()
+    trainer.fit(_module(arch, task, preset.epochs, vit_weights), _data(task, preset.batch_size, data_root))
+    seconds = time.perf_counter() - start
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.save({key: m.history.state_dict() for key, m in monitors.items()}, run_dir / "history.pt")
+    record = {
+        "arch": arch_name,
+        "task": task,
+        "seed": seed,
+        "epochs": preset.epochs,
+        "seconds": seconds,
+        "layer_names": list(monitors["dynamics"].layer_names),
+        "epoch_metrics": recorder.values,
+        "monitor_metrics": {key: m.metrics for key, m in monitors.items()},
+        "arch_settings": asdict(arch),
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(record, indent=1, allow_nan=True))
+    return name
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", choices=tuple(PRESETS), default="cpu")
+    parser.add_argument("--out", type=Path, default=Path("runs/paper"))
+    parser.add_argument("--archs", nargs="*", help="a subset of the preset's architectures")
+    parser.add_argument("--tasks", nargs="*", help="a subset of the preset's tasks")
+    parser.add_argument("--seeds", nargs="*", type=int, help="a subset of (or other) seeds")
+    parser.add_argument("--workers", type=int, default=1, help="runs trained in parallel (one torch thread each)")
+    parser.add_argument("--data-root", help="folder holding cifar-10-batches-py / cifar-100-python (full preset)")
+    parser.add_argument("--vit-weights", help="local pretrained ViT weights file (full preset)")
+    parser.add_argument("--surrogates", type=int, default=20)
+    parser.add_argument("--bootstrap", type=int, default=500)
+    parser.add_argument("--analyse-only", action="store_true")
+    args = parser.parse_args(argv)
+
+    preset = PRESETS[args.scale]
+    archs = args.archs or list(preset.archs)
+    tasks = args.tasks or list(preset.tasks)
+    seeds = args.seeds if args.seeds is not None else list(preset.seeds)
+    for arch in archs:
+        if arch not in preset.archs:
+            parser.error(f"--archs: {arch!r} is not in preset {args.scale!r} ({list(preset.archs)}).")
+    jobs = [
+        (args.scale, a, t, s, str(args.out), args.data_root, args.vit_weights)
+        for a in archs
+        for t in tasks
+        for s in seeds
+    ]
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.analyse_only:
+        start = time.perf_counter()
+        if args.workers > 1:
+            from benchmarks.paper.run import train_one as worker  # importable by name in spawned processes
+
+            with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
+                for name in pool.map(worker, *zip(*jobs, strict=True)):
+                    print(f"[{time.perf_counter() - start:7.1f} s] done {name}", flush=True)
+        else:
+            for job in jobs:
+                print(f"[{time.perf_counter() - start:7.1f} s] done {train_one(*job)}", flush=True)
+        print(f"training: {len(jobs)} runs in {time.perf_counter() - start:.1f} s", flush=True)
+
+    from benchmarks.paper.findings import analyse
+
+    names = [run_name(a, t, s) for a in archs for t in tasks for s in seeds]
+    tune = [s for s in seeds if s in preset.tune_seeds]
+    analyse(args.out, names, tasks, tune_seeds=tune, n_surrogates=args.surrogates, n_bootstrap=args.bootstrap)
+
+
+if __name__ == "__main__":
+    main()
