@@ -1,4 +1,4 @@
-"""Kuramoto order parameter, metastability and synchrony across layers (METHOD.md section 3).
+"""Kuramoto order parameter, metastability and synchrony across layers (docs/method.md section 3).
 
 References: Kuramoto, Y. (1984), Chemical Oscillations, Waves, and Turbulence, Springer; Shanahan, M.
 (2010), "Metastable chimera states in community-structured oscillator networks", Chaos 20:013108
@@ -11,12 +11,15 @@ import torch
 from torch import Tensor
 
 from lightning_dynamics.functional._checks import as_float_series, warn_insufficient
-from lightning_dynamics.functional.detrend import detrend as detrend_series
+from lightning_dynamics.functional._layers import (
+    MIN_PHASE_POINTS,
+    few_layers_message,
+    layer_phasors,
+    order_parameter_from_phasors,
+)
 from lightning_dynamics.functional.detrend import detrended_length
-from lightning_dynamics.functional.hilbert import unit_phasors
 
-# Phases of fewer detrended points than this carry no usable oscillation.
-MIN_PHASE_POINTS = 4
+__all__ = ["MIN_PHASE_POINTS", "kuramoto_order_parameter", "metastability", "synchrony"]
 
 
 def kuramoto_order_parameter(phases: Tensor, valid: Tensor | None = None) -> Tensor:
@@ -26,11 +29,11 @@ def kuramoto_order_parameter(phases: Tensor, valid: Tensor | None = None) -> Ten
 
     Args:
         phases: ``[..., L, T]`` phases in radians.
-        valid: optional ``[..., L]`` boolean mask; only ``True`` layers enter the mean. Where no layer is
-            valid the result is NaN.
+        valid: optional ``[..., L]`` boolean mask; only ``True`` layers enter the mean.
 
     Returns:
-        ``[..., T]``.
+        ``[..., T]``; NaN, with an :class:`InsufficientDataWarning`, where fewer than two layers are valid
+        (``R`` compares layers: one layer is trivially in phase with itself, zero layers have no phase).
 
     Example:
         >>> import torch
@@ -42,32 +45,21 @@ def kuramoto_order_parameter(phases: Tensor, valid: Tensor | None = None) -> Ten
         tensor(True)
     """
     phases = as_float_series(phases, name="phases", min_dim=2)
+    if valid is None:
+        valid = torch.ones(phases.shape[:-1], dtype=torch.bool, device=phases.device)
+    elif valid.shape != phases.shape[:-1]:
+        raise ValueError(
+            f"`valid` must have the shape [..., L] = {tuple(phases.shape[:-1])} of `phases` without time, "
+            f"got {tuple(valid.shape)}."
+        )
+    _warn_few_layers("kuramoto_order_parameter", valid)
     return order_parameter_from_phasors(torch.cos(phases), torch.sin(phases), valid)
 
 
-def order_parameter_from_phasors(cos: Tensor, sin: Tensor, valid: Tensor | None = None) -> Tensor:
-    r""":func:`kuramoto_order_parameter` from :math:`(\cos\varphi, \sin\varphi)` (see :func:`unit_phasors`).
-
-    The masked layer means are one matrix-vector product each: a single pass over the phasors.
-    """
-    if valid is None:
-        weight = torch.full(cos.shape[:-1], 1.0 / cos.shape[-2], dtype=cos.dtype, device=cos.device)
-    else:
-        weight = valid.to(cos.dtype)
-        weight = weight / weight.sum(dim=-1, keepdim=True)
-    weight = weight.unsqueeze(-2)  # [..., 1, L]
-    mean_cos = (weight @ cos).squeeze(-2)
-    mean_sin = (weight @ sin).squeeze(-2)
-    return torch.hypot(mean_cos, mean_sin).clamp(max=1.0)
-
-
-def layer_phasors(
-    x: Tensor, detrend_method: str | None = "diff", pad: str | None = "reflect"
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Detrend ``x: [..., L, T]`` and return ``(cos [..., L, T'], sin [..., L, T'], valid [..., L])``."""
-    d = detrend_series(x, detrend_method)
-    cos, sin = unit_phasors(d.series, pad=pad)
-    return cos, sin, d.valid
+def _warn_few_layers(measure: str, valid: Tensor) -> None:
+    message = few_layers_message(measure, valid.sum(dim=-1), valid.shape[-1])
+    if message is not None:
+        warn_insufficient(f"{message}. Returning NaN there.")
 
 
 def _order_parameter(x: Tensor, detrend_method: str | None, pad: str | None, measure: str) -> Tensor | None:
@@ -79,7 +71,9 @@ def _order_parameter(x: Tensor, detrend_method: str | None, pad: str | None, mea
             f"the series has T={x.shape[-1]} (need T >= {MIN_PHASE_POINTS + (x.shape[-1] - n)}). Returning NaN."
         )
         return None
-    return order_parameter_from_phasors(*layer_phasors(x, detrend_method, pad))
+    cos, sin, valid = layer_phasors(x, detrend_method, pad)
+    _warn_few_layers(measure, valid)
+    return order_parameter_from_phasors(cos, sin, valid)
 
 
 def metastability(x: Tensor, detrend: str | None = "diff", pad: str | None = "reflect") -> Tensor:
@@ -89,7 +83,8 @@ def metastability(x: Tensor, detrend: str | None = "diff", pad: str | None = "re
 
     Phase-locked layers give ``M = 0``; ``L`` independent white-noise layers give a finite-size floor
     ``M > 0`` (12 layers: about 0.15); compare with :func:`surrogate_test` rather than bare. Layers with
-    zero variance or non-finite values are excluded (see :func:`detrend`); if none is left the result is NaN.
+    zero variance or too many missing points are excluded (see :func:`detrend`); with fewer than two valid
+    layers the result is NaN with an :class:`InsufficientDataWarning` (docs/method.md section 3).
 
     Args:
         x: ``[..., L, T]`` layer series (layers as channels, sample points as time).
@@ -97,7 +92,8 @@ def metastability(x: Tensor, detrend: str | None = "diff", pad: str | None = "re
         pad: edge handling of the Hilbert transform, see :func:`instantaneous_phase`.
 
     Returns:
-        ``[...]``; NaN with an :class:`InsufficientDataWarning` when the series is too short.
+        ``[...]``; NaN with an :class:`InsufficientDataWarning` when the series is too short or fewer than
+        two layers are valid.
 
     Example:
         >>> import torch

@@ -13,19 +13,18 @@ import torch
 from torch import Tensor
 
 from lightning_dynamics.functional._checks import as_float_series, row_blocks
+from lightning_dynamics.functional._layers import (
+    MIN_PHASE_POINTS,
+    few_layers_message,
+    masked_layer_mean,
+    order_parameter_from_phasors,
+)
+from lightning_dynamics.functional.detrend import EXCLUSION_REASONS, detrended_length
 from lightning_dynamics.functional.detrend import detrend as detrend_series
-from lightning_dynamics.functional.detrend import detrended_length
 from lightning_dynamics.functional.dfa import MIN_SCALES, dfa, dfa_scales, min_dfa_length
 from lightning_dynamics.functional.hilbert import unit_phasors
-from lightning_dynamics.functional.integration import (
-    H_OPT,
-    N_THRESHOLDS,
-    SIGMA,
-    integration_from_alpha,
-    masked_layer_mean,
-    phase_integration_from_phasors,
-)
-from lightning_dynamics.functional.kuramoto import MIN_PHASE_POINTS, order_parameter_from_phasors
+from lightning_dynamics.functional.integration import H_OPT, SIGMA, integration_from_alpha
+from lightning_dynamics.functional.phase_locking import N_THRESHOLDS, _phase_integration_from_phasors
 
 
 class DynamicsMeasures(NamedTuple):
@@ -34,9 +33,15 @@ class DynamicsMeasures(NamedTuple):
     Attributes:
         integration, integration_alpha, metastability, synchrony, phase_integration: as the functions of
             the same names (NaN where undefined; see ``reason``).
-        n_excluded: layers left out (zero variance or too many non-finite points, see :func:`detrend`).
+        n_excluded: layers left out (constant, non-finite or too many missing points, see :func:`detrend`).
         valid: ``[..., L]`` boolean, the layers that entered the measures.
-        reason: ``None``, or why some measures are NaN for every batch element (too few points).
+        reason: ``None``, or why some measures are NaN (too few points; fewer than two valid layers for the
+            cross-layer measures, or no valid layer for integration).
+        exclusion: ``[..., L]`` int8, why each layer is excluded: an :class:`Exclusion` code (0 = kept).
+        n_missing: ``[..., L]`` missing (non-finite) input points of each layer; bridged by interpolation in
+            kept layers (see :func:`detrend`).
+        exclusion_summary: ``None``, or the exclusions in words (e.g. ``"1 constant, 2 too many missing
+            points"``), for logs and warnings.
     """
 
     integration: Tensor
@@ -47,6 +52,9 @@ class DynamicsMeasures(NamedTuple):
     n_excluded: Tensor
     valid: Tensor
     reason: str | None
+    exclusion: Tensor
+    n_missing: Tensor
+    exclusion_summary: str | None
 
 
 def min_points(detrend: str | None = "diff") -> dict[str, int]:
@@ -73,8 +81,11 @@ def dynamics_measures(
 ) -> DynamicsMeasures:
     """Compute integration, its alpha, metastability, synchrony and phase integration of ``x: [..., L, T]``.
 
-    Detrending and the Hilbert phases are computed once and shared. Runs on the device of ``x`` with no
-    host synchronisation except the convergence test of the phase-integration component labelling.
+    Detrending and the Hilbert phases are computed once and shared. Runs on the device of ``x``; host
+    synchronisations: the convergence test of the phase-integration component labelling, and one read of the
+    per-layer exclusion codes to state the reasons. The cross-layer measures (metastability, synchrony,
+    phase integration) need at least two valid layers and integration one (docs/method.md sections 3 and 5):
+    with fewer they are NaN and ``reason`` says why; they are never 0 or 1 by default.
 
     Example:
         >>> import torch
@@ -90,20 +101,31 @@ def dynamics_measures(
     with_dfa = scales is not None or len(dfa_scales(n)) >= MIN_SCALES
     layers = _per_layer_stage(x.reshape(-1, n_points), detrend, pad, scales, order, with_phases, with_dfa)
     valid = layers.valid.reshape(*batch, n_layers)
+    exclusion = layers.exclusion.reshape(*batch, n_layers)
     nan = torch.full(batch, float("nan"), dtype=x.dtype, device=x.device)
     reasons = []
+    # One read of the exclusion codes; the checks below need more only when some layer is excluded.
+    counts = torch.bincount(exclusion.reshape(-1).to(torch.int64), minlength=len(EXCLUSION_REASONS)).tolist()
+    summary = ", ".join(f"{c} {EXCLUSION_REASONS[code]}" for code, c in enumerate(counts) if code and c) or None
+    n_valid = valid.sum(dim=-1)
+    all_kept = n_layers > 0 and counts[0] == valid.numel()
+    few = None if all_kept else few_layers_message("the cross-layer measures", n_valid, n_layers)
 
     if with_phases:
         cos, sin = (part.reshape(*batch, n_layers, n) for part in (layers.cos, layers.sin))
         r = order_parameter_from_phasors(cos, sin, valid)
         meta, sync = r.std(dim=-1, correction=0), r.mean(dim=-1)
-        phase_int = phase_integration_from_phasors(cos, sin, valid, n_thresholds) if include_phase_integration else nan
+        phase_int = _phase_integration_from_phasors(cos, sin, valid, n_thresholds) if include_phase_integration else nan
     else:
         meta = sync = phase_int = nan
         reasons.append(f"phase measures need T >= {min_points(detrend)['metastability']}, got T={n_points}")
+    if with_phases and few is not None:
+        reasons.append(few)
 
     if with_dfa:
         alpha = masked_layer_mean(layers.alpha.reshape(*batch, n_layers), valid)
+        if not all_kept and not bool((n_valid > 0).all()):
+            reasons.append(f"integration needs at least one valid layer; none of L={n_layers} is valid")
     else:
         alpha = nan
         reasons.append(f"integration (DFA) needs T >= {min_points(detrend)['integration']}, got T={n_points}")
@@ -116,11 +138,16 @@ def dynamics_measures(
         n_excluded=(~valid).sum(dim=-1),
         valid=valid,
         reason="; ".join(reasons) or None,
+        exclusion=exclusion,
+        n_missing=layers.n_missing.reshape(*batch, n_layers),
+        exclusion_summary=summary,
     )
 
 
 class _LayerStage(NamedTuple):
     valid: Tensor
+    exclusion: Tensor
+    n_missing: Tensor
     cos: Tensor
     sin: Tensor
     alpha: Tensor
@@ -142,6 +169,8 @@ def _per_layer_stage(
     """
     n = detrended_length(rows.shape[-1], detrend)
     valid = torch.empty(rows.shape[0], dtype=torch.bool, device=rows.device)
+    exclusion = torch.empty(rows.shape[0], dtype=torch.int8, device=rows.device)
+    n_missing = torch.empty(rows.shape[0], dtype=torch.int64, device=rows.device)
     cos = torch.empty(rows.shape[0], n if with_phases else 0, dtype=rows.dtype, device=rows.device)
     sin = torch.empty_like(cos)
     alpha = torch.empty(rows.shape[0] if with_dfa else 0, dtype=rows.dtype, device=rows.device)
@@ -150,10 +179,12 @@ def _per_layer_stage(
         stop = start + block.shape[0]
         d = detrend_series(block, detrend)
         valid[start:stop] = d.valid
+        exclusion[start:stop] = d.exclusion
+        n_missing[start:stop] = d.n_missing
         if with_phases:
             block_cos, block_sin = unit_phasors(d.series, pad=pad)
             cos[start:stop], sin[start:stop] = block_cos, block_sin
         if with_dfa:
             alpha[start:stop] = dfa(d.series, scales=scales, order=order)
         start = stop
-    return _LayerStage(valid, cos, sin, alpha)
+    return _LayerStage(valid, exclusion, n_missing, cos, sin, alpha)

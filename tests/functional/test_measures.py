@@ -49,7 +49,7 @@ def test_cpu_blocking_does_not_change_results(monkeypatch) -> None:
     import importlib
 
     checks = importlib.import_module("lightning_dynamics.functional._checks")
-    integration_module = importlib.import_module("lightning_dynamics.functional.integration")  # not the function
+    integration_module = importlib.import_module("lightning_dynamics.functional.phase_locking")
 
     x = torch.randn(2, 300, 257, dtype=torch.float64).cumsum(-1)
     x[1, 7] = 1.0  # an excluded layer inside a block
