@@ -210,7 +210,8 @@ def history_complexity(
     from lightning_dynamics.functional.mfdfa import DEFAULT_Q, mfdfa
 
     x = as_float_series(x, min_dim=2)
-    series, valid, _ = detrend_series(x, detrend)
+    detrended = detrend_series(x, detrend)
+    series, valid = detrended.series, detrended.valid
     nan = torch.full(series.shape[:-1], float("nan"), dtype=series.dtype, device=series.device)
     out = {
         "higuchi_fd": higuchi_fd(series, kmax),
