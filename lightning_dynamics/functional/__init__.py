@@ -8,6 +8,14 @@ Formulas: ``METHOD.md``; sources are cited in each docstring.
 from lightning_dynamics.functional._checks import InsufficientDataWarning
 from lightning_dynamics.functional.detrend import Detrended, detrend
 from lightning_dynamics.functional.dfa import dfa, dfa_scales, fluctuation_function, min_dfa_length
+from lightning_dynamics.functional.fractal import (
+    complexity_min_points,
+    higuchi_curve_length,
+    higuchi_fd,
+    history_complexity,
+    katz_fd,
+    min_higuchi_length,
+)
 from lightning_dynamics.functional.hilbert import (
     analytic_signal,
     fast_fft_length,
@@ -23,7 +31,15 @@ from lightning_dynamics.functional.integration import (
     phase_locking_value,
 )
 from lightning_dynamics.functional.kuramoto import kuramoto_order_parameter, metastability, synchrony
+from lightning_dynamics.functional.lyapunov import lyapunov_rosenstein, mean_period, min_rosenstein_length
 from lightning_dynamics.functional.measures import DynamicsMeasures, dynamics_measures, min_points
+from lightning_dynamics.functional.mfdfa import (
+    MFDFAResult,
+    generalized_fluctuation,
+    mfdfa,
+    mfdfa_scales,
+    min_mfdfa_length,
+)
 from lightning_dynamics.functional.stability import combine_stability, rolling_volatility, stability_index
 from lightning_dynamics.functional.surrogates import (
     SurrogateTestResult,
@@ -36,25 +52,39 @@ __all__ = [
     "Detrended",
     "DynamicsMeasures",
     "InsufficientDataWarning",
+    "MFDFAResult",
     "SurrogateTestResult",
     "analytic_signal",
     "circular_shift_surrogates",
     "combine_stability",
+    "complexity_min_points",
     "detrend",
     "dfa",
     "dfa_scales",
     "dynamics_measures",
     "fast_fft_length",
     "fluctuation_function",
+    "generalized_fluctuation",
+    "higuchi_curve_length",
+    "higuchi_fd",
     "hilbert_transform",
+    "history_complexity",
     "instantaneous_phase",
     "integration",
     "integration_alpha",
     "integration_from_alpha",
+    "katz_fd",
     "kuramoto_order_parameter",
+    "lyapunov_rosenstein",
+    "mean_period",
     "metastability",
+    "mfdfa",
+    "mfdfa_scales",
     "min_dfa_length",
+    "min_higuchi_length",
+    "min_mfdfa_length",
     "min_points",
+    "min_rosenstein_length",
     "phase_integration",
     "phase_locking_value",
     "phase_randomized_surrogates",
