@@ -38,7 +38,7 @@ def _new_figure(width: float, height: float) -> Figure:
     # A bare Figure (no pyplot): no global backend switch, no figure manager to leak in long processes.
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), layout="constrained")
+    return Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
 
 
 def _integer_ticks(ax: Axes) -> None:
@@ -325,10 +325,10 @@ def plot_comparison(runs: Sequence[RunDashboard], path: str | Path | None = None
     return fig
 
 
-def figure_png(figure: Figure, dpi: int = _DPI) -> bytes:
-    """The figure as PNG bytes."""
+def figure_png(figure: Figure, dpi: float | None = None) -> bytes:
+    """The figure as PNG bytes, at ``dpi`` (default: the figure's own, as TensorBoard and MLflow draw it)."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
+    figure.savefig(buffer, format="png", dpi="figure" if dpi is None else dpi)
     return buffer.getvalue()
 
 

@@ -1,0 +1,128 @@
+"""The dashboard reaches each logger that takes images, and is read back from what the logger wrote."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_dynamics.callbacks.figure_logging import DEFAULT_KEY, dashboard_figure, dashboard_png_path, log_dashboard
+from lightning_dynamics.capture import save_history
+
+pytest.importorskip("matplotlib")
+PIL = pytest.importorskip("PIL.Image")
+
+# The loggers are tested with a small figure (PNG encoding of the full dashboard costs ~1 s each); the full
+# dashboard goes through the CSV path, as the monitor would draw it.
+WIDTH, HEIGHT = 320, 200
+DASHBOARD_SIZE = (13 * 110, 12 * 110)  # the dashboard's figure size (inches) x the dpi of its PNG
+
+
+def _history(path: Path, n_points: int = 30) -> Path:
+    g = torch.Generator().manual_seed(0)
+    nan = torch.full((n_points,), float("nan"), dtype=torch.float64)
+    state = {
+        "format_version": 2,
+        "layer_names": ["fc1", "fc2", "head"],
+        "summary": "rms",
+        "values": torch.randn(3, n_points, generator=g).cumsum(-1),
+        "epochs": list(range(n_points)),
+        "steps": [4 * (e + 1) for e in range(n_points)],
+        "metrics": {"integration": torch.rand(n_points, dtype=torch.float64, generator=g), "metastability": nan},
+        "logged": {"val_acc": torch.linspace(40, 90, n_points, dtype=torch.float64)},
+        "prefix": "dynamics",
+        "config": {"detrend": "diff", "pad": "reflect", "every_n_steps": None},
+    }
+    return save_history(state, path / "dynamics_history.pt")
+
+
+@pytest.fixture(scope="module")
+def history_and_figure(tmp_path_factory: pytest.TempPathFactory):
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(WIDTH / 80, HEIGHT / 80), dpi=80)
+    figure.subplots().plot([0, 1, 4, 9])
+    return _history(tmp_path_factory.mktemp("run")), figure
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return PIL.open(io.BytesIO(data)).size
+
+
+def test_tensorboard_event_file_holds_the_figure(tmp_path: Path, history_and_figure) -> None:
+    pytest.importorskip("tensorboard")
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    history, figure = history_and_figure
+    logger = TensorBoardLogger(tmp_path, name="tb")
+    assert log_dashboard([logger], figure, history, step=7) == {"TensorBoardLogger": "figure"}
+    events = EventAccumulator(logger.log_dir, size_guidance={"images": 0})
+    events.Reload()
+    assert events.Tags()["images"] == [DEFAULT_KEY]
+    (image,) = events.Images(DEFAULT_KEY)
+    assert image.step == 7
+    assert (image.width, image.height) == (WIDTH, HEIGHT)
+    assert _png_size(image.encoded_image_string) == (WIDTH, HEIGHT)
+    assert not dashboard_png_path(history).exists()  # an image logger: no file beside the history
+
+
+def test_offline_wandb_run_holds_the_image(tmp_path: Path, history_and_figure, monkeypatch) -> None:
+    pytest.importorskip("wandb")
+    import wandb
+    from lightning.pytorch.loggers import WandbLogger
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    history, figure = history_and_figure
+    logger = WandbLogger(save_dir=str(tmp_path), offline=True, project="lightning-dynamics-test")
+    try:
+        assert log_dashboard([logger], figure, history, key="dynamics/dashboard") == {"WandbLogger": "figure"}
+    finally:
+        wandb.finish()
+    images = list(tmp_path.glob("wandb/offline-run-*/files/media/images/dynamics/dashboard_*.png"))
+    assert len(images) == 1, sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.png"))
+    assert _png_size(images[0].read_bytes()) == (WIDTH, HEIGHT)
+    summary = next(tmp_path.glob("wandb/offline-run-*/files/wandb-summary.json"), None)
+    if summary is not None:  # written at finish by the wandb versions that keep a local summary offline
+        assert DEFAULT_KEY in summary.read_text()
+
+
+def test_mlflow_store_holds_figure_and_history(tmp_path: Path, history_and_figure, monkeypatch) -> None:
+    pytest.importorskip("mlflow")
+    from lightning.pytorch.loggers import MLFlowLogger
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    history, figure = history_and_figure
+    uri = f"file:{tmp_path / 'mlruns'}"
+    logger = MLFlowLogger(experiment_name="dynamics", tracking_uri=uri)
+    assert log_dashboard([logger], figure, history) == {"MLFlowLogger": "figure+history"}
+    client = MlflowClient(tracking_uri=uri)
+    top = {a.path for a in client.list_artifacts(logger.run_id)}
+    assert top == {"dynamics", "dynamics_history.pt"}
+    assert [a.path for a in client.list_artifacts(logger.run_id, "dynamics")] == ["dynamics/dashboard.png"]
+    local = Path(client.download_artifacts(logger.run_id, "dynamics/dashboard.png", str(tmp_path / "down")))
+    assert _png_size(local.read_bytes()) == (WIDTH, HEIGHT)
+    copied = Path(client.download_artifacts(logger.run_id, "dynamics_history.pt", str(tmp_path / "down")))
+    assert copied.read_bytes() == history.read_bytes()
+
+
+def test_csv_logger_gets_the_dashboard_png_beside_the_history_and_failures_warn(tmp_path: Path) -> None:
+    from lightning.pytorch.loggers import CSVLogger
+
+    history = _history(tmp_path)
+    figure = dashboard_figure(history)
+    target = dashboard_png_path(history)
+    assert log_dashboard([CSVLogger(tmp_path)], figure, history) == {"CSVLogger": f"png:{target}"}
+    assert _png_size(target.read_bytes()) == DASHBOARD_SIZE
+
+    class TensorBoardLogger:  # same name as the real one, but its experiment cannot take a figure
+        experiment = None
+
+    messages: list[str] = []
+    result = log_dashboard([TensorBoardLogger()], figure, None, warn=messages.append)
+    assert result["TensorBoardLogger"].startswith("failed:") and "TensorBoardLogger" in messages[0]
