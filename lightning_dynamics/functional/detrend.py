@@ -99,6 +99,8 @@ def detrend(x: Tensor, method: str | None = "diff", max_missing: float = 0.1) ->
     x = as_float_series(x)
     grad = x.requires_grad and torch.is_grad_enabled()
     n_points = x.shape[-1]
+    if n_points == 0:
+        raise ValueError(f"`x` must have a non-empty time axis (the last dimension), got shape {tuple(x.shape)}.")
     finite = torch.isfinite(x)
     n_missing = n_points - finite.sum(dim=-1)
     original = x

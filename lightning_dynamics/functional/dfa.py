@@ -1,4 +1,4 @@
-"""Detrended fluctuation analysis, batched over series (METHOD.md section 4).
+"""Detrended fluctuation analysis, batched over series (docs/method.md section 4).
 
 Reference: Peng, C.-K. et al. (1994), "Mosaic organization of DNA nucleotides", Phys. Rev. E 49:1685;
 order-q detrending after Kantelhardt, J. W. et al. (2001), "Detecting long-range correlations with
@@ -101,6 +101,7 @@ def fluctuation_function(x: Tensor, scales: Sequence[int], order: int = 1) -> Te
     n = x.shape[-1]
     scales = _check_scales(scales, n, order)
     rows = x.reshape(-1, n)
+    grad = x.requires_grad and torch.is_grad_enabled()
     bases = [_polynomial_basis(s, order, x.dtype, x.device) for s in scales]
     ramps = [_chord_ramp(s, order, x.dtype, x.device) for s in scales]
     out = torch.empty(rows.shape[0], len(scales), dtype=x.dtype, device=x.device)
@@ -115,8 +116,12 @@ def fluctuation_function(x: Tensor, scales: Sequence[int], order: int = 1) -> Te
             # basis Q, the squared residual is |y|^2 - |Q^T y|^2, exact to working precision without ever
             # forming the residual.
             segments = torch.lerp(segments[..., :1], segments[..., -1:], ramps[i]).neg_().add_(segments)
-            squared = torch.linalg.vector_norm(segments, dim=-1).square_() - (segments @ bases[i]).square_().sum(-1)
-            out[start : start + block.shape[0], i] = (squared.clamp_(min=0).mean(dim=-1) / s).sqrt_()
+            if grad:  # out of place: autograd needs the norms it differentiates through
+                squared = torch.linalg.vector_norm(segments, dim=-1).square() - (segments @ bases[i]).square().sum(-1)
+                out[start : start + block.shape[0], i] = (squared.clamp(min=0).mean(dim=-1) / s).sqrt()
+            else:
+                squared = torch.linalg.vector_norm(segments, dim=-1).square_() - (segments @ bases[i]).square_().sum(-1)
+                out[start : start + block.shape[0], i] = (squared.clamp_(min=0).mean(dim=-1) / s).sqrt_()
         start += block.shape[0]
     return out.reshape(*x.shape[:-1], len(scales))
 

@@ -34,6 +34,8 @@ def hilbert_transform(x: Tensor, dim: int = -1) -> Tensor:
     n = x.shape[-1]
     if n == 0:
         raise ValueError(f"`x` must have a non-empty time axis (dim={dim}), got shape {tuple(x.shape)}.")
+    if x.numel() == 0:  # an empty batch (e.g. zero layers): nothing to transform; FFT backends reject it
+        return torch.zeros_like(x).movedim(-1, dim)
     return _hilbert_window(x, 0, n).movedim(-1, dim)
 
 
@@ -127,7 +129,7 @@ def analytic_signal(x: Tensor, dim: int = -1) -> Tensor:
 
 
 def reflect_pad_width(n: int) -> int:
-    """Reflect-padding width used for phases: ``min(n - 1, n // 2)`` (METHOD.md section 2)."""
+    """Reflect-padding width used for phases: ``min(n - 1, n // 2)`` (docs/method.md section 2)."""
     return max(0, min(n - 1, n // 2))
 
 
@@ -151,7 +153,7 @@ def instantaneous_phase(x: Tensor, dim: int = -1, pad: str | None = "reflect") -
 
     With ``pad="reflect"`` (default) each series is reflect-padded by ``min(T-1, T//2)`` points on both
     sides before the transform and trimmed after, which reduces the FFT's wrap-around edge artefacts;
-    ``pad=None`` gives exactly ``numpy.angle(scipy.signal.hilbert(x))`` (METHOD.md section 2).
+    ``pad=None`` gives exactly ``numpy.angle(scipy.signal.hilbert(x))`` (docs/method.md section 2).
 
     Args:
         x: real tensor ``[..., T]`` (time at ``dim``); detrend it first (see :func:`detrend`), the phase of a
@@ -206,5 +208,7 @@ def _padded_analytic_parts(x: Tensor, dim: int, pad: str | None) -> tuple[Tensor
     n = x.shape[-1]
     if n == 0:
         raise ValueError(f"`x` must have a non-empty time axis (dim={dim}), got shape {tuple(x.shape)}.")
+    if x.numel() == 0:  # an empty batch (e.g. zero layers)
+        return x, torch.zeros_like(x)
     width = reflect_pad_width(n) if pad == "reflect" else 0
     return x, _hilbert_window(_reflect_pad_last(x, width), width, n)

@@ -15,6 +15,7 @@ from torch import Tensor
 from lightning_dynamics.functional._checks import as_float_series, warn_insufficient
 from lightning_dynamics.functional._layers import masked_layer_mean
 from lightning_dynamics.functional.detrend import detrend as detrend_series
+from lightning_dynamics.functional.detrend import detrended_length
 from lightning_dynamics.functional.dfa import MIN_SCALES, dfa, dfa_scales, min_dfa_length
 
 H_OPT = 0.70
@@ -22,13 +23,14 @@ SIGMA = 0.15
 
 
 def _layer_alphas(x: Tensor, detrend: str | None, scales: Sequence[int] | None, order: int) -> tuple[Tensor, Tensor]:
-    d = detrend_series(x, detrend)
-    if scales is None and len(dfa_scales(d.series.shape[-1])) < MIN_SCALES:
+    if scales is None and len(dfa_scales(detrended_length(x.shape[-1], detrend))) < MIN_SCALES:
         warn_insufficient(
             f"integration needs at least {min_dfa_length()} points after detrend={detrend!r} for DFA; "
             f"the series has T={x.shape[-1]}. Returning NaN."
         )
-        return torch.full(d.valid.shape, float("nan"), dtype=d.series.dtype, device=d.series.device), d.valid
+        nan = torch.full(x.shape[:-1], float("nan"), dtype=x.dtype, device=x.device)
+        return nan, torch.zeros(x.shape[:-1], dtype=torch.bool, device=x.device)
+    d = detrend_series(x, detrend)
     if not bool(d.valid.any(dim=-1).all()):
         warn_insufficient(
             f"integration: no valid layer (of L={x.shape[-2]}) in some batch elements (all constant, non-finite "

@@ -6,6 +6,7 @@ the standalone function of the same name (tests check it).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -19,7 +20,7 @@ from lightning_dynamics.functional._layers import (
     masked_layer_mean,
     order_parameter_from_phasors,
 )
-from lightning_dynamics.functional.detrend import EXCLUSION_REASONS, detrended_length
+from lightning_dynamics.functional.detrend import EXCLUSION_REASONS, Exclusion, detrended_length
 from lightning_dynamics.functional.detrend import detrend as detrend_series
 from lightning_dynamics.functional.dfa import MIN_SCALES, dfa, dfa_scales, min_dfa_length
 from lightning_dynamics.functional.hilbert import unit_phasors
@@ -99,7 +100,8 @@ def dynamics_measures(
     n = detrended_length(n_points, detrend)
     with_phases = n >= MIN_PHASE_POINTS
     with_dfa = scales is not None or len(dfa_scales(n)) >= MIN_SCALES
-    layers = _per_layer_stage(x.reshape(-1, n_points), detrend, pad, scales, order, with_phases, with_dfa)
+    rows = x.reshape(math.prod(batch) * n_layers, n_points)
+    layers = _per_layer_stage(rows, detrend, pad, scales, order, with_phases, with_dfa)
     valid = layers.valid.reshape(*batch, n_layers)
     exclusion = layers.exclusion.reshape(*batch, n_layers)
     nan = torch.full(batch, float("nan"), dtype=x.dtype, device=x.device)
@@ -109,7 +111,7 @@ def dynamics_measures(
     summary = ", ".join(f"{c} {EXCLUSION_REASONS[code]}" for code, c in enumerate(counts) if code and c) or None
     n_valid = valid.sum(dim=-1)
     all_kept = n_layers > 0 and counts[0] == valid.numel()
-    few = None if all_kept else few_layers_message("the cross-layer measures", n_valid, n_layers)
+    few = None if all_kept and n_layers >= 2 else few_layers_message("the cross-layer measures", n_valid, n_layers)
 
     if with_phases:
         cos, sin = (part.reshape(*batch, n_layers, n) for part in (layers.cos, layers.sin))
@@ -174,6 +176,11 @@ def _per_layer_stage(
     cos = torch.empty(rows.shape[0], n if with_phases else 0, dtype=rows.dtype, device=rows.device)
     sin = torch.empty_like(cos)
     alpha = torch.empty(rows.shape[0] if with_dfa else 0, dtype=rows.dtype, device=rows.device)
+    if rows.shape[-1] == 0:  # no sample point at all: every layer is all missing
+        valid.fill_(False)
+        exclusion.fill_(int(Exclusion.TOO_MANY_MISSING))
+        n_missing.fill_(0)
+        return _LayerStage(valid, exclusion, n_missing, cos, sin, alpha)
     start = 0
     for block in row_blocks(rows):
         stop = start + block.shape[0]

@@ -41,6 +41,8 @@ def phase_locking_value(phases: Tensor) -> Tensor:
         (1.0, True)
     """
     phases = as_float_series(phases, name="phases", min_dim=2)
+    if phases.shape[-1] == 0:
+        warn_insufficient(f"phase_locking_value needs at least 1 time point, got shape {tuple(phases.shape)}. NaN.")
     return _plv_from_phasors(torch.cos(phases), torch.sin(phases))
 
 

@@ -1,4 +1,4 @@
-"""Dynamical stability index over a sliding window, and its rolling volatility (METHOD.md section 6).
+"""Dynamical stability index over a sliding window, and its rolling volatility (docs/method.md section 6).
 
 Reference: La Quang, Ugail, Howard et al. (2026), arXiv:2604.09716 (a combined index of integration and
 metastability whose volatility falls as training converges); the composite follows Ugail & Howard

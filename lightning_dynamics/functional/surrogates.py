@@ -1,4 +1,4 @@
-"""Significance of a measure against surrogate data (METHOD.md section 7).
+"""Significance of a measure against surrogate data (docs/method.md section 7).
 
 References: Theiler, J. et al. (1992), "Testing for nonlinearity in time series: the method of surrogate
 data", Physica D 58:77-94 (phase randomisation); circular time shifts destroy cross-channel coupling
@@ -16,6 +16,7 @@ from torch import Tensor
 
 from lightning_dynamics.functional._checks import as_float_series, check_choice, warn_insufficient
 from lightning_dynamics.functional.detrend import detrend as detrend_series
+from lightning_dynamics.functional.detrend import detrended_length
 
 SURROGATE_METHODS = ("phase", "shift")
 ALTERNATIVES = ("greater", "less", "two-sided")
@@ -27,8 +28,9 @@ class SurrogateTestResult(NamedTuple):
     Attributes:
         value: the measure on the data.
         surrogate_mean, surrogate_std: mean and std (ddof=1) of the measure over the surrogates.
-        z: ``(value - surrogate_mean) / surrogate_std``.
-        p: empirical p-value ``(1 + #{surrogates at least as extreme}) / (n + 1)``.
+        z: ``(value - surrogate_mean) / surrogate_std``; NaN where ``value`` is NaN.
+        p: empirical p-value ``(1 + #{surrogates at least as extreme}) / (n + 1)``; NaN where ``value`` is
+            NaN (an undefined measure has no significance).
     """
 
     value: Tensor
@@ -58,6 +60,8 @@ def phase_randomized_surrogates(x: Tensor, n: int, generator: torch.Generator | 
     """
     x = as_float_series(x)
     length = x.shape[-1]
+    if x.numel() == 0:  # empty batch or time axis: nothing to randomise (FFT backends reject it)
+        return x.expand(n, *x.shape).clone()
     spectrum = torch.fft.rfft(x, dim=-1)
     angles = torch.rand((n, *spectrum.shape), generator=generator, dtype=x.dtype, device="cpu") * (2 * torch.pi)
     angles = angles.to(x.device)
@@ -133,14 +137,14 @@ def surrogate_test(
     check_choice("method", method, SURROGATE_METHODS)
     check_choice("alternative", alternative, ALTERNATIVES)
     x = as_float_series(x, min_dim=2)
-    detrended = detrend_series(x, detrend)
-    series, valid = detrended.series, detrended.valid
-    if series.shape[-1] < 2:
+    if detrended_length(x.shape[-1], detrend) < 2:
         warn_insufficient(
             f"surrogate_test needs at least 2 points after detrend={detrend!r}, got T={x.shape[-1]}. Returning NaN."
         )
-        nan = torch.full(x.shape[:-2], float("nan"), dtype=series.dtype, device=series.device)
+        nan = torch.full(x.shape[:-2], float("nan"), dtype=x.dtype, device=x.device)
         return SurrogateTestResult(nan, nan, nan, nan, nan)
+    detrended = detrend_series(x, detrend)
+    series, valid = detrended.series, detrended.valid
     make = phase_randomized_surrogates if method == "phase" else circular_shift_surrogates
     surrogates = torch.where(valid.unsqueeze(-1), make(series, n, generator), torch.zeros_like(series))
     values = measure(torch.cat([series.unsqueeze(0), surrogates], dim=0), detrend=None, **measure_kwargs)
@@ -155,4 +159,8 @@ def surrogate_test(
     else:
         extreme = (surrogate_values - mean).abs() >= (value - mean).abs()
     p = (1.0 + extreme.sum(dim=0).to(value.dtype)) / (n + 1.0)
+    # An undefined value (e.g. fewer than two valid layers) has no significance: p and z are NaN, not 1/(n+1).
+    undefined = value.isnan()
+    p = torch.where(undefined, torch.full_like(p, float("nan")), p)
+    z = torch.where(undefined, torch.full_like(z, float("nan")), z)
     return SurrogateTestResult(value, mean, std, z, p)
