@@ -1,12 +1,52 @@
 """lightning_dynamics: watch a network's training as a dynamical system.
 
-``DynamicsMonitor`` is a Lightning callback; :mod:`lightning_dynamics.functional` holds the measures as
-plain torch functions.
+``DynamicsMonitor`` is a Lightning callback over the framework-neutral :class:`DynamicsTracker`;
+:mod:`lightning_dynamics.functional` holds the measures as plain torch functions. Importing the package, its
+``functional`` or ``capture`` modules, the tracker or the config does not import Lightning: the Lightning
+adapters are loaded on first use.
 """
 
-from lightning_dynamics.callbacks import DynamicsEarlyStopping, DynamicsMonitor
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from lightning_dynamics.config import DynamicsConfig
 from lightning_dynamics.convergence import DynamicsStoppingReason
+from lightning_dynamics.tracker import DynamicsTracker
+
+if TYPE_CHECKING:
+    from lightning_dynamics.callbacks import (
+        DynamicsEarlyStopping,
+        DynamicsFabricMonitor,
+        DynamicsModelCheckpoint,
+        DynamicsMonitor,
+    )
 
 __version__ = "0.1.0"
 
-__all__ = ["DynamicsEarlyStopping", "DynamicsMonitor", "DynamicsStoppingReason", "__version__"]
+# Names served lazily from lightning_dynamics.callbacks (the only package that imports Lightning).
+_LIGHTNING_NAMES = {
+    "DynamicsEarlyStopping",
+    "DynamicsFabricMonitor",
+    "DynamicsModelCheckpoint",
+    "DynamicsMonitor",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LIGHTNING_NAMES:
+        return getattr(importlib.import_module("lightning_dynamics.callbacks"), name)
+    raise AttributeError(f"module 'lightning_dynamics' has no attribute {name!r}")
+
+
+__all__ = [
+    "DynamicsConfig",
+    "DynamicsEarlyStopping",
+    "DynamicsFabricMonitor",
+    "DynamicsModelCheckpoint",
+    "DynamicsMonitor",
+    "DynamicsStoppingReason",
+    "DynamicsTracker",
+    "__version__",
+]

@@ -59,7 +59,7 @@ def test_resume_keeps_patience_state(tmp_path: Path) -> None:
 
 
 def test_strict_error_without_a_monitor(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError, match="needs a DynamicsMonitor"):
+    with pytest.raises(ValueError, match="no DynamicsMonitor"):
         run(tmp_path, DynamicsEarlyStopping())
 
 

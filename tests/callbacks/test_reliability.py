@@ -151,13 +151,13 @@ def test_failing_history_save_does_not_mask_the_user_exception(tmp_path: Path) -
             monitor.history_path = blocker / "history.pt"  # cannot be created: its parent is a file
 
     t = trainer(tmp_path, max_epochs=3, callbacks=[monitor, Redirect()])
-    with pytest.warns(UserWarning, match="could not save its history"), pytest.raises(RuntimeError, match="boom"):
+    with pytest.warns(UserWarning, match="could not save the history"), pytest.raises(RuntimeError, match="boom"):
         t.fit(module, loaders()[0])
     assert forward_hook_count(module) == 0
 
 
 def test_failure_inside_the_monitor_never_stops_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import lightning_dynamics.callbacks.monitor as monitor_module
+    import lightning_dynamics.tracker as monitor_module
 
     def broken(*args, **kwargs):
         raise FloatingPointError("simulated bug in a measure")
@@ -178,11 +178,18 @@ def test_history_loader_refuses_arbitrary_pickles(tmp_path: Path) -> None:
 
     path = tmp_path / "evil.pt"
     torch.save({"values": torch.zeros(1, 1), "payload": Payload()}, path)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(ValueError, match="evil.pt") as error:
         load_history(path)
-    good = save_history(
-        {"values": torch.ones(2, 3), "layer_names": ["a", "b"], "epochs": [0, 1, 2]}, tmp_path / "ok.pt"
-    )
+    assert isinstance(error.value.__cause__, pickle.UnpicklingError)
+    state = {
+        "format_version": 2,
+        "values": torch.ones(2, 3),
+        "layer_names": ["a", "b"],
+        "summary": "rms",
+        "epochs": [0, 1, 2],
+        "steps": [1, 2, 3],
+    }
+    good = save_history(state, tmp_path / "ok.pt")
     assert load_history(good)["layer_names"] == ["a", "b"]
 
 
