@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from lightning_dynamics.report import epoch_metrics, read_metrics
-from lightning_dynamics.report.cli import main
+from lightning_dynamics.report.plots import plot_dynamics
 from tests.test_analysis import _csv_like
 
 pytest.importorskip("matplotlib")
@@ -18,10 +18,12 @@ def test_epoch_metrics_merges_rows_per_epoch(tmp_path: Path) -> None:
         read_metrics(tmp_path / "missing")
 
 
-def test_report_command_prints_and_draws(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_csv_figure_has_fixed_bounded_axes_and_integer_epochs(tmp_path: Path) -> None:
     _csv_like().to_csv(tmp_path / "metrics.csv", index=False)
-    assert main([str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    assert "dynamics/stability_volatility" in out and "figure:" in out
-    png = tmp_path / "dynamics.png"
-    assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    figure = plot_dynamics(epoch_metrics(read_metrics(tmp_path)), path=tmp_path / "dynamics.png")
+    assert (tmp_path / "dynamics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    volatility = next(ax for ax in figure.axes if ax.get_ylabel() == "volatility V")
+    assert volatility.get_ylim() == (0.0, 0.5)
+    figure.canvas.draw()
+    ticks = volatility.get_xticks()
+    assert len(ticks) > 1 and all(float(t).is_integer() for t in ticks)
