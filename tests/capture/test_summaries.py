@@ -83,3 +83,59 @@ def test_hook_builds_no_autograd_graph() -> None:
     with ActivationCapture([("lin", lin)], acc) as capture, capture.capturing():
         lin(torch.randn(2, 3)).sum().backward()
     assert not acc.sums.requires_grad
+
+
+def _std_interval(acc: SummaryAccumulator, outputs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    acc.reset()
+    for out in outputs:
+        acc.add(0, out)
+    value = acc.summarize(acc.packed())
+    expected = torch.cat([o.flatten() for o in outputs]).double().std(correction=0)
+    return value[0], expected.float()
+
+
+@pytest.mark.parametrize("ratio", [1e2, 1e4, 1e6])
+def test_std_is_exact_where_the_mean_dwarfs_the_spread(ratio: float) -> None:
+    g = torch.Generator().manual_seed(0)
+
+    def outputs() -> list[torch.Tensor]:  # several outputs per interval, each with its own small offset
+        return [
+            ratio + k * 0.3 + torch.randn(*shape, generator=g) for k, shape in enumerate([(64, 33), (500,), (7, 9, 11)])
+        ]
+
+    acc = SummaryAccumulator(1, "std", torch.device("cpu"))
+    first, expected = _std_interval(acc, outputs())
+    if ratio <= 1e4:  # the first interval has no shift yet: exact while float64 keeps (mean/std)^2 apart
+        torch.testing.assert_close(first, expected, rtol=1e-6, atol=0.0)
+    for _ in range(2):  # later intervals are summed around the previous global mean
+        value, expected = _std_interval(acc, outputs())
+        torch.testing.assert_close(value, expected, rtol=1e-6, atol=0.0)
+
+
+def test_std_shift_round_trips_through_state_dict() -> None:
+    acc = SummaryAccumulator(2, "std", torch.device("cpu"))
+    acc.add(0, torch.tensor([1e6, 1e6 + 2]))
+    acc.summarize(acc.packed())
+    restored = SummaryAccumulator(2, "std", torch.device("cpu"))
+    restored.load_state_dict(acc.state_dict())
+    assert restored.shift.tolist() == [1e6 + 1, 0.0]
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e30, 1e-23, 1e-30])
+def test_rms_at_extreme_magnitudes_is_missing_once_then_exact(scale: float) -> None:
+    a = torch.randn(4096, generator=torch.Generator().manual_seed(0)) * scale
+    expected = a.double().square().mean().sqrt().float()
+    acc = SummaryAccumulator(2, "rms", torch.device("cpu"))
+    acc.add(0, a)
+    acc.add(1, torch.ones(8))
+    first = acc.summarize(acc.packed())
+    assert first[0].isnan() and first[1] == 1  # never a wrong number: a missing point
+    for _ in range(2):
+        acc.reset()
+        acc.add(0, a)
+        acc.add(0, a[:100].reshape(10, 10).t())  # a strided output takes the scaled path too
+        acc.add(1, torch.ones(8))
+        value = acc.summarize(acc.packed())
+        reference = torch.cat([a, a[:100]]).double().square().mean().sqrt().float()
+        torch.testing.assert_close(value[0], reference, rtol=1e-5, atol=0.0)
+    assert acc.scaled == [True, False] and abs(float(expected) / scale - 1) < 0.1
