@@ -1,12 +1,15 @@
 """LightningCLI builds the callback from YAML (typed __init__)."""
 
 from pathlib import Path
+from typing import Any
 
+import lightning.pytorch
 import pytest
+import torch
 from lightning.pytorch.cli import LightningCLI
 
 from lightning_dynamics import DynamicsMonitor
-from tests.helpers import TinyModule, loaders
+from tests.helpers import TinyModule, TinyNet, loaders
 
 pytest.importorskip("jsonargparse")
 
@@ -122,3 +125,87 @@ def test_short_callback_name_on_the_command_line(tmp_path: Path) -> None:
     assert monitor.history.length == 1
     with pytest.raises(SystemExit):
         LightningCLI(TinyModule, run=False, args=["--trainer.callbacks+=DynamicsMonitr"], save_config_callback=None)
+
+
+# ---------------------------------------------------------------- the standalone pytorch_lightning package
+
+
+def _pytorch_lightning_module() -> Any:
+    """TinyModule's training, but on ``pytorch_lightning.LightningModule`` (a pytorch_lightning Trainer needs it)."""
+    pytorch_lightning = pytest.importorskip("pytorch_lightning")
+
+    class PLTinyModule(pytorch_lightning.LightningModule):
+        def __init__(self, lr: float = 0.1) -> None:
+            super().__init__()
+            self.net = TinyNet()
+            self.lr = lr
+
+        def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            loss = torch.nn.functional.cross_entropy(self.net(x), y)
+            self.log("train_loss", loss, on_step=False, on_epoch=True)
+            return loss
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
+
+    return PLTinyModule
+
+
+def test_pytorch_lightning_trainer_fit_with_the_twins(tmp_path: Path) -> None:
+    """A real pytorch_lightning.Trainer fit: the twins log, and the early stopping is a monitoring callback."""
+    pytorch_lightning = pytest.importorskip("pytorch_lightning")
+    from lightning_dynamics import callbacks as lightning_callbacks
+    from lightning_dynamics import pytorch_lightning as ld_pl
+
+    monitor = ld_pl.DynamicsMonitor(verbose=False)  # epoch sampling: the volatility exists after 20 epochs
+    stopping = ld_pl.DynamicsEarlyStopping(stopping_threshold=1.0)  # any defined volatility is <= 1: stop at once
+    assert isinstance(monitor, pytorch_lightning.Callback) and isinstance(monitor, lightning_callbacks.DynamicsMonitor)
+    assert isinstance(stopping, pytorch_lightning.callbacks.EarlyStopping)
+    assert not isinstance(lightning_callbacks.DynamicsEarlyStopping(), pytorch_lightning.callbacks.EarlyStopping)
+    trainer = pytorch_lightning.Trainer(
+        max_epochs=25,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=[stopping, monitor],  # stopping first in the list: it must still run after the monitor logged
+    )
+    assert trainer.early_stopping_callbacks == [stopping]
+    trainer.fit(_pytorch_lightning_module()(), loaders(n=32)[0])
+    assert monitor.history.length == 20
+    assert "dynamics/stability_volatility" in trainer.callback_metrics
+    # Run as a monitoring callback (after the monitor's epoch-end sample): it stops at the first defined value.
+    # The lightning.pytorch original would run in list order, before the monitor, and stop one epoch later.
+    assert stopping.stopped_epoch == 19 and trainer.current_epoch == 20
+    assert ld_pl.DynamicsMonitor.__name__ == "DynamicsMonitor"
+    for name in lightning_callbacks.__all__:  # every Lightning callback of the package has a twin
+        original = getattr(lightning_callbacks, name)
+        if issubclass(original, lightning.pytorch.Callback):
+            twin = getattr(ld_pl, name)
+            assert issubclass(twin, original) and issubclass(twin, pytorch_lightning.Callback), name
+
+
+def test_pytorch_lightning_cli_short_name(tmp_path: Path) -> None:
+    """pytorch_lightning's LightningCLI resolves ``--trainer.callbacks+=DynamicsMonitor`` to the twin."""
+    pytest.importorskip("pytorch_lightning")
+    from pytorch_lightning.cli import LightningCLI as PLLightningCLI
+
+    from lightning_dynamics import pytorch_lightning as ld_pl
+
+    args = [
+        "--trainer.max_epochs=1",
+        "--trainer.logger=false",
+        "--trainer.enable_checkpointing=false",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.callbacks+=DynamicsMonitor",
+        "--trainer.callbacks.summary=mean",
+    ]
+    cli = PLLightningCLI(_pytorch_lightning_module(), run=False, args=args, save_config_callback=None)
+    (monitor,) = [c for c in cli.trainer.callbacks if isinstance(c, DynamicsMonitor)]
+    assert type(monitor) is ld_pl.DynamicsMonitor and _option(monitor, "summary") == "mean"
+    cli.trainer.fit(cli.model, loaders()[0])
+    assert monitor.history.length == 1
