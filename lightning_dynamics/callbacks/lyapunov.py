@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -145,13 +145,19 @@ class LyapunovMonitor(Callback):
                     return self.loss_fn(pl_module, batch, batch_idx)
                 with _silenced_logging(pl_module):
                     out = pl_module.training_step(batch, batch_idx)
-                return out["loss"] if isinstance(out, dict) else out
+                value = out["loss"] if isinstance(out, Mapping) else out
+                if not isinstance(value, Tensor):
+                    raise TypeError(
+                        f"LyapunovMonitor needs training_step to return the loss (a tensor or a dict with 'loss'), "
+                        f"got {type(value).__name__}; pass `loss_fn=` instead."
+                    )
+                return value
 
         def clip(optimizer: torch.optim.Optimizer) -> None:
             pl_module.configure_gradient_clipping(
                 optimizer,
                 gradient_clip_val=trainer.gradient_clip_val,
-                gradient_clip_algorithm=trainer.gradient_clip_algorithm,  # type: ignore[arg-type]
+                gradient_clip_algorithm=trainer.gradient_clip_algorithm,
             )
 
         after = _rng_state(pl_module.device)
