@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         DynamicsFabricMonitor,
         DynamicsModelCheckpoint,
         DynamicsMonitor,
+        LyapunovMonitor,
     )
 
 __version__ = "0.1.0"
@@ -31,6 +32,7 @@ _LIGHTNING_NAMES = {
     "DynamicsFabricMonitor",
     "DynamicsModelCheckpoint",
     "DynamicsMonitor",
+    "LyapunovMonitor",
 }
 
 
@@ -48,5 +50,6 @@ __all__ = [
     "DynamicsMonitor",
     "DynamicsStoppingReason",
     "DynamicsTracker",
+    "LyapunovMonitor",
     "__version__",
 ]
