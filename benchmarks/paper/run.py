@@ -53,16 +53,18 @@ class Preset:
     epochs: int
     batch_size: int = 64
     limit_train_batches: int | None = None
+    limit_val_batches: int | None = None
     tune_seeds: tuple[int, ...] = ()  # early-stopping knobs are chosen on these; the rest are held out
 
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
-        archs={"cnn": Arch("small_cnn", lr=0.05, weight_decay=0.0)},
+        archs={"cnn": Arch("small_cnn", optimizer="adamw", lr=3e-3, weight_decay=0.0)},
         tasks=("digits", "pairs"),
         seeds=(0, 1),
         epochs=22,
         limit_train_batches=3,
+        limit_val_batches=1,
         tune_seeds=(0,),
     ),
     "cpu": Preset(
@@ -181,6 +183,7 @@ def train_one(
         deterministic=accelerator == "cpu",
         callbacks=[*monitors.values(), recorder],
         limit_train_batches=preset.limit_train_batches,
+        limit_val_batches=preset.limit_val_batches,
     )
     start = time.perf_counter()
     trainer.fit(_module(arch, task, preset.epochs, vit_weights), _data(task, preset.batch_size, data_root))

@@ -34,16 +34,17 @@ def _is_transformer(model: nn.Module) -> bool:
 
 
 def _small_image_stem(model: nn.Module) -> nn.Module:
-    """First convolution -> 3x3 stride 1 (same channels); a max-pool between it and the next conv -> identity."""
+    """A downsampling first conv -> 3x3 stride 1 (same channels); a max-pool before the next conv -> identity."""
     names = [(name, module) for name, module in model.named_modules() if name]
     index = next((i for i, (_, m) in enumerate(names) if isinstance(m, nn.Conv2d)), None)
     if index is None:
         return model
     conv_name, conv = names[index]
     assert isinstance(conv, nn.Conv2d)
-    if conv.stride != (1, 1) or conv.kernel_size != (3, 3):  # already CIFAR-style (e.g. VGG): keep its weights
-        new_conv = nn.Conv2d(conv.in_channels, conv.out_channels, 3, stride=1, padding=1, bias=conv.bias is not None)
-        _set_submodule(model, conv_name, new_conv)
+    if conv.stride == (1, 1) and conv.kernel_size == (3, 3):
+        return model  # already a CIFAR-style stem (e.g. VGG): its pools belong to the blocks, keep everything
+    new_conv = nn.Conv2d(conv.in_channels, conv.out_channels, 3, stride=1, padding=1, bias=conv.bias is not None)
+    _set_submodule(model, conv_name, new_conv)
     for name, module in names[index + 1 :]:
         if isinstance(module, nn.Conv2d):
             break  # the stem ended without a pool
