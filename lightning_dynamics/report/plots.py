@@ -313,13 +313,12 @@ def plot_comparison(runs: Sequence[RunDashboard], path: str | Path | None = None
     for ax in panels:
         ax.grid(alpha=0.25)
         _integer_ticks(ax)
-    for ax in (accuracy, loss):
-        ax.set_xlabel(axis)
+    loss.set_xlabel(axis)
     for ax, what in ((accuracy, "validation accuracy"), (loss, "validation loss")):
         if not ax.lines:
             _missing(ax, f"no {what} logged")
-    fig.legend(loc="outside upper center", ncols=min(len(runs), 5), fontsize=9, frameon=False)
-    fig.suptitle(f"{len(runs)} runs against the {axis}", y=1.04 if len(runs) > 5 else None)
+    fig.legend(loc="outside lower center", ncols=min(len(runs), 5), fontsize=9, frameon=False)
+    fig.suptitle(f"{len(runs)} runs against the {axis}")
     if path is not None:
         fig.savefig(path, dpi=_DPI)
     return fig
