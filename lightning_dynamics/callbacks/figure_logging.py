@@ -1,8 +1,9 @@
 """Hand a run's dashboard figure to the loggers that take images (TensorBoard, W&B, MLflow).
 
 Called once at the end of fit, on rank 0 only (the caller checks ``trainer.is_global_zero``), after the history
-is saved: :func:`dashboard_figure` draws the saved history (:mod:`lightning_dynamics.report`), and
-:func:`log_dashboard` gives it to each logger in the way that logger stores images:
+is saved: :func:`log_dashboard_from_history` (the monitor's entry point) draws the saved history with
+:func:`dashboard_figure` (:mod:`lightning_dynamics.report`), and :func:`log_dashboard` gives the figure to each
+logger in the way that logger stores images:
 
 ========================  ==========================================================================
 logger                    what it receives
@@ -20,6 +21,7 @@ loggers both work. A logger that fails warns and the others go on: this runs aft
 
 from __future__ import annotations
 
+import importlib.util
 import io
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -120,6 +122,32 @@ def log_dashboard(
         for kind in others or ["no logger"]:
             done[kind] = f"png:{target}"
     return done
+
+
+def log_dashboard_from_history(
+    loggers: Iterable[Any],
+    history_path: str | Path,
+    prefix: str = "dynamics",
+    step: int | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> dict[str, str]:
+    """Draw the dashboard of a saved history and log it under ``<prefix>/dashboard``: what the monitor calls.
+
+    Called by :class:`~lightning_dynamics.DynamicsMonitor` at the end of fit on rank 0, after it saved the
+    history and handed the file to MLflow/W&B itself (``artifacts.log_history_artifact``), so the history is not
+    logged again here. Nothing is drawn when there is no logger, or when matplotlib is not installed (the
+    ``examples`` extra): the figure is an extra, never a requirement. Drawing takes about a second on a CPU.
+
+    Returns:
+        As :func:`log_dashboard`; empty when nothing was drawn.
+    """
+    loggers = list(loggers)
+    if not loggers or importlib.util.find_spec("matplotlib") is None:
+        return {}
+    figure = dashboard_figure(history_path)
+    return log_dashboard(
+        loggers, figure, history_path, key=f"{prefix}/dashboard", step=step, log_history=False, warn=warn
+    )
 
 
 def _png(figure: Figure) -> bytes:

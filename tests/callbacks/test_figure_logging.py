@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_dynamics.callbacks.figure_logging import DEFAULT_KEY, dashboard_figure, dashboard_png_path, log_dashboard
+from lightning_dynamics.callbacks.figure_logging import (
+    DEFAULT_KEY,
+    dashboard_png_path,
+    log_dashboard,
+    log_dashboard_from_history,
+)
 from lightning_dynamics.capture import save_history
 
 pytest.importorskip("matplotlib")
@@ -111,18 +116,21 @@ def test_mlflow_store_holds_figure_and_history(tmp_path: Path, history_and_figur
     assert copied.read_bytes() == history.read_bytes()
 
 
-def test_csv_logger_gets_the_dashboard_png_beside_the_history_and_failures_warn(tmp_path: Path) -> None:
+def test_csv_logger_gets_the_dashboard_png_beside_the_history_and_failures_warn(
+    tmp_path: Path, history_and_figure
+) -> None:
     from lightning.pytorch.loggers import CSVLogger
 
     history = _history(tmp_path)
-    figure = dashboard_figure(history)
     target = dashboard_png_path(history)
-    assert log_dashboard([CSVLogger(tmp_path)], figure, history) == {"CSVLogger": f"png:{target}"}
+    assert log_dashboard_from_history([], history) == {} and not target.exists()  # no logger: nothing drawn
+    # What the monitor calls at fit end: draws the saved history, a CSV logger gets the PNG beside it.
+    assert log_dashboard_from_history([CSVLogger(tmp_path)], history) == {"CSVLogger": f"png:{target}"}
     assert _png_size(target.read_bytes()) == DASHBOARD_SIZE
 
     class TensorBoardLogger:  # same name as the real one, but its experiment cannot take a figure
         experiment = None
 
     messages: list[str] = []
-    result = log_dashboard([TensorBoardLogger()], figure, None, warn=messages.append)
+    result = log_dashboard([TensorBoardLogger()], history_and_figure[1], None, warn=messages.append)
     assert result["TensorBoardLogger"].startswith("failed:") and "TensorBoardLogger" in messages[0]

@@ -204,6 +204,7 @@ def test_report_of_a_real_fit_writes_png_and_self_contained_html(fitted_run: Pat
     last = float(volatility[torch.isfinite(volatility)][-1])
     assert f"<td>stability_volatility</td><td>{last:.4g}</td>" in page
     assert "<td>val_loss</td>" in page
+    assert (find_history(fitted_run).parent / "dynamics_dashboard.png").is_file()  # the monitor drew it at fit end
 
 
 def test_module_entry_point_and_old_alias_reach_report(tmp_path: Path, monkeypatch) -> None:
