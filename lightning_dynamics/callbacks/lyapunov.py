@@ -53,14 +53,15 @@ class LyapunovMonitor(Callback):
     otherwise. fp16 loss scaling is not applied to the shadow's backward.
 
     Args:
-        d0: initial and renormalised distance, relative to the norm of the weights at the start of fit.
+        d0: initial and renormalised distance, relative to the norm of the weights at the start of fit (1e-4:
+            smaller values measure float32 rounding, see :class:`~lightning_dynamics.twin_trajectory.TwinTrajectory`).
         renorm_every: optimizer steps between renormalisations.
         prefix: logged key prefix.
         loss_fn: ``(pl_module, batch, batch_idx) -> loss``, instead of calling ``training_step``.
         seed: seed of the initial separation direction.
 
     Example:
-        >>> monitor = LyapunovMonitor(d0=1e-6, renorm_every=1)
+        >>> monitor = LyapunovMonitor(d0=1e-4, renorm_every=1)
         >>> monitor.key
         'dynamics/lyapunov'
     """
