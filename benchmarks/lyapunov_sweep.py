@@ -35,20 +35,18 @@ DEFAULT_LRS = (0.01, 0.03, 0.1, 0.3, 1.0, 2.0, 4.0, 8.0)
 
 
 class EpochRecorder(pl.Callback):
-    """Keeps train_loss, val_loss and val_acc of every epoch."""
+    """Keeps train_loss, val_loss and val_acc of every epoch.
+
+    Read at the end of the training epoch, after that epoch's validation: a callback's
+    ``on_validation_epoch_end`` runs before the module's, which logs ``val_acc``.
+    """
 
     def __init__(self) -> None:
         self.rows: list[dict[str, float]] = []
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        metrics = trainer.callback_metrics
-        self.rows.append({k: float(metrics[k]) for k in ("val_loss", "val_acc") if k in metrics})
-
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.rows and "train_loss" in trainer.callback_metrics:
-            self.rows[-1]["train_loss"] = float(trainer.callback_metrics["train_loss"])
+        metrics = trainer.callback_metrics
+        self.rows.append({k: float(metrics[k]) for k in ("train_loss", "val_loss", "val_acc") if k in metrics})
 
 
 def run(lr: float, seed: int, epochs: int, d0: float, model: str = "mlp") -> dict[str, Any]:
@@ -134,7 +132,8 @@ def plot(results: list[dict[str, Any]], rows: list[dict[str, Any]], path: Path) 
     ax = axes[2]
     ax.errorbar(lrs, [r["lambda"] for r in rows], yerr=[r["lambda_std"] for r in rows], marker="o", color="C3")
     ax.axhline(0.0, color="k", lw=0.8)
-    ax.set(xscale="log", xlabel="learning rate", ylabel="lambda per step (mean ± std over seeds)")
+    ax.set(xscale="log", xlabel="learning rate", ylabel="lambda per step (mean ± std over seeds), symlog")
+    ax.set_yscale("symlog", linthresh=1e-4)
     ax.set_title("max Lyapunov exponent vs learning rate")
     twin = ax.twinx()
     twin.plot(lrs, [r["val_acc"] for r in rows], marker="s", color="C0", ls="--")
