@@ -47,7 +47,8 @@ def read_cifar(root: str | Path, name: str = "cifar10", train: bool = True) -> t
             f"(or run torchvision.datasets.{'CIFAR10' if name == 'cifar10' else 'CIFAR100'}(root, download=True) on "
             f"a machine with network access) so that {Path(root) / folder} holds {[*train_files, *test_files]}."
         )
-    images, labels = [], []
+    images: list[np.ndarray] = []
+    labels: list[int] = []
     for path in files:
         with open(path, "rb") as handle:
             entry: dict[bytes, Any] = pickle.load(handle, encoding="bytes")
@@ -110,7 +111,7 @@ class CIFARDataModule(pl.LightningDataModule):
         if name not in CIFAR_LAYOUT:
             raise ValueError(f"`name` must be one of {tuple(CIFAR_LAYOUT)}, got {name!r}.")
         self.root = Path(root)
-        self.name = name
+        self.dataset = name
         self.num_classes = 10 if name == "cifar10" else 100
         self.batch_size = batch_size
         self.augment = augment
@@ -120,10 +121,10 @@ class CIFARDataModule(pl.LightningDataModule):
         self.val_set: _ImageDataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
-        train_x, train_y = read_cifar(self.root, self.name, train=True)
+        train_x, train_y = read_cifar(self.root, self.dataset, train=True)
         if self.limit_train is not None:
             train_x, train_y = train_x[: self.limit_train], train_y[: self.limit_train]
-        val_x, val_y = read_cifar(self.root, self.name, train=False)
+        val_x, val_y = read_cifar(self.root, self.dataset, train=False)
         self.train_set = _ImageDataset(train_x, train_y, self.augment)
         self.val_set = _ImageDataset(val_x, val_y, augment=False)
 
