@@ -241,6 +241,7 @@ def analyse(
     tune_seeds: Sequence[int],
     n_surrogates: int = 20,
     n_bootstrap: int = 500,
+    n_permutations: int = 2000,
 ) -> dict[str, Any]:
     """Write ``summary.md``, ``summary.json`` and the figures under ``out``; return the summary."""
     from benchmarks.paper.stopping import early_stopping_study
@@ -267,7 +268,7 @@ def analyse(
             "seconds": run["seconds"],
         }
     layers, points = runs[0]["x"].shape
-    noise = white_noise_alpha(int(layers), int(points))
+    noise = white_noise_alpha(int(layers), int(points), n=max(50, n_bootstrap // 2))
     summary["white_noise_alpha"] = noise
 
     # Finding 1
@@ -349,11 +350,11 @@ def analyse(
                 f"(smallest possible {_fmt(i['min_p'], 2)}) | {_fmt(al['diff'])} | {_fmt(al['p'], 2)} |"
             )
         if groups["integration"]:
-            pooled = {m: stratified_permutation_p(g, 5000, rng) for m, g in groups.items()}
+            pooled = {m: stratified_permutation_p(g, n_permutations, rng) for m, g in groups.items()}
             finding1["pooled_p"] = pooled
             lines += [
                 "",
-                f"Pooled over architectures (task labels permuted within architecture, 5000 permutations): "
+                f"Pooled over architectures (task labels permuted within architecture, {n_permutations} permutations): "
                 f"p = {_fmt(pooled['integration'], 4)} (integration), {_fmt(pooled['integration_alpha'], 4)} (alpha).",
             ]
     summary["finding1"] = finding1
@@ -387,7 +388,7 @@ def analyse(
         rho = _spearman([lead["signal"] for lead in fired], [lead["plateau"] for lead in fired])
         null = [
             _spearman(rng.permutation([lead["signal"] for lead in fired]), [lead["plateau"] for lead in fired])
-            for _ in range(2000)
+            for _ in range(n_permutations)
         ]
         rho_p = (1 + sum(abs(v) >= abs(rho) - 1e-12 for v in null if math.isfinite(v))) / (1 + len(null))
         finding2.update(
@@ -427,8 +428,8 @@ def analyse(
                 for r in task_runs
             ]
         )
-        ratio_raw, p_raw = separation_p(raw, labels, 2000, rng)
-        ratio_z, p_z = separation_p(zs, labels, 2000, rng)
+        ratio_raw, p_raw = separation_p(raw, labels, n_permutations, rng)
+        ratio_z, p_z = separation_p(zs, labels, n_permutations, rng)
         finding3[task] = {"raw": (ratio_raw, p_raw), "z": (ratio_z, p_z)}
         lines.append(
             f"- {task}: architectures separate in (integration, metastability): between/within ratio "

@@ -7,7 +7,7 @@ early-stopping comparison (``findings.py``, ``stopping.py``) under ``--out``.
 
 Presets (``--scale``):
 
-- ``tiny``: the smoke setting (one small CNN, both offline tasks, 2 seeds, 22 epochs of 3 batches).
+- ``tiny``: the smoke setting (one small CNN, both offline tasks, 2 seeds, 22 epochs of 2 batches).
 - ``cpu``: offline stand-ins (digits: 10 classes; digit pairs: 100 classes), three timm architectures made
   small (ResNet-18 at 1/8 width, MobileNetV2-0.35, a 4-block ViT with 4x4 patches), 3 seeds, 32 epochs; within
   30 minutes on an idle 2-core machine with ``--workers 2``.
@@ -63,7 +63,7 @@ PRESETS: dict[str, Preset] = {
         tasks=("digits", "pairs"),
         seeds=(0, 1),
         epochs=22,
-        limit_train_batches=3,
+        limit_train_batches=2,
         limit_val_batches=1,
         tune_seeds=(0,),
     ),
@@ -217,6 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vit-weights", help="local pretrained ViT weights file (full preset)")
     parser.add_argument("--surrogates", type=int, default=20)
     parser.add_argument("--bootstrap", type=int, default=500)
+    parser.add_argument("--permutations", type=int, default=2000)
     parser.add_argument("--analyse-only", action="store_true")
     args = parser.parse_args(argv)
 
@@ -251,7 +252,15 @@ def main(argv: list[str] | None = None) -> None:
 
     names = [run_name(a, t, s) for a in archs for t in tasks for s in seeds]
     tune = [s for s in seeds if s in preset.tune_seeds]
-    analyse(args.out, names, tasks, tune_seeds=tune, n_surrogates=args.surrogates, n_bootstrap=args.bootstrap)
+    analyse(
+        args.out,
+        names,
+        tasks,
+        tune_seeds=tune,
+        n_surrogates=args.surrogates,
+        n_bootstrap=args.bootstrap,
+        n_permutations=args.permutations,
+    )
 
 
 if __name__ == "__main__":

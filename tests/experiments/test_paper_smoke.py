@@ -1,0 +1,67 @@
+"""The paper's experiment command in its tiniest setting, and the statistics it reports."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.paper.findings import permutation_p, separation_p, stratified_permutation_p, window_trajectory
+from benchmarks.paper.run import main
+from benchmarks.paper.stopping import _pareto, act_std_stop_epoch
+
+
+def test_tiny_preset_end_to_end(tmp_path: Path) -> None:
+    main(["--scale", "tiny", "--out", str(tmp_path), "--surrogates", "4", "--bootstrap", "50", "--permutations", "50"])
+    names = [f"cnn_{task}_seed{seed}" for task in ("digits", "pairs") for seed in (0, 1)]
+    for name in names:
+        record = json.loads((tmp_path / "runs" / name / "metrics.json").read_text())
+        histories = torch.load(tmp_path / "runs" / name / "history.pt", weights_only=True)
+        assert histories["dynamics"]["values"].shape == (len(record["layer_names"]), 22)
+        assert len(record["epoch_metrics"]["val_acc"]) == 22
+        assert len(record["monitor_metrics"]["dynamics"]["stability_volatility"]) == 22
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["runs"]) == set(names)
+    run = summary["runs"][names[0]]
+    assert set(run["measures"]) == {"integration", "integration_alpha", "metastability", "phase_integration"}
+    low, high = run["measures"]["integration_alpha"]["bootstrap_95"]
+    assert low <= high and np.isfinite(run["measures"]["integration_alpha"]["shuffle_z"])
+    assert "cnn" in summary["finding1"]["tests"]
+    assert set(summary["early_stopping"]["points"]) == {"dynamics", "val_loss", "act_std"}
+    text = (tmp_path / "summary.md").read_text()
+    for heading in ("## Finding 1", "## Finding 2", "## Finding 3", "## Early stopping"):
+        assert heading in text
+    for figure in ("plane.png", "leads.png", "pareto.png"):
+        assert (tmp_path / figure).stat().st_size > 5000
+
+
+def test_permutation_tests_detect_a_shift_and_not_noise() -> None:
+    assert permutation_p([1.0, 1.1, 0.9, 1.2], [2.0, 2.1, 1.9, 2.2]) == pytest.approx(2 / 70)
+    assert permutation_p([1.0, 2.0, 3.0, 4.0], [1.5, 2.5, 3.5, 3.9]) > 0.5
+    rng = np.random.default_rng(0)
+    shifted = [([0.0, 0.1, 0.2], [1.0, 1.1, 1.2]), ([5.0, 5.1, 5.2], [6.0, 6.1, 6.2])]
+    assert stratified_permutation_p(shifted, 2000, rng) < 0.02
+    same = [([0.0, 1.0, 2.0], [0.5, 1.5, 1.0]), ([5.0, 6.0, 7.0], [6.5, 5.5, 6.0])]
+    assert stratified_permutation_p(same, 2000, rng) > 0.3
+
+
+def test_separation_of_clusters() -> None:
+    rng = np.random.default_rng(1)
+    clusters = np.concatenate([rng.normal(0, 0.1, (4, 2)), rng.normal(3, 0.1, (4, 2))])
+    labels = ["a"] * 4 + ["b"] * 4
+    assert separation_p(clusters, labels, 500, rng)[1] < 0.05
+    assert separation_p(rng.normal(0, 1, (8, 2)), labels, 500, rng)[1] > 0.05
+
+
+def test_pareto_front_and_act_std_rule() -> None:
+    points = [("r", "a", 0.5, 1.0, 0), ("r", "b", 0.6, 0.5, 0), ("r", "c", 0.7, 0.8, 0), ("r", "d", 1.0, 0.0, 0)]
+    assert [p[1] for p in _pareto(points)] == ["a", "b", "d"]
+    assert act_std_stop_epoch([[1.0, 1.5, 2.0, 2.5]], tol=0.01) is None
+    assert act_std_stop_epoch([[1.0, 1.0, 1.0, 1.0], [2.0, 2.0, 2.0, 2.0]], tol=0.0, patience=2) == 2
+
+
+def test_window_trajectory_has_one_point_per_window() -> None:
+    x = torch.randn(6, 30, generator=torch.Generator().manual_seed(0), dtype=torch.float64).cumsum(-1)
+    integ, meta = window_trajectory(x, window=16)
+    assert len(integ) == len(meta) == 15 and all(0 <= v <= 1 for v in integ)
