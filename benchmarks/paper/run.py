@@ -70,7 +70,7 @@ PRESETS: dict[str, Preset] = {
     "cpu": Preset(
         archs={
             "resnet18": Arch("resnet18", dict(channels=(8, 16, 32, 64))),
-            "mobilenetv2": Arch("mobilenetv2_035"),
+            "mobilenetv2": Arch("mobilenetv2_035", optimizer="adamw", lr=1e-3, weight_decay=0.01),  # SGD 0.05 diverged
             "vit": Arch(
                 "vit_tiny_patch16_224",
                 dict(patch_size=4, depth=4, embed_dim=64, num_heads=4),
