@@ -13,9 +13,10 @@ Per (architecture, task) cell: mean and sd over seeds and a bootstrap interval o
 2. The volatility signal comes before the accuracy plateau: lead = plateau epoch - signal epoch
    (:mod:`lightning_dynamics.analysis`, :func:`~lightning_dynamics.convergence.convergence_signal`), its
    distribution, a sign test, the signal-plateau rank correlation, and the signal on surrogate histories.
-3. Distinct training styles in the integration-metastability plane: each run's sliding-window trajectory
-   (window 16, the stability index's), and a permutation test of architecture separation on the whole-run
-   points (raw and as surrogate z-scores, since metastability's floor depends on the number of layers).
+3. Distinct training styles in the integration-metastability plane: each run's trajectory as the monitor
+   logs it (measures over the history so far), the spread over sliding 16-epoch windows, and a permutation
+   test of architecture separation on the whole-run points (raw and as surrogate z-scores, since
+   metastability's floor depends on the number of layers).
 """
 
 from __future__ import annotations
@@ -191,36 +192,44 @@ def separation_p(points: np.ndarray, labels: list[str], n: int, rng: np.random.G
     return observed, (hits + 1) / (n + 1)
 
 
-def _surrogate_signal_epochs(x: Tensor, n: int, generator: torch.Generator, epochs: int) -> list[int]:
-    """Signal epochs of histories rebuilt from phase-randomised detrended layers (no cross-layer coupling)."""
+#: Stopping-rule settings the lead is measured for: the defaults, and a looser one fixed in advance (not tuned).
+SIGNAL_RULES: dict[str, tuple[float, int]] = {"default (ratio 0.25, patience 3)": (0.25, 3), "loose (0.5, 2)": (0.5, 2)}
+
+
+def _surrogate_volatility(x: Tensor, n: int, generator: torch.Generator) -> list[list[float]]:
+    """Volatility series of histories rebuilt from phase-randomised detrended layers (no cross-layer coupling).
+
+    A surrogate has ``T - 1`` points (it is the cumulative sum of the detrended series), so its entry ``i``
+    belongs to epoch ``i + 1``: one NaN is prepended.
+    """
     detrended = detrend(x, "diff")
     surrogates = phase_randomized_surrogates(detrended.series, n, generator).cumsum(-1)
     volatility = rolling_volatility(stability_index(surrogates))
-    signals = []
-    for series in volatility.tolist():
-        signal = convergence_signal(series)
-        signals.append(epochs if signal is None else signal + 1)  # +1: the history starts one epoch later
-    return signals
+    return [[math.nan, *series] for series in volatility.tolist()]
 
 
 def lead_of_run(run: dict[str, Any], n_surrogates: int, generator: torch.Generator) -> dict[str, Any]:
+    """Signal, plateau and lead for each rule of :data:`SIGNAL_RULES`, with the signal on surrogates."""
     volatility = run["monitor_metrics"]["dynamics"]["stability_volatility"]
     accuracy = run["epoch_metrics"]["val_acc"]
     epochs = list(range(len(volatility)))
-    signal = convergence_signal(volatility, epochs)
     plateau = accuracy_plateau_epoch(accuracy)
-    surrogate = _surrogate_signal_epochs(run["x"], n_surrogates, generator, len(epochs))
-    observed = len(epochs) if signal is None else signal
-    spread = statistics.pstdev(surrogate)
-    return {
-        "signal": signal,
-        "plateau": plateau,
-        "lead": None if signal is None else plateau - signal,
-        "surrogate_signal_mean": statistics.mean(surrogate),
-        "surrogate_signal_z": (observed - statistics.mean(surrogate)) / spread if spread > 0 else math.nan,
-        "best_acc": max(accuracy),
-        "final_acc": accuracy[-1],
-    }
+    surrogate_volatility = _surrogate_volatility(run["x"], n_surrogates, generator)
+    out: dict[str, Any] = {"plateau": plateau, "best_acc": max(accuracy), "final_acc": accuracy[-1], "rules": {}}
+    for name, (ratio, patience) in SIGNAL_RULES.items():
+        signal = convergence_signal(volatility, epochs, ratio=ratio, patience=patience)
+        surrogate = [convergence_signal(v, epochs, ratio=ratio, patience=patience) for v in surrogate_volatility]
+        surrogate_epochs = [len(epochs) if e is None else e for e in surrogate]  # never fired: the budget
+        observed = len(epochs) if signal is None else signal
+        spread = statistics.pstdev(surrogate_epochs)
+        out["rules"][name] = {
+            "signal": signal,
+            "lead": None if signal is None else plateau - signal,
+            "surrogate_fired": sum(e is not None for e in surrogate) / len(surrogate),
+            "surrogate_signal_mean": statistics.mean(surrogate_epochs),
+            "surrogate_signal_z": (observed - statistics.mean(surrogate_epochs)) / spread if spread > 0 else math.nan,
+        }
+    return out
 
 
 def _spearman(a: Sequence[float], b: Sequence[float]) -> float:
@@ -250,22 +259,33 @@ def analyse(
     generator = torch.Generator().manual_seed(RNG_SEED)
     rng = np.random.default_rng(RNG_SEED)
     runs = [load_run(out / "runs" / n) for n in names if (out / "runs" / n / "metrics.json").is_file()]
+    diverged = [r["name"] for r in runs if not bool(r["x"].isfinite().all())]
+    runs = [r for r in runs if r["name"] not in diverged]
     if not runs:
-        raise FileNotFoundError(f"no finished run under {out / 'runs'}.")
+        raise FileNotFoundError(f"no finished run with a finite history under {out / 'runs'}.")
     lines = [f"# Paper findings: {len(runs)} runs under {out}", ""]
-    summary: dict[str, Any] = {"runs": {}}
+    if diverged:
+        lines += [f"Excluded (non-finite history: training diverged): {', '.join(diverged)}.", ""]
+    summary: dict[str, Any] = {"runs": {}, "diverged": diverged}
     archs = list(dict.fromkeys(r["arch"] for r in runs))
     tasks = [t for t in tasks if any(r["task"] == t for r in runs)]
     for run in runs:
         run["measures"] = run_measures(run["x"], n_surrogates, n_bootstrap, generator)
         run["lead"] = lead_of_run(run, n_surrogates, generator)
-        run["trajectory"] = window_trajectory(run["x"])
+        logged = run["monitor_metrics"]["dynamics"]
+        pairs = [
+            (i, m) for i, m in zip(logged["integration"], logged["metastability"], strict=True) if i == i and m == m
+        ]
+        run["trajectory"] = ([p[0] for p in pairs], [p[1] for p in pairs])
+        window_integration, window_meta = window_trajectory(run["x"])
+        run["window_sd"] = (float(np.nanstd(window_integration)), float(np.nanstd(window_meta)))
         summary["runs"][run["name"]] = {
             "measures": run["measures"],
             "lead": run["lead"],
             "layers": run["x"].shape[0],
             "points": run["x"].shape[1],
             "seconds": run["seconds"],
+            "window16_sd": run["window_sd"],
         }
     layers, points = runs[0]["x"].shape
     noise = white_noise_alpha(int(layers), int(points), n=max(50, n_bootstrap // 2))
@@ -278,7 +298,7 @@ def analyse(
         f"{_fmt(noise['single_layer_sd'], 2)} (sd); the mean over L={layers} independent layers ± "
         f"{_fmt(noise['layer_mean_sd'], 3)}.",
         "",
-        "| arch | task | L | val acc % | integration (mean ± sd over seeds) [95% CI of mean] | alpha (mean ± sd) "
+        "| arch | task | L | final val acc % | integration (mean ± sd over seeds) [95% CI of mean] | alpha (mean ± sd) "
         "| alpha layer-bootstrap CI (mean width) | alpha shuffle z | integration surrogate z | metastability "
         "| metastability surrogate z |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -361,37 +381,44 @@ def analyse(
     lines.append("")
 
     # Finding 2
-    leads = [r["lead"] for r in runs]
-    fired = [lead for lead in leads if lead["lead"] is not None]
     lines += ["## Finding 2: does the volatility signal come before the accuracy plateau?", ""]
     lines += [
-        "Signal: DynamicsEarlyStopping's rule (ratio 0.25, patience 3) replayed on the logged volatility; plateau: "
-        "first epoch within 0.5 points of the run's best validation accuracy; lead = plateau - signal.",
+        "Signal: DynamicsEarlyStopping's rule replayed on the logged volatility, at the defaults and at a looser "
+        "setting fixed in advance; plateau: first epoch within 0.5 points of the run's best validation accuracy; "
+        f"lead = plateau - signal. Surrogate: the same rule on {n_surrogates} histories rebuilt from phase-randomised "
+        "layers "
+        "(share of surrogates that fire; z of the signal epoch, a never-firing signal counted as the budget).",
         "",
-        "| run | signal | plateau | lead | surrogate signal (mean) | z |",
-        "|---|---|---|---|---|---|",
+        "| run | plateau | " + " | ".join(f"{n}: signal / lead / surr. fired / z" for n in SIGNAL_RULES) + " |",
+        "|---|---|" + "---|" * len(SIGNAL_RULES),
     ]
     for run in runs:
         lead = run["lead"]
-        lines.append(
-            f"| {run['name']} | {lead['signal']} | {lead['plateau']} | {lead['lead']} | "
-            f"{_fmt(lead['surrogate_signal_mean'], 1)} | {_fmt(lead['surrogate_signal_z'], 2)} |"
-        )
-    finding2: dict[str, Any] = {"fired": len(fired), "runs": len(leads)}
-    if fired:
-        values_ = [float(lead["lead"]) for lead in fired]
+        cells = [
+            f"{r['signal']} / {r['lead']} / {r['surrogate_fired']:.0%} / {_fmt(r['surrogate_signal_z'], 1)}"
+            for r in lead["rules"].values()
+        ]
+        lines.append(f"| {run['name']} | {lead['plateau']} | " + " | ".join(cells) + " |")
+    finding2: dict[str, Any] = {}
+    from scipy.stats import binomtest
+
+    for rule in SIGNAL_RULES:
+        fired = [(r["lead"]["rules"][rule], r["lead"]["plateau"]) for r in runs]
+        fired = [(f, plateau) for f, plateau in fired if f["lead"] is not None]
+        stats: dict[str, Any] = {"fired": len(fired), "runs": len(runs)}
+        finding2[rule] = stats
+        if not fired:
+            lines += ["", f"{rule}: the signal fired in none of the {len(runs)} runs."]
+            continue
+        values_ = [float(f["lead"]) for f, _ in fired]
         positive = sum(v > 0 for v in values_)
         nonzero = sum(v != 0 for v in values_)
-        from scipy.stats import binomtest
-
         sign_p = binomtest(positive, nonzero, 0.5).pvalue if nonzero else math.nan
-        rho = _spearman([lead["signal"] for lead in fired], [lead["plateau"] for lead in fired])
-        null = [
-            _spearman(rng.permutation([lead["signal"] for lead in fired]), [lead["plateau"] for lead in fired])
-            for _ in range(n_permutations)
-        ]
+        signals, plateaus = [f["signal"] for f, _ in fired], [p for _, p in fired]
+        rho = _spearman(signals, plateaus)
+        null = [_spearman(rng.permutation(signals), plateaus) for _ in range(n_permutations)]
         rho_p = (1 + sum(abs(v) >= abs(rho) - 1e-12 for v in null if math.isfinite(v))) / (1 + len(null))
-        finding2.update(
+        stats.update(
             leads=values_,
             median=statistics.median(values_),
             mean_ci=_bootstrap_mean(values_, n_bootstrap, rng),
@@ -402,14 +429,14 @@ def analyse(
         )
         lines += [
             "",
-            f"Signal fired in {len(fired)}/{len(leads)} runs. Leads: {sorted(int(v) for v in values_)}; median "
+            f"{rule}: fired in {len(fired)}/{len(runs)} runs. Leads: {sorted(int(v) for v in values_)}; median "
             f"{statistics.median(values_):.1f}, mean {statistics.mean(values_):.1f} [95% bootstrap CI "
-            f"{_fmt(finding2['mean_ci'][0], 1)}, {_fmt(finding2['mean_ci'][1], 1)}]; positive (signal first) in "
+            f"{_fmt(stats['mean_ci'][0], 1)}, {_fmt(stats['mean_ci'][1], 1)}]; signal first in "
             f"{positive}/{len(values_)} (sign test p = {_fmt(sign_p, 3)}); Spearman(signal, plateau) = "
             f"{_fmt(rho, 2)} (permutation p = {_fmt(rho_p, 3)}).",
         ]
     summary["finding2"] = finding2
-    lines.append("")
+    lines += ["", "![leads](leads.png)", ""]
 
     # Finding 3
     lines += ["## Finding 3: distinct training styles in the integration-metastability plane?", ""]
@@ -437,6 +464,14 @@ def analyse(
             f"{ratio_z:.2f}, p = {p_z:.3f}."
         )
     summary["finding3"] = finding3
+    sds = np.array([r["window_sd"] for r in runs])
+    lines += [
+        "",
+        f"Trajectories in the figure are the monitor's logged values (measures over the history so far, from the "
+        f"epoch they are defined). Over sliding windows of {WINDOW} epochs (the stability index's terms) a run's "
+        f"integration has a within-run sd of {sds[:, 0].mean():.2f} and metastability {sds[:, 1].mean():.3f} "
+        "(mean over runs): window-level positions in the plane are mostly estimation noise at this length.",
+    ]
     lines += ["", "![plane](plane.png)", ""]
     _plot_plane(runs, tasks, archs, out / "plane.png")
     _plot_leads(runs, out / "leads.png")
@@ -475,7 +510,7 @@ def _plot_plane(runs: list[dict[str, Any]], tasks: Sequence[str], archs: Sequenc
                 color="0.5",
                 ms=6,
             )
-        ax.set_title(f"{task}: window-{WINDOW} trajectories (o start, > end), * whole run, x surrogate mean")
+        ax.set_title(f"{task}: logged trajectories (o first defined epoch, > last), * whole run, x surrogate mean")
         ax.title.set_fontsize(8)
         ax.set_xlabel("integration")
         ax.set_ylabel("metastability")
@@ -492,18 +527,22 @@ def _plot_leads(runs: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    labels = sorted({(r["arch"], r["task"]) for r in runs})
-    for i, key in enumerate(labels):
-        group = [r["lead"] for r in runs if (r["arch"], r["task"]) == key]
-        leads = [g["lead"] for g in group if g["lead"] is not None]
-        ax.plot(leads, [i] * len(leads), "o", color="C0")
-        missing = len(group) - len(leads)
-        if missing:
-            ax.text(ax.get_xlim()[1] if leads else 0, i, f"  {missing} no signal", va="center", fontsize=7)
-    ax.axvline(0, color="k", lw=0.8)
-    ax.set_yticks(range(len(labels)), [f"{a}/{t}" for a, t in labels], fontsize=8)
-    ax.set_xlabel("lead = plateau epoch - signal epoch (> 0: signal first)")
+    ordered = sorted(runs, key=lambda r: (r["arch"], r["task"], r["seed"]))
+    fig, ax = plt.subplots(figsize=(7, 0.28 * len(ordered) + 1.4))
+    markers = ["o", "^"]
+    budget = max(len(r["epoch_metrics"]["val_acc"]) for r in ordered)
+    for i, run in enumerate(ordered):
+        lead = run["lead"]
+        ax.plot(lead["plateau"], i, "|", color="k", ms=12, mew=2)
+        for j, (name, rule) in enumerate(lead["rules"].items()):
+            epoch = budget if rule["signal"] is None else rule["signal"]
+            face = f"C{j}" if rule["signal"] is not None else "none"
+            ax.plot(epoch, i, markers[j % 2], color=f"C{j}", mfc=face, ms=6, label=name if i == 0 else None)
+    ax.plot([], [], "|", color="k", ms=12, mew=2, label="accuracy plateau")
+    ax.set_yticks(range(len(ordered)), [r["name"] for r in ordered], fontsize=7)
+    ax.set_xlabel(f"epoch (open marker at {budget}: the signal never fired)")
+    ax.set_title("signal epoch vs accuracy-plateau epoch per run (signal left of | : signal first)", fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
