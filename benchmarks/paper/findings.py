@@ -528,7 +528,7 @@ def _plot_leads(runs: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     ordered = sorted(runs, key=lambda r: (r["arch"], r["task"], r["seed"]))
-    fig, ax = plt.subplots(figsize=(7, 0.28 * len(ordered) + 1.4))
+    fig, ax = plt.subplots(figsize=(8.5, 0.28 * len(ordered) + 1.4))
     markers = ["o", "^"]
     budget = max(len(r["epoch_metrics"]["val_acc"]) for r in ordered)
     for i, run in enumerate(ordered):

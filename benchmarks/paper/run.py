@@ -10,7 +10,7 @@ Presets (``--scale``):
 - ``tiny``: the smoke setting (one small CNN, both offline tasks, 2 seeds, 22 epochs of 2 batches).
 - ``cpu``: offline stand-ins (digits: 10 classes; digit pairs: 100 classes), three timm architectures made
   small (timm ResNet-18 at 1/8 width, a 4-block timm ViT with 4x4 patches) and a plain 8-layer CNN (VGG-like),
-  3 seeds, 32 epochs; within
+  5 seeds, 40 epochs; within
   30 minutes on an idle 2-core machine with ``--workers 2``.
 - ``full``: the paper's set-up on a GPU with CIFAR on disk (``--data-root``): ResNet-18, DenseNet-121,
   MobileNetV2, VGG-16-BN and a pretrained ViT-S/16 (``--vit-weights``, a local weights file) on CIFAR-10 and
@@ -26,7 +26,7 @@ import argparse
 import json
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -83,9 +83,9 @@ PRESETS: dict[str, Preset] = {
             ),
         },
         tasks=("digits", "pairs"),
-        seeds=(0, 1, 2),
-        epochs=32,
-        tune_seeds=(0,),
+        seeds=(0, 1, 2, 3, 4),
+        epochs=40,
+        tune_seeds=(0, 1),
     ),
     "full": Preset(
         archs={
@@ -159,7 +159,14 @@ def _module(arch: Arch, task: str, epochs: int, vit_weights: str | None) -> Any:
 
 
 def train_one(
-    preset_name: str, arch_name: str, task: str, seed: int, out: str, data_root: str | None, vit_weights: str | None
+    preset_name: str,
+    arch_name: str,
+    task: str,
+    seed: int,
+    out: str,
+    data_root: str | None,
+    vit_weights: str | None,
+    epochs: int | None = None,
 ) -> str:
     """Train one run and write ``history.pt`` and ``metrics.json`` into ``out/runs/<run>``; return its name."""
     import lightning.pytorch as pl
@@ -168,11 +175,14 @@ def train_one(
     from lightning_dynamics.experiments import EpochMetrics, quiet_trainer
 
     torch.set_num_threads(1)  # one thread per worker: fair and quiet on a shared machine
-    preset = PRESETS[preset_name]
+    preset = PRESETS[preset_name] if epochs is None else replace(PRESETS[preset_name], epochs=epochs)
     arch = preset.archs[arch_name]
     name = run_name(arch_name, task, seed)
     run_dir = Path(out) / "runs" / name
     if (run_dir / "metrics.json").is_file():
+        cached = json.loads((run_dir / "metrics.json").read_text())["epochs"]
+        if cached != preset.epochs:
+            raise ValueError(f"{run_dir} holds a {cached}-epoch run, not {preset.epochs}: use another --out.")
         return name
     pl.seed_everything(seed, verbose=False)
     monitors = {
@@ -218,6 +228,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--archs", nargs="*", help="a subset of the preset's architectures")
     parser.add_argument("--tasks", nargs="*", help="a subset of the preset's tasks")
     parser.add_argument("--seeds", nargs="*", type=int, help="a subset of (or other) seeds")
+    parser.add_argument("--epochs", type=int, help="override the preset's epochs")
+    parser.add_argument(
+        "--tune-seeds", nargs="*", type=int, help="override the seeds early-stopping knobs are tuned on"
+    )
     parser.add_argument("--workers", type=int, default=1, help="runs trained in parallel (one torch thread each)")
     parser.add_argument("--data-root", help="folder holding cifar-10-batches-py / cifar-100-python (full preset)")
     parser.add_argument("--vit-weights", help="local pretrained ViT weights file (full preset)")
@@ -227,6 +241,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--analyse-only", action="store_true")
     args = parser.parse_args(argv)
 
+    if args.epochs is not None:
+        PRESETS[args.scale] = replace(PRESETS[args.scale], epochs=args.epochs)
+    if args.tune_seeds is not None:
+        PRESETS[args.scale] = replace(PRESETS[args.scale], tune_seeds=tuple(args.tune_seeds))
     preset = PRESETS[args.scale]
     archs = args.archs or list(preset.archs)
     tasks = args.tasks or list(preset.tasks)
@@ -235,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
         if arch not in preset.archs:
             parser.error(f"--archs: {arch!r} is not in preset {args.scale!r} ({list(preset.archs)}).")
     jobs = [
-        (args.scale, a, t, s, str(args.out), args.data_root, args.vit_weights)
+        (args.scale, a, t, s, str(args.out), args.data_root, args.vit_weights, preset.epochs)
         for a in archs
         for t in tasks
         for s in seeds

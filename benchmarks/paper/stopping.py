@@ -118,6 +118,9 @@ def early_stopping_study(
             lines.append(f"| {name} | none meets the tolerance | - | - | - |")
         else:
             lines.append(f"| {name} | {chosen[0]} | {chosen[1]:.0%} | {chosen[2]:.2f} | {chosen[3]}/{len(held)} |")
+    lines += ["", "Every knob value on the held-out runs (epochs used / accuracy lost in points):", ""]
+    for name, points in result["points"].items():
+        lines.append(f"- {name}: " + "; ".join(f"{label} {used:.0%} / {lost:.2f}" for label, used, lost, _ in points))
     frontier = _pareto([(name, *p) for name, points in result["points"].items() for p in points])
     result["frontier"] = frontier
     lines += ["", "Pareto-optimal points over all rules (held-out runs; epochs used, accuracy lost):", ""]
@@ -150,6 +153,10 @@ def _plot(points: dict[str, list[tuple[str, float, float, int]]], chosen: dict[s
         if chosen.get(name) is not None:
             ax.plot(chosen[name][1], chosen[name][2], "*", color=f"C{i}", ms=14, mec="k")
     ax.axhline(0, color="k", lw=0.6)
+    losses = [p[2] for pts in points.values() for p in pts]
+    if max(losses) > 10:  # keep the interesting region readable; the table lists every point
+        ax.set_ylim(min(losses) - 1, 10)
+        ax.text(0.99, 0.98, "points above 10 clipped", transform=ax.transAxes, ha="right", va="top", fontsize=7)
     ax.set_xlabel("epochs used (share of the full budget)")
     ax.set_ylabel("accuracy lost vs full budget (points)")
     ax.set_title("held-out seeds: each rule's knob sweep (line: its Pareto front, *: knob chosen on tuning seeds)")
