@@ -93,7 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``lightning-dynamics``; returns the exit status (2 for a missing or unreadable run)."""
+    """Entry point of ``lightning-dynamics``; returns the exit status (2 for a missing or unreadable run).
+
+    A first argument that is no command (``lightning-dynamics RUN_DIR``, as the older ``lightning-dynamics-report``
+    was called) means ``report``.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in ("report", "compare") and not argv[0].startswith("-"):
+        argv = ["report", *argv]
     args = build_parser().parse_args(argv)
     try:
         if args.command == "report":
@@ -109,8 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def report_alias(argv: list[str] | None = None) -> int:
     """``lightning-dynamics-report RUN_DIR [-o OUT]``: the older entry point, now ``lightning-dynamics report``."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    return main(["report", *["-o" if a == "--out" else a for a in args]])
+    return main(["report", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
