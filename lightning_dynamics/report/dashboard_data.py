@@ -240,7 +240,13 @@ def load_run(
         scale = 100.0 if np.nanmax(accuracy) <= 1.0 else 1.0  # fractions: eps stays in percentage points
         plateau_index = accuracy_plateau_epoch((accuracy * scale).tolist(), index, eps)
     if label is None:
-        label = (Path(run) if Path(run).is_dir() else path.parent).resolve().name
+        directory = (Path(run) if Path(run).is_dir() else path.parent).resolve()
+        # Lightning's version_N alone says little: name the run by its parent too.
+        label = (
+            f"{directory.parent.name}/{directory.name}"
+            if re.fullmatch(r"version_\d+", directory.name)
+            else directory.name
+        )
     return RunDashboard(
         label=label,
         history_path=path,

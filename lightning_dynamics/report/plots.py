@@ -179,7 +179,7 @@ def plot_dashboard(run: RunDashboard, path: str | Path | None = None) -> Figure:
     _trajectory(fig.add_subplot(grid[0, 1]), run)
     time_axes = [fig.add_subplot(grid[r, c], sharex=heat) for r in range(1, 5) for c in range(2)]
     order, integration, metastability, index, volatility, validation, alpha, spare = time_axes
-    order.set_ylabel("order parameter R(t)")
+    order.set_ylabel("order parameter R(t)\n(dotted: its mean)")
     order.set_ylim(0, 1)
     if np.isfinite(run.order_parameter).any():
         _line(order, run.time, run.order_parameter, color="tab:purple")
@@ -191,7 +191,7 @@ def plot_dashboard(run: RunDashboard, path: str | Path | None = None) -> Figure:
     _measure_panel(index, run, "stability_index")
     _measure_panel(volatility, run, "stability_volatility")
     _validation_panel(validation, run)
-    alpha.set_ylabel("DFA exponent α (mean)")
+    alpha.set_ylabel("mean DFA exponent α\n(dotted: h_opt)")
     if "integration_alpha" in run.metrics and np.isfinite(run.metrics["integration_alpha"]).any():
         _line(alpha, run.time, run.metrics["integration_alpha"], color="tab:brown")
         alpha.axhline(float(run.config.get("h_opt", 0.7)), color="0.5", ls=":", lw=1)
