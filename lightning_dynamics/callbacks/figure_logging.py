@@ -37,8 +37,8 @@ def dashboard_figure(history_path: str | Path) -> Figure:
     """The dashboard of the run whose history is ``history_path`` (see ``lightning-dynamics report``).
 
     Raises:
-        FileNotFoundError, lightning_dynamics.report.HistoryError: as
-            :func:`lightning_dynamics.report.load_run`.
+        FileNotFoundError: no history at ``history_path``.
+        lightning_dynamics.report.HistoryError: the file is not a history this version reads.
     """
     from lightning_dynamics.report.dashboard_data import load_run
     from lightning_dynamics.report.plots import plot_dashboard

@@ -195,7 +195,8 @@ def load_run(
     Args:
         run: a log directory (searched as :func:`find_history` says) or a history file.
         label: name of the run (default: the run directory's name).
-        ratio, patience: the volatility-drop rule of the convergence signal (docs/method.md section 8).
+        ratio: the volatility-drop rule of the convergence signal (docs/method.md section 8): its ratio to the peak.
+        patience: the rule's number of consecutive checks.
         eps: accuracy-plateau tolerance in percentage points (accuracies in [0, 1] are read as fractions).
 
     Raises:
