@@ -4,8 +4,13 @@ No Lightning import: usable with any torch training loop.
 """
 
 from lightning_dynamics.capture.history import SummaryHistory, load_history, save_history
-from lightning_dynamics.capture.hooks import ActivationCapture
-from lightning_dynamics.capture.layer_selection import is_compute_layer, select_layers, spread_evenly
+from lightning_dynamics.capture.hooks import ActivationCapture, LayerCaptureWarning
+from lightning_dynamics.capture.layer_selection import (
+    FewLayersWarning,
+    is_compute_layer,
+    select_layers,
+    spread_evenly,
+)
 from lightning_dynamics.capture.summaries import (
     SUMMARY_CHOICES,
     SummaryAccumulator,
@@ -16,6 +21,8 @@ from lightning_dynamics.capture.summaries import (
 __all__ = [
     "SUMMARY_CHOICES",
     "ActivationCapture",
+    "FewLayersWarning",
+    "LayerCaptureWarning",
     "SummaryAccumulator",
     "SummaryHistory",
     "floating_tensors",

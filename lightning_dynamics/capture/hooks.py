@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -11,12 +12,26 @@ from torch.utils.hooks import RemovableHandle
 
 from lightning_dynamics.capture.summaries import SummaryAccumulator, floating_tensors
 
+# Modules returning ``(output, state)``: only the output is the layer's activation (not hidden/cell
+# states, not attention weights).
+_FIRST_OUTPUT_ONLY: tuple[type[nn.Module], ...] = (nn.RNNBase, nn.MultiheadAttention)
+
+
+class LayerCaptureWarning(UserWarning):
+    """Summarising a layer's output failed; the layer is disabled and its points are missing."""
+
 
 class ActivationCapture:
     """Forward hooks on named modules; while :attr:`enabled`, every call adds its output to the accumulator.
 
     A module called ``k`` times in one forward contributes ``k`` times; tuple, list and dict outputs
-    contribute each floating tensor. Nothing is kept but the running sums.
+    contribute each floating tensor (recurrent layers and ``nn.MultiheadAttention``: their first output
+    only), nested tensors their components. Nothing is kept but the running sums.
+
+    A failure inside a hook (an output that cannot be summarised, e.g. a sparse tensor, or any error in
+    the reduction) never stops training: the hook warns once with a :class:`LayerCaptureWarning` naming the
+    layer and the error, disables that layer (:attr:`disabled`; what it accumulated in the interval is
+    dropped, so its points are missing from then on) and returns.
 
     Example:
         >>> import torch
@@ -36,6 +51,7 @@ class ActivationCapture:
         self.layers = layers
         self.accumulator = accumulator
         self.enabled = False
+        self.disabled: dict[int, str] = {}  # layer index -> the error that disabled it
         self._handles: list[RemovableHandle] = []
 
     @property
@@ -46,7 +62,7 @@ class ActivationCapture:
         if self._handles:
             return self
         for index, (_, module) in enumerate(self.layers):
-            self._handles.append(module.register_forward_hook(self._make_hook(index)))
+            self._handles.append(module.register_forward_hook(self._make_hook(index, module)))
         return self
 
     def remove(self) -> None:
@@ -55,15 +71,34 @@ class ActivationCapture:
         self._handles = []
         self.enabled = False
 
-    def _make_hook(self, index: int) -> Any:
+    def _make_hook(self, index: int, module: nn.Module) -> Any:
         add = self.accumulator.add
+        first_only = isinstance(module, _FIRST_OUTPUT_ONLY)
 
         def hook(module: nn.Module, args: Any, output: Any) -> None:
-            if self.enabled:
+            if not self.enabled or index in self.disabled:
+                return
+            if first_only and isinstance(output, tuple) and output:
+                output = output[0]
+            try:
                 for tensor in floating_tensors(output):
                     add(index, tensor)
+            except Exception as error:  # a monitor failure must not stop training
+                self._disable(index, error)
 
         return hook
+
+    def _disable(self, index: int, error: Exception) -> None:
+        name, module = self.layers[index]
+        self.disabled[index] = f"{type(error).__name__}: {error}"
+        self.accumulator.discard(index)
+        warnings.warn(
+            f"ActivationCapture: summarising the output of layer {name!r} ({type(module).__name__}) failed with "
+            f"{self.disabled[index]}. The layer is disabled: its points are missing from now on; training goes "
+            "on. Choose other layers with `layers=` to watch it.",
+            LayerCaptureWarning,
+            stacklevel=3,
+        )
 
     @contextmanager
     def capturing(self) -> Iterator[None]:

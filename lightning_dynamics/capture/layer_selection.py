@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -26,12 +27,37 @@ AUTO_TYPES: tuple[type[nn.Module], ...] = (
     nn.ConvTranspose3d,
     nn.Linear,
     nn.MultiheadAttention,
+    nn.RNNBase,  # nn.LSTM, nn.GRU, nn.RNN
+    nn.RNNCellBase,  # nn.LSTMCell, nn.GRUCell, nn.RNNCell
 )
+
+# Modules whose forward uses their submodules' parameters without calling them: hooks on those submodules
+# never fire (``nn.MultiheadAttention.out_proj``), so "auto" never picks a module inside them.
+OPAQUE_TYPES: tuple[type[nn.Module], ...] = (nn.MultiheadAttention,)
+
+# The Kuramoto order parameter of L independent layers has a floor of about 1/sqrt(L): below this many
+# layers the cross-layer measures say little (docs/method.md section 3).
+MIN_RECOMMENDED_LAYERS = 3
+
+
+class FewLayersWarning(UserWarning):
+    """Fewer than three layers are watched: the cross-layer measures (floor ~1/sqrt(L)) say little."""
 
 
 def is_compute_layer(name: str, module: nn.Module) -> bool:
-    """The ``"auto"`` rule: convolutions, linear layers and attention blocks (any class named ``*Attention``)."""
+    """The ``"auto"`` rule: convolutions, linear and recurrent layers, and attention blocks (``nn.MultiheadAttention``
+    and any class named ``*Attention``, as in timm and torchvision); modules inside an ``nn.MultiheadAttention``
+    are skipped by :func:`select_layers` (their forward never runs)."""
     return isinstance(module, AUTO_TYPES) or type(module).__name__.endswith("Attention")
+
+
+def _inside_opaque(candidates: list[tuple[str, nn.Module]]) -> set[str]:
+    """Names of the modules nested in an :data:`OPAQUE_TYPES` module."""
+    inside: set[str] = set()
+    for name, module in candidates:
+        if isinstance(module, OPAQUE_TYPES):
+            inside.update(f"{name}.{child}" for child, _ in module.named_modules() if child)
+    return inside
 
 
 def spread_evenly(items: list, max_items: int | None) -> list:
@@ -86,10 +112,14 @@ def select_layers(
 
     Args:
         model: the network.
-        layers: ``"auto"`` (see :func:`is_compute_layer`), ``"all"`` (every leaf module), a predicate
+        layers: ``"auto"`` (see :func:`is_compute_layer`), ``"all"`` (every leaf module; for both, never a
+            module inside an ``nn.MultiheadAttention``, whose forward does not call it), a predicate
             ``(name, module) -> bool``, or a list of exact module names, fnmatch patterns
             (``"layer*.conv1"``) and module types (``nn.Conv2d``).
         max_layers: cap, applied by keeping layers evenly spread through depth (:func:`spread_evenly`).
+
+    Warns:
+        FewLayersWarning: fewer than three layers are selected.
 
     Raises:
         ValueError: an exact name that is not a module of the model (close matches are listed), a pattern or
@@ -97,21 +127,22 @@ def select_layers(
 
     Example:
         >>> from torch import nn
-        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4, 2))
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4, 4), nn.Linear(4, 2))
         >>> [name for name, _ in select_layers(net)]
-        ['0', '3']
-        >>> [name for name, _ in select_layers(net, [nn.ReLU, "3"])]
-        ['1', '3']
+        ['0', '3', '4']
+        >>> [name for name, _ in select_layers(net, [nn.ReLU, "3", "4"])]
+        ['1', '3', '4']
     """
     if max_layers is not None and (int(max_layers) != max_layers or max_layers < 1):
         raise ValueError(f"`max_layers` must be a positive integer or None, got {max_layers!r}.")
     candidates = _named_candidates(model)
     names = [name for name, _ in candidates]
     if isinstance(layers, str) and layers in ("auto", "all"):
+        skip = _inside_opaque(candidates)
         if layers == "auto":
-            chosen = [(n, m) for n, m in candidates if is_compute_layer(n, m)]
+            chosen = [(n, m) for n, m in candidates if is_compute_layer(n, m) and n not in skip]
         else:
-            chosen = [(n, m) for n, m in candidates if not any(True for _ in m.children())]
+            chosen = [(n, m) for n, m in candidates if not any(True for _ in m.children()) and n not in skip]
     elif callable(layers) and not isinstance(layers, type):
         chosen = [(n, m) for n, m in candidates if layers(n, m)]
     else:
@@ -129,7 +160,17 @@ def select_layers(
             f"`layers={layers!r}` selects no module of {type(model).__name__} "
             f"(it has {len(names)} named submodules). Name modules explicitly, e.g. layers={names[:3]!r}."
         )
-    return spread_evenly(chosen, max_layers)
+    chosen = spread_evenly(chosen, max_layers)
+    if len(chosen) < MIN_RECOMMENDED_LAYERS:
+        warnings.warn(
+            f"`layers={layers!r}` selects {len(chosen)} layer(s) of {type(model).__name__} "
+            f"({[n for n, _ in chosen]}): the cross-layer measures need at least 2 and say little below "
+            f"{MIN_RECOMMENDED_LAYERS} (the Kuramoto order parameter of L independent layers is about 1/sqrt(L)). "
+            "Watch more layers, e.g. layers='all' or a list of names.",
+            FewLayersWarning,
+            stacklevel=2,
+        )
+    return chosen
 
 
 def _no_match_message(spec: LayerSpec, names: list[str]) -> str:

@@ -22,9 +22,16 @@ _RMS_UNDERFLOW = 2.0**-60
 
 
 def floating_tensors(output: Any) -> Iterator[Tensor]:
-    """The floating-point tensors of a module output (a tensor, or tuples, lists and dicts of them)."""
+    """The floating-point tensors of a module output (a tensor, or tuples, lists and dicts of them).
+
+    A nested tensor (e.g. ``nn.TransformerEncoder`` with a padding mask in eval) yields its components:
+    the real tokens, without padding.
+    """
     if isinstance(output, Tensor):
-        if output.is_floating_point() and output.numel() > 0:
+        if output.is_nested:
+            if output.is_floating_point():
+                yield from (part for part in output.unbind() if part.numel() > 0)
+        elif output.is_floating_point() and output.numel() > 0:
             yield output
     elif isinstance(output, (tuple, list)):
         for item in output:
@@ -111,6 +118,11 @@ class SummaryAccumulator:
             offset = (first.to(row.dtype) - self.shift[index : index + 1]) + mean.to(row.dtype)  # mean - K
             row.add_(torch.cat([offset * n, (var.to(row.dtype) + offset.square()) * n]))
         self.counts[index] += a.numel()
+
+    def discard(self, index: int) -> None:
+        """Drop what layer ``index`` accumulated in this interval (its point becomes missing); no host sync."""
+        self.sums[index].zero_()
+        self.counts[index] = 0
 
     def packed(self) -> Tensor:
         """``[L, k + 1]``: the sums with the counts as last column, ready for one all-reduce (SUM)."""

@@ -1,7 +1,10 @@
+import warnings
+
 import pytest
+import torch
 from torch import nn
 
-from lightning_dynamics.capture import select_layers, spread_evenly
+from lightning_dynamics.capture import FewLayersWarning, select_layers, spread_evenly
 from tests.helpers import TinyNet
 
 
@@ -13,15 +16,18 @@ def test_auto_picks_compute_layers_in_order() -> None:
     assert names(select_layers(TinyNet())) == ["fc1", "fc2", "head"]
 
 
+@pytest.mark.filterwarnings("ignore::lightning_dynamics.capture.FewLayersWarning")
 def test_auto_includes_attention_blocks() -> None:
     class Attention(nn.Module):
         def forward(self, x):
             return x
 
     net = nn.Sequential(nn.Linear(2, 2), Attention(), nn.MultiheadAttention(4, 2))
-    assert names(select_layers(net)) == ["0", "1", "2", "2.out_proj"]
+    assert names(select_layers(net)) == ["0", "1", "2"]  # not 2.out_proj: MultiheadAttention never calls it
+    assert "2.out_proj" not in names(select_layers(net, "all"))
 
 
+@pytest.mark.filterwarnings("ignore::lightning_dynamics.capture.FewLayersWarning")
 def test_names_patterns_types_predicates() -> None:
     net = TinyNet()
     assert names(select_layers(net, ["fc2", "head"])) == ["fc2", "head"]
@@ -57,3 +63,50 @@ def test_max_layers_spreads_through_depth() -> None:
         "9",
     ]
     assert spread_evenly([1, 2], 5) == [1, 2]
+
+
+def _selected_layers_that_never_run(model: nn.Module, *inputs, **kwargs) -> list[str]:
+    called: set[str] = set()
+    selection = select_layers(model)
+    handles = [m.register_forward_hook(lambda *_, n=n: called.add(n)) for n, m in selection]
+    model(*inputs, **kwargs)
+    for handle in handles:
+        handle.remove()
+    return [n for n, _ in selection if n not in called]
+
+
+def test_auto_on_a_recurrent_model_picks_layers_that_run() -> None:
+    class Tagger(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(20, 8)
+            self.lstm = nn.LSTM(8, 16, batch_first=True)
+            self.gru = nn.GRU(16, 16, batch_first=True)
+            self.head = nn.Linear(16, 5)
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            out, _ = self.lstm(self.embed(tokens))
+            out, _ = self.gru(out)
+            return self.head(out)
+
+    model = Tagger()
+    assert names(select_layers(model)) == ["lstm", "gru", "head"]
+    assert _selected_layers_that_never_run(model, torch.randint(0, 20, (2, 7))) == []
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_auto_on_a_transformer_encoder_picks_layers_that_run(training: bool) -> None:
+    layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+    model = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).train(training)
+    selected = names(select_layers(model))
+    assert "layers.0.self_attn" in selected and not any(n.endswith("out_proj") for n in selected)
+    with torch.no_grad():
+        assert _selected_layers_that_never_run(model, torch.randn(3, 5, 16)) == []
+
+
+def test_fewer_than_three_layers_warn() -> None:
+    with pytest.warns(FewLayersWarning, match="selects 2 layer"):
+        select_layers(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        select_layers(TinyNet())

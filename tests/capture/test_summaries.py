@@ -1,8 +1,16 @@
+import warnings
+
 import pytest
 import torch
 from torch import nn
 
-from lightning_dynamics.capture import ActivationCapture, SummaryAccumulator, summarize
+from lightning_dynamics.capture import (
+    ActivationCapture,
+    LayerCaptureWarning,
+    SummaryAccumulator,
+    select_layers,
+    summarize,
+)
 
 
 def _outputs(seed: int = 0) -> list[torch.Tensor]:
@@ -139,3 +147,57 @@ def test_rms_at_extreme_magnitudes_is_missing_once_then_exact(scale: float) -> N
         reference = torch.cat([a, a[:100]]).double().square().mean().sqrt().float()
         torch.testing.assert_close(value[0], reference, rtol=1e-5, atol=0.0)
     assert acc.scaled == [True, False] and abs(float(expected) / scale - 1) < 0.1
+
+
+def test_nested_outputs_of_a_padded_transformer_in_eval_are_summarised() -> None:
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+    model = nn.TransformerEncoder(layer, 2, enable_nested_tensor=True).eval()
+    x = torch.randn(3, 5, 16)
+    mask = torch.zeros(3, 5, dtype=torch.bool)
+    mask[0, 3:] = mask[2, 1:] = True  # padded tokens: the encoder runs on nested tensors
+    selection = [("layers.0", model.layers[0]), *select_layers(model)]
+    acc = SummaryAccumulator(len(selection), "rms", torch.device("cpu"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch: nested tensors are a prototype
+        warnings.simplefilter("error", LayerCaptureWarning)
+        with ActivationCapture(selection, acc) as capture, capture.capturing(), torch.no_grad():
+            out = model(x, src_key_padding_mask=mask)
+    assert all(count > 0 for count in acc.counts)
+    real = out[~mask]  # the encoder pads its output again; layer 1's output on real tokens is the result
+    assert acc.counts[0] == real.numel()
+    assert summarize(acc.packed(), "rms").isfinite().all()
+
+
+def test_a_failing_hook_warns_once_disables_the_layer_and_training_goes_on() -> None:
+    class Sparse(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.to_sparse()
+
+    net = nn.Sequential(nn.Linear(3, 3), Sparse())
+    acc = SummaryAccumulator(2, "rms", torch.device("cpu"))
+    with ActivationCapture([("0", net[0]), ("1", net[1])], acc) as capture, capture.capturing():
+        with pytest.warns(LayerCaptureWarning, match=r"layer '1' \(Sparse\).*sparse"):
+            net(torch.randn(2, 3))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # warned once: not again
+            net(torch.randn(2, 3)).to_dense().sum().backward()
+    assert list(capture.disabled) == [1] and acc.counts == [12, 0]
+    assert summarize(acc.packed(), "rms")[1].isnan()  # its points are missing
+
+
+def test_an_error_in_the_reduction_does_not_stop_the_forward(monkeypatch) -> None:
+    net = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3))
+    acc = SummaryAccumulator(2, "mean", torch.device("cpu"))
+    original = acc.add
+
+    def flaky(index: int, activation: torch.Tensor) -> None:
+        original(index, activation)
+        if index == 0:
+            raise RuntimeError("reduction failed")
+
+    monkeypatch.setattr(acc, "add", flaky)
+    with ActivationCapture(list(net.named_children()), acc) as capture, capture.capturing():
+        with pytest.warns(LayerCaptureWarning, match="RuntimeError: reduction failed"):
+            net(torch.randn(4, 3))
+    assert acc.counts == [0, 12] and capture.disabled == {0: "RuntimeError: reduction failed"}
