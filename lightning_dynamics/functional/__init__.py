@@ -2,11 +2,25 @@
 
 Every function takes tensors shaped ``[..., L, T]`` (layers by sample points) or ``[..., T]``, works on any
 device, in float32 or float64 (half and bfloat16 are cast up), and is batched over leading dimensions.
-Formulas: ``METHOD.md``; sources are cited in each docstring.
+Formulas: ``docs/method.md``; sources are cited in each docstring.
+
+Undefined inputs, one rule everywhere:
+
+- Too few sample points for a measure that reduces over time (``T = 0`` included): NaN with an
+  :class:`InsufficientDataWarning` (``dynamics_measures``: NaN and the cause in ``.reason``).
+- Too few valid layers: the cross-layer measures (Kuramoto ``R``, metastability, synchrony, phase
+  integration) need two, integration one. ``L = 0``, ``L = 1`` or all but one layer excluded give NaN with
+  the warning (``.reason``), never 0 or 1. :func:`detrend` says why each layer is excluded (:class:`Exclusion`).
+- Series-to-series transforms (:func:`analytic_signal`, :func:`hilbert_transform`, :func:`instantaneous_phase`,
+  :func:`unit_phasors`, :func:`detrend`) raise ``ValueError`` on an empty time axis (there is nothing to
+  transform) and return empty outputs for an empty batch (``L = 0``).
+- Too few dimensions, a complex input or an invalid argument: ``ValueError`` naming it.
+- Autograd: metastability, synchrony, integration and stability_index are differentiable; phase integration
+  (graph components) refuses inputs that require gradients with a ``ValueError``.
 """
 
 from lightning_dynamics.functional._checks import InsufficientDataWarning
-from lightning_dynamics.functional.detrend import Detrended, detrend
+from lightning_dynamics.functional.detrend import Detrended, Exclusion, detrend
 from lightning_dynamics.functional.dfa import dfa, dfa_scales, fluctuation_function, min_dfa_length
 from lightning_dynamics.functional.fractal import (
     complexity_min_points,
@@ -23,13 +37,7 @@ from lightning_dynamics.functional.hilbert import (
     instantaneous_phase,
     unit_phasors,
 )
-from lightning_dynamics.functional.integration import (
-    integration,
-    integration_alpha,
-    integration_from_alpha,
-    phase_integration,
-    phase_locking_value,
-)
+from lightning_dynamics.functional.integration import integration, integration_alpha, integration_from_alpha
 from lightning_dynamics.functional.kuramoto import kuramoto_order_parameter, metastability, synchrony
 from lightning_dynamics.functional.lyapunov import lyapunov_rosenstein, mean_period, min_rosenstein_length
 from lightning_dynamics.functional.measures import DynamicsMeasures, dynamics_measures, min_points
@@ -40,6 +48,7 @@ from lightning_dynamics.functional.mfdfa import (
     mfdfa_scales,
     min_mfdfa_length,
 )
+from lightning_dynamics.functional.phase_locking import phase_integration, phase_locking_value
 from lightning_dynamics.functional.stability import combine_stability, rolling_volatility, stability_index
 from lightning_dynamics.functional.surrogates import (
     SurrogateTestResult,
@@ -51,6 +60,7 @@ from lightning_dynamics.functional.surrogates import (
 __all__ = [
     "Detrended",
     "DynamicsMeasures",
+    "Exclusion",
     "InsufficientDataWarning",
     "MFDFAResult",
     "SurrogateTestResult",
