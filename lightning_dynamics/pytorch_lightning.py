@@ -10,8 +10,8 @@ for checkpoint callbacks, and ``pytorch_lightning.cli.LightningCLI`` rejects suc
 ``--trainer.callbacks`` (they are not subclasses of the type it expects). See Lightning-AI/pytorch-lightning
 issues 17485, 19252 and 20797.
 
-This module gives each callback of :mod:`lightning_dynamics.callbacks` a twin that also subclasses the
-matching ``pytorch_lightning`` class, re-using every method of the original:
+This module gives each callback of :mod:`lightning_dynamics.callbacks` a ``pytorch_lightning`` version with the
+same name and arguments, re-using every method of the original (no code is copied):
 
 .. code-block:: python
 
@@ -20,24 +20,27 @@ matching ``pytorch_lightning`` class, re-using every method of the original:
 
     trainer = pl.Trainer(callbacks=[DynamicsMonitor(), DynamicsEarlyStopping()])
 
-A twin is an instance of both the ``lightning.pytorch`` original (so everything in lightning_dynamics that
-looks for a ``DynamicsMonitor`` finds it) and the ``pytorch_lightning`` base class. Its method resolution
-order puts the original and its ``lightning.pytorch`` bases first, so the behaviour is exactly the
-original's: the two packages are the same source under two names, and the ``pytorch_lightning`` base only
+An instance is of a private "twin" class that subclasses both the ``lightning.pytorch`` original (so everything
+in lightning_dynamics that looks for a ``DynamicsMonitor`` finds it) and the public class, itself a subclass of
+the ``pytorch_lightning`` counterpart (``Callback``, ``EarlyStopping``, ``ModelCheckpoint``). The twin's method
+resolution order puts the original and its ``lightning.pytorch`` bases first, so it behaves exactly as the
+original: the two packages are the same source under two names, and the ``pytorch_lightning`` base only
 supplies the type. The ``__init__`` chain stops before the ``pytorch_lightning`` base, whose state the
-``lightning.pytorch`` base has already set up under the same attribute names. ``state_key`` is unchanged, so
-checkpoints move between the two packages.
+``lightning.pytorch`` base has already set under the same attribute names. ``state_key`` is unchanged, so
+checkpoints move between the two packages. The twins live in a private module, so a ``lightning.pytorch``
+LightningCLI still resolves ``--trainer.callbacks+=DynamicsMonitor`` to the original after this module is
+imported, and ``pytorch_lightning``'s LightningCLI resolves it to the public class here.
 
 The model, the datamodule and the loggers must come from one package: a ``pytorch_lightning.Trainer``
-refuses a ``lightning.pytorch.LightningModule``. Do not import this module in a ``lightning.pytorch``
-LightningCLI that names callbacks by their short name: the twins are subclasses of the originals, so
-``DynamicsMonitor`` would become ambiguous there.
+refuses a ``lightning.pytorch.LightningModule``.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any, TypeVar
+import sys
+import types
+from typing import Any
 
 try:
     import pytorch_lightning as _pytorch_lightning
@@ -49,8 +52,6 @@ except ModuleNotFoundError as error:  # pragma: no cover - exercised only withou
 import lightning.pytorch as _lightning_pytorch
 
 from lightning_dynamics import callbacks as _callbacks
-
-_C = TypeVar("_C", bound=type)
 
 _NEW, _OLD = "lightning.pytorch", "pytorch_lightning"
 
@@ -67,6 +68,27 @@ class _EndOfInitChain:
         pass
 
 
+class _MakesTwins(type):
+    """Metaclass of the public ``pytorch_lightning`` classes: calling one builds an instance of its twin."""
+
+    _twin: type
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        twin = cls.__dict__.get("_twin")
+        if twin is None:  # the twin itself, or a user subclass of the public class
+            return super().__call__(*args, **kwargs)
+        return twin(*args, **kwargs)
+
+
+# The twins live in a private module of their own: jsonargparse (LightningCLI) does not offer classes whose
+# import path has a private part as short names, so `--trainer.callbacks+=DynamicsMonitor` stays unambiguous
+# in a lightning.pytorch CLI even after this module is imported. The module is registered here, so pickling
+# (DDP spawn, deepcopy) finds the twins in any process that imports lightning_dynamics.pytorch_lightning.
+_TWIN_MODULE = types.ModuleType(f"{__name__}._twins", "Twins of the lightning_dynamics callbacks (private).")
+sys.modules[_TWIN_MODULE.__name__] = _TWIN_MODULE
+_PUBLIC: dict[type, type] = {}
+
+
 def _counterpart(cls: type) -> type:
     """The ``pytorch_lightning`` class of the closest ``lightning.pytorch`` class among ``cls``'s bases."""
     for base in cls.__mro__:
@@ -77,28 +99,34 @@ def _counterpart(cls: type) -> type:
     raise TypeError(f"no lightning.pytorch base among the bases of {cls.__qualname__}.")  # unreachable for callbacks
 
 
-def on_pytorch_lightning(cls: _C) -> _C:
-    """Make the twin of a ``lightning.pytorch`` callback class that a ``pytorch_lightning.Trainer`` accepts.
+def on_pytorch_lightning(cls: type) -> Any:
+    """Make the ``pytorch_lightning`` version of a ``lightning.pytorch`` callback class.
 
-    The twin subclasses ``cls`` and the ``pytorch_lightning`` counterpart of its closest ``lightning.pytorch``
-    base (``Callback``, ``EarlyStopping``, ``ModelCheckpoint``, ...), with the same name. Use it for your own
-    subclasses of the lightning_dynamics callbacks.
+    Two classes are made (once per ``cls``, then cached). The public one, returned, subclasses the
+    ``pytorch_lightning`` counterpart of ``cls``'s closest ``lightning.pytorch`` base (``Callback``,
+    ``EarlyStopping``, ``ModelCheckpoint``, ...), has ``cls``'s name and ``__init__`` signature (so
+    ``pytorch_lightning``'s LightningCLI offers it by its short name), and calling it builds an instance of the
+    private twin. The twin subclasses ``cls`` and the public class, with ``cls``'s methods first, so it behaves
+    exactly as ``cls`` and is an instance of both. Use this for your own subclasses of the callbacks.
 
     Args:
         cls: a subclass of ``lightning.pytorch.Callback``.
 
     Returns:
-        The twin class (created once per ``cls`` and cached).
+        The public class.
 
     Raises:
-        TypeError: ``cls`` is not a ``lightning.pytorch`` callback.
+        TypeError: ``cls`` is not a ``lightning.pytorch`` callback class.
 
     Example:
         >>> import pytorch_lightning
         >>> from lightning_dynamics.callbacks import DynamicsEarlyStopping
-        >>> Twin = on_pytorch_lightning(DynamicsEarlyStopping)
-        >>> issubclass(Twin, pytorch_lightning.callbacks.EarlyStopping), issubclass(Twin, DynamicsEarlyStopping)
+        >>> PLDynamicsEarlyStopping = on_pytorch_lightning(DynamicsEarlyStopping)
+        >>> stopping = PLDynamicsEarlyStopping(ratio=0.5)
+        >>> isinstance(stopping, pytorch_lightning.callbacks.EarlyStopping), isinstance(stopping, DynamicsEarlyStopping)
         (True, True)
+        >>> stopping.ratio, stopping.state_key == DynamicsEarlyStopping(ratio=0.5).state_key
+        (0.5, True)
         >>> on_pytorch_lightning(int)
         Traceback (most recent call last):
         ...
@@ -112,27 +140,32 @@ def on_pytorch_lightning(cls: _C) -> _C:
         raise TypeError(
             f"`cls` must be a subclass of lightning.pytorch.Callback, got {cls.__module__}.{cls.__qualname__}."
         )
-    cached = _TWINS.get(cls)
-    if cached is None:
-        namespace = {
-            "__module__": __name__,
-            "__qualname__": cls.__qualname__,
-            "__doc__": f"{cls.__name__} for ``pytorch_lightning``: see :class:`{cls.__module__}.{cls.__qualname__}`."
-            f"\n\n{cls.__doc__ or ''}",
-        }
-        cached = type(cls.__name__, (cls, _EndOfInitChain, _counterpart(cls)), namespace)
-        _TWINS[cls] = cached
-    return cached  # type: ignore[return-value]
+    public = _PUBLIC.get(cls)
+    if public is None:
+        doc = f"``{cls.__name__}`` for ``pytorch_lightning``: see ``{cls.__module__}.{cls.__qualname__}``."
+        base = _counterpart(cls)
+        public = _MakesTwins(
+            cls.__name__,
+            (base,),
+            {"__module__": __name__, "__qualname__": cls.__qualname__, "__doc__": doc, "__init__": cls.__init__},
+        )
+        twin = _MakesTwins(
+            cls.__name__,
+            (cls, _EndOfInitChain, public),
+            {"__module__": _TWIN_MODULE.__name__, "__qualname__": cls.__qualname__, "__doc__": cls.__doc__},
+        )
+        public._twin = twin
+        setattr(_TWIN_MODULE, cls.__qualname__, twin)
+        _PUBLIC[cls] = public
+    return public
 
-
-_TWINS: dict[type, type] = {}
 
 DynamicsMonitor = on_pytorch_lightning(_callbacks.DynamicsMonitor)
 DynamicsEarlyStopping = on_pytorch_lightning(_callbacks.DynamicsEarlyStopping)
 
 
 def __getattr__(name: str) -> Any:
-    """Twins of the other callbacks of :mod:`lightning_dynamics.callbacks`, made on first use."""
+    """The other callbacks of :mod:`lightning_dynamics.callbacks`, made on first use."""
     original = getattr(_callbacks, name, None) if name in getattr(_callbacks, "__all__", ()) else None
     if isinstance(original, type) and issubclass(original, _lightning_pytorch.Callback):
         return on_pytorch_lightning(original)

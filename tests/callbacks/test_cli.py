@@ -1,5 +1,6 @@
 """LightningCLI builds the callback from YAML (typed __init__)."""
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,9 @@ def test_examples_cli_fit_with_the_yaml(tmp_path: Path) -> None:
 
 def test_short_callback_name_on_the_command_line(tmp_path: Path) -> None:
     """``--trainer.callbacks+=DynamicsMonitor`` resolves the short name and takes typed init args after it."""
+    if importlib.util.find_spec("pytorch_lightning") is not None:
+        # The pytorch_lightning versions (subclasses of the originals) must not make the short name ambiguous.
+        importlib.import_module("lightning_dynamics.pytorch_lightning")
     args = [
         "--trainer.max_epochs=1",
         "--trainer.accelerator=cpu",
@@ -184,8 +188,9 @@ def test_pytorch_lightning_trainer_fit_with_the_twins(tmp_path: Path) -> None:
     for name in lightning_callbacks.__all__:  # every Lightning callback of the package has a twin
         original = getattr(lightning_callbacks, name)
         if issubclass(original, lightning.pytorch.Callback):
-            twin = getattr(ld_pl, name)
-            assert issubclass(twin, original) and issubclass(twin, pytorch_lightning.Callback), name
+            public = getattr(ld_pl, name)
+            assert issubclass(public, pytorch_lightning.Callback) and public.__name__ == name
+            assert ld_pl.on_pytorch_lightning(original) is public
 
 
 def test_pytorch_lightning_cli_short_name(tmp_path: Path) -> None:
@@ -206,6 +211,6 @@ def test_pytorch_lightning_cli_short_name(tmp_path: Path) -> None:
     ]
     cli = PLLightningCLI(_pytorch_lightning_module(), run=False, args=args, save_config_callback=None)
     (monitor,) = [c for c in cli.trainer.callbacks if isinstance(c, DynamicsMonitor)]
-    assert type(monitor) is ld_pl.DynamicsMonitor and _option(monitor, "summary") == "mean"
+    assert isinstance(monitor, ld_pl.DynamicsMonitor) and _option(monitor, "summary") == "mean"
     cli.trainer.fit(cli.model, loaders()[0])
     assert monitor.history.length == 1
