@@ -56,6 +56,7 @@ def test_h2_equals_dfa_on_the_same_scales(order: int) -> None:
 
 def test_equals_mfdfa_package_with_both_ends() -> None:
     import MFDFA as mfdfa_package  # the dev extra installs it
+
     x = np.random.default_rng(5).standard_normal(2000).cumsum() * 0.1 + np.random.default_rng(6).standard_normal(2000)
     lags = np.array([8, 13, 21, 34, 55, 89])
     q = np.array([-3.0, -1.0, 1.0, 2.0, 4.0])
