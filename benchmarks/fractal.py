@@ -7,7 +7,8 @@ of log F_q against log s per q), on the same parameters, and checks that both gi
 cost of :func:`history_complexity` (the per-layer descriptors for the monitor) at L = 64, T = 100 and 1000.
 
 Timings share 2 CPU cores with other work unless the machine is idle: read the ratios within one run.
-Run: ``nice -n 10 .venv/bin/python benchmarks/fractal.py [--threads 1]``.
+Run: ``nice -n 10 .venv/bin/python benchmarks/fractal.py --threads 1`` (with 2 threads on busy cores the small
+batched matmuls of MF-DFA spin in OpenMP and the torch timings grow ~10-40x).
 """
 
 from __future__ import annotations
