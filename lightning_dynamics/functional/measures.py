@@ -92,8 +92,8 @@ def dynamics_measures(
         >>> import torch
         >>> g = torch.Generator().manual_seed(0)
         >>> out = dynamics_measures(torch.randn(12, 64, generator=g).cumsum(-1))
-        >>> sorted(k for k in out._fields)[:3], int(out.n_excluded), out.reason
-        (['integration', 'integration_alpha', 'metastability'], 0, None)
+        >>> int(out.n_excluded), out.reason, out.exclusion_summary, bool(0 <= out.metastability <= 0.5)
+        (0, None, None, True)
     """
     x = as_float_series(x, min_dim=2)
     batch, n_layers, n_points = x.shape[:-2], x.shape[-2], x.shape[-1]
