@@ -59,7 +59,9 @@ def _write(directory: Path, name: str = "dynamics_history.pt", **overrides) -> P
 
 def _axes(figure, label: str):
     """The time panel whose y label is ``label`` (not the trajectory, which also has an integration axis)."""
-    return next(ax for ax in figure.axes if ax.get_ylabel() == label and "trajectory" not in ax.get_title())
+    return next(
+        ax for ax in figure.axes if ax.get_ylabel().split("\n")[0] == label and "trajectory" not in ax.get_title()
+    )
 
 
 def test_quantities_markers_and_order_parameter(tmp_path: Path) -> None:
