@@ -75,7 +75,8 @@ class ConvergenceReport:
 def convergence_report(
     metrics: pd.DataFrame | str | Path,
     accuracy_key: str = "val_acc",
-    volatility_key: str = "dynamics/stability_volatility",
+    volatility_key: str = "stability_volatility",
+    prefix: str = "dynamics",
     eps: float = 0.5,
     ratio: float = 0.25,
     patience: int = 3,
@@ -87,12 +88,15 @@ def convergence_report(
         metrics: a CSVLogger ``log_dir`` (or its ``metrics.csv``), or a DataFrame of it, or a per-epoch frame
             indexed by epoch.
         accuracy_key: validation accuracy column, in percent.
-        volatility_key: the monitored volatility column.
+        volatility_key: the volatility measure (or a full ``<prefix>/<measure>`` column).
+        prefix: the :class:`~lightning_dynamics.DynamicsMonitor` prefix the run was logged with.
         eps: plateau tolerance in the accuracy's units (percentage points).
         ratio, patience, min_epochs: the stopping rule (as :class:`~lightning_dynamics.DynamicsEarlyStopping`).
     """
     from lightning_dynamics.report.logs import epoch_metrics, read_metrics
 
+    if "/" not in volatility_key:
+        volatility_key = f"{prefix}/{volatility_key}"
     frame = read_metrics(metrics) if isinstance(metrics, (str, Path)) else metrics
     per_epoch = epoch_metrics(frame) if "epoch" in frame.columns else frame
     for key in (accuracy_key, volatility_key):

@@ -65,10 +65,10 @@ def check_layers(layers: Any) -> Any:
     names/patterns/module types/predicates, or a predicate ``(name, module) -> bool``.
 
     Example:
-        >>> check_layers(123)
+        >>> check_layers(123)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: `layers` must be 'auto', 'all', a module name or pattern, a list of module names/patterns/nn.Module types, or a predicate (name, module) -> bool, got 123.
+        ValueError: `layers` must be 'auto', 'all', a module name or pattern, ... got 123.
     """
     if isinstance(layers, str):
         if not layers:
@@ -124,7 +124,7 @@ class DynamicsConfig:
         summary: per-layer scalar of each sample interval: ``"rms"``, ``"mean"``, ``"abs_mean"`` or ``"std"``.
         detrend: preprocessing before phases and DFA: ``"diff"``, ``"linear"``, ``"mean"`` or ``None``.
         pad: Hilbert edge handling: ``"reflect"`` or ``None``.
-        window: ``w``, sliding window of the stability index (>= 16, the shortest DFA accepts).
+        window: ``w``, sliding window of the stability index (>= 16: DFA needs 12 points, the index a margin).
         volatility_window: ``k``, stability-index values per volatility value (>= 2).
         weights: ``(w_I, w_M)``, non-negative, summing to 1 (so the index stays in ``[0, 1]``).
         h_opt, sigma: the integration map :math:`\exp(-(\alpha - h_{opt})^2 / 2\sigma^2)`.
@@ -137,7 +137,7 @@ class DynamicsConfig:
         >>> DynamicsConfig(weights=(0.7, 0.2))
         Traceback (most recent call last):
         ...
-        ValueError: `weights` must be two finite, non-negative numbers summing to 1 (w_integration, w_metastability), got (0.7, 0.2).
+        ValueError: `weights` must be two finite, non-negative numbers summing to 1 ... got (0.7, 0.2).
     """
 
     summary: str = "rms"

@@ -40,7 +40,6 @@ from lightning_dynamics.capture import (
     load_history,
     save_history,
     select_layers,
-    summarize,
 )
 from lightning_dynamics.capture.history import nan_padded, versioned_path
 from lightning_dynamics.capture.layer_selection import LayerSelection
@@ -279,8 +278,8 @@ class DynamicsTracker:
         packed = self._accumulator.packed()
         if reduce is not None:
             packed = reduce(packed)
+        column = self._accumulator.summarize(packed)  # identical on every rank; may update the std shift
         self._accumulator.reset()
-        column = summarize(packed, self.config.summary)
         self.history.append(column, epoch, step)
         try:
             values = self._compute(column, packed[:, -1])

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from lightning.fabric import Fabric
 from lightning.fabric.utilities.rank_zero import rank_zero_info, rank_zero_warn
-from torch import nn
+from torch import Tensor, nn
 
 from lightning_dynamics.capture.layer_selection import LayerSelection
 from lightning_dynamics.config import DynamicsConfig, check_int
@@ -120,13 +120,15 @@ class DynamicsFabricMonitor:
         if not self.every_n_steps:
             self.sample(fabric, epoch=epoch, step=epoch if step is None else step)
 
-    def sample(
-        self, fabric: Fabric, epoch: int, step: int, logged: dict[str, float] | None = None
-    ) -> dict[str, float]:
+    def sample(self, fabric: Fabric, epoch: int, step: int, logged: dict[str, float] | None = None) -> dict[str, float]:
         """One sample point: all-reduce, measures, ``fabric.log_dict`` of the defined values."""
-        values = self.tracker.sample(
-            epoch, step, reduce=lambda packed: fabric.all_reduce(packed, reduce_op="sum"), logged=logged
-        )
+
+        def reduce(packed: Tensor) -> Tensor:
+            reduced = fabric.all_reduce(packed, reduce_op="sum")
+            assert isinstance(reduced, Tensor)
+            return reduced
+
+        values = self.tracker.sample(epoch, step, reduce=reduce, logged=logged)
         out = {}
         for key, value in values.items():
             if math.isnan(value) and key not in self._defined:

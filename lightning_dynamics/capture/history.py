@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import math
 import os
 from pathlib import Path
@@ -128,24 +129,22 @@ def validate_history_state(state: Any, where: str = "the dynamics history") -> N
         )
     n_points = values.shape[1]
     for key in ("epochs", "steps"):
-        series = state[key]
+        series: Any = state[key]
         if not isinstance(series, (list, tuple)) or len(series) != n_points:
             length = len(series) if isinstance(series, (list, tuple)) else type(series).__name__
             raise ValueError(f"{where}: `{key}` must list one entry per sample point ({n_points}), got {length}.")
         if any(not isinstance(v, int) or v < 0 for v in series):
             raise ValueError(f"{where}: `{key}` must be non-negative integers.")
-        if any(b < a for a, b in zip(series, series[1:], strict=False)):
+        if any(b < a for a, b in itertools.pairwise(series)):
             raise ValueError(f"{where}: `{key}` must be non-decreasing (sample points are in time order).")
     for group in ("metrics", "logged"):
         series_by_key = state.get(group, {})
         if not isinstance(series_by_key, dict):
             raise ValueError(f"{where}: `{group}` must be a dict of per-point series.")
         for key, series in series_by_key.items():
-            length = len(series) if isinstance(series, (Tensor, list, tuple)) else None
-            if length != n_points:
-                raise ValueError(
-                    f"{where}: `{group}[{key!r}]` has {length} values for {n_points} sample points."
-                )
+            n_values: int | None = len(series) if isinstance(series, (Tensor, list, tuple)) else None
+            if n_values != n_points:
+                raise ValueError(f"{where}: `{group}[{key!r}]` has {n_values} values for {n_points} sample points.")
 
 
 def versioned_path(path: str | Path, taken: set[Path] | None = None) -> Path:

@@ -178,7 +178,7 @@ def test_history_loader_refuses_arbitrary_pickles(tmp_path: Path) -> None:
 
     path = tmp_path / "evil.pt"
     torch.save({"values": torch.zeros(1, 1), "payload": Payload()}, path)
-    with pytest.raises(ValueError, match="evil.pt") as error:
+    with pytest.raises(ValueError, match=r"evil\.pt") as error:
         load_history(path)
     assert isinstance(error.value.__cause__, pickle.UnpicklingError)
     state = {
