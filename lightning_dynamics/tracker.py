@@ -44,7 +44,15 @@ from lightning_dynamics.capture import (
 from lightning_dynamics.capture.history import nan_padded, versioned_path
 from lightning_dynamics.capture.layer_selection import LayerSelection
 from lightning_dynamics.config import DynamicsConfig, check_int, check_layers
-from lightning_dynamics.functional import dynamics_measures, stability_index
+from lightning_dynamics.functional import (
+    complexity_min_points,
+    dynamics_measures,
+    history_complexity,
+    integration,
+    metastability,
+    stability_index,
+    surrogate_test,
+)
 
 MEASURE_KEYS = (
     "nonfinite",
@@ -57,6 +65,9 @@ MEASURE_KEYS = (
     "stability_index",
     "stability_volatility",
 )
+# Opt-in measures (docs/method.md sections 7 and 9), computed every n sample points when asked for.
+COMPLEXITY_KEYS = ("higuchi_fd", "katz_fd", "mfdfa_width")
+SURROGATE_KEYS = ("metastability_z", "integration_z")
 HISTORY_FILENAME = "{prefix}_history.pt"
 STATE_VERSION = 2
 
@@ -84,6 +95,11 @@ class DynamicsTracker:
             point, see :meth:`sample`).
         save_every_n_samples: also write the history file every this many sample points (so a killed run
             loses at most that many); ``None``: only when :meth:`save` is called.
+        complexity_every_n_samples: every this many sample points, also compute the layers' mean Higuchi and
+            Katz fractal dimensions and MF-DFA width of the history (:func:`~lightning_dynamics.functional.
+            history_complexity`; about 5-10 ms at 64 layers x 1000 points on one CPU thread). NaN in between.
+        surrogates_every_n_samples: every this many sample points, also the surrogate z-scores of metastability
+            and integration (20 phase-randomised surrogates; about 20x the cost of those measures). NaN in between.
         warn, info: where warnings and information go (the Lightning adapter passes its rank-zero functions).
 
     Attributes:
@@ -101,6 +117,8 @@ class DynamicsTracker:
         prefix: str = "dynamics",
         source: str = "train",
         save_every_n_samples: int | None = None,
+        complexity_every_n_samples: int | None = None,
+        surrogates_every_n_samples: int | None = None,
         warn: Callable[[str], None] | None = None,
         info: Callable[[str], None] | None = None,
     ) -> None:
@@ -116,11 +134,22 @@ class DynamicsTracker:
         self.prefix = prefix
         self.source = source
         self.save_every_n_samples = check_int("save_every_n_samples", save_every_n_samples, 1, allow_none=True)
+        self.complexity_every_n_samples = check_int(
+            "complexity_every_n_samples", complexity_every_n_samples, 1, allow_none=True
+        )
+        self.surrogates_every_n_samples = check_int(
+            "surrogates_every_n_samples", surrogates_every_n_samples, 1, allow_none=True
+        )
+        self.keys = (
+            MEASURE_KEYS
+            + (COMPLEXITY_KEYS if self.complexity_every_n_samples else ())
+            + (SURROGATE_KEYS if self.surrogates_every_n_samples else ())
+        )
         self.warn = warn or _default_warn
         self.info = info or _logger.info
 
         self.history: SummaryHistory | None = None
-        self.metrics: dict[str, list[float]] = {key: [] for key in MEASURE_KEYS}
+        self.metrics: dict[str, list[float]] = {key: [] for key in self.keys}
         self.logged: dict[str, list[float]] = {}
         self.history_path: Path | None = None
         self.last_reason: str | None = None
@@ -189,7 +218,7 @@ class DynamicsTracker:
                 )
             self.history = SummaryHistory(names, self.config.summary, device=device)
             self._accumulator = SummaryAccumulator(len(layers), self.config.summary, device)
-            self.metrics = {key: [] for key in MEASURE_KEYS}
+            self.metrics = {key: [] for key in self.keys}
             self.logged = {}
             self._warned = set()
         assert self._accumulator is not None
@@ -288,13 +317,37 @@ class DynamicsTracker:
                 f"DynamicsTracker[{self.prefix}]: computing the measures failed at epoch {epoch}, step {step} "
                 f"({error!r}); the sample point is kept in the history, its measures are NaN, training goes on."
             )
-            values = {key: math.nan for key in MEASURE_KEYS}
-        for key in MEASURE_KEYS:
+            values = {key: math.nan for key in self.keys}
+        values.update(self._optional_measures())
+        for key in self.keys:
             self.metrics[key].append(values[key])
         self._record_logged(logged or {})
         if self.save_every_n_samples and self.history.length % self.save_every_n_samples == 0:
             self.save()
         return values
+
+    def _optional_measures(self) -> dict[str, float]:
+        """The opt-in complexity and surrogate measures at the sample points that ask for them."""
+        assert self.history is not None
+        out: dict[str, float] = {}
+        n, x, cfg = self.history.length, self.history.values, self.config
+        try:
+            if self.complexity_every_n_samples:
+                out.update(dict.fromkeys(COMPLEXITY_KEYS, math.nan))
+                needed = max(complexity_min_points(cfg.detrend).values())
+                if n % self.complexity_every_n_samples == 0 and n >= needed:
+                    per_layer = history_complexity(x.double(), detrend=cfg.detrend)
+                    out.update({k: float(v.nanmean()) for k, v in per_layer.items() if k in COMPLEXITY_KEYS})
+            if self.surrogates_every_n_samples:
+                out.update(dict.fromkeys(SURROGATE_KEYS, math.nan))
+                needed = max(cfg.points_needed()["integration"], cfg.points_needed()["metastability"])
+                if n % self.surrogates_every_n_samples == 0 and n >= needed:
+                    meta = surrogate_test(metastability, x, n=20, detrend=cfg.detrend)
+                    integ = surrogate_test(integration, x, n=20, detrend=cfg.detrend)
+                    out["metastability_z"], out["integration_z"] = float(meta.z), float(integ.z)
+        except Exception as error:  # opt-in extras never break training
+            self.warn(f"DynamicsTracker[{self.prefix}]: an opt-in measure failed ({error!r}); it is NaN here.")
+        return out
 
     def _record_logged(self, logged: dict[str, float]) -> None:
         length = self.n_samples
@@ -541,7 +594,7 @@ class DynamicsTracker:
             )
         self._accumulator.load_state_dict(accumulator)
         metrics = state.get("metrics", {})
-        unknown = sorted(set(metrics) - set(MEASURE_KEYS))
+        unknown = sorted(set(metrics) - set(MEASURE_KEYS) - set(COMPLEXITY_KEYS) - set(SURROGATE_KEYS))
         if unknown:
             raise ValueError(f"DynamicsTracker[{self.prefix}]: the checkpoint has unknown measures {unknown}.")
         for group, series_by_key in (("metrics", metrics), ("logged", state.get("logged", {}))):
@@ -551,5 +604,5 @@ class DynamicsTracker:
                         f"DynamicsTracker[{self.prefix}]: the checkpoint's {group}[{key!r}] has {len(series)} values "
                         f"for {length} sample points."
                     )
-        self.metrics = {key: [float(v) for v in metrics.get(key, [math.nan] * length)] for key in MEASURE_KEYS}
+        self.metrics = {key: [float(v) for v in metrics.get(key, [math.nan] * length)] for key in self.keys}
         self.logged = {key: [float(v) for v in values] for key, values in state.get("logged", {}).items()}

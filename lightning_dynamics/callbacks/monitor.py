@@ -22,7 +22,7 @@ from torch import Tensor
 
 from lightning_dynamics.capture.layer_selection import LayerSelection, is_compiled_module
 from lightning_dynamics.config import DynamicsConfig, check_int, layers_key
-from lightning_dynamics.tracker import MEASURE_KEYS, DynamicsTracker
+from lightning_dynamics.tracker import DynamicsTracker
 
 # Paths claimed by monitors of this process that have not written their file yet (two runs in one directory).
 _CLAIMED_PATHS: set[Path] = set()
@@ -76,6 +76,10 @@ class DynamicsMonitor(Callback):
             exception (versioned ``-v1``, ``-v2``, ... when that name exists: nothing is overwritten), and hand
             it to loggers that keep artifacts (MLflow, W&B).
         save_every_n_samples: also write it every this many sample points (a killed run loses at most that many).
+        complexity_every_n_samples: every this many sample points also log ``higuchi_fd``, ``katz_fd`` and
+            ``mfdfa_width`` (layer means over the history; docs/method.md section 9); off by default.
+        surrogates_every_n_samples: every this many sample points also log ``metastability_z`` and
+            ``integration_z`` against 20 phase-randomised surrogates (docs/method.md section 7); off by default.
         log_dashboard: at the end of fit, log the dashboard figure to loggers that take images (rank 0 only;
             needs matplotlib).
         checkpoint_probe_batch: store the probe batch in checkpoints (off: it may be large or private; a resumed
@@ -109,6 +113,8 @@ class DynamicsMonitor(Callback):
         prefix: str = "dynamics",
         save_history: bool = True,
         save_every_n_samples: int | None = None,
+        complexity_every_n_samples: int | None = None,
+        surrogates_every_n_samples: int | None = None,
         log_dashboard: bool = True,
         checkpoint_probe_batch: bool = False,
         verbose: bool = True,
@@ -133,6 +139,8 @@ class DynamicsMonitor(Callback):
             prefix=prefix,
             source=source,
             save_every_n_samples=save_every_n_samples,
+            complexity_every_n_samples=complexity_every_n_samples,
+            surrogates_every_n_samples=surrogates_every_n_samples,
             warn=rank_zero_warn,
             info=rank_zero_info,
         )
@@ -192,7 +200,7 @@ class DynamicsMonitor(Callback):
     @property
     def keys(self) -> tuple[str, ...]:
         """The keys this monitor logs: ``<prefix>/<measure>``."""
-        return tuple(f"{self.prefix}/{key}" for key in MEASURE_KEYS)
+        return tuple(f"{self.prefix}/{key}" for key in self.tracker.keys)
 
     def points_needed(self) -> dict[str, int]:
         """Sample points before each key is first logged."""

@@ -248,3 +248,17 @@ def test_history_is_logged_as_a_run_artifact(tmp_path: Path, logger_kind: str, m
         wandb.finish()
         staged = [p for p in tmp_path.rglob("*") if p.is_file() and "wandb_" in str(p) and p.read_bytes() == data]
         assert staged, "the history was not staged as a W&B artifact"
+
+
+def test_opt_in_complexity_and_surrogate_measures_are_logged(tmp_path: Path) -> None:
+    monitor = DynamicsMonitor(complexity_every_n_samples=2, surrogates_every_n_samples=4, verbose=False)
+    t = trainer(tmp_path, max_epochs=28, callbacks=[monitor])
+    fit(t, val=False)
+    for key in ("higuchi_fd", "katz_fd", "mfdfa_width", "metastability_z", "integration_z"):
+        series = monitor.metrics[key]
+        assert len(series) == 28 and f"dynamics/{key}" in t.callback_metrics, key
+    assert 1.0 <= monitor.metrics["higuchi_fd"][27] <= 2.5 and torch.isnan(
+        torch.tensor(monitor.metrics["higuchi_fd"][26])
+    )
+    assert not torch.isnan(torch.tensor(monitor.metrics["metastability_z"][27]))
+    assert "dynamics/higuchi_fd" not in DynamicsMonitor(verbose=False).keys  # off by default
