@@ -70,14 +70,14 @@ def test_history_file_detects_truncation_and_flipped_bits(tmp_path: Path) -> Non
     data = bytearray(path.read_bytes())
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(bytes(data[: len(data) // 2]))
-    with pytest.raises(ValueError, match="truncated.pt"):
+    with pytest.raises(ValueError, match=r"truncated\.pt"):
         load_history(truncated)
     index = data.find(bytes(torch.tensor([20.0]).numpy().tobytes()))  # a float32 value inside the payload
     assert index > 0
     data[index] ^= 0x01
     flipped = tmp_path / "flipped.pt"
     flipped.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match="checksum mismatch|flipped.pt"):
+    with pytest.raises(ValueError, match=r"checksum mismatch|flipped\.pt"):
         load_history(flipped)
     with pytest.raises(FileNotFoundError, match="no dynamics history file"):
         load_history(tmp_path / "missing.pt")
