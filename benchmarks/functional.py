@@ -53,6 +53,8 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 import lightning_dynamics.functional as ldf
+from lightning_dynamics import DynamicsConfig
+from lightning_dynamics.tracker import sample_point_measures
 
 LAYERS = (16, 64, 256)
 LENGTHS = (64, 1024, 4096)
@@ -203,14 +205,12 @@ def ref_default_set(x: np.ndarray, s: np.ndarray) -> dict[str, Any]:
 
 
 def torch_default_set(x: torch.Tensor, s: torch.Tensor) -> dict[str, Any]:
-    measures = ldf.dynamics_measures(x)
+    # Exactly what the tracker computes at a sample point (lightning_dynamics.tracker.sample_point_measures).
+    out, _, _ = sample_point_measures(x, DynamicsConfig(window=WINDOW, volatility_window=VOLATILITY_WINDOW))
+    keys = ("metastability", "synchrony", "integration_alpha", "integration", "phase_integration")
     return {
-        "metastability": measures.metastability,
-        "synchrony": measures.synchrony,
-        "integration_alpha": measures.integration_alpha,
-        "integration": measures.integration,
-        "phase_integration": measures.phase_integration,
-        "stability_last": ldf.stability_index(x[..., -WINDOW:], window=WINDOW)[-1],
+        **{key: out[key] for key in keys},
+        "stability_last": out["stability_index"],
         "volatility": ldf.rolling_volatility(s, window=VOLATILITY_WINDOW),
     }
 

@@ -396,37 +396,10 @@ class DynamicsTracker:
         cfg = self.config
         x = self.history.values
         n_layers, n_points = x.shape
-        nan = torch.tensor(float("nan"), device=x.device)
-        out: dict[str, Tensor] = {key: nan for key in MEASURE_KEYS}
         missing = ~torch.isfinite(column) & (counts > 0)  # called, but NaN/Inf activations
+        out, valid, reason = sample_point_measures(x, cfg)
         out["nonfinite"] = missing.sum().to(x.dtype)
-        valid = torch.ones(n_layers, dtype=torch.bool, device=x.device)
         needed = cfg.points_needed()
-        reason = None
-        if n_points >= min(needed["metastability"], needed["integration"]):
-            measures = dynamics_measures(
-                x if cfg.history_window is None else x[:, -cfg.history_window :],
-                detrend=cfg.detrend,
-                pad=cfg.pad,
-                h_opt=cfg.h_opt,
-                sigma=cfg.sigma,
-                include_phase_integration=cfg.compute_phase_integration,
-            )
-            for key in ("integration", "integration_alpha", "metastability", "synchrony", "phase_integration"):
-                out[key] = getattr(measures, key)
-            out["n_excluded"] = measures.n_excluded.to(x.dtype)
-            valid = measures.valid
-            reason = measures.reason
-        if n_points >= cfg.window:
-            out["stability_index"] = stability_index(
-                x[:, -cfg.window :],
-                window=cfg.window,
-                weights=cfg.weights,
-                detrend=cfg.detrend,
-                pad=cfg.pad,
-                h_opt=cfg.h_opt,
-                sigma=cfg.sigma,
-            )[-1]
         keys = list(out)
         scalars = torch.stack([out[k].to(x.dtype) for k in keys])
         flat = torch.cat([scalars, missing.to(x.dtype), (counts == 0).to(x.dtype), (~valid).to(x.dtype)]).tolist()
@@ -606,3 +579,47 @@ class DynamicsTracker:
                     )
         self.metrics = {key: [float(v) for v in metrics.get(key, [math.nan] * length)] for key in self.keys}
         self.logged = {key: [float(v) for v in values] for key, values in state.get("logged", {}).items()}
+
+
+def sample_point_measures(x: Tensor, config: DynamicsConfig) -> tuple[dict[str, Tensor], Tensor, str | None]:
+    """What a sample point computes on a history ``x: [L, T]``, on its device, without a host sync.
+
+    The whole-history measures (over the last ``history_window`` points if set) and the stability index of the
+    last ``window`` points; NaN where too few points exist. The tracker adds ``nonfinite`` and the volatility
+    (from the stored stability series); the benchmarks time exactly this.
+
+    Returns:
+        ``({measure: 0-d tensor}, valid layers [L], reason or None)``.
+    """
+    cfg = config
+    n_layers, n_points = x.shape
+    nan = torch.tensor(float("nan"), dtype=x.dtype, device=x.device)
+    out: dict[str, Tensor] = {key: nan for key in MEASURE_KEYS}
+    valid = torch.ones(n_layers, dtype=torch.bool, device=x.device)
+    reason = None
+    needed = cfg.points_needed()
+    if n_points >= min(needed["metastability"], needed["integration"]):
+        measures = dynamics_measures(
+            x if cfg.history_window is None else x[:, -cfg.history_window :],
+            detrend=cfg.detrend,
+            pad=cfg.pad,
+            h_opt=cfg.h_opt,
+            sigma=cfg.sigma,
+            include_phase_integration=cfg.compute_phase_integration,
+        )
+        for key in ("integration", "integration_alpha", "metastability", "synchrony", "phase_integration"):
+            out[key] = getattr(measures, key)
+        out["n_excluded"] = measures.n_excluded.to(x.dtype)
+        valid = measures.valid
+        reason = measures.reason
+    if n_points >= cfg.window:
+        out["stability_index"] = stability_index(
+            x[:, -cfg.window :],
+            window=cfg.window,
+            weights=cfg.weights,
+            detrend=cfg.detrend,
+            pad=cfg.pad,
+            h_opt=cfg.h_opt,
+            sigma=cfg.sigma,
+        )[-1]
+    return out, valid, reason
