@@ -10,10 +10,10 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from lightning_dynamics import DynamicsMonitor
-from lightning_dynamics.tracker import MEASURE_KEYS
 from lightning_dynamics.capture import load_history
 from lightning_dynamics.functional import dynamics_measures, rolling_volatility, stability_index
 from lightning_dynamics.functional._checks import clear_shape_caches
+from lightning_dynamics.tracker import MEASURE_KEYS
 from tests.helpers import TinyModule, TinyNet, forward_hook_count, loaders, trainer
 
 
