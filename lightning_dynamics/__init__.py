@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from lightning_dynamics.config import DynamicsConfig
 from lightning_dynamics.convergence import DynamicsStoppingReason
+from lightning_dynamics.distributed import DistributedMismatchError
 from lightning_dynamics.tracker import DynamicsTracker
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "DistributedMismatchError",
     "DynamicsConfig",
     "DynamicsEarlyStopping",
     "DynamicsFabricMonitor",

@@ -29,7 +29,13 @@ from torch import Tensor, nn
 
 from lightning_dynamics.capture.layer_selection import LayerSelection
 from lightning_dynamics.config import DynamicsConfig, check_int
+from lightning_dynamics.distributed import StoreRendezvous, process_group_timeout
 from lightning_dynamics.tracker import DynamicsTracker
+
+_HINT = (
+    "Every process must run the same number of batches between sample points: shard the data with "
+    "fabric.setup_dataloaders (a DistributedSampler) or give every process an iterable of the same length."
+)
 
 
 class DynamicsFabricMonitor:
@@ -44,6 +50,10 @@ class DynamicsFabricMonitor:
         history_dir: where ``<prefix>_history.pt`` goes (default: the first logger's ``log_dir``, else the
             working directory); versioned ``-v1``, ... when the name exists.
         save_history: write the history file at ``on_train_end``.
+        ddp_timeout: with several processes, seconds each waits for the others before a sample point's
+            all-reduce, then fails with a :class:`~lightning_dynamics.DistributedMismatchError` instead of
+            hanging; ``None`` for the strategy's process-group timeout. Processes that disagree on the epoch
+            or step fail at once.
     """
 
     def __init__(
@@ -65,6 +75,7 @@ class DynamicsFabricMonitor:
         history_dir: str | Path | None = None,
         save_history: bool = True,
         save_every_n_samples: int | None = None,
+        ddp_timeout: float | None = None,
     ) -> None:
         config = DynamicsConfig(
             summary=summary,
@@ -92,6 +103,12 @@ class DynamicsFabricMonitor:
         self.save_history = save_history
         self._defined: set[str] = set()
         self._last_sample_step = -1
+        if ddp_timeout is not None and not (isinstance(ddp_timeout, (int, float)) and 0 < ddp_timeout < math.inf):
+            raise ValueError(
+                f"DynamicsFabricMonitor: ddp_timeout must be a positive number of seconds or None, got {ddp_timeout!r}."
+            )
+        self.ddp_timeout = ddp_timeout
+        self._rendezvous: StoreRendezvous | None = None
 
     @property
     def history_path(self) -> Path | None:
@@ -101,6 +118,11 @@ class DynamicsFabricMonitor:
         """Attach to ``model`` (a module returned by ``fabric.setup`` or the plain module)."""
         module = getattr(model, "module", model) if type(model).__name__ == "_FabricModule" else model
         self.tracker.attach(module, device=fabric.device)
+        self._rendezvous = StoreRendezvous.for_default_group(
+            namespace=self.tracker.prefix,
+            timeout=self.ddp_timeout or process_group_timeout(fabric.strategy),
+            owner=f"DynamicsFabricMonitor[{self.tracker.prefix}]",
+        )
         if fabric.is_global_zero and self.save_history:
             directory = self.history_dir
             if directory is None:
@@ -124,6 +146,8 @@ class DynamicsFabricMonitor:
         """One sample point: all-reduce, measures, ``fabric.log_dict`` of the defined values."""
 
         def reduce(packed: Tensor) -> Tensor:
+            if self._rendezvous is not None:  # all processes here, in step, or a clear error: never a hang
+                self._rendezvous.agree(f"sample point {self.tracker.n_samples}", {"epoch": epoch, "step": step}, _HINT)
             reduced = fabric.all_reduce(packed, reduce_op="sum")
             assert isinstance(reduced, Tensor)
             return reduced
@@ -142,6 +166,7 @@ class DynamicsFabricMonitor:
     def on_train_end(self, fabric: Fabric, **kwargs: Any) -> None:
         """Remove the hooks and save the history (rank 0)."""
         self.tracker.detach()
+        self._rendezvous = None
         if self.save_history and fabric.is_global_zero:
             path = self.tracker.save()
             if path is not None:

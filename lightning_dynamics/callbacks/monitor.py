@@ -22,7 +22,14 @@ from torch import Tensor
 
 from lightning_dynamics.capture.layer_selection import LayerSelection, is_compiled_module
 from lightning_dynamics.config import DynamicsConfig, check_int, layers_key
+from lightning_dynamics.distributed import StoreRendezvous, process_group_timeout
 from lightning_dynamics.tracker import DynamicsTracker
+
+_STEP_HINT = (
+    "Every process must run the same number of training batches per epoch: shard map-style data with a "
+    "DistributedSampler (Trainer(use_distributed_sampler=True), the default, does it) or give every process an "
+    "iterable of the same length; with uneven batches DDP's own gradient all-reduces are mismatched too."
+)
 
 # Paths claimed by monitors of this process that have not written their file yet (two runs in one directory).
 _CLAIMED_PATHS: set[Path] = set()
@@ -84,6 +91,11 @@ class DynamicsMonitor(Callback):
             needs matplotlib).
         checkpoint_probe_batch: store the probe batch in checkpoints (off: it may be large or private; a resumed
             run then takes a new first batch unless ``probe_batch`` is given).
+        ddp_timeout: with several processes, seconds each process waits for the others before the sample
+            point's all-reduce (and at each epoch start) before it fails with a
+            :class:`~lightning_dynamics.distributed.DistributedMismatchError`; ``None`` (default) for the
+            strategy's process-group timeout (``DDPStrategy(timeout=...)``, 30 minutes by default). Processes
+            that disagree (e.g. different numbers of training batches) fail at once, whatever the timeout.
         verbose: announce the layers and the points needed.
 
     Example::
@@ -117,6 +129,7 @@ class DynamicsMonitor(Callback):
         surrogates_every_n_samples: int | None = None,
         log_dashboard: bool = True,
         checkpoint_probe_batch: bool = False,
+        ddp_timeout: float | None = None,
         verbose: bool = True,
     ) -> None:
         super().__init__()
@@ -151,7 +164,14 @@ class DynamicsMonitor(Callback):
         self.save_history = save_history
         self.log_dashboard = log_dashboard
         self.checkpoint_probe_batch = checkpoint_probe_batch
+        if ddp_timeout is not None and not (isinstance(ddp_timeout, (int, float)) and 0 < ddp_timeout < math.inf):
+            raise ValueError(
+                f"DynamicsMonitor: ddp_timeout must be a positive number of seconds or None, got {ddp_timeout!r}."
+            )
+        self.ddp_timeout = ddp_timeout
         self.verbose = verbose
+        self._rendezvous: StoreRendezvous | None = None
+        self._batches_this_epoch = 0
         self._pending_state: dict[str, Any] | None = None
         self._last_sample_step = -1
         self._defined: set[str] = set()
@@ -232,6 +252,11 @@ class DynamicsMonitor(Callback):
             self._restore(state)
         if self.source == "train":
             self._recompile_if_compiled(trainer, pl_module)
+        self._rendezvous = StoreRendezvous.for_default_group(
+            namespace=self.prefix,
+            timeout=self.ddp_timeout or process_group_timeout(trainer.strategy),
+            owner=f"DynamicsMonitor[{self.prefix}]",
+        )
         # trainer.log_dir is a collective under DDP: resolve it here, where every rank passes, not at the end.
         log_dir = Path(trainer.log_dir or trainer.default_root_dir)
         if trainer.is_global_zero:
@@ -274,6 +299,20 @@ class DynamicsMonitor(Callback):
             if self.verbose:
                 rank_zero_info("DynamicsMonitor: compiled model detected; dynamo caches reset so the hooks run.")
 
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._batches_this_epoch = 0
+        if self._rendezvous is not None:
+            # Uneven batches per process would pair our epoch-end all-reduce with a gradient all-reduce.
+            self._rendezvous.agree(
+                f"the start of epoch {trainer.current_epoch}",
+                {
+                    "epoch": trainer.current_epoch,
+                    "step": trainer.global_step,
+                    "num_training_batches": str(trainer.num_training_batches),
+                },
+                hint=_STEP_HINT,
+            )
+
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
@@ -287,6 +326,7 @@ class DynamicsMonitor(Callback):
     ) -> None:
         if self.source == "train":
             self.tracker.capture_enabled = False
+        self._batches_this_epoch += 1
         step = trainer.global_step
         if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and step != self._last_sample_step:
             self._last_sample_step = step
@@ -308,6 +348,7 @@ class DynamicsMonitor(Callback):
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.tracker.detach()
+        self._rendezvous = None
 
     def state_dict(self) -> dict[str, Any]:
         if self.tracker.history is None:
@@ -359,10 +400,19 @@ class DynamicsMonitor(Callback):
                     self._recompile_if_compiled(trainer, pl_module)  # the probe's hooks exist only now
                     return self.probe_forward(pl_module, batch)
 
+        def reduce(packed: Tensor) -> Tensor:
+            if self._rendezvous is not None:  # all processes here, in step, or a clear error: never a hang
+                self._rendezvous.agree(
+                    f"sample point {self.tracker.n_samples}",
+                    {"epoch": trainer.current_epoch, "step": trainer.global_step, "batches": self._batches_this_epoch},
+                    hint=_STEP_HINT,
+                )
+            return trainer.strategy.reduce(packed, reduce_op="sum")  # one collective
+
         values = self.tracker.sample(
             trainer.current_epoch,
             trainer.global_step,
-            reduce=lambda packed: trainer.strategy.reduce(packed, reduce_op="sum"),  # one collective
+            reduce=reduce,
             logged=self._trainer_scalars(trainer),
             probe=probe,
             probe_context=trainer.precision_plugin.forward_context,
