@@ -402,10 +402,12 @@ class DynamicsTracker:
         needed = cfg.points_needed()
         keys = list(out)
         scalars = torch.stack([out[k].to(x.dtype) for k in keys])
-        flat = torch.cat([scalars, missing.to(x.dtype), (counts == 0).to(x.dtype), (~valid).to(x.dtype)]).tolist()
+        # A NaN count: the layer's capture failed on some process (disabled there), so it is missing everywhere.
+        flags_of = [missing, counts == 0, counts.isnan(), ~valid]
+        flat = torch.cat([scalars, *(flag.to(x.dtype) for flag in flags_of)]).tolist()
         values = dict(zip(keys, flat[: len(keys)], strict=True))
         flags = flat[len(keys) :]
-        self._warn_layers(flags[:n_layers], flags[n_layers : 2 * n_layers], flags[2 * n_layers :])
+        self._warn_layers(*(flags[i * n_layers : (i + 1) * n_layers] for i in range(len(flags_of))))
         self._note_reason(reason, n_points, needed)
         recent = [*self.metrics["stability_index"], values["stability_index"]][-cfg.volatility_window :]
         if len(recent) == cfg.volatility_window and not any(math.isnan(v) for v in recent):
@@ -422,12 +424,16 @@ class DynamicsTracker:
             self._warned.add(("reason", reason))
             self.warn(f"DynamicsTracker[{self.prefix}]: some measures are undefined and not logged: {reason}.")
 
-    def _warn_layers(self, missing: list[float], never_called: list[float], excluded: list[float]) -> None:
+    def _warn_layers(
+        self, missing: list[float], never_called: list[float], disabled: list[float], excluded: list[float]
+    ) -> None:
         """Name each layer once per kind of trouble; one warning per kind and sample point lists them all."""
         assert self.history is not None
         kinds = {
             "never_called": "were not called (or produced no floating-point tensor) in a sample interval; "
             "those points are missing",
+            "disabled": "were disabled after their capture failed on some process (see its warning); their points "
+            "are missing on every process from then on",
             "nonfinite": f"produced NaN/Inf activations in a sample interval; those points are missing "
             f"({self.prefix}/nonfinite)",
             "excluded": f"are excluded from the measures (zero variance, or too many missing points; counted in "
@@ -435,7 +441,9 @@ class DynamicsTracker:
         }
         new: dict[str, list[str]] = {kind: [] for kind in kinds}
         for index, name in enumerate(self.history.layer_names):
-            if never_called[index]:
+            if disabled[index]:
+                kind = "disabled"
+            elif never_called[index]:
                 kind = "never_called"
             elif missing[index]:
                 kind = "nonfinite"

@@ -91,7 +91,7 @@ class ActivationCapture:
     def _disable(self, index: int, error: Exception) -> None:
         name, module = self.layers[index]
         self.disabled[index] = f"{type(error).__name__}: {error}"
-        self.accumulator.discard(index)
+        self.accumulator.disable(index)
         warnings.warn(
             f"ActivationCapture: summarising the output of layer {name!r} ({type(module).__name__}) failed with "
             f"{self.disabled[index]}. The layer is disabled: its points are missing from now on; training goes "

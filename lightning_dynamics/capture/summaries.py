@@ -6,6 +6,7 @@ from tensor shapes and stay on the host, so nothing in the hot path waits for th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -84,6 +85,9 @@ class SummaryAccumulator:
         # std: per-layer shift K (float64 where available); rms: layers summed with scaling (host flags).
         self.shift = torch.zeros(n_layers, dtype=dtype, device=device)
         self.scaled = [False] * n_layers
+        # Layers whose capture failed: their packed count is NaN, which survives the all-reduce (SUM), so the
+        # layer is missing on every rank, as in one process, instead of summarising the other ranks' data.
+        self.disabled = [False] * n_layers
 
     @torch.no_grad()
     def add(self, index: int, activation: Tensor) -> None:
@@ -124,9 +128,18 @@ class SummaryAccumulator:
         self.sums[index].zero_()
         self.counts[index] = 0
 
+    def disable(self, index: int) -> None:
+        """Drop layer ``index``'s interval and mark it missing from now on, on every rank (count NaN)."""
+        self.discard(index)
+        self.disabled[index] = True
+
     def packed(self) -> Tensor:
-        """``[L, k + 1]``: the sums with the counts as last column, ready for one all-reduce (SUM)."""
-        counts = torch.tensor(self.counts, dtype=self.sums.dtype).to(self.sums.device, non_blocking=True)
+        """``[L, k + 1]``: the sums with the counts as last column, ready for one all-reduce (SUM).
+
+        A disabled layer's count is NaN: after the all-reduce its value is NaN on every rank.
+        """
+        marked = [math.nan if off else float(n) for n, off in zip(self.counts, self.disabled, strict=True)]
+        counts = torch.tensor(marked, dtype=self.sums.dtype).to(self.sums.device, non_blocking=True)
         return torch.cat([self.sums, counts.unsqueeze(-1)], dim=-1)
 
     def summarize(self, packed: Tensor) -> Tensor:

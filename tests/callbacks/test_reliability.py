@@ -213,3 +213,29 @@ def test_2000_sample_points_keep_memory_flat(tmp_path: Path) -> None:
     assert monitor.history.length == 2000
     assert len({count for _, count, _ in census}) == 1, census  # no tensor accumulates
     assert len({size for _, _, size in census}) == 1, census  # beyond the history buffer, not one byte more
+
+
+def test_a_layer_whose_capture_fails_is_disabled_named_and_missing_from_then_on() -> None:
+    from lightning_dynamics import DynamicsTracker
+
+    class TurnsSparse(nn.Module):
+        calls = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            return x.to_sparse() if self.calls == 3 else x  # one bad output, at the third point
+
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 8), TurnsSparse(), nn.Linear(8, 2))
+    warnings_seen: list[str] = []
+    tracker = DynamicsTracker(layers=["0", "2", "3", "4"], warn=warnings_seen.append).attach(model)
+    with pytest.warns(UserWarning, match=r"layer '3' \(TurnsSparse\).*sparse"):
+        for point in range(6):
+            model(torch.randn(16, 4, generator=torch.Generator().manual_seed(point))).to_dense()
+            tracker.sample(epoch=point, step=point)
+    values = tracker.history.values
+    bad = tracker.layer_names.index("3")
+    assert values[bad, :2].isfinite().all() and values[bad, 2:].isnan().all()  # disabled: missing from then on
+    assert values[[i for i in range(4) if i != bad]].isfinite().all()  # the other layers are untouched
+    disabled = [m for m in warnings_seen if "were disabled after their capture failed" in m]
+    assert len(disabled) == 1 and "'3'" in disabled[0]  # said once, naming the layer
+    assert not any("were not called" in m and "'3'" in m for m in warnings_seen)

@@ -201,3 +201,40 @@ def test_an_error_in_the_reduction_does_not_stop_the_forward(monkeypatch) -> Non
         with pytest.warns(LayerCaptureWarning, match="RuntimeError: reduction failed"):
             net(torch.randn(4, 3))
     assert acc.counts == [0, 12] and capture.disabled == {0: "RuntimeError: reduction failed"}
+
+
+def test_a_layer_disabled_on_one_rank_is_missing_on_every_rank() -> None:
+    """Under DDP the packed sums are all-reduced (SUM): a layer disabled on one rank must not be summarised from
+    the other ranks' data alone (a value from part of the batch), but be missing everywhere, as in one process."""
+
+    class SometimesSparse(nn.Module):
+        def __init__(self, sparse: bool) -> None:
+            super().__init__()
+            self.sparse = sparse
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.to_sparse() if self.sparse else x * 2
+
+    packed = []
+    for rank_sparse in (True, False):  # rank 0's outputs cannot be summarised, rank 1's can
+        net = nn.Sequential(nn.Linear(3, 3), SometimesSparse(rank_sparse))
+        acc = SummaryAccumulator(2, "mean", torch.device("cpu"))
+        with ActivationCapture([("0", net[0]), ("1", net[1])], acc) as capture, capture.capturing():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", LayerCaptureWarning)
+                net(torch.randn(2, 3))
+        packed.append(acc.packed())
+    assert packed[0][1, -1].isnan() and packed[1][1, -1] == 6  # the disabled layer's count is NaN
+    reduced = packed[0] + packed[1]  # what all_reduce(SUM) gives every rank
+    values = acc.summarize(reduced)
+    assert values[0].isfinite() and values[1].isnan()
+
+
+def test_a_disabled_layer_stays_missing_after_the_interval_resets() -> None:
+    net = nn.Sequential(nn.Linear(3, 3), nn.Identity())
+    acc = SummaryAccumulator(2, "rms", torch.device("cpu"))
+    acc.disable(1)
+    acc.reset()
+    with ActivationCapture([("0", net[0]), ("1", net[1])], acc) as capture, capture.capturing():
+        net(torch.randn(2, 3))
+    assert acc.packed()[:, -1].isnan().tolist() == [False, True]
