@@ -64,6 +64,16 @@ def test_monitor_validates_through_the_same_config() -> None:
     assert DynamicsMonitor(window=24).config == DynamicsConfig(window=24)
 
 
+@pytest.mark.parametrize("value", [0, -1.0, math.inf, math.nan, "60"])
+def test_ddp_timeout_is_positive_seconds(value: object) -> None:
+    from lightning_dynamics import DynamicsFabricMonitor, DynamicsMonitor
+
+    for adapter in (DynamicsMonitor, DynamicsFabricMonitor):
+        with pytest.raises(ValueError, match="`ddp_timeout` must be a finite number > 0"):
+            adapter(ddp_timeout=value)  # type: ignore[arg-type]
+    assert DynamicsMonitor(ddp_timeout=60).ddp_timeout == 60.0 and DynamicsMonitor().ddp_timeout is None
+
+
 def test_config_is_frozen_and_hashable() -> None:
     config = DynamicsConfig()
     with pytest.raises(AttributeError):

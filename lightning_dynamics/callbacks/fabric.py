@@ -28,7 +28,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_dynamics.capture.layer_selection import LayerSelection
-from lightning_dynamics.config import DynamicsConfig, check_int
+from lightning_dynamics.config import DynamicsConfig, check_finite_real, check_int
 from lightning_dynamics.distributed import StoreRendezvous, process_group_timeout
 from lightning_dynamics.tracker import DynamicsTracker
 
@@ -103,11 +103,7 @@ class DynamicsFabricMonitor:
         self.save_history = save_history
         self._defined: set[str] = set()
         self._last_sample_step = -1
-        if ddp_timeout is not None and not (isinstance(ddp_timeout, (int, float)) and 0 < ddp_timeout < math.inf):
-            raise ValueError(
-                f"DynamicsFabricMonitor: ddp_timeout must be a positive number of seconds or None, got {ddp_timeout!r}."
-            )
-        self.ddp_timeout = ddp_timeout
+        self.ddp_timeout = None if ddp_timeout is None else check_finite_real("ddp_timeout", ddp_timeout, positive=True)
         self._rendezvous: StoreRendezvous | None = None
 
     @property

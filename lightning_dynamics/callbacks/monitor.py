@@ -21,7 +21,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from lightning_dynamics.capture.layer_selection import LayerSelection, is_compiled_module
-from lightning_dynamics.config import DynamicsConfig, check_int, layers_key
+from lightning_dynamics.config import DynamicsConfig, check_finite_real, check_int, layers_key
 from lightning_dynamics.distributed import StoreRendezvous, process_group_timeout
 from lightning_dynamics.tracker import DynamicsTracker
 
@@ -164,11 +164,7 @@ class DynamicsMonitor(Callback):
         self.save_history = save_history
         self.log_dashboard = log_dashboard
         self.checkpoint_probe_batch = checkpoint_probe_batch
-        if ddp_timeout is not None and not (isinstance(ddp_timeout, (int, float)) and 0 < ddp_timeout < math.inf):
-            raise ValueError(
-                f"DynamicsMonitor: ddp_timeout must be a positive number of seconds or None, got {ddp_timeout!r}."
-            )
-        self.ddp_timeout = ddp_timeout
+        self.ddp_timeout = None if ddp_timeout is None else check_finite_real("ddp_timeout", ddp_timeout, positive=True)
         self.verbose = verbose
         self._rendezvous: StoreRendezvous | None = None
         self._batches_this_epoch = 0
