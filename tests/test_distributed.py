@@ -6,6 +6,7 @@ tests/callbacks/test_ddp_uneven.py.
 
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 import time
@@ -60,11 +61,9 @@ def _pair(stores: list[Any], timeout: float = 10.0, namespace: str = "test") -> 
 def test_agreement_passes_and_cleans_up_the_previous_point(stores: list[Any]) -> None:
     a, b = _pair(stores)
     for point in range(3):
-        facts = {"epoch": point, "step": 4 * point}
-        assert _in_threads(lambda: a.agree(f"point {point}", facts), lambda: b.agree(f"point {point}", facts)) == [
-            None,
-            None,
-        ]
+        label, facts = f"point {point}", {"epoch": point, "step": 4 * point}
+        jobs = [functools.partial(rendezvous.agree, label, facts) for rendezvous in (a, b)]
+        assert _in_threads(*jobs) == [None, None]
     # Points 0 and 1 were deleted once both processes had passed the next point; point 2 is kept (a slower
     # process may still be reading it).
     assert not stores[0].check([a._key("point 0", 0)]) and not stores[0].check([a._key("point 1", 1)])
