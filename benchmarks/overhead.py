@@ -152,7 +152,7 @@ def measure_model(name: str, configs: list[str], rounds: int, steps: int, accele
     rows = []
     for key in configs:
         monitor = monitors[key]
-        own = monitor.history._buffer.numel() * 4 + monitor._accumulator.sums.numel() * 8  # type: ignore[union-attr]
+        own = monitor.history._buffer.numel() * 4 + monitor.tracker._accumulator.sums.numel() * 8  # type: ignore[union-attr]
         rows.append(
             {
                 "model": name,
@@ -183,8 +183,7 @@ class AlternateHooks(pl.Callback):
         self.monitor = monitor
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        assert self.monitor._capture is not None
-        self.monitor._capture.enabled = _PAIRED_PATTERN[batch_idx % len(_PAIRED_PATTERN)]
+        self.monitor.tracker.capture_enabled = _PAIRED_PATTERN[batch_idx % len(_PAIRED_PATTERN)]
 
 
 def measure_paired(name: str, config: str, steps: int, accelerator: str) -> dict:
