@@ -10,8 +10,8 @@ No Lightning import.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from torch import nn
@@ -150,6 +150,19 @@ class DynamicsConfig:
     sigma: float = DEFAULT_SIGMA
     history_window: int | None = None
     compute_phase_integration: bool = True
+
+    @classmethod
+    def from_arguments(cls, arguments: Mapping[str, Any]) -> DynamicsConfig:
+        """The config of an adapter's typed ``__init__`` arguments (its ``locals()``): the fields, by name.
+
+        The adapters keep explicit typed signatures (LightningCLI reads them) and build their config here, so
+        a new field is validated in one place.
+        """
+        names = [field.name for field in fields(cls)]
+        missing = [name for name in names if name not in arguments]
+        if missing:
+            raise TypeError(f"DynamicsConfig.from_arguments: no value for {missing}.")
+        return cls(**{name: arguments[name] for name in names})
 
     def __post_init__(self) -> None:
         check_choice("summary", self.summary, SUMMARY_CHOICES)

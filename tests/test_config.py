@@ -93,15 +93,25 @@ def test_defaults_are_the_functional_defaults() -> None:
     assert (config.h_opt, config.sigma) == (measures["h_opt"].default, measures["sigma"].default)
 
 
-def test_monitor_keeps_typed_init_defaults_equal_to_the_config() -> None:
-    from lightning_dynamics import DynamicsMonitor
+@pytest.mark.parametrize("adapter", ["DynamicsMonitor", "DynamicsFabricMonitor"])
+def test_adapters_keep_typed_init_defaults_equal_to_the_config(adapter: str) -> None:
+    import lightning_dynamics
 
-    parameters = inspect.signature(DynamicsMonitor.__init__).parameters
+    cls = getattr(lightning_dynamics, adapter)
+    parameters = inspect.signature(cls.__init__).parameters
     defaults = DynamicsConfig().to_dict()
-    for name, value in defaults.items():
+    for name, value in defaults.items():  # every field is an argument: from_arguments(locals()) finds it
         default = parameters[name].default
         assert (list(default) if isinstance(default, tuple) else default) == value, name
         assert parameters[name].annotation is not inspect.Parameter.empty
+    assert cls(window=24, weights=[0.25, 0.75]).tracker.config == DynamicsConfig(window=24, weights=(0.25, 0.75))
+
+
+def test_from_arguments_takes_the_fields_and_ignores_the_rest() -> None:
+    arguments = {**DynamicsConfig(sigma=0.2).to_dict(), "self": object(), "prefix": "x"}
+    assert DynamicsConfig.from_arguments(arguments) == DynamicsConfig(sigma=0.2)
+    with pytest.raises(TypeError, match=r"no value for \['detrend', 'pad', 'window',"):
+        DynamicsConfig.from_arguments({"summary": "rms"})
 
 
 def test_layers_key_has_no_memory_address() -> None:

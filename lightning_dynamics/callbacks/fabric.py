@@ -77,18 +77,7 @@ class DynamicsFabricMonitor:
         save_every_n_samples: int | None = None,
         ddp_timeout: float | None = None,
     ) -> None:
-        config = DynamicsConfig(
-            summary=summary,
-            detrend=detrend,
-            pad=pad,
-            window=window,
-            volatility_window=volatility_window,
-            weights=tuple(weights) if isinstance(weights, list) else weights,
-            h_opt=h_opt,
-            sigma=sigma,
-            history_window=history_window,
-            compute_phase_integration=compute_phase_integration,
-        )
+        config = DynamicsConfig.from_arguments(locals())  # validates every measure setting
         self.tracker = DynamicsTracker(
             layers=layers,
             max_layers=max_layers,
