@@ -23,6 +23,7 @@ machine); nothing per batch.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -74,8 +75,17 @@ class StoreRendezvous:
         """The rendezvous of the default process group, or ``None`` in one process (nothing to agree on)."""
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
             return None
-        store = dist.distributed_c10d._get_default_store()
-        return cls(store, dist.get_rank(), dist.get_world_size(), namespace, timeout, owner)
+        try:
+            store = dist.distributed_c10d._get_default_store()
+            return cls(store, dist.get_rank(), dist.get_world_size(), namespace, timeout, owner)
+        except Exception as error:  # a process group without a usable store: run unguarded, and say so
+            warnings.warn(
+                f"{owner}: the process group has no usable key-value store ({error!r}); the processes are not "
+                "checked for being in step before the sample point's all-reduce (uneven batches would block there "
+                "until the process group's timeout).",
+                stacklevel=2,
+            )
+            return None
 
     def _key(self, label: str, rank: int) -> str:
         return f"{self._prefix}/{label}/{rank}"

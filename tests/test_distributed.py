@@ -128,3 +128,15 @@ def test_process_group_timeout_follows_the_strategy() -> None:
 
     assert process_group_timeout(DDPStrategy(timeout=timedelta(seconds=42))) == 42.0
     assert process_group_timeout(object()) == 1800.0
+
+
+def test_a_group_without_a_usable_store_runs_unguarded_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda group=None: 2)
+
+    def no_store() -> None:
+        raise RuntimeError("this backend keeps no store")
+
+    monkeypatch.setattr(dist.distributed_c10d, "_get_default_store", no_store)
+    with pytest.warns(UserWarning, match="no usable key-value store.*not checked for being in step"):
+        assert StoreRendezvous.for_default_group("x", 5.0, "Test") is None
