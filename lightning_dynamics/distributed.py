@@ -34,6 +34,8 @@ import torch.distributed as dist
 __all__ = ["DistributedMismatchError", "StoreRendezvous"]
 
 _ROOT = "lightning_dynamics"
+# A store's wait timeout: DistStoreError since torch 2.2's exception hierarchy, a RuntimeError before.
+_STORE_TIMEOUT: type[Exception] = getattr(dist, "DistStoreError", RuntimeError)
 
 
 class DistributedMismatchError(RuntimeError):
@@ -69,6 +71,8 @@ class StoreRendezvous:
         ticket = int(store.add(f"{_ROOT}/{namespace}/runs", 1)) - 1
         self._prefix = f"{_ROOT}/{namespace}/{ticket // world_size}"
         self._previous: str | None = None
+        has_extended_api = getattr(store, "has_extended_api", lambda: False)
+        self._batched = bool(has_extended_api())  # multi_set/multi_get: one round trip instead of one per key
 
     @classmethod
     def for_default_group(cls, namespace: str, timeout: float, owner: str) -> StoreRendezvous | None:
@@ -98,16 +102,16 @@ class StoreRendezvous:
                 ``label`` within the timeout (raised on the processes that did).
         """
         note = json.dumps(dict(facts), sort_keys=True)
-        self.store.multi_set(
+        self._set_many(
             [self._key(label, self.rank), f"{self._prefix}/latest/{self.rank}"],
             [note, json.dumps({"label": label, **facts})],
         )
         keys = [self._key(label, r) for r in range(self.world_size)]
         try:
             self.store.wait(keys, timedelta(seconds=self.timeout))
-        except dist.DistStoreError:
+        except _STORE_TIMEOUT:
             raise DistributedMismatchError(self._timeout_message(label, facts, hint)) from None
-        notes = [json.loads(value) for value in self.store.multi_get(keys)]
+        notes = [json.loads(value) for value in self._get_many(keys)]
         if any(other != notes[self.rank] for other in notes):
             table = "; ".join(f"rank {r}: {_describe(n)}" for r, n in enumerate(notes))
             raise DistributedMismatchError(
@@ -119,6 +123,16 @@ class StoreRendezvous:
         if self._previous is not None:
             self.store.delete_key(self._previous)
         self._previous = self._key(label, self.rank)
+
+    def _set_many(self, keys: list[str], values: list[str]) -> None:
+        if self._batched:
+            self.store.multi_set(keys, values)
+        else:
+            for key, value in zip(keys, values, strict=True):
+                self.store.set(key, value)
+
+    def _get_many(self, keys: list[str]) -> list[bytes]:
+        return list(self.store.multi_get(keys)) if self._batched else [self.store.get(key) for key in keys]
 
     def _timeout_message(self, label: str, facts: Mapping[str, Any], hint: str) -> str:
         missing = [r for r in range(self.world_size) if not self.store.check([self._key(label, r)])]

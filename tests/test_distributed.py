@@ -60,6 +60,7 @@ def _pair(stores: list[Any], timeout: float = 10.0, namespace: str = "test") -> 
 
 def test_agreement_passes_and_cleans_up_the_previous_point(stores: list[Any]) -> None:
     a, b = _pair(stores)
+    assert a._batched and b._batched  # a TCPStore has multi_set/multi_get: one round trip per step
     for point in range(3):
         label, facts = f"point {point}", {"epoch": point, "step": 4 * point}
         jobs = [functools.partial(rendezvous.agree, label, facts) for rendezvous in (a, b)]
@@ -140,3 +141,22 @@ def test_a_group_without_a_usable_store_runs_unguarded_and_says_so(monkeypatch: 
     monkeypatch.setattr(dist.distributed_c10d, "_get_default_store", no_store)
     with pytest.warns(UserWarning, match="no usable key-value store.*not checked for being in step"):
         assert StoreRendezvous.for_default_group("x", 5.0, "Test") is None
+
+
+def test_stores_without_the_extended_api_work_key_by_key(stores: list[Any]) -> None:
+    class Basic:
+        """Only the basic Store methods (FileStore-like stores of older torch)."""
+
+        def __init__(self, store: Any) -> None:
+            self._store = store
+
+        def __getattr__(self, name: str) -> Any:
+            if name in {"multi_get", "multi_set", "has_extended_api"}:
+                raise AttributeError(name)
+            return getattr(self._store, name)
+
+    a, b = (StoreRendezvous(Basic(store), rank, 2, "basic", 10.0) for rank, store in enumerate(stores))
+    assert not a._batched
+    assert _in_threads(lambda: a.agree("p", {"step": 1}), lambda: b.agree("p", {"step": 1})) == [None, None]
+    results = _in_threads(lambda: a.agree("q", {"step": 2}), lambda: b.agree("q", {"step": 3}))
+    assert all(isinstance(r, DistributedMismatchError) and "rank 1: step=3" in str(r) for r in results)
