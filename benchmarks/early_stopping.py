@@ -31,9 +31,9 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
 from lightning_dynamics import DynamicsEarlyStopping, DynamicsMonitor
-from lightning_dynamics.analysis import val_loss_stop_epoch
+from lightning_dynamics.report.analysis import val_loss_stop_epoch
 from lightning_dynamics.convergence import convergence_signal
-from lightning_dynamics.experiments import DeepCNN, DigitsDataModule, ImageClassifier, SmallCNN, SmallMLP, quiet_trainer
+from benchmarks.kit import DeepCNN, DigitsDataModule, ImageClassifier, SmallCNN, SmallMLP, quiet_trainer
 from lightning_dynamics.functional import rolling_volatility, stability_index
 
 ARCHS = {"cnn": SmallCNN, "mlp": SmallMLP, "deep": DeepCNN}

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_dynamics.analysis import accuracy_plateau_epoch
+from lightning_dynamics.report.analysis import accuracy_plateau_epoch
 from lightning_dynamics.convergence import convergence_signal
 from lightning_dynamics.functional import (
     detrend,

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lightning_dynamics.analysis import accuracy_plateau_epoch
+from lightning_dynamics.report.analysis import accuracy_plateau_epoch
 from lightning_dynamics.capture import load_history
 from lightning_dynamics.convergence import convergence_signal
 from lightning_dynamics.functional import detrend, instantaneous_phase, kuramoto_order_parameter

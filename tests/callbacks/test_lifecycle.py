@@ -76,7 +76,7 @@ def test_two_monitors_with_one_prefix_is_an_error(tmp_path: Path) -> None:
 def test_convergence_report_takes_the_prefix(tmp_path: Path) -> None:
     import pandas as pd
 
-    from lightning_dynamics.analysis import convergence_report
+    from lightning_dynamics.report.analysis import convergence_report
 
     frame = pd.DataFrame(
         {"val_acc": [50.0, 90.0, 95.0, 95.0], "probe/stability_volatility": [0.4, 0.05, 0.05, 0.05]},

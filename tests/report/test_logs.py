@@ -4,7 +4,7 @@ import pytest
 
 from lightning_dynamics.report import epoch_metrics, read_metrics
 from lightning_dynamics.report.plots import plot_dynamics
-from tests.test_analysis import _csv_like
+from tests.report.test_analysis import _csv_like
 
 pytest.importorskip("matplotlib")
 
