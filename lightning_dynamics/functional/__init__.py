@@ -54,7 +54,9 @@ from lightning_dynamics.functional.surrogates import (
     SurrogateTestResult,
     circular_shift_surrogates,
     phase_randomized_surrogates,
+    surrogate_histories,
     surrogate_test,
+    time_shuffle_surrogates,
 )
 
 __all__ = [
@@ -100,7 +102,9 @@ __all__ = [
     "phase_randomized_surrogates",
     "rolling_volatility",
     "stability_index",
+    "surrogate_histories",
     "surrogate_test",
+    "time_shuffle_surrogates",
     "synchrony",
     "unit_phasors",
 ]

@@ -164,3 +164,80 @@ def surrogate_test(
     p = torch.where(undefined, torch.full_like(p, float("nan")), p)
     z = torch.where(undefined, torch.full_like(z, float("nan")), z)
     return SurrogateTestResult(value, mean, std, z, p)
+
+
+def time_shuffle_surrogates(x: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
+    """``n`` surrogates of ``x: [..., T]``, each series' values permuted in time independently.
+
+    Keeps each series' values (so its distribution); destroys every temporal correlation (a DFA exponent
+    becomes that of white noise, about 0.5) and the coupling between series.
+
+    Returns:
+        ``[n, ..., T]``.
+
+    Example:
+        >>> import torch
+        >>> s = time_shuffle_surrogates(torch.arange(6.0), 3, generator=torch.Generator().manual_seed(0))
+        >>> s.shape, bool((s.sort(-1).values == torch.arange(6.0)).all())
+        (torch.Size([3, 6]), True)
+    """
+    x = as_float_series(x)
+    order = torch.rand((n, *x.shape), generator=generator, device="cpu").argsort(dim=-1).to(x.device)
+    return torch.gather(x.expand(n, *x.shape), -1, order)
+
+
+NULL_METHODS = ("phase", "shuffle", "shift")
+
+
+def surrogate_histories(
+    x: Tensor,
+    n: int,
+    method: str = "phase",
+    detrend: str | None = "diff",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""``n`` null histories of ``x: [..., L, T]`` that go through the same measures as ``x`` (same ``detrend``).
+
+    The surrogates are made from each layer's detrended series :math:`d_l` (docs/method.md sections 1 and 7) and
+    mapped back so that detrending them with ``detrend`` gives the surrogate series again: with ``"diff"`` the
+    surrogate increments are summed (:math:`\tilde x_l(t) = \sum_{s \le t} \tilde d_l(s)`, so the differences are
+    :math:`\tilde d_l` exactly); with ``"mean"``, ``"linear"`` or ``None`` the surrogate of the detrended series is
+    the history itself (detrending it again changes nothing the measures see: they are scale-free). Layers that
+    detrending excludes (constant, too many missing points) stay constant, so they are excluded again.
+
+    Args:
+        x: ``[..., L, T]`` layer series.
+        n: number of surrogates (>= 1).
+        method: ``"phase"`` (phase randomisation: keeps each layer's spectrum), ``"shuffle"`` (time shuffle: keeps
+            each layer's values, destroys its temporal correlations) or ``"shift"`` (circular time shifts).
+        detrend: the preprocessing the measures will apply.
+        generator: for reproducible surrogates.
+
+    Returns:
+        ``[n, ..., L, T']`` with ``T' = T`` (``T`` points: a leading zero and the summed increments for ``"diff"``).
+
+    Example:
+        >>> import torch
+        >>> from lightning_dynamics.functional import detrend
+        >>> x = torch.randn(4, 50, dtype=torch.float64).cumsum(-1)
+        >>> s = surrogate_histories(x, 3, method="shuffle", generator=torch.Generator().manual_seed(0))
+        >>> d, ds = detrend(x, "diff").series, detrend(s, "diff").series
+        >>> s.shape, torch.allclose(ds.sort(-1).values, d.sort(-1).values.expand(3, 4, 49))
+        (torch.Size([3, 4, 50]), True)
+    """
+    if int(n) != n or n < 1:
+        raise ValueError(f"`n` must be an integer >= 1, got {n!r}.")
+    check_choice("method", method, NULL_METHODS)
+    x = as_float_series(x, min_dim=2)
+    detrended = detrend_series(x, detrend)
+    series, valid = detrended.series, detrended.valid
+    make = {
+        "phase": phase_randomized_surrogates,
+        "shuffle": time_shuffle_surrogates,
+        "shift": circular_shift_surrogates,
+    }[method]
+    surrogates = torch.where(valid.unsqueeze(-1), make(series, n, generator), torch.zeros_like(series))
+    if detrend != "diff":
+        return surrogates
+    zero = torch.zeros((*surrogates.shape[:-1], 1), dtype=surrogates.dtype, device=surrogates.device)
+    return torch.cat([zero, surrogates.cumsum(dim=-1)], dim=-1)
