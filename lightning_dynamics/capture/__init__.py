@@ -3,7 +3,16 @@
 No Lightning import: usable with any torch training loop.
 """
 
-from lightning_dynamics.capture.history import SummaryHistory, load_history, save_history
+from lightning_dynamics.capture.history import (
+    HISTORY_FORMAT_VERSION,
+    HistorySaveError,
+    SummaryHistory,
+    claim_path,
+    continuous_time,
+    load_history,
+    release_claim,
+    save_history,
+)
 from lightning_dynamics.capture.hooks import ActivationCapture, LayerCaptureWarning
 from lightning_dynamics.capture.layer_selection import (
     FewLayersWarning,
@@ -19,15 +28,20 @@ from lightning_dynamics.capture.summaries import (
 )
 
 __all__ = [
+    "HISTORY_FORMAT_VERSION",
     "SUMMARY_CHOICES",
     "ActivationCapture",
     "FewLayersWarning",
+    "HistorySaveError",
     "LayerCaptureWarning",
     "SummaryAccumulator",
     "SummaryHistory",
+    "claim_path",
+    "continuous_time",
     "floating_tensors",
     "is_compute_layer",
     "load_history",
+    "release_claim",
     "save_history",
     "select_layers",
     "spread_evenly",

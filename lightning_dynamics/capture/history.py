@@ -2,37 +2,102 @@
 
 History files (docs/method.md section 0) hold plain tensors, strings and numbers only, read back with
 ``torch.load(weights_only=True)``. Since format 2 the payload is stored with its SHA-256, so a flipped bit
-is detected; a truncated or foreign file is an error that names its path.
+is detected; a truncated or foreign file is an error that names its path. Format 3 adds ``segments``: the
+sample index at which each fit (each Trainer) begins, so a history continued by a second ``fit`` whose
+epochs and steps restart at 0 stays one valid file. Formats 1 and 2 are still read (their segments are
+inferred where the epochs or steps go back).
+
+Files are claimed before they are written (:func:`claim_path`): an exclusive create of a hidden marker
+``.<name>.claim`` beside the file, so runs that share a directory never take the same name, whatever the
+timing; :func:`save_history` writes to a temporary file and renames it onto the claimed name.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import itertools
 import math
+import numbers
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-HISTORY_FORMAT_VERSION = 2
+from lightning_dynamics.capture.summaries import SUMMARY_CHOICES
+
+HISTORY_FORMAT_VERSION = 3
+READABLE_FORMAT_VERSIONS = (1, 2, 3)
 _FILE_MAGIC = "lightning_dynamics.history"
+_CLAIM_SUFFIX = ".claim"
+
+# What an OSError's errno means to a user who has to act on it.
+_CAUSES = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "the file system is read-only",
+    errno.ENOENT: "the directory does not exist",
+    errno.ENOTDIR: "a part of the path is a file, not a directory",
+    errno.EISDIR: "the path is a directory",
+    errno.EIO: "an input/output error (a failing disk or network file system)",
+    errno.EFBIG: "the file is larger than the system allows",
+    errno.ENAMETOOLONG: "the file name is too long",
+}
+
+
+class HistorySaveError(OSError):
+    """Writing (or claiming) a history file failed; ``str(error)`` says why in words and names the path.
+
+    An :class:`OSError` with the original ``errno`` and ``filename``; :attr:`cause` is the reason in words
+    (``"the disk is full"``, ``"permission denied"``, ...).
+    """
+
+    def __init__(self, path: str | Path, error: OSError, action: str = "save the dynamics history to") -> None:
+        code = error.errno
+        cause = _CAUSES.get(code) if code is not None else None
+        if cause is None:
+            cause = (error.strerror or str(error) or type(error).__name__).rstrip(".")
+        detail = f"{errno.errorcode.get(code, code)}: {error.strerror}" if code is not None else type(error).__name__
+        super().__init__(code, cause, str(path))
+        self.cause = cause
+        self.path = Path(path)
+        self.message = f"could not {action} {path}: {cause} ({detail})."
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> Any:  # picklable across processes despite the custom __init__
+        return (_rebuild_save_error, (self.message, self.errno, self.cause, str(self.path)))
+
+
+def _rebuild_save_error(message: str, code: int | None, cause: str, path: str) -> HistorySaveError:
+    error = HistorySaveError(path, OSError(code, cause))
+    error.message = message
+    return error
 
 
 class SummaryHistory:
     """A growing ``[L, T]`` float32 buffer of summaries with the epoch and step of each sample point.
 
     Storage doubles when full, so appending is amortised O(L) with no reallocation per sample point.
+    :attr:`segments` holds the sample index at which each fit begins (``[0]`` for one fit): epochs and steps
+    are non-decreasing within a segment. Call :meth:`start_segment` when a new fit (a new Trainer) continues
+    this history; :meth:`append` also starts one when the epoch or step goes back.
 
     Example:
         >>> import torch
         >>> history = SummaryHistory(["conv", "fc"], "rms")
         >>> history.append(torch.tensor([1.0, 2.0]), epoch=0, step=10)
-        >>> history.values.shape, history.steps
-        (torch.Size([2, 1]), [10])
+        >>> history.start_segment()  # a second fit with a new Trainer
+        >>> history.append(torch.tensor([1.5, 2.5]), epoch=0, step=10)
+        >>> history.values.shape, history.epochs, history.segments
+        (torch.Size([2, 2]), [0, 0], [0, 1])
     """
 
     def __init__(self, layer_names: list[str], summary: str, device: torch.device | str = "cpu", capacity: int = 64):
@@ -42,6 +107,7 @@ class SummaryHistory:
         self.length = 0
         self.epochs: list[int] = []
         self.steps: list[int] = []
+        self.segments: list[int] = [0]
 
     @property
     def values(self) -> Tensor:
@@ -52,9 +118,21 @@ class SummaryHistory:
     def device(self) -> torch.device:
         return self._buffer.device
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes the history's buffer holds on its device: its capacity (it doubles when full), not only ``T``."""
+        return self._buffer.numel() * self._buffer.element_size()
+
+    def start_segment(self) -> None:
+        """Mark that a new fit begins here: the next point may restart its epoch and step (idempotent)."""
+        if self.length > self.segments[-1]:
+            self.segments.append(self.length)
+
     def append(self, column: Tensor, epoch: int, step: int) -> None:
         if column.shape != (len(self.layer_names),):
             raise ValueError(f"expected a column of shape ({len(self.layer_names)},), got {tuple(column.shape)}.")
+        if self.length > self.segments[-1] and (epoch < self.epochs[-1] or step < self.steps[-1]):
+            self.segments.append(self.length)  # the epoch or step went back: a new fit that did not say so
         if self.length == self._buffer.shape[1]:
             grown = torch.full((self._buffer.shape[0], 2 * self._buffer.shape[1]), float("nan"), device=self.device)
             grown[:, : self.length] = self._buffer
@@ -63,6 +141,30 @@ class SummaryHistory:
         self.length += 1
         self.epochs.append(int(epoch))
         self.steps.append(int(step))
+
+    def check_not_ahead(
+        self, epoch: int, step: int | None = None, where: str = "the checkpoint's dynamics history"
+    ) -> None:
+        """Refuse a restored history whose last fit ran past where the trainer is now.
+
+        Call it once the trainer's position is restored (e.g. Lightning's ``on_train_start``) with
+        ``trainer.current_epoch`` and ``trainer.global_step``: a history recorded up to epoch 9 cannot continue
+        a run that resumes at epoch 3 (the checkpoint holds another run's or a later state).
+
+        Raises:
+            ValueError: the last segment's last epoch exceeds ``epoch``, or its last step exceeds ``step``.
+        """
+        if self.length == 0 or self.length == self.segments[-1]:
+            return
+        last_epoch, last_step = self.epochs[-1], self.steps[-1]
+        if last_epoch > epoch or (step is not None and last_step > step):
+            raise ValueError(
+                f"{where} runs ahead of the trainer: its last sample point is at epoch {last_epoch}, step "
+                f"{last_step}, but the trainer is at epoch {epoch}"
+                + (f", step {step}" if step is not None else "")
+                + ". The state was saved later in training or by another run: resume from the checkpoint it "
+                "was saved in, or without the callback's state."
+            )
 
     def state_dict(self) -> dict[str, Any]:
         """Plain tensors, strings and ints only: loadable with ``torch.load(weights_only=True)``."""
@@ -73,10 +175,17 @@ class SummaryHistory:
             "values": self.values.detach().cpu().clone(),
             "epochs": list(self.epochs),
             "steps": list(self.steps),
+            "segments": list(self.segments),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict`, after checking that it is whole and recorded on the same layers."""
+    def load_state_dict(self, state: Any) -> None:
+        """Restore from :meth:`state_dict`, after checking that it is whole and recorded on the same layers.
+
+        Raises:
+            ValueError: the state is not a history state, a field is missing, of the wrong type or
+                inconsistent (the message names the field), or it was recorded on other layers or with
+                another summary.
+        """
         validate_history_state(state, where="the checkpoint's dynamics history")
         if list(state["layer_names"]) != self.layer_names or state["summary"] != self.summary:
             ours, theirs = set(self.layer_names), set(state["layer_names"])
@@ -97,28 +206,117 @@ class SummaryHistory:
         self.length = values.shape[1]
         self.epochs = [int(e) for e in state["epochs"]]
         self.steps = [int(s) for s in state["steps"]]
+        self.segments = history_segments(state)
+
+
+def history_segments(state: dict[str, Any]) -> list[int]:
+    """The sample index at which each fit begins, of a valid history state.
+
+    Format 3 stores them; for formats 1 and 2 a segment starts wherever the epoch or the step goes back
+    (a second ``fit`` with a new Trainer, written before segments existed).
+    """
+    if "segments" in state:
+        return [int(s) for s in state["segments"]]
+    epochs, steps = state["epochs"], state["steps"]
+    backs = [i for i in range(1, len(epochs)) if epochs[i] < epochs[i - 1] or steps[i] < steps[i - 1]]
+    return [0, *backs]
+
+
+def continuous_time(epochs: list[int], steps: list[int], segments: list[int]) -> tuple[list[int], list[int]]:
+    """Epochs and steps counted across fits: a fit that restarted at epoch 0 continues after the previous one.
+
+    Each segment whose first epoch does not come after the previous segment's last epoch (a new Trainer) is
+    shifted to begin one epoch after it, and its steps by the previous segment's last recorded step (the steps
+    a fit made after its last sample point are not known, so the step axis is a lower bound there). A segment
+    that continues (a second ``fit`` of the same Trainer) is unchanged.
+
+    Example:
+        >>> continuous_time([0, 1, 2, 0, 1, 2], [4, 8, 12, 4, 8, 12], [0, 3])
+        ([0, 1, 2, 3, 4, 5], [4, 8, 12, 16, 20, 24])
+    """
+    out_epochs, out_steps = list(epochs), list(steps)
+    bounds = [*segments, len(epochs)]
+    for k in range(1, len(segments)):
+        begin, end = segments[k], bounds[k + 1]
+        if begin >= end or out_epochs[begin] > out_epochs[begin - 1]:
+            continue
+        epoch_shift = out_epochs[begin - 1] + 1 - epochs[begin]
+        step_shift = out_steps[begin - 1]
+        for i in range(begin, end):
+            out_epochs[i] = epochs[i] + epoch_shift
+            out_steps[i] = steps[i] + step_shift
+    return out_epochs, out_steps
+
+
+def validate_point_series(series_by_key: Any, n_points: int, where: str, group: str) -> None:
+    """Check a ``{name: series}`` dict of per-point values: string keys, each series ``n_points`` real numbers.
+
+    A series is a 1-d real tensor or a list/tuple of ints and floats (NaN allowed).
+
+    Raises:
+        ValueError: naming ``group`` and the key: not a dict, a non-string key, a series of another
+            length or holding something other than numbers (strings, ``None``, nested lists).
+    """
+    if not isinstance(series_by_key, dict):
+        raise ValueError(f"{where}: `{group}` must be a dict of per-point series, got {type(series_by_key).__name__}.")
+    for key, series in series_by_key.items():
+        if not isinstance(key, str):
+            raise ValueError(f"{where}: `{group}` keys must be strings, got {key!r}.")
+        if isinstance(series, Tensor):
+            if series.ndim != 1 or series.is_complex() or series.dtype == torch.bool:
+                raise ValueError(
+                    f"{where}: `{group}[{key!r}]` must be a 1-d real tensor, got {series.dtype} of shape "
+                    f"{tuple(series.shape)}."
+                )
+        elif isinstance(series, (list, tuple)):
+            bad = next((v for v in series if not _is_real(v)), None)
+            if bad is not None:
+                raise ValueError(f"{where}: `{group}[{key!r}]` must hold numbers, found {bad!r}.")
+        else:
+            raise ValueError(
+                f"{where}: `{group}[{key!r}]` must be a list or 1-d tensor of numbers, got {type(series).__name__}."
+            )
+        if len(series) != n_points:
+            raise ValueError(f"{where}: `{group}[{key!r}]` has {len(series)} values for {n_points} sample points.")
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def validate_history_state(state: Any, where: str = "the dynamics history") -> None:
-    """Check that a history state is whole and consistent; a ValueError that says what differs otherwise.
+    """Check that a history state is whole and consistent; a ValueError that names the field otherwise.
 
-    Checks types, ``values: [L, T]`` against the layer names, one epoch and step per point (non-negative,
-    non-decreasing), and every per-point series in ``metrics``/``logged`` of length ``T``.
+    Checks every field: ``format_version``; ``layer_names`` (strings); ``summary`` (one of
+    :data:`~lightning_dynamics.capture.SUMMARY_CHOICES`); ``values: [L, T]`` floating point against the layer
+    names; one non-negative integer epoch and step per point; ``segments`` (format 3: starts at 0, strictly
+    increasing, each below ``T``); epochs and steps non-decreasing within each segment; and every per-point
+    series in ``metrics``/``logged`` (:func:`validate_point_series`).
+
+    Raises:
+        ValueError: the first field that is missing, of the wrong type or inconsistent, by name.
     """
     if not isinstance(state, dict):
         raise ValueError(f"{where} is not a dict of a dynamics history (got {type(state).__name__}).")
     version = state.get("format_version")
-    if version not in (1, HISTORY_FORMAT_VERSION):
+    if isinstance(version, bool) or version not in READABLE_FORMAT_VERSIONS:
         raise ValueError(
-            f"{where} has format version {version!r}; this version of lightning_dynamics reads 1 and "
-            f"{HISTORY_FORMAT_VERSION}. Start a fresh history (drop the callback state from the checkpoint)."
+            f"{where} has format version {version!r}; this version of lightning_dynamics reads "
+            f"{list(READABLE_FORMAT_VERSIONS)}. Start a fresh history (drop the callback state from the checkpoint)."
         )
-    missing = [key for key in ("layer_names", "summary", "values", "epochs", "steps") if key not in state]
+    required = ("layer_names", "summary", "values", "epochs", "steps") + (("segments",) if version >= 3 else ())
+    missing = [key for key in required if key not in state]
     if missing:
         raise ValueError(f"{where} lacks {missing}.")
-    names, values = state["layer_names"], state["values"]
+    names, values, summary = state["layer_names"], state["values"], state["summary"]
     if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
         raise ValueError(f"{where}: `layer_names` must be a list of strings, got {type(names).__name__}.")
+    if not isinstance(summary, str) or summary not in SUMMARY_CHOICES:
+        raise ValueError(f"{where}: `summary` must be one of {SUMMARY_CHOICES}, got {summary!r}.")
     if not isinstance(values, Tensor) or values.ndim != 2 or not values.is_floating_point():
         shape = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
         raise ValueError(f"{where}: `values` must be a floating-point [L, T] tensor, got {shape}.")
@@ -133,24 +331,56 @@ def validate_history_state(state: Any, where: str = "the dynamics history") -> N
         if not isinstance(series, (list, tuple)) or len(series) != n_points:
             length = len(series) if isinstance(series, (list, tuple)) else type(series).__name__
             raise ValueError(f"{where}: `{key}` must list one entry per sample point ({n_points}), got {length}.")
-        if any(not isinstance(v, int) or v < 0 for v in series):
-            raise ValueError(f"{where}: `{key}` must be non-negative integers.")
-        if any(b < a for a, b in itertools.pairwise(series)):
-            raise ValueError(f"{where}: `{key}` must be non-decreasing (sample points are in time order).")
+        if not all(_is_count(v) for v in series):
+            bad = next(v for v in series if not _is_count(v))
+            raise ValueError(f"{where}: `{key}` must be non-negative integers, found {bad!r}.")
+    segments: Any = state.get("segments", [0])
+    if (
+        not isinstance(segments, (list, tuple))
+        or not segments
+        or not all(_is_count(s) for s in segments)
+        or segments[0] != 0
+        or any(b <= a for a, b in itertools.pairwise(segments))
+        or (n_points > 0 and segments[-1] >= n_points)
+        or (n_points == 0 and len(segments) > 1)
+    ):
+        raise ValueError(
+            f"{where}: `segments` must be the sample indices where each fit begins: integers starting at 0, "
+            f"increasing, each below the {n_points} sample points; got {segments!r}."
+        )
+    bounds = [*history_segments(state), n_points]
+    for key in ("epochs", "steps"):
+        series = state[key]
+        for begin, end in itertools.pairwise(bounds):
+            if any(b < a for a, b in itertools.pairwise(series[begin:end])):
+                raise ValueError(
+                    f"{where}: `{key}` must be non-decreasing within each fit (sample points are in time order; "
+                    f"`segments` = {bounds[:-1]} marks where each fit begins)."
+                )
     for group in ("metrics", "logged"):
-        series_by_key = state.get(group, {})
-        if not isinstance(series_by_key, dict):
-            raise ValueError(f"{where}: `{group}` must be a dict of per-point series.")
-        for key, series in series_by_key.items():
-            n_values: int | None = len(series) if isinstance(series, (Tensor, list, tuple)) else None
-            if n_values != n_points:
-                raise ValueError(f"{where}: `{group}[{key!r}]` has {n_values} values for {n_points} sample points.")
+        validate_point_series(state.get(group, {}), n_points, where, group)
+
+
+def claim_marker(path: str | Path) -> Path:
+    """The hidden marker ``.<name>.claim`` that reserves ``path`` for one run (see :func:`claim_path`)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}{_CLAIM_SUFFIX}")
+
+
+def _is_free(candidate: Path, taken: set[Path]) -> bool:
+    return candidate not in taken and not candidate.exists() and not claim_marker(candidate).exists()
+
+
+def _versions(path: Path) -> Any:
+    yield path
+    for version in itertools.count(1):
+        yield path.with_name(f"{path.stem}-v{version}{path.suffix}")
 
 
 def versioned_path(path: str | Path, taken: set[Path] | None = None) -> Path:
-    """``path``, or ``stem-v1.suffix``, ``stem-v2.suffix``, ... : the first name not on disk nor in ``taken``.
+    """``path``, or ``stem-v1.suffix``, ``stem-v2.suffix``, ... : the first name not on disk, claimed nor in ``taken``.
 
-    As ``ModelCheckpoint`` versions its file names: runs that share a directory never overwrite each other.
+    Only looks: use :func:`claim_path` to reserve the name against other processes.
 
     Example:
         >>> import tempfile
@@ -159,23 +389,82 @@ def versioned_path(path: str | Path, taken: set[Path] | None = None) -> Path:
         >>> versioned_path(folder / "dynamics_history.pt").name
         'dynamics_history-v1.pt'
     """
-    path = Path(path)
     taken = taken or set()
-    candidate, version = path, 0
-    while candidate.exists() or candidate in taken:
-        version += 1
-        candidate = path.with_name(f"{path.stem}-v{version}{path.suffix}")
-    return candidate
+    return next(candidate for candidate in _versions(Path(path)) if _is_free(candidate, taken))
+
+
+def claim_path(directory: str | Path, name: str, taken: set[Path] | None = None) -> Path:
+    """Reserve ``directory/name``, or its first free version ``stem-v1.suffix``, ``-v2``, ..., for this run.
+
+    The claim is an exclusive create (``O_CREAT | O_EXCL``) of the hidden marker ``.<name>.claim``: of any
+    number of processes or threads claiming in one directory at the same time, each gets its own name. A
+    name is free when neither the file nor its marker exists (nor is it in ``taken``). :func:`save_history`
+    removes the marker once the file is in place; :func:`release_claim` gives up a name never written. A
+    run killed before its first save leaves its marker, and that name is skipped from then on.
+
+    Args:
+        directory: where the file goes (created if missing).
+        name: the file name, e.g. ``"dynamics_history.pt"``.
+        taken: names to skip as well (e.g. claimed earlier in this process).
+
+    Returns:
+        The claimed path.
+
+    Raises:
+        HistorySaveError: the directory cannot be created or written (the message says why).
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> claim_path(folder, "dynamics_history.pt").name, claim_path(folder, "dynamics_history.pt").name
+        ('dynamics_history.pt', 'dynamics_history-v1.pt')
+    """
+    directory = Path(directory)
+    taken = taken or set()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise HistorySaveError(directory, error, action="create the directory") from error
+    for candidate in _versions(directory / name):
+        if not _is_free(candidate, taken):
+            continue
+        marker = claim_marker(candidate)
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            continue  # another process claimed it between our look and our create
+        except OSError as error:
+            raise HistorySaveError(candidate, error, action="claim the history file") from error
+        try:
+            os.write(fd, f"{os.getpid()}\n".encode())
+        finally:
+            os.close(fd)
+        if candidate.exists():  # written by a run that has since released its marker
+            marker.unlink(missing_ok=True)
+            continue
+        return candidate
+    raise AssertionError("unreachable: _versions is infinite")
+
+
+def release_claim(path: str | Path) -> None:
+    """Give up the name :func:`claim_path` reserved (nothing written): remove its marker, if any."""
+    claim_marker(path).unlink(missing_ok=True)
 
 
 def save_history(state: dict[str, Any], path: str | Path) -> Path:
     """Write a history state atomically with its SHA-256; see :func:`load_history`.
 
-    The payload (plain tensors, strings, numbers) is serialised, hashed and stored beside its hash; the file
-    is written to a temporary name and renamed, so a crash never leaves a half-written history.
+    The payload (plain tensors, strings, numbers) is serialised in memory, hashed and stored beside its hash;
+    the file is written to a temporary name in the same directory and renamed onto ``path``, so a crash never
+    leaves a half-written history and readers see the old file or the new one. Writing in Python (not through
+    ``torch.save`` onto the disk) keeps the system's error: a full disk is an ``ENOSPC``, not an iostream error.
+    Once written, ``path``'s claim marker (:func:`claim_path`) is removed: the file itself holds the name.
+
+    Raises:
+        HistorySaveError: the file cannot be written; the message says why in words (the disk is full,
+            permission denied, ...) and names the path. Nothing is left behind but the previous file, if any.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getvalue()
@@ -184,17 +473,42 @@ def save_history(state: dict[str, Any], path: str | Path) -> Path:
         "sha256": hashlib.sha256(payload).hexdigest(),
         "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8),
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    buffer = io.BytesIO()
+    torch.save(record, buffer)
     try:
-        torch.save(record, tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(path, buffer.getbuffer())
+    except OSError as error:
+        raise HistorySaveError(path, error) from error
+    release_claim(path)
     return path
+
+
+def _write_atomically(path: Path, data: memoryview) -> None:
+    """Write ``data`` to a unique temporary file beside ``path``, then rename it onto ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a history file is as readable as torch.save's
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    written = 0
+    while written < len(data):
+        written += os.write(fd, data[written:])
 
 
 def load_history(path: str | Path) -> dict[str, Any]:
     """Read a history file without unpickling arbitrary objects (``weights_only=True``) and check it.
+
+    The returned state always has ``segments`` (inferred for files of format 1 and 2).
 
     Raises:
         FileNotFoundError: no file at ``path``.
@@ -224,6 +538,7 @@ def load_history(path: str | Path) -> dict[str, Any]:
     else:
         state = record  # format 1: the state itself, no checksum
     validate_history_state(state, where=str(path))
+    state["segments"] = history_segments(state)
     return state
 
 
