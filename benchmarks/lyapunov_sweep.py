@@ -29,7 +29,7 @@ import lightning.pytorch as pl
 import torch
 
 from lightning_dynamics.callbacks import LyapunovMonitor
-from lightning_dynamics.experiments import DigitsDataModule, ImageClassifier, SmallCNN, SmallMLP, quiet_trainer
+from benchmarks.kit import DigitsDataModule, ImageClassifier, SmallCNN, SmallMLP, quiet_trainer
 
 DEFAULT_LRS = (0.01, 0.03, 0.1, 0.3, 1.0, 2.0, 4.0, 8.0)
 

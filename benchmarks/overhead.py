@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_dynamics import DynamicsMonitor
 from lightning_dynamics.capture import ActivationCapture, SummaryAccumulator, select_layers
-from lightning_dynamics.experiments import ImageClassifier, quiet_trainer
+from benchmarks.kit import ImageClassifier, quiet_trainer
 from lightning_dynamics.functional import dynamics_measures, stability_index
 
 

@@ -14,10 +14,15 @@ The callbacks can be named by their short class name (``DynamicsMonitor``, ``Dyn
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from lightning.pytorch.cli import LightningCLI
 
 import lightning_dynamics.callbacks  # noqa: F401  (imported so that the short callback names resolve)
-from lightning_dynamics.experiments import DigitsDataModule, ImageClassifier
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the experiment kit: benchmarks/kit
+from benchmarks.kit import DigitsDataModule, ImageClassifier
 
 
 def main(args: list[str] | None = None) -> LightningCLI:

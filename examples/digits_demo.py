@@ -7,14 +7,17 @@ Data: scikit-learn's ``load_digits`` (1797 real 8x8 images), shipped with scikit
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import CSVLogger
 
 from lightning_dynamics import DynamicsMonitor
-from lightning_dynamics.experiments import DigitsDataModule, ImageClassifier, SmallCNN
 from lightning_dynamics.report import epoch_metrics, read_metrics
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the experiment kit: benchmarks/kit
+from benchmarks.kit import DigitsDataModule, ImageClassifier, SmallCNN
 
 
 def main() -> None:

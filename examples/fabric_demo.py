@@ -12,6 +12,7 @@ the logger's directory. Under ``Fabric(strategy="ddp", devices=N)`` the per-laye
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -21,7 +22,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lightning_dynamics import DynamicsFabricMonitor
-from lightning_dynamics.experiments import DigitsDataModule, SmallCNN
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the experiment kit: benchmarks/kit
+from benchmarks.kit import DigitsDataModule, SmallCNN
 
 
 def train(

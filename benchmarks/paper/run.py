@@ -123,7 +123,7 @@ def run_name(arch: str, task: str, seed: int) -> str:
 
 
 def _data(task: str, batch_size: int, data_root: str | None) -> Any:
-    from lightning_dynamics.experiments import CIFARDataModule, DigitPairsDataModule, DigitsDataModule
+    from benchmarks.kit import CIFARDataModule, DigitPairsDataModule, DigitsDataModule
 
     if task == "digits":
         return DigitsDataModule(batch_size=batch_size)
@@ -135,7 +135,7 @@ def _data(task: str, batch_size: int, data_root: str | None) -> Any:
 
 
 def _module(arch: Arch, task: str, epochs: int, vit_weights: str | None) -> Any:
-    from lightning_dynamics.experiments import DeepCNN, ImageClassifier, SmallCNN
+    from benchmarks.kit import DeepCNN, ImageClassifier, SmallCNN
 
     num_classes, channels, size = TASKS[task]
     if arch.pretrained and vit_weights is None:
@@ -172,7 +172,7 @@ def train_one(
     import lightning.pytorch as pl
 
     from lightning_dynamics import DynamicsMonitor
-    from lightning_dynamics.experiments import EpochMetrics, quiet_trainer
+    from benchmarks.kit import EpochMetrics, quiet_trainer
 
     torch.set_num_threads(1)  # one thread per worker: fair and quiet on a shared machine
     preset = PRESETS[preset_name] if epochs is None else replace(PRESETS[preset_name], epochs=epochs)

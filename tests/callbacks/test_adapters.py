@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from lightning_dynamics import DynamicsMonitor, DynamicsTracker
 from lightning_dynamics.capture import load_history
-from lightning_dynamics.experiments import DigitsDataModule, SmallCNN
+from benchmarks.kit import DigitsDataModule, SmallCNN
 from lightning_dynamics.tracker import MEASURE_KEYS
 
 EPOCHS = 18

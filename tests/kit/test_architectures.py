@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_dynamics.experiments import build_model
-from lightning_dynamics.experiments.architectures import _small_image_stem
+from benchmarks.kit import build_model
+from benchmarks.kit.architectures import _small_image_stem
 
 timm = pytest.importorskip("timm")
 torchvision = pytest.importorskip("torchvision")
@@ -79,3 +79,14 @@ def test_errors_name_the_argument(tmp_path: Path) -> None:
         build_model("keras:resnet18")
     with pytest.raises(FileNotFoundError, match="weights_path"):
         build_model("resnet18", weights_path=tmp_path / "missing.pth")
+
+
+def test_the_kit_docstring_examples_run() -> None:
+    """The kit left the package (and pytest's doctest collection of ``lightning_dynamics``): its examples run here."""
+    import doctest
+    import importlib
+
+    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    for name in ("architectures", "cifar", "data", "models"):
+        result = doctest.testmod(importlib.import_module(f"benchmarks.kit.{name}"), optionflags=flags)
+        assert result.attempted > 0 and result.failed == 0, name

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_dynamics.experiments import CIFARDataModule, read_cifar
+from benchmarks.kit import CIFARDataModule, read_cifar
 
 
 def _write(path: Path, entry: dict) -> None:

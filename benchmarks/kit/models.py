@@ -83,7 +83,7 @@ class ImageClassifier(pl.LightningModule):
 
     Args:
         model: a module mapping ``[N, C, H, W]`` to ``[N, num_classes]``, or a timm / torchvision model name
-            built by :func:`~lightning_dynamics.experiments.build_model` (adapted to small images).
+            built by :func:`~benchmarks.kit.build_model` (adapted to small images).
         lr: learning rate (peak of the schedule).
         momentum: SGD momentum (ignored by AdamW).
         weight_decay: weight decay (decoupled for AdamW).
@@ -129,7 +129,7 @@ class ImageClassifier(pl.LightningModule):
         if not lr > 0:
             raise ValueError(f"`lr` must be > 0, got {lr!r}.")
         if isinstance(model, str):
-            from lightning_dynamics.experiments.architectures import build_model
+            from benchmarks.kit.architectures import build_model
 
             model = build_model(
                 model, num_classes, in_channels, image_size, weights_path=weights_path, **(model_kwargs or {})

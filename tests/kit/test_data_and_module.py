@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lightning_dynamics.experiments import DigitPairsDataModule, DigitsDataModule, ImageClassifier, SmallCNN
+from benchmarks.kit import DigitPairsDataModule, DigitsDataModule, ImageClassifier, SmallCNN
 
 
 @pytest.fixture(scope="module")
