@@ -269,9 +269,9 @@ def validate_point_series(series_by_key: Any, n_points: int, where: str, group: 
                     f"{tuple(series.shape)}."
                 )
         elif isinstance(series, (list, tuple)):
-            bad = next((v for v in series if not _is_real(v)), None)
-            if bad is not None:
-                raise ValueError(f"{where}: `{group}[{key!r}]` must hold numbers, found {bad!r}.")
+            bad = [v for v in series if not _is_real(v)]
+            if bad:
+                raise ValueError(f"{where}: `{group}[{key!r}]` must hold numbers, found {bad[0]!r}.")
         else:
             raise ValueError(
                 f"{where}: `{group}[{key!r}]` must be a list or 1-d tensor of numbers, got {type(series).__name__}."
