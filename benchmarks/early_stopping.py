@@ -30,11 +30,11 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
-from lightning_dynamics import DynamicsEarlyStopping, DynamicsMonitor
-from lightning_dynamics.report.analysis import val_loss_stop_epoch
-from lightning_dynamics.convergence import convergence_signal
 from benchmarks.kit import DeepCNN, DigitsDataModule, ImageClassifier, SmallCNN, SmallMLP, quiet_trainer
+from lightning_dynamics import DynamicsEarlyStopping, DynamicsMonitor
+from lightning_dynamics.convergence import convergence_signal
 from lightning_dynamics.functional import rolling_volatility, stability_index
+from lightning_dynamics.report.analysis import val_loss_stop_epoch
 
 ARCHS = {"cnn": SmallCNN, "mlp": SmallMLP, "deep": DeepCNN}
 SUMMARIES = ("rms", "mean", "abs_mean", "std")

@@ -28,8 +28,8 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from lightning_dynamics.callbacks import LyapunovMonitor
 from benchmarks.kit import DigitsDataModule, ImageClassifier, SmallCNN, SmallMLP, quiet_trainer
+from lightning_dynamics.callbacks import LyapunovMonitor
 
 DEFAULT_LRS = (0.01, 0.03, 0.1, 0.3, 1.0, 2.0, 4.0, 8.0)
 

@@ -37,9 +37,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from benchmarks.kit import ImageClassifier, quiet_trainer
 from lightning_dynamics import DynamicsMonitor
 from lightning_dynamics.capture import ActivationCapture, SummaryAccumulator, select_layers
-from benchmarks.kit import ImageClassifier, quiet_trainer
 from lightning_dynamics.functional import dynamics_measures, stability_index
 
 

@@ -45,8 +45,8 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from overhead import BATCH, MODELS, StepTimer, model_and_data
 
-from lightning_dynamics import DynamicsMonitor
 from benchmarks.kit import ImageClassifier, SmallCNN, quiet_trainer
+from lightning_dynamics import DynamicsMonitor
 
 # A plain CNN that every peer supports (BackPACK has no batch-wise extension for BatchNorm in training mode,
 # which rules out the timm models of overhead.py for Cockpit): SmallCNN widened for 3x32x32 inputs.

@@ -18,6 +18,17 @@ class DigitsDataModule(pl.LightningDataModule):
         split_seed: seed of the split, independent of the training seed.
         num_workers: DataLoader workers.
         shuffle: shuffle the training set each epoch.
+        width: 8 (the images as they are) or 16 (zero-padded on the right to ``[1, 8, 16]``, the width of a
+            digit pair: the same 10-class task at the pairs' input width).
+        test_fraction: share of images held out as a test set (stratified, disjoint from training and
+            validation; ``test_set`` is None at 0). The validation split then drives stopping and checkpoint
+            choice and the test split measures the result.
+
+    Example:
+        >>> data = DigitsDataModule(width=16, test_fraction=0.2)
+        >>> data.setup()
+        >>> tuple(data.train_set.tensors[0].shape[1:]), len(data.train_set), len(data.val_set), len(data.test_set)
+        ((1, 8, 16), 988, 450, 359)
     """
 
     num_classes = 10
@@ -29,22 +40,36 @@ class DigitsDataModule(pl.LightningDataModule):
         split_seed: int = 0,
         num_workers: int = 0,
         shuffle: bool = True,
+        width: int = 8,
+        test_fraction: float = 0.0,
     ) -> None:
         super().__init__()
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"`val_fraction` must be in (0, 1), got {val_fraction!r}.")
+        if not 0.0 <= test_fraction < 1.0 - val_fraction:
+            raise ValueError(f"`test_fraction` must be in [0, 1 - val_fraction), got {test_fraction!r}.")
+        if width not in (8, 16):
+            raise ValueError(f"`width` must be 8 or 16, got {width!r}.")
         self.batch_size = batch_size
         self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.num_workers = num_workers
         self.shuffle = shuffle
+        self.width = width
+        self.test_fraction = test_fraction
         self.train_set: TensorDataset | None = None
         self.val_set: TensorDataset | None = None
+        self.test_set: TensorDataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
-        train_x, train_y, val_x, val_y = _digits_split(self.val_fraction, self.split_seed)
-        self.train_set = TensorDataset(train_x, train_y)
-        self.val_set = TensorDataset(val_x, val_y)
+        train_x, train_y, val_x, val_y, test_x, test_y = _digits_split3(
+            self.val_fraction, self.test_fraction, self.split_seed
+        )
+        pad = (0, self.width - 8)  # zeros on the right: the digit sits where a pair's left digit sits
+        self.train_set = TensorDataset(_zero_pad(train_x, pad), train_y)
+        self.val_set = TensorDataset(_zero_pad(val_x, pad), val_y)
+        if self.test_fraction > 0:
+            self.test_set = TensorDataset(_zero_pad(test_x, pad), test_y)
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None
@@ -57,8 +82,24 @@ class DigitsDataModule(pl.LightningDataModule):
         return DataLoader(self.val_set, batch_size=256, num_workers=self.num_workers)
 
 
+def _zero_pad(x: Tensor, pad: tuple[int, int]) -> Tensor:
+    """Zero-pad the last dimension (a no-op for ``(0, 0)``)."""
+    return torch.nn.functional.pad(x, pad) if any(pad) else x
+
+
 def _digits_split(val_fraction: float, split_seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Digits images ``[N, 1, 8, 8]`` in ``[0, 1]`` and labels, split per class: (train x, train y, val x, val y)."""
+    return _digits_split3(val_fraction, 0.0, split_seed)[:4]
+
+
+def _digits_split3(
+    val_fraction: float, test_fraction: float, split_seed: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Digits split per class into train, validation and test (empty at ``test_fraction=0``): x and y of each.
+
+    The validation indices are those of :func:`_digits_split` whatever ``test_fraction`` is (the test images
+    are drawn after them from the rest), so adding a test split leaves the validation set unchanged.
+    """
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -71,18 +112,32 @@ def _digits_split(val_fraction: float, split_seed: int) -> tuple[Tensor, Tensor,
         val_index.extend(rng.choice(members, round(len(members) * val_fraction), replace=False))
     is_val = np.zeros(len(labels), dtype=bool)
     is_val[val_index] = True
-    train, val = torch.from_numpy(~is_val), torch.from_numpy(is_val)
-    return images[train], labels[train], images[val], labels[val]
+    is_test = np.zeros(len(labels), dtype=bool)
+    if test_fraction > 0:
+        test_rng = np.random.default_rng(split_seed + 10_000)
+        for label in range(10):
+            members = np.flatnonzero((digits.target == label) & ~is_val)
+            count = round(np.sum(digits.target == label) * test_fraction)
+            is_test[test_rng.choice(members, count, replace=False)] = True
+    train = torch.from_numpy(~is_val & ~is_test)
+    val, test = torch.from_numpy(is_val), torch.from_numpy(is_test)
+    return images[train], labels[train], images[val], labels[val], images[test], labels[test]
 
 
-def _pairs(images: Tensor, labels: Tensor, n: int, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
-    """``n`` images ``[n, 1, 8, 16]``: two digits side by side, label ``10 * left + right``, classes balanced."""
+def _pairs(images: Tensor, labels: Tensor, n: int, rng: np.random.Generator, width: int = 16) -> tuple[Tensor, Tensor]:
+    """``n`` images ``[n, 1, 8, width]``: two digits side by side, label ``10 * left + right``, classes balanced.
+
+    At ``width=8`` each digit is first halved in width (the mean of adjacent pixel columns, ``8x8 -> 8x4``).
+    """
     by_class = [np.flatnonzero(labels.numpy() == c) for c in range(10)]
     pair_labels = np.resize(np.arange(100), n)
     rng.shuffle(pair_labels)
     left = np.array([rng.choice(by_class[y // 10]) for y in pair_labels])
     right = np.array([rng.choice(by_class[y % 10]) for y in pair_labels])
-    pictures = torch.cat([images[torch.from_numpy(left)], images[torch.from_numpy(right)]], dim=-1)
+    halves = [images[torch.from_numpy(left)], images[torch.from_numpy(right)]]
+    if width == 8:
+        halves = [h.unflatten(-1, (4, 2)).mean(-1) for h in halves]
+    pictures = torch.cat(halves, dim=-1)
     return pictures, torch.from_numpy(pair_labels).long()
 
 
@@ -97,13 +152,16 @@ class DigitPairsDataModule(pl.LightningDataModule):
     Left and right digits of a training picture come only from the digits' training split and those of a
     validation picture only from its validation split, so no digit image is shared between the two.
     What differs: pictures are ``[1, 8, 16]`` (twice as wide), and the classes have a product structure
-    (a network can solve it by recognising each half), which CIFAR-100's classes do not have.
+    (a network can solve it by recognising each half), which CIFAR-100's classes do not have. ``width=8``
+    removes the first difference: each digit is halved in width (adjacent pixel columns averaged, 8x8 -> 8x4)
+    and the pair is an 8x8 picture, the digits task's input size.
 
     Args:
         n_train: training pictures (default: as many as the digits training split, 1347).
         n_val: validation pictures.
         batch_size, val_fraction, split_seed, num_workers, shuffle: as :class:`DigitsDataModule`; the digits
             split is the same for the same ``val_fraction`` and ``split_seed``.
+        width: 16 (two 8x8 digits side by side) or 8 (two digits halved in width).
 
     Example:
         >>> data = DigitPairsDataModule(n_val=200)
@@ -124,10 +182,14 @@ class DigitPairsDataModule(pl.LightningDataModule):
         split_seed: int = 0,
         num_workers: int = 0,
         shuffle: bool = True,
+        width: int = 16,
     ) -> None:
         super().__init__()
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"`val_fraction` must be in (0, 1), got {val_fraction!r}.")
+        if width not in (8, 16):
+            raise ValueError(f"`width` must be 8 or 16, got {width!r}.")
+        self.width = width
         for name, value in (("n_train", n_train), ("n_val", n_val)):
             if value is not None and (int(value) != value or value < 1):
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
@@ -145,8 +207,8 @@ class DigitPairsDataModule(pl.LightningDataModule):
         train_x, train_y, val_x, val_y = _digits_split(self.val_fraction, self.split_seed)
         rng = np.random.default_rng(self.split_seed + 1)
         n_train = len(train_y) if self.n_train is None else self.n_train
-        self.train_set = TensorDataset(*_pairs(train_x, train_y, n_train, rng))
-        self.val_set = TensorDataset(*_pairs(val_x, val_y, self.n_val, rng))
+        self.train_set = TensorDataset(*_pairs(train_x, train_y, n_train, rng, self.width))
+        self.val_set = TensorDataset(*_pairs(val_x, val_y, self.n_val, rng, self.width))
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None

@@ -33,7 +33,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_dynamics.report.analysis import accuracy_plateau_epoch
 from lightning_dynamics.convergence import convergence_signal
 from lightning_dynamics.functional import (
     detrend,
@@ -46,6 +45,7 @@ from lightning_dynamics.functional import (
     stability_index,
     surrogate_test,
 )
+from lightning_dynamics.report.analysis import accuracy_plateau_epoch
 
 WINDOW = 16
 RNG_SEED = 2604

@@ -61,7 +61,7 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         archs={"cnn": Arch("small_cnn", optimizer="adamw", lr=3e-3, weight_decay=0.0)},
-        tasks=("digits", "pairs"),
+        tasks=("digits", "digits16", "pairs8", "pairs"),
         seeds=(0, 1),
         epochs=22,
         limit_train_batches=2,
@@ -82,7 +82,7 @@ PRESETS: dict[str, Preset] = {
                 weight_decay=0.05,
             ),
         },
-        tasks=("digits", "pairs"),
+        tasks=("digits", "digits16", "pairs8", "pairs"),
         seeds=(0, 1, 2, 3, 4),
         epochs=40,
         tune_seeds=(0, 1),
@@ -109,9 +109,14 @@ PRESETS: dict[str, Preset] = {
         tune_seeds=(0, 1),
     ),
 }
-#: Task name -> (number of classes, input channels, image size) and the CIFAR stand-in it plays.
+#: Task name -> (number of classes, input channels, image size). The offline tasks form a 2x2 of input width
+#: x classes: ``digits`` (8x8, 10; the stand-in for CIFAR-10), ``digits16`` (the same digits zero-padded to
+#: 8x16), ``pairs8`` (two real digits each halved in width, 8x8, 100 classes) and ``pairs`` (two digits side by
+#: side, 8x16, 100 classes; the stand-in for CIFAR-100).
 TASKS: dict[str, tuple[int, int, tuple[int, int]]] = {
     "digits": (10, 1, (8, 8)),
+    "digits16": (10, 1, (8, 16)),
+    "pairs8": (100, 1, (8, 8)),
     "pairs": (100, 1, (8, 16)),
     "cifar10": (10, 3, (32, 32)),
     "cifar100": (100, 3, (32, 32)),
@@ -122,13 +127,19 @@ def run_name(arch: str, task: str, seed: int) -> str:
     return f"{arch}_{task}_seed{seed}"
 
 
+def history_file(run_dir: Path, prefix: str) -> Path:
+    """Where a run's history of monitor ``prefix`` lies: the default one in the run folder, others one below."""
+    name = f"{prefix}_history.pt"
+    return run_dir / name if prefix == "dynamics" else run_dir / prefix / name
+
+
 def _data(task: str, batch_size: int, data_root: str | None) -> Any:
     from benchmarks.kit import CIFARDataModule, DigitPairsDataModule, DigitsDataModule
 
-    if task == "digits":
-        return DigitsDataModule(batch_size=batch_size)
-    if task == "pairs":
-        return DigitPairsDataModule(batch_size=batch_size)
+    if task in ("digits", "digits16"):
+        return DigitsDataModule(batch_size=batch_size, width=TASKS[task][2][1])
+    if task in ("pairs", "pairs8"):
+        return DigitPairsDataModule(batch_size=batch_size, width=TASKS[task][2][1])
     if data_root is None:
         raise ValueError(f"task {task!r} reads CIFAR from disk: pass --data-root (the folder torchvision uses).")
     return CIFARDataModule(data_root, task, batch_size=batch_size)
@@ -168,11 +179,17 @@ def train_one(
     vit_weights: str | None,
     epochs: int | None = None,
 ) -> str:
-    """Train one run and write ``history.pt`` and ``metrics.json`` into ``out/runs/<run>``; return its name."""
+    """Train one run and write its histories and ``metrics.json`` into ``out/runs/<run>``; return its name.
+
+    The histories are the package's history files (:meth:`~lightning_dynamics.DynamicsTracker.save`):
+    ``dynamics_history.pt`` (the default rms monitor, read by ``lightning-dynamics report``/``compare`` on the
+    run folder) and ``act_std/act_std_history.pt`` (the activation-std monitor, one folder down so that the
+    run folder holds one run's history).
+    """
     import lightning.pytorch as pl
 
-    from lightning_dynamics import DynamicsMonitor
     from benchmarks.kit import EpochMetrics, quiet_trainer
+    from lightning_dynamics import DynamicsMonitor
 
     torch.set_num_threads(1)  # one thread per worker: fair and quiet on a shared machine
     preset = PRESETS[preset_name] if epochs is None else replace(PRESETS[preset_name], epochs=epochs)
@@ -205,7 +222,11 @@ def train_one(
     trainer.fit(_module(arch, task, preset.epochs, vit_weights), _data(task, preset.batch_size, data_root))
     seconds = time.perf_counter() - start
     run_dir.mkdir(parents=True, exist_ok=True)
-    torch.save({key: m.history.state_dict() for key, m in monitors.items()}, run_dir / "history.pt")
+    for key, monitor in monitors.items():
+        target = history_file(run_dir, key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if monitor.tracker.save(target) is None:
+            raise RuntimeError(f"could not write the {key} history of {name} to {target}.")
     record = {
         "arch": arch_name,
         "task": task,
@@ -239,6 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bootstrap", type=int, default=500)
     parser.add_argument("--permutations", type=int, default=2000)
     parser.add_argument("--analyse-only", action="store_true")
+    parser.add_argument("--train-only", action="store_true", help="train the runs, skip the analysis")
     args = parser.parse_args(argv)
 
     if args.epochs is not None:
@@ -252,11 +274,11 @@ def main(argv: list[str] | None = None) -> None:
     for arch in archs:
         if arch not in preset.archs:
             parser.error(f"--archs: {arch!r} is not in preset {args.scale!r} ({list(preset.archs)}).")
-    jobs = [
+    jobs = [  # seed-major: an interrupted preset leaves every cell with the same seeds
         (args.scale, a, t, s, str(args.out), args.data_root, args.vit_weights, preset.epochs)
+        for s in seeds
         for a in archs
         for t in tasks
-        for s in seeds
     ]
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.analyse_only:
@@ -271,6 +293,8 @@ def main(argv: list[str] | None = None) -> None:
             for job in jobs:
                 print(f"[{time.perf_counter() - start:7.1f} s] done {train_one(*job)}", flush=True)
         print(f"training: {len(jobs)} runs in {time.perf_counter() - start:.1f} s", flush=True)
+    if args.train_only:
+        return
 
     from benchmarks.paper.findings import analyse
 

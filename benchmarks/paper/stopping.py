@@ -27,8 +27,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning_dynamics.report.analysis import val_loss_stop_epoch
 from lightning_dynamics.convergence import convergence_signal
+from lightning_dynamics.report.analysis import val_loss_stop_epoch
 
 MAX_LOSS = 0.5  # percentage points: the tolerance a chosen knob must meet on the tuning seeds
 

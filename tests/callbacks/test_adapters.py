@@ -11,9 +11,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from benchmarks.kit import DigitsDataModule, SmallCNN
 from lightning_dynamics import DynamicsMonitor, DynamicsTracker
 from lightning_dynamics.capture import load_history
-from benchmarks.kit import DigitsDataModule, SmallCNN
 from lightning_dynamics.tracker import MEASURE_KEYS
 
 EPOCHS = 18
