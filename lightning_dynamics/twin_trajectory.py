@@ -11,7 +11,7 @@ Lacasa, arXiv:2404.05782, find it turns positive at large learning rates. docs/m
     for batch in loader:
         loss = loss_fn(model, batch); loss.backward(); optimizer.step(); optimizer.zero_grad()
         twin.step(lambda: loss_fn(model, batch))  # the same batch, on the shadow's weights
-    twin.exponent  # mean log(d / d0) per optimizer step
+    twin.exponent  # lambda per optimizer step
 
 The shadow is one more copy of the trained parameters, of the module's buffers and of the optimizer's
 per-parameter state. Its step swaps these into the real model and optimizer, runs the loss closure,
@@ -24,66 +24,224 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from torch import Tensor, nn
 
-# docs/method.md section 9 says 1e-6; in float32 that is too close to rounding: the real and the shadow run each
-# round their updates to ~6e-8 relative, a random kick of a few percent of d0 per step that reads as growth. On
-# digits (benchmarks/lyapunov_sweep.py) lambda at lr 0.1 was 0.0158 with d0 = 1e-6, 0.0034 with 1e-5 and 0.0024
-# with both 1e-4 and 1e-3 (converged); 1e-4 keeps the pair in the linear regime and out of the rounding.
+from lightning_dynamics.config import check_finite_real, check_int
+
+# Relative separation kept at every renormalisation. In float32 each update rounds both runs by ~6e-8 relative, a
+# random kick of 6e-8 / d0 of the separation per step: about 0.5 * (6e-8 / d0)^2 of spurious growth per step, 2e-3 at
+# d0 = 1e-6 (measured on digits: lambda 0.016 at 1e-6, 0.0024 at 1e-4 and 1e-3), 2e-7 at 1e-4. 1e-4 keeps the pair
+# in the linear regime and out of the rounding (benchmarks/lyapunov.md).
 DEFAULT_D0 = 1e-4
 DEFAULT_RENORM_EVERY = 1
+WEIGHTS = "weights"  # the name of the parameters' block in the separation metric
+_MAX_SEED = 2**63 - 1
+# Optimizer-state fields that are non-negative by construction (running sums and averages of squares, Adamax's
+# infinity norm): a renormalised shadow keeps them non-negative.
+NON_NEGATIVE_STATE = frozenset({"exp_avg_sq", "max_exp_avg_sq", "square_avg", "sum", "acc_delta", "exp_inf"})
+
+
+def check_duty(duty_on: Any, duty_period: Any) -> tuple[int | None, int | None]:
+    """Validate a duty cycle: both None (always on), or integers ``1 <= duty_on <= duty_period``.
+
+    Example:
+        >>> check_duty(2, 10), check_duty(None, None)
+        ((2, 10), (None, None))
+        >>> check_duty(3, 2)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: `duty_on` must be <= `duty_period` (the twin runs duty_on of every duty_period), got ...
+    """
+    if duty_on is None and duty_period is None:
+        return None, None
+    if duty_on is None or duty_period is None:
+        raise ValueError(
+            f"`duty_on` and `duty_period` must be given together (or both None: always on), got duty_on={duty_on!r}, "
+            f"duty_period={duty_period!r}."
+        )
+    on = check_int("duty_on", duty_on, 1)
+    period = check_int("duty_period", duty_period, 1)
+    assert on is not None and period is not None
+    if on > period:
+        raise ValueError(
+            "`duty_on` must be <= `duty_period` (the twin runs duty_on of every duty_period), "
+            f"got duty_on={on}, duty_period={period}."
+        )
+    return on, period
+
+
+def check_d0(d0: Any) -> float:
+    """``d0`` as a relative distance in (0, 1); a ValueError naming it otherwise."""
+    value = check_finite_real("d0", d0, positive=True)
+    assert value is not None
+    if value >= 1:
+        raise ValueError(f"`d0` must be a relative distance in (0, 1), got {d0!r}.")
+    return value
+
+
+def check_seed(seed: Any) -> int:
+    """``seed`` as an integer in [0, 2**63 - 1]; a ValueError naming it otherwise."""
+    value = check_int("seed", seed, 0)
+    assert value is not None
+    if value > _MAX_SEED:
+        raise ValueError(f"`seed` must be an integer in [0, 2**63 - 1], got {seed!r}.")
+    return value
+
+
+class PooledSlope:
+    r"""Least-squares slope of ``y`` on ``x``, pooled over segments that each have their own intercept.
+
+    .. math:: \hat\lambda = \frac{\sum_s \sum_{j \in s} (x_j - \bar x_s)(y_j - \bar y_s)}
+                                 {\sum_s \sum_{j \in s} (x_j - \bar x_s)^2}
+
+    (the within-segment, "fixed effects" slope), with Welford updates: O(1) memory over any run length.
+
+    Example:
+        >>> fit = PooledSlope()
+        >>> for x in range(4):
+        ...     fit.add(x, 2.0 * x + 1.0)
+        >>> fit.close()
+        >>> for x in range(3):
+        ...     fit.add(x, 2.0 * x - 5.0)
+        >>> fit.slope
+        2.0
+    """
+
+    FIELDS = ("closed_sxx", "closed_sxy", "n", "mean_x", "mean_y", "sxx", "sxy")
+
+    def __init__(self) -> None:
+        self.closed_sxx = self.closed_sxy = 0.0
+        self.n = 0
+        self.mean_x = self.mean_y = self.sxx = self.sxy = 0.0
+
+    def add(self, x: float, y: float) -> None:
+        """Add the point ``(x, y)`` to the current segment."""
+        self.n += 1
+        dx = x - self.mean_x
+        self.mean_x += dx / self.n
+        self.mean_y += (y - self.mean_y) / self.n
+        self.sxx += dx * (x - self.mean_x)
+        self.sxy += dx * (y - self.mean_y)
+
+    def close(self) -> None:
+        """End the current segment; the next point starts a new one with its own intercept."""
+        self.closed_sxx += self.sxx
+        self.closed_sxy += self.sxy
+        self.n = 0
+        self.mean_x = self.mean_y = self.sxx = self.sxy = 0.0
+
+    @property
+    def slope(self) -> float:
+        """The pooled slope; NaN until some segment holds two distinct ``x``."""
+        sxx = self.closed_sxx + self.sxx
+        return (self.closed_sxy + self.sxy) / sxx if sxx > 0 else math.nan
+
+    def state_dict(self) -> dict[str, float | int]:
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+    def load_state_dict(self, state: Any, name: str) -> None:
+        """Restore :meth:`state_dict`; a ValueError naming ``name.<field>`` for a missing or invalid field."""
+        if not isinstance(state, Mapping):
+            raise ValueError(f"`{name}` must be a dict with keys {self.FIELDS}, got {type(state).__name__}.")
+        values: dict[str, float | int] = {}
+        for field in self.FIELDS:
+            if field == "n":
+                values[field] = _int_field(state, field, 0, prefix=f"{name}.")
+            else:
+                values[field] = _float_field(state, field, prefix=f"{name}.")
+        for field in ("closed_sxx", "sxx"):
+            if values[field] < 0:
+                raise ValueError(f"`{name}.{field}` must be >= 0 (a sum of squares), got {values[field]!r}.")
+        for field, value in values.items():
+            setattr(self, field, value)
 
 
 class TwinTrajectory:
     r"""A shadow copy of a training run at a small distance, renormalised every ``renorm_every`` steps.
 
-    Every ``k = renorm_every`` optimizer steps the weight-space distance :math:`d = \|w - w'\|_2` between
-    the real weights :math:`w` and the shadow's :math:`w'` is recorded and the shadow is pulled back along
-    the separation to distance :math:`d_0` (Benettin et al. 1980, Meccanica 15:9), its optimizer state and
-    floating-point buffers by the same factor :math:`d_0 / d` (a state tensor that is non-negative in both
-    runs, such as Adam's second moment, stays non-negative):
+    **The state and its separation.** The state that training evolves is the weights *and* the optimizer's
+    per-parameter state (momentum buffers, Adam's moments; every floating tensor of the parameter's shape).
+    The shadow is a perturbed copy of all of it: its optimizer state is its own, evolved by the shadow's own
+    steps, and its separation from the real state is measured and renormalised as a whole. (Re-synchronising
+    the shadow's optimizer state at each renormalisation would be wrong: with momentum ``m`` it turns the
+    map's spectral radius into ``|1 - lr a|``, e.g. ``ln 0.9`` instead of ``ln sqrt(0.9)``.) The distance is
 
-    .. math:: \lambda = \frac{1}{t} \sum_{j} \ln \frac{d(j k)}{d_0}\quad \text{(per optimizer step)}
+    .. math:: d = \Big(\|\delta w\|_2^2 + \sum_f \kappa_f^2 \|\delta s_f\|_2^2\Big)^{1/2}, \qquad
+              \kappa_f = \frac{\|w\|_2}{\|s_f\|_2}\ \text{(real run, frozen when the window starts or } f
+              \text{ first appears)},
 
-    :math:`d_0` is ``d0`` times the norm of the weights when the shadow is made; the first separation is
-    a random direction (fixed by ``seed``, identical on every process). The default ``d0 = 1e-4`` (not the
-    1e-6 of docs/method.md section 9) keeps float32 rounding, about 6e-8 relative per update, out of the
-    estimate: with 1e-6 it adds a spurious positive exponent (see ``benchmarks/README.md``).
+    one block per state field ``f`` (``"momentum_buffer"``, ``"exp_avg"``, ``"exp_avg_sq"``, ...) in the units of
+    the weights. The metric is fixed while a window lasts, so the log-growths of a linear map telescope exactly
+    (a metric that changed with the run's scales would add a bias of the size of their per-step changes).
+
+    **Benettin renormalisation** (Benettin et al. 1980, Meccanica 15:9). Every ``k = renorm_every`` optimizer
+    steps, :math:`g_j = \ln(d / d_{\mathrm{start}})` is recorded and the whole separation (weights, optimizer
+    state, floating buffers) is scaled along itself so that its largest block, relative to the *current*
+    size of that block in the real run (:math:`\max(\|\delta w\|/\|w\|, \max_f \|\delta s_f\|/\|s_f\|)`), is
+    ``d0``. Relative to the current scale, the separation stays ``d0 / 6e-8`` above float32 rounding when the
+    weights grow or shrink by orders of magnitude (a separation fixed at the start falls below float32
+    resolution once the weights grow: that bug gave -0.06 for a true ``ln 2``). The state fields that are
+    non-negative by construction (``NON_NEGATIVE_STATE``: Adam's second moment, RMSprop's and Adagrad's sums)
+    stay non-negative.
+
+    **The estimate** is the least-squares slope of the cumulative log-growth :math:`G(t) = \sum_{j} g_j` against
+    the optimizer step :math:`t`, pooled over windows with one intercept per window:
+
+    .. math:: \lambda = \text{slope of } G(t) \text{ against } t \quad \text{(per optimizer step)}
+
+    For a linear map :math:`G(t) = \lambda t + c + o(1)` exactly; the slope drops the constant ``c`` (the share
+    of the starting direction on the leading mode) that biases the plain mean :math:`G(t)/t` by ``c / t``, and
+    averages down the bounded oscillation of a rotating separation (complex eigenvalues, e.g. momentum).
+    :attr:`mean_exponent` keeps the plain mean. Units: per optimizer step; per epoch = per step x steps per epoch.
+
+    **Differences from arXiv:2404.05782 and arXiv:2506.08523**: they start a second run in an epsilon-ball
+    around the *initialisation*, measure the L1 distance of the weights (no optimizer state), never
+    renormalise (the distance saturates once it is no longer small) and train full-batch. Here the pair sees the
+    same mini-batches, the separation is renormalised, includes the optimizer state and uses the L2 metric
+    above; the exponent is the one of the stochastic training map along the real run.
+
+    **Duty cycle** (``duty_on`` of every ``duty_period`` optimizer steps): outside its windows the shadow takes no
+    step (the loss closure is not called: no cost but a counter). At each window start it is re-seeded from the
+    real run's current state plus ``d0`` along the separation the previous window ended with (a random
+    direction the first time), which is close to the leading direction and shortens the transient.
 
     Cost: memory of one more copy of the trained parameters, the buffers and the optimizer state (about
     1x the parameters for SGD, 2x with momentum, 3x for Adam/AdamW), plus the shadow's gradients while it
-    steps; compute of one more forward, backward and optimizer step per training step (about 2x the time
-    of the training step), plus a few passes over the parameters at each renormalisation.
+    steps; compute of one more forward, backward and optimizer step per training step while on, plus a few passes
+    over the parameters and optimizer state at each renormalisation.
 
     Under data parallelism (``torch.distributed`` initialised, world size > 1) the shadow's gradients are
     averaged across processes, as the real model's are by DDP, so every process keeps the same shadow and
     the same estimate.
 
     Args:
-        d0: initial and renormalised distance, relative to the norm of the weights.
-        renorm_every: optimizer steps between renormalisations.
-        seed: seed of the initial separation direction.
+        d0: the separation after each renormalisation, relative to the current size of the largest block, in (0, 1).
+        renorm_every: optimizer steps between renormalisations (>= 1).
+        seed: seed of the first separation direction (an integer in [0, 2**63 - 1]).
         sync_gradients: average the shadow's gradients across processes when ``torch.distributed`` runs.
+        duty_on: with ``duty_period``, the twin runs ``duty_on`` of every ``duty_period`` optimizer steps
+            (both None: always on).
+        duty_period: see ``duty_on``.
 
     Example:
         >>> import torch
-        >>> _ = torch.manual_seed(0)
-        >>> model = torch.nn.Linear(4, 1)
-        >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        >>> x, y = torch.randn(32, 4), torch.randn(32, 1)
-        >>> twin = TwinTrajectory().attach(model, optimizer)
-        >>> for _ in range(20):
+        >>> a = torch.tensor([0.5, 1.0, 2.0, 30.0])
+        >>> w = torch.nn.Parameter(torch.ones(4))
+        >>> optimizer = torch.optim.SGD([w], lr=0.1)
+        >>> loss = lambda: 0.5 * (a * w.square()).sum()
+        >>> twin = TwinTrajectory().attach(torch.nn.Module(), optimizer)
+        >>> for _ in range(30):
         ...     optimizer.zero_grad()
-        ...     torch.nn.functional.mse_loss(model(x), y).backward()
+        ...     loss().backward()
         ...     optimizer.step()
-        ...     _ = twin.step(lambda: torch.nn.functional.mse_loss(model(x), y))
-        >>> bool(twin.exponent < 0)  # least squares with a small step contracts: stable
-        True
+        ...     _ = twin.step(loss)
+        >>> round(twin.exponent, 3)  # max ln|1 - lr a_i| = ln 2: the step along a = 30 overshoots and grows
+        0.693
     """
 
     def __init__(
@@ -92,50 +250,57 @@ class TwinTrajectory:
         renorm_every: int = DEFAULT_RENORM_EVERY,
         seed: int = 0,
         sync_gradients: bool = True,
+        duty_on: int | None = None,
+        duty_period: int | None = None,
     ) -> None:
-        if not (isinstance(d0, (int, float)) and 0 < d0 < 1):
-            raise ValueError(f"`d0` must be a relative distance in (0, 1), got {d0!r}.")
-        if isinstance(renorm_every, bool) or not isinstance(renorm_every, int) or renorm_every < 1:
-            raise ValueError(f"`renorm_every` must be an integer >= 1, got {renorm_every!r}.")
-        self.d0 = float(d0)
-        self.renorm_every = renorm_every
-        self.seed = int(seed)
+        self.d0 = check_d0(d0)
+        renorm = check_int("renorm_every", renorm_every, 1)
+        assert renorm is not None
+        self.renorm_every = renorm
+        self.seed = check_seed(seed)
+        if not isinstance(sync_gradients, bool):
+            raise ValueError(f"`sync_gradients` must be True or False, got {sync_gradients!r}.")
         self.sync_gradients = sync_gradients
+        self.duty_on, self.duty_period = check_duty(duty_on, duty_period)
         self.model: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
-        self.distance0 = math.nan  # absolute d0, set when the shadow is made
+        self.running = False  # a window is open: the shadow exists and steps
         self.shadow_params: list[Tensor] = []
         self.shadow_buffers: list[Tensor] = []
         self.shadow_state: list[dict[str, Any]] = []
+        # Between windows: the separation the last window ended with (weights, buffers, state), or None.
+        self.direction: dict[str, list[Any]] | None = None
+        self.kappa: dict[str, float] = {}  # metric weight of each optimizer-state field, frozen per window
+        self.separation0 = math.nan  # metric distance right after the last renormalisation
+        self.real_steps = 0  # calls of step(): the real run's optimizer steps since attach
+        self.restarts = 0  # random directions drawn so far
+        self.window_steps = 0  # shadow steps counted in the current window
+        self.window_log_growth = 0.0  # their cumulative log-growth
         self.sum_log_growth = 0.0
         self.steps = 0  # optimizer steps covered by the recorded renormalisations
         self.pending = 0  # shadow steps since the last renormalisation
-        self.log_growth: list[float] = []  # ln(d / d0) at each renormalisation
+        self.log_growth: list[float] = []  # ln(d / d_start) at each renormalisation
+        self.fit = PooledSlope()  # G(t) against t, over the run
+        self.fit_since_mark = PooledSlope()  # the same since mark()
 
     # -- set-up ---------------------------------------------------------------------------------------------
 
     def attach(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> TwinTrajectory:
-        """Bind to ``model`` and ``optimizer`` and make the shadow (unless a loaded state already holds one)."""
+        """Bind to ``model`` and ``optimizer``; open a window now if the schedule says so (and none is loaded)."""
         self.model, self.optimizer = model, optimizer
         params = self._params()
         if not params:
             raise ValueError("The optimizer holds no parameters that require gradients: nothing to perturb.")
-        if self.shadow_params:
+        if self.running or self.direction is not None:
             self._check_loaded(params)
-            return self
-        with torch.no_grad():
-            norm = _global_norm(params)
-            self.distance0 = self.d0 * float(norm) if norm > 0 else self.d0
-            generator = torch.Generator().manual_seed(self.seed)
-            directions = [torch.randn(p.shape, generator=generator, dtype=torch.float64) for p in params]
-            scale = self.distance0 / float(torch.sqrt(sum((u.square().sum() for u in directions), torch.zeros(()))))
-            self.shadow_params = [
-                (p.detach().double() + scale * u.to(p.device)).to(p.dtype)
-                for p, u in zip(params, directions, strict=True)
-            ]
-        self.shadow_buffers = [b.detach().clone() for b in self._buffers()]
-        self.shadow_state = [copy.deepcopy(self.optimizer.state.get(p, {})) for p in params]
+        if not self.running and self._scheduled(self.real_steps):
+            self.start_window()
         return self
+
+    def _scheduled(self, step: int) -> bool:
+        if self.duty_on is None or self.duty_period is None:
+            return True
+        return step % self.duty_period < self.duty_on
 
     def _params(self) -> list[Tensor]:
         assert self.optimizer is not None, "call attach(model, optimizer) first"
@@ -145,16 +310,123 @@ class TwinTrajectory:
         assert self.model is not None, "call attach(model, optimizer) first"
         return list(self.model.buffers())
 
+    def _real_states(self, params: list[Tensor]) -> list[dict[str, Any]]:
+        assert self.optimizer is not None, "call attach(model, optimizer) first"
+        return [self.optimizer.state.get(p, {}) for p in params]
+
     def _check_loaded(self, params: list[Tensor]) -> None:
         shapes = [tuple(p.shape) for p in params]
-        loaded = [tuple(s.shape) for s in self.shadow_params]
+        tensors = self.shadow_params if self.running else (self.direction or {}).get("params", [])
+        loaded = [tuple(s.shape) for s in tensors]
         if shapes != loaded:
             raise ValueError(f"The loaded shadow holds parameters of shapes {loaded}, the optimizer {shapes}.")
-        self.shadow_params = [
-            s.to(device=p.device, dtype=p.dtype) for s, p in zip(self.shadow_params, params, strict=True)
+        buffers = self._buffers()
+        loaded_buffers = self.shadow_buffers if self.running else (self.direction or {}).get("buffers", [])
+        if len(loaded_buffers) != len(buffers):
+            raise ValueError(f"The loaded shadow holds {len(loaded_buffers)} buffers, the model {len(buffers)}.")
+        moved_params = [s.to(device=p.device, dtype=p.dtype) for s, p in zip(tensors, params, strict=True)]
+        moved_buffers: list[Any] = [
+            s if s is None else s.to(b.device) for s, b in zip(loaded_buffers, buffers, strict=True)
         ]
-        self.shadow_buffers = [s.to(b.device) for s, b in zip(self.shadow_buffers, self._buffers(), strict=True)]
-        self.shadow_state = [_to_device(state, p.device) for state, p in zip(self.shadow_state, params, strict=True)]
+        states = self.shadow_state if self.running else (self.direction or {}).get("state", [])
+        moved_states = [_to_device(state, p.device) for state, p in zip(states, params, strict=True)]
+        if self.running:
+            self.shadow_params, self.shadow_buffers, self.shadow_state = moved_params, moved_buffers, moved_states
+        else:
+            self.direction = {"params": moved_params, "buffers": moved_buffers, "state": moved_states}
+
+    # -- windows --------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def start_window(self) -> None:
+        """Re-seed the shadow from the real run's current state plus ``d0`` along the last separation.
+
+        The first time (and after a divergence) the direction is random in the weights, fixed by ``seed`` and the
+        number of directions drawn so far, identical on every process.
+        """
+        if self.running:
+            return
+        params, buffers = self._params(), self._buffers()
+        real_states = self._real_states(params)
+        direction = self.direction
+        if direction is not None and not _any_nonzero(direction["params"]) and not _any_nonzero_state(direction):
+            direction = None
+        if direction is None:
+            generator = torch.Generator().manual_seed((self.seed + self.restarts) % (_MAX_SEED + 1))
+            self.restarts += 1
+            direction = {
+                "params": [torch.randn(p.shape, generator=generator, dtype=torch.float64) for p in params],
+                "buffers": [None for _ in buffers],
+                "state": [{} for _ in params],
+            }
+        u_params = [u.to(p.device, torch.float64) for u, p in zip(direction["params"], params, strict=True)]
+        u_norms, sizes = _block_norms(
+            params, u_params, _fields(real_states, params), _fields(direction["state"], params)
+        )
+        alpha = self.d0 / _largest_relative(u_norms, sizes)
+        self.shadow_params = [
+            (p.detach().double() + alpha * u).to(p.dtype) for p, u in zip(params, u_params, strict=True)
+        ]
+        self.shadow_buffers = []
+        for b, u in zip(buffers, direction["buffers"], strict=True):
+            shadow = b.detach().clone()
+            if u is not None and shadow.is_floating_point():
+                shadow.add_(u.to(shadow.device, shadow.dtype), alpha=alpha)
+            self.shadow_buffers.append(shadow)
+        self.shadow_state = [copy.deepcopy(state) for state in real_states]
+        for state, u_state in zip(self.shadow_state, direction["state"], strict=True):
+            for key, u in u_state.items():
+                value = state.get(key)
+                if _is_field(value) and isinstance(u, Tensor) and value.shape == u.shape:
+                    value.add_(u.to(value.device, value.dtype), alpha=alpha)
+                    if key in NON_NEGATIVE_STATE:
+                        value.clamp_(min=0)
+        self.direction = None
+        self.running = True
+        self.kappa = {}
+        self.separation0 = self._metric(self._separation_norms()[0])
+        self.window_steps, self.window_log_growth = 0, 0.0
+        self.fit.add(0.0, 0.0)
+        self.fit_since_mark.add(0.0, 0.0)
+
+    @torch.no_grad()
+    def end_window(self) -> float | None:
+        """Close the window: renormalise what is pending, keep the separation as the next window's direction.
+
+        Returns:
+            ``ln(d / d_start)`` of the pending steps, if any, else ``None``.
+        """
+        if not self.running:
+            return None
+        growth = self.renormalize() if self.pending else None
+        params, buffers = self._params(), self._buffers()
+        real_states = self._real_states(params)
+        for s, p in zip(self.shadow_params, params, strict=True):
+            s.sub_(p)
+        direction_buffers: list[Tensor | None] = []
+        for s, b in zip(self.shadow_buffers, buffers, strict=True):
+            direction_buffers.append(s.sub_(b) if s.is_floating_point() else None)
+        direction_state: list[dict[str, Tensor]] = []
+        for state, real in zip(self.shadow_state, real_states, strict=True):
+            kept = {}
+            for key, value in state.items():
+                other = real.get(key)
+                if _is_field(value) and isinstance(other, Tensor) and other.shape == value.shape:
+                    kept[key] = value.sub_(other)
+            direction_state.append(kept)
+        self.direction = {"params": self.shadow_params, "buffers": direction_buffers, "state": direction_state}
+        self.shadow_params, self.shadow_buffers, self.shadow_state = [], [], []
+        self.running = False
+        self.separation0 = math.nan
+        self.fit.close()
+        self.fit_since_mark.close()
+        return growth
+
+    def mark(self) -> None:
+        """Start :attr:`exponent_since_mark` afresh here (e.g. at an epoch start)."""
+        self.fit_since_mark = PooledSlope()
+        if self.running:
+            self.fit_since_mark.add(float(self.window_steps), self.window_log_growth)
 
     # -- the step -------------------------------------------------------------------------------------------
 
@@ -166,6 +438,7 @@ class TwinTrajectory:
         exit, also on an exception.
         """
         assert self.model is not None and self.optimizer is not None, "call attach(model, optimizer) first"
+        assert self.running, "no window is open: call start_window() first"
         params, buffers = self._params(), self._buffers()
         real_data = [p.data for p in params]
         real_grads = [p.grad for p in params]
@@ -196,11 +469,12 @@ class TwinTrajectory:
         loss_closure: Callable[[], Tensor],
         before_optimizer_step: Callable[[torch.optim.Optimizer], None] | None = None,
     ) -> float | None:
-        """Advance the shadow by one optimizer step on the batch that ``loss_closure`` evaluates.
+        """Count one real optimizer step and, inside a window, advance the shadow on the same batch.
 
-        Call it after the real optimizer step, with a closure that computes the loss of the same batch on the
-        model as it stands (the shadow's weights are swapped in while it runs). Random-number streams are
-        the caller's business: the closure must draw the same dropout masks as the real step did.
+        Call it after every real optimizer step, with a closure that computes the loss of the same batch on the
+        model as it stands (the shadow's weights are swapped in while it runs); outside a duty window the closure
+        is not called. Random-number streams are the caller's business: the closure must draw the same dropout
+        masks as the real step did.
 
         Args:
             loss_closure: returns the scalar loss of the batch.
@@ -208,113 +482,374 @@ class TwinTrajectory:
                 before its step (gradient clipping, as the real step had).
 
         Returns:
-            ``ln(d / d0)`` when this step renormalised, else ``None``.
+            ``ln(d / d_start)`` when this step renormalised, else ``None``.
         """
         assert self.optimizer is not None, "call attach(model, optimizer) first"
-        with self.swapped():
-            with torch.enable_grad():
-                loss = loss_closure()
-                if not isinstance(loss, Tensor) or loss.numel() != 1:
-                    raise TypeError(f"`loss_closure` must return a scalar tensor, got {type(loss).__name__}.")
-                loss.backward()
-            if self.sync_gradients:
-                _average_across_processes([p.grad for p in self._params() if p.grad is not None])
-            if before_optimizer_step is not None:
-                before_optimizer_step(self.optimizer)
-            self.optimizer.step()
-            for p in self._params():
-                p.grad = None
-        self.pending += 1
-        if self.pending < self.renorm_every:
-            return None
-        return self.renormalize()
+        self.real_steps += 1
+        growth = None
+        if self.running:
+            with self.swapped():
+                with torch.enable_grad():
+                    loss = loss_closure()
+                    if not isinstance(loss, Tensor) or loss.numel() != 1:
+                        raise TypeError(f"`loss_closure` must return a scalar tensor, got {type(loss).__name__}.")
+                    loss.backward()
+                if self.sync_gradients:
+                    _average_across_processes([p.grad for p in self._params() if p.grad is not None])
+                if before_optimizer_step is not None:
+                    before_optimizer_step(self.optimizer)
+                self.optimizer.step()
+                for p in self._params():
+                    p.grad = None
+            self.pending += 1
+            if self.pending >= self.renorm_every:
+                growth = self.renormalize()
+        if self.duty_period is not None:
+            if self._scheduled(self.real_steps):
+                self.start_window()  # no-op while a window is open
+            elif self.running:
+                closed = self.end_window()
+                growth = closed if closed is not None else growth
+        return growth
 
     @torch.no_grad()
+    def _separation_norms(self) -> tuple[dict[str, float], dict[str, float]]:
+        """``||delta||`` and the real run's size of each block (weights, each optimizer-state field).
+
+        Freezes :attr:`kappa` of a field the first time it has a non-zero size in this window.
+        """
+        params = self._params()
+        deltas = [s - p for p, s in zip(params, self.shadow_params, strict=True)]
+        real_fields = _fields(self._real_states(params), params)
+        shadow_fields = _fields(self.shadow_state, params)
+        delta_fields = {
+            key: [None if r is None or s is None else s - r for r, s in zip(real, shadow_fields[key], strict=True)]
+            for key, real in real_fields.items()
+            if key in shadow_fields
+        }
+        norms, sizes = _block_norms(params, deltas, real_fields, delta_fields)
+        for key, size in sizes.items():
+            if key != WEIGHTS and key not in self.kappa and size > 0:
+                kappa = sizes[WEIGHTS] / size
+                self.kappa[key] = kappa if math.isfinite(kappa) and kappa > 0 else 1.0
+        return norms, sizes
+
+    def _metric(self, norms: dict[str, float]) -> float:
+        total = norms[WEIGHTS] ** 2 + sum((self.kappa[k] * v) ** 2 for k, v in norms.items() if k in self.kappa)
+        return math.sqrt(total)
+
     def distance(self) -> float:
-        """Current weight-space distance :math:`\\|w - w'\\|_2` between the real run and the shadow."""
-        return float(_global_norm([s - p for p, s in zip(self._params(), self.shadow_params, strict=True)]))
+        """Current distance :math:`d` between the real run and the shadow, in the metric above (NaN between windows)."""
+        return self._metric(self._separation_norms()[0]) if self.running else math.nan
 
     @torch.no_grad()
     def renormalize(self) -> float:
-        """Record :math:`\\ln(d / d_0)` and pull the shadow back to distance :math:`d_0` along the separation."""
-        params = self._params()
-        d = self.distance()
-        growth = math.log(d / self.distance0) if d > 0 else (-math.inf if d == 0 else math.nan)
-        if not math.isfinite(d) or d == 0:
-            # Diverged (NaN/Inf) or merged: no direction to pull back along; restart from a fresh direction.
-            self.shadow_params, self.shadow_buffers, self.shadow_state = [], [], []
-            assert self.model is not None and self.optimizer is not None
-            self.attach(self.model, self.optimizer)
-        else:
-            factor = self.distance0 / d
-            for p, s in zip(params, self.shadow_params, strict=True):
-                s.sub_(p).mul_(factor).add_(p)
-            for b, s in zip(self._buffers(), self.shadow_buffers, strict=True):
-                if s.is_floating_point():
-                    s.sub_(b).mul_(factor).add_(b)
-            for p, state in zip(params, self.shadow_state, strict=True):
-                real = self.optimizer.state.get(p, {}) if self.optimizer is not None else {}
-                for key, value in state.items():
-                    other = real.get(key)
-                    if isinstance(value, Tensor) and value.is_floating_point() and isinstance(other, Tensor):
-                        if value.shape != other.shape or value.ndim == 0:
-                            continue  # step counters and scalars: not part of the separation
-                        non_negative = bool((value >= 0).all() and (other >= 0).all())
-                        value.sub_(other).mul_(factor).add_(other)
-                        if non_negative:
-                            value.clamp_(min=0)
+        """Record :math:`\\ln(d / d_{start})` and pull the separation back to ``d0`` relative to the current scale."""
+        assert self.running, "no window is open"
+        params, buffers = self._params(), self._buffers()
+        real_states = self._real_states(params)
+        norms, sizes = self._separation_norms()
+        d = self._metric(norms)
+        growth = math.log(d / self.separation0) if d > 0 else (-math.inf if d == 0 else math.nan)
         self.log_growth.append(growth)
-        if math.isfinite(growth):
-            self.sum_log_growth += growth
-            self.steps += self.pending
-        # else: the runs diverged (non-finite weights) or merged exactly (d = 0); that interval is left out of the
-        # estimate and stays visible in log_growth.
+        if not math.isfinite(growth):
+            # Diverged (NaN/Inf) or merged (d = 0): no direction to pull back along. The interval is left out of the
+            # estimate (it stays visible in log_growth); a new window starts from a fresh random direction.
+            self.pending = 0
+            self.shadow_params, self.shadow_buffers, self.shadow_state = [], [], []
+            self.direction = None
+            self.running = False
+            self.fit.close()
+            self.fit_since_mark.close()
+            self.start_window()
+            return growth
+        factor = self.d0 / _largest_relative(norms, sizes)
+        for p, s in zip(params, self.shadow_params, strict=True):
+            s.sub_(p).mul_(factor).add_(p)
+        for b, s in zip(buffers, self.shadow_buffers, strict=True):
+            if s.is_floating_point():
+                s.sub_(b).mul_(factor).add_(b)
+        for state, real in zip(self.shadow_state, real_states, strict=True):
+            for key, value in state.items():
+                other = real.get(key)
+                if _is_field(value) and isinstance(other, Tensor) and value.shape == other.shape:
+                    value.sub_(other).mul_(factor).add_(other)
+                    if key in NON_NEGATIVE_STATE:
+                        value.clamp_(min=0)
+        self.separation0 = factor * d
+        self.window_steps += self.pending
+        self.window_log_growth += growth
+        self.steps += self.pending
+        self.sum_log_growth += growth
+        self.fit.add(float(self.window_steps), self.window_log_growth)
+        self.fit_since_mark.add(float(self.window_steps), self.window_log_growth)
         self.pending = 0
         return growth
 
     @property
     def exponent(self) -> float:
-        """Running estimate :math:`\\lambda` per optimizer step (NaN before the first renormalisation)."""
+        """:math:`\\lambda` per optimizer step: slope of the cumulative log-growth (NaN before a renormalisation)."""
+        return self.fit.slope
+
+    @property
+    def exponent_since_mark(self) -> float:
+        """:math:`\\lambda` per optimizer step from the renormalisations since :meth:`mark` (NaN with fewer than 2)."""
+        return self.fit_since_mark.slope
+
+    @property
+    def mean_exponent(self) -> float:
+        """The plain mean :math:`G(t) / t` per optimizer step (biased by ``c / t``; NaN before a renormalisation)."""
         return self.sum_log_growth / self.steps if self.steps else math.nan
 
     # -- persistence ----------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Shadow weights, buffers, optimizer state and the running sums (for checkpoints)."""
+        """Shadow (or the last direction), optimizer state, metric, schedule and the running sums (for checkpoints)."""
+        direction = None
+        if self.direction is not None:
+            direction = {
+                "params": [t.detach().clone() for t in self.direction["params"]],
+                "buffers": [None if t is None else t.detach().clone() for t in self.direction["buffers"]],
+                "state": copy.deepcopy(self.direction["state"]),
+            }
         return {
             "d0": self.d0,
             "renorm_every": self.renorm_every,
             "seed": self.seed,
-            "distance0": self.distance0,
+            "duty_on": self.duty_on,
+            "duty_period": self.duty_period,
+            "running": self.running,
             "shadow_params": [t.detach().clone() for t in self.shadow_params],
             "shadow_buffers": [t.detach().clone() for t in self.shadow_buffers],
             "shadow_state": copy.deepcopy(self.shadow_state),
+            "direction": direction,
+            "kappa": dict(self.kappa),
+            "separation0": self.separation0,
+            "real_steps": self.real_steps,
+            "restarts": self.restarts,
+            "window_steps": self.window_steps,
+            "window_log_growth": self.window_log_growth,
             "sum_log_growth": self.sum_log_growth,
             "steps": self.steps,
             "pending": self.pending,
             "log_growth": list(self.log_growth),
+            "fit": self.fit.state_dict(),
+            "fit_since_mark": self.fit_since_mark.state_dict(),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; the tensors move to the model's device at the next :meth:`attach`."""
-        if state.get("d0", self.d0) != self.d0 or state.get("renorm_every", self.renorm_every) != self.renorm_every:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`, validating every field first (a ValueError naming the field).
+
+        Nothing is changed when a field is invalid. The tensors move to the model's device at the next :meth:`attach`
+        (which also checks their shapes against the optimizer's parameters).
+        """
+        if not isinstance(state, Mapping):
+            raise ValueError(f"The twin trajectory's state must be a dict, got {type(state).__name__}.")
+        for name, ours in (
+            ("d0", self.d0),
+            ("renorm_every", self.renorm_every),
+            ("seed", self.seed),
+            ("duty_on", self.duty_on),
+            ("duty_period", self.duty_period),
+        ):
+            saved = _require(state, name)
+            if saved != ours or isinstance(saved, bool):
+                raise ValueError(f"`{name}` of the saved twin trajectory is {saved!r}; this one has {name}={ours!r}.")
+        running = _require(state, "running")
+        if not isinstance(running, bool):
+            raise ValueError(f"`running` must be True or False, got {running!r}.")
+        real_steps = _int_field(state, "real_steps", 0)
+        restarts = _int_field(state, "restarts", 0)
+        steps = _int_field(state, "steps", 0)
+        window_steps = _int_field(state, "window_steps", 0)
+        pending = _int_field(state, "pending", 0)
+        if pending >= self.renorm_every or (pending and not running):
             raise ValueError(
-                f"The saved twin trajectory used d0={state.get('d0')}, renorm_every={state.get('renorm_every')}; "
-                f"this one has d0={self.d0}, renorm_every={self.renorm_every}."
+                f"`pending` must be < renorm_every={self.renorm_every} (and 0 between windows), got {pending}."
             )
-        self.distance0 = float(state["distance0"])
-        self.shadow_params = list(state["shadow_params"])
-        self.shadow_buffers = list(state["shadow_buffers"])
-        self.shadow_state = list(state["shadow_state"])
-        self.sum_log_growth = float(state["sum_log_growth"])
-        self.steps = int(state["steps"])
-        self.pending = int(state["pending"])
-        self.log_growth = list(state["log_growth"])
+        if steps + pending > real_steps or window_steps > steps:
+            raise ValueError(
+                f"`steps` ({steps}) + `pending` ({pending}) must be <= `real_steps` ({real_steps}), and `window_steps` "
+                f"({window_steps}) <= `steps`."
+            )
+        sum_log_growth = _float_field(state, "sum_log_growth")
+        window_log_growth = _float_field(state, "window_log_growth")
+        separation0 = _require(state, "separation0")
+        if running and not (_is_real(separation0) and math.isfinite(separation0) and separation0 > 0):
+            raise ValueError(f"`separation0` must be a finite number > 0 while a window runs, got {separation0!r}.")
+        if not running and not (_is_real(separation0) and math.isnan(separation0)):
+            raise ValueError(f"`separation0` must be NaN between windows, got {separation0!r}.")
+        log_growth = _require(state, "log_growth")
+        if not isinstance(log_growth, list) or not all(_is_real(g) for g in log_growth):
+            raise ValueError(f"`log_growth` must be a list of numbers, got {_describe(log_growth)}.")
+        kappa = _require(state, "kappa")
+        if not isinstance(kappa, Mapping) or not all(
+            isinstance(k, str) and _is_real(v) and math.isfinite(v) and v > 0 for k, v in kappa.items()
+        ):
+            raise ValueError(f"`kappa` must map state-field names to finite numbers > 0, got {_describe(kappa)}.")
+        shadow_params = _tensor_list(state, "shadow_params", floating=True)
+        shadow_buffers = _tensor_list(state, "shadow_buffers")
+        shadow_state = _state_list(state, "shadow_state")
+        if running:
+            if not shadow_params:
+                raise ValueError("`shadow_params` must hold the shadow's parameters while a window runs, got [].")
+            if len(shadow_state) != len(shadow_params):
+                raise ValueError(
+                    f"`shadow_state` must hold one dict per parameter ({len(shadow_params)}), got {len(shadow_state)}."
+                )
+            if not all(bool(torch.isfinite(t).all()) for t in shadow_params):
+                raise ValueError("`shadow_params` must be finite (a diverged shadow is never saved).")
+        elif shadow_params or shadow_buffers or shadow_state:
+            raise ValueError("`shadow_params`, `shadow_buffers` and `shadow_state` must be empty between windows.")
+        direction = _require(state, "direction")
+        if direction is not None:
+            if running or not isinstance(direction, Mapping):
+                raise ValueError(
+                    "`direction` must be None while a window runs, else None or a dict with 'params', 'buffers' and "
+                    f"'state', got {_describe(direction)}."
+                )
+            d_params = _tensor_list(direction, "params", floating=True, prefix="direction.")
+            d_buffers = _require(direction, "buffers", prefix="direction.")
+            if not isinstance(d_buffers, list) or not all(b is None or isinstance(b, Tensor) for b in d_buffers):
+                raise ValueError(f"`direction.buffers` must be a list of tensors or None, got {_describe(d_buffers)}.")
+            d_state = _state_list(direction, "state", prefix="direction.")
+            if len(d_state) != len(d_params):
+                raise ValueError(
+                    f"`direction.state` must hold one dict per parameter ({len(d_params)}), got {len(d_state)}."
+                )
+            direction = {"params": d_params, "buffers": d_buffers, "state": d_state}
+        fit, fit_since_mark = PooledSlope(), PooledSlope()
+        fit.load_state_dict(_require(state, "fit"), "fit")
+        fit_since_mark.load_state_dict(_require(state, "fit_since_mark"), "fit_since_mark")
+        # Everything is valid: apply.
+        self.running = running
+        self.real_steps, self.restarts, self.steps, self.window_steps, self.pending = (
+            real_steps,
+            restarts,
+            steps,
+            window_steps,
+            pending,
+        )
+        self.sum_log_growth, self.window_log_growth = sum_log_growth, window_log_growth
+        self.separation0 = float(separation0)
+        self.log_growth = [float(g) for g in log_growth]
+        self.kappa = {str(k): float(v) for k, v in kappa.items()}
+        self.shadow_params, self.shadow_buffers = list(shadow_params), list(shadow_buffers)
+        self.shadow_state = [dict(s) for s in shadow_state]
+        self.direction = direction
+        self.fit, self.fit_since_mark = fit, fit_since_mark
         if self.optimizer is not None:
             self._check_loaded(self._params())
 
+    def trainable_shapes(self) -> list[tuple[int, ...]]:
+        """Shapes of the parameters the loaded state holds (the shadow's or the last direction's), in order."""
+        tensors = self.shadow_params if self.running else (self.direction or {}).get("params", [])
+        return [tuple(t.shape) for t in tensors]
+
+
+# -- helpers ------------------------------------------------------------------------------------------------
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{type(value).__name__} {text[:77]}..."
+
+
+def _require(state: Mapping[str, Any], name: str, prefix: str = "") -> Any:
+    if name not in state:
+        raise ValueError(f"`{prefix}{name}` is missing from the saved twin trajectory state.")
+    return state[name]
+
+
+def _int_field(state: Mapping[str, Any], name: str, minimum: int, prefix: str = "") -> int:
+    value = _require(state, name, prefix)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"`{prefix}{name}` must be an integer >= {minimum}, got {_describe(value)}.")
+    return value
+
+
+def _float_field(state: Mapping[str, Any], name: str, prefix: str = "") -> float:
+    value = _require(state, name, prefix)
+    if not _is_real(value) or not math.isfinite(value):
+        raise ValueError(f"`{prefix}{name}` must be a finite number, got {_describe(value)}.")
+    return float(value)
+
+
+def _tensor_list(state: Mapping[str, Any], name: str, floating: bool = False, prefix: str = "") -> list[Tensor]:
+    value = _require(state, name, prefix)
+    kind = "floating-point tensors" if floating else "tensors"
+    if not isinstance(value, list) or not all(
+        isinstance(t, Tensor) and (t.is_floating_point() or not floating) for t in value
+    ):
+        raise ValueError(f"`{prefix}{name}` must be a list of {kind}, got {_describe(value)}.")
+    return value
+
+
+def _state_list(state: Mapping[str, Any], name: str, prefix: str = "") -> list[dict[str, Any]]:
+    value = _require(state, name, prefix)
+    if not isinstance(value, list) or not all(isinstance(s, Mapping) for s in value):
+        raise ValueError(f"`{prefix}{name}` must be a list of per-parameter state dicts, got {_describe(value)}.")
+    return [dict(s) for s in value]
+
+
+def _is_field(value: Any) -> TypeGuard[Tensor]:
+    """An optimizer-state tensor that is part of the separation (not a step counter or a scalar)."""
+    return isinstance(value, Tensor) and value.is_floating_point() and value.ndim > 0
+
+
+def _fields(states: list[dict[str, Any]], params: list[Tensor]) -> dict[str, list[Tensor | None]]:
+    """Per field name, its tensor for each parameter (None where absent): floating tensors of the parameter's shape."""
+    fields: dict[str, list[Tensor | None]] = {}
+    for i, (state, p) in enumerate(zip(states, params, strict=True)):
+        for key, value in state.items():
+            if _is_field(value) and value.shape == p.shape:
+                fields.setdefault(key, [None] * len(params))[i] = value
+    return fields
+
+
+def _any_nonzero(tensors: list[Tensor]) -> bool:
+    return any(bool(t.ne(0).any()) for t in tensors)
+
+
+def _any_nonzero_state(direction: dict[str, list[Any]]) -> bool:
+    return any(_is_field(v) and bool(v.ne(0).any()) for state in direction["state"] for v in state.values())
+
+
+def _block_norms(
+    params: list[Tensor],
+    delta_params: list[Tensor],
+    real_fields: dict[str, list[Tensor | None]],
+    delta_fields: dict[str, list[Tensor | None]],
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Norms of the separation's blocks and of the real run's blocks, over the parameters where both exist."""
+    norms = {WEIGHTS: float(_global_norm(delta_params))}
+    sizes = {WEIGHTS: float(_global_norm(params))}
+    for key, real in real_fields.items():
+        pairs = [
+            (r, u) for r, u in zip(real, delta_fields.get(key, []), strict=False) if r is not None and u is not None
+        ]
+        if pairs:
+            norms[key] = float(_global_norm([u for _, u in pairs]))
+            sizes[key] = float(_global_norm([r for r, _ in pairs]))
+    return norms, sizes
+
+
+def _largest_relative(norms: dict[str, float], sizes: dict[str, float]) -> float:
+    """``max_b ||delta_b|| / ||x_b||`` over the blocks with a non-zero real size (absolute if none has one)."""
+    ratios = [norms[key] / size for key, size in sizes.items() if size > 0 and math.isfinite(size)]
+    largest = max(ratios, default=0.0)
+    if largest > 0 and math.isfinite(largest):
+        return largest
+    return norms[WEIGHTS] if norms[WEIGHTS] > 0 else 1.0
+
 
 def _global_norm(tensors: list[Tensor]) -> Tensor:
+    if not tensors:
+        return torch.zeros((), dtype=torch.float64)
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.double()) for t in tensors]))
 
 
