@@ -20,6 +20,11 @@ SUMMARY_CHOICES = ("rms", "mean", "abs_mean", "std")
 _RMS_SAFE_LOW, _RMS_SAFE_HIGH = 2.0**-50, 2.0**50
 # Below this rms, float32 squares of the values are subnormal or zero: an unscaled sum is not the value.
 _RMS_UNDERFLOW = 2.0**-60
+# mean/abs_mean: a layer whose |value| exceeds 2^50 (or whose sum overflowed) is summed with scaling from then
+# on: a float32 sum of n values of magnitude m overflows once n*m > ~3.4e38, and 2^50 leaves n up to 2^78.
+# (No lower limit: sums of small values do not underflow, and a value below float32's normal range cannot be
+# held by the float32 history to more digits anyway.)
+_SUM_SAFE_HIGH = 2.0**50
 
 
 def floating_tensors(output: Any) -> Iterator[Tensor]:
@@ -50,21 +55,28 @@ class SummaryAccumulator:
     float64 on the device (float32 where the device has no float64, e.g. MPS); counts are host integers.
     :meth:`packed` is sum-reducible: under DDP one all-reduce with a plain SUM gives the global sums.
 
-    ``std`` is accurate where ``|mean| >> std`` (docs/method.md section 0): each output is reduced around
-    its own first element (``var_mean`` of ``a - a_0`` in float32: exact subtraction, no cancellation), and
-    its mean and variance are added as sums around a per-layer shift ``K`` (Chan et al. 1979's pairwise
-    update written as shifted sums). ``K`` is the previous sample point's global mean, set by
-    :meth:`summarize` from the all-reduced sums, so it is identical on every rank; the first sample interval
-    has ``K = 0``. With ``K`` within ~1e4 std of the mean the result is exact to float32 rounding (tested
-    at ``|mean|/std = 1e6`` after the first interval); the first interval is exact up to ``|mean|/std``
-    ~1e4 (float64 cancellation of ``sum (a-K)^2 / n - mean^2`` beyond).
+    Each output is reduced in float64 if it is float64 (``precision="64-true"``, ``model.double()``), in
+    float32 otherwise (also for float16/bfloat16 under autocast); any layout (channels-last, transposed,
+    sliced) is reduced in place, without a copy. So a float64 model's summaries are exact to float64 in the
+    sums; the value is rounded once to float32 in :meth:`summarize`, as the history is float32 (docs/method.md
+    section 0), a relative error of at most 6e-8.
 
-    ``rms`` uses a BLAS dot product (one read of the output). A layer whose values reach the limits of
-    float32 squares (rms above ``2^50`` or below ``2^-50``, or an overflowed/zero sum of squares) is
+    ``std`` is accurate where ``|mean| >> std`` (docs/method.md section 0): each output is reduced around
+    its own first element (``var_mean`` of ``a - a_0`` in float32, float64 for float64 outputs: exact
+    subtraction, no cancellation), and its mean and variance are added as sums around a per-layer shift ``K``
+    (Chan et al. 1979's pairwise update written as shifted sums). ``K`` is the previous sample point's global
+    mean, set by :meth:`summarize` from the all-reduced sums, so it is identical on every rank; the first
+    sample interval has ``K = 0``. With ``K`` within ~1e4 std of the mean the result is exact to float32
+    rounding (tested at ``|mean|/std = 1e6`` after the first interval); the first interval is exact up to
+    ``|mean|/std`` ~1e4 (float64 cancellation of ``sum (a-K)^2 / n - mean^2`` beyond).
+
+    ``rms`` uses a BLAS dot product (one read of the output), ``mean`` a sum and ``abs_mean`` a 1-norm. A
+    layer whose values reach the limits of float32 sums (``rms`` above ``2^50`` or below ``2^-50``, ``mean``
+    or ``abs_mean`` above ``2^50`` in magnitude, or a sum that overflowed) is
     flagged by :meth:`summarize` and summed with scaling by its largest magnitude from the next sample
-    interval on (about 3x the cost, for that layer only); the interval in which an unscaled layer's squares
-    overflow or underflow is reported as NaN (a missing point that the measures bridge), never as a wrong
-    number.
+    interval on (about 3x the cost, for that layer only), so no finite activation makes a sum overflow; the
+    interval in which an unscaled layer's sum overflows (or its squares underflow) is reported as NaN (a
+    missing point that the measures bridge), never as a wrong number.
 
     Example:
         >>> import torch
@@ -101,21 +113,22 @@ class SummaryAccumulator:
         if a.layout != torch.strided or a.is_nested:
             raise TypeError(f"cannot summarise a {a.layout} tensor{' (nested)' if a.is_nested else ''}.")
         row = self.sums[index]  # a view: the in-place ops below write the accumulator directly
-        if self.summary == "rms":
-            if self.scaled[index]:
-                row.add_(_scaled_square_sum(a, row.dtype))
-            elif a.dtype in (torch.float32, torch.float64) and a.is_contiguous():
+        exact = _reduction_dtype(a)  # float64 for float64 outputs, float32 for the rest
+        if self.summary != "std" and self.scaled[index]:
+            row.add_(_scaled_sum(a, self.summary, row.dtype))
+        elif self.summary == "rms":
+            if a.dtype in (torch.float32, torch.float64) and a.is_contiguous():
                 flat = a.view(-1)
                 row.add_(torch.dot(flat, flat))  # BLAS dot: one read of the output
-            else:  # half/bfloat16 (autocast) or strided: accumulate in float32
-                norm = torch.linalg.vector_norm(a, 2, dtype=torch.float32)
+            else:  # half/bfloat16 (autocast) or strided: one norm, accumulated in float32 or float64
+                norm = torch.linalg.vector_norm(a, 2, dtype=exact)
                 row.addcmul_(norm, norm)
         elif self.summary == "abs_mean":
-            row.add_(torch.linalg.vector_norm(a, 1, dtype=torch.float32))
+            row.add_(torch.linalg.vector_norm(a, 1, dtype=exact))
         elif self.summary == "mean":
-            row.add_(a.sum(dtype=torch.float32))
+            row.add_(a.sum(dtype=exact))
         else:
-            a = a.float()
+            a = a.to(exact)
             first = a[(0,) * a.ndim].reshape(1)  # the output's own shift: exact subtraction near it (no copy)
             var, mean = torch.var_mean(a - first, correction=0)
             n = a.numel()
@@ -156,22 +169,33 @@ class SummaryAccumulator:
             mean_offset = packed[:, 0] / counts.clamp(min=1)
             moved = self.shift + mean_offset.to(self.shift)
             self.shift = torch.where((counts > 0) & torch.isfinite(moved), moved, self.shift)
-        elif self.summary == "rms":
-            sum_squares = packed[:, 0]
-            extreme = (counts > 0) & (
-                (sum_squares == float("inf")) | (values == 0) | (values > _RMS_SAFE_HIGH) | (values < _RMS_SAFE_LOW)
-            )
-            # A layer summed unscaled whose squares overflowed or underflowed has no usable value: missing.
-            unscaled = ~torch.tensor(self.scaled, dtype=torch.bool).to(values.device, non_blocking=True)
-            broken = extreme & unscaled & ((sum_squares == float("inf")) | (values < _RMS_UNDERFLOW))
-            values = torch.where(broken, torch.full_like(values, float("nan")), values)
-            self.scaled = [old or new for old, new in zip(self.scaled, extreme.tolist(), strict=True)]
+            return values
+        total = packed[:, 0]
+        overflowed = (total == float("inf")) | (total == float("-inf"))
+        if self.summary == "rms":
+            extreme = overflowed | (values == 0) | (values > _RMS_SAFE_HIGH) | (values < _RMS_SAFE_LOW)
+            broken = overflowed | (values < _RMS_UNDERFLOW)
+        else:
+            # mean: +inf and -inf partial sums of one interval add up to NaN, so NaN counts as an overflow too.
+            overflowed = overflowed | (total.isnan() if self.summary == "mean" else torch.zeros_like(overflowed))
+            extreme = overflowed | (values.abs() > _SUM_SAFE_HIGH)
+            broken = overflowed
+        extreme = (counts > 0) & extreme
+        # A layer summed unscaled whose sum overflowed (or squares underflowed) has no usable value: missing.
+        unscaled = ~torch.tensor(self.scaled, dtype=torch.bool).to(values.device, non_blocking=True)
+        values = torch.where(extreme & unscaled & broken, torch.full_like(values, float("nan")), values)
+        self.scaled = [old or new for old, new in zip(self.scaled, extreme.tolist(), strict=True)]
         return values
 
     def reset(self) -> None:
         """Zero the sums and counts for the next sample interval (the ``std`` shift and ``rms`` flags stay)."""
         self.sums.zero_()
         self.counts = [0] * self.n_layers
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the accumulator holds on its device (sums and ``std`` shift; the counts live on the host)."""
+        return self.sums.numel() * self.sums.element_size() + self.shift.numel() * self.shift.element_size()
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -181,32 +205,89 @@ class SummaryAccumulator:
             "scaled": list(self.scaled),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.sums.copy_(state["sums"].to(self.sums))
-        self.counts = [int(c) for c in state["counts"]]
-        if "shift" in state:  # states saved before the shift existed start from K = 0
-            self.shift.copy_(state["shift"].to(self.shift))
-        if "scaled" in state:
-            self.scaled = [bool(flag) for flag in state["scaled"]]
+    def load_state_dict(self, state: Any, where: str = "the checkpoint's dynamics accumulator") -> None:
+        """Restore from :meth:`state_dict` after checking every field; nothing changes if one is wrong.
+
+        ``shift`` and ``scaled`` may be absent (states saved before they existed: ``K = 0``, unscaled).
+
+        Raises:
+            ValueError: naming the field: ``state`` is not a dict, or ``sums`` is not a floating-point tensor
+                of shape ``[L, k + 1]``, ``counts`` not ``L`` non-negative integers, ``shift`` not ``L``
+                finite floats, ``scaled`` not ``L`` booleans.
+        """
+        if not isinstance(state, dict):
+            raise ValueError(f"{where} is not a dict of partial sums (got {type(state).__name__}).")
+        missing = [key for key in ("sums", "counts") if key not in state]
+        if missing:
+            raise ValueError(f"{where} lacks {missing}.")
+        n = self.n_layers
+        sums, counts = state["sums"], state["counts"]
+        if not isinstance(sums, Tensor) or not sums.is_floating_point() or sums.shape != self.sums.shape:
+            got = f"{sums.dtype} of shape {tuple(sums.shape)}" if isinstance(sums, Tensor) else type(sums).__name__
+            raise ValueError(
+                f"{where}: `sums` must be a floating-point tensor of shape {tuple(self.sums.shape)} (layers x "
+                f"sums of {self.summary!r}), got {got}."
+            )
+        if not isinstance(counts, (list, tuple)) or len(counts) != n or not all(_is_count(c) for c in counts):
+            raise ValueError(f"{where}: `counts` must be {n} non-negative integers, got {_shown(counts)}.")
+        shift = state.get("shift", torch.zeros(n))
+        if (
+            not isinstance(shift, Tensor)
+            or not shift.is_floating_point()
+            or shift.shape != (n,)
+            or not bool(torch.isfinite(shift).all())
+        ):
+            got = f"{shift.dtype} of shape {tuple(shift.shape)}" if isinstance(shift, Tensor) else type(shift).__name__
+            raise ValueError(f"{where}: `shift` must be a finite floating-point tensor of shape ({n},), got {got}.")
+        scaled = state.get("scaled", [False] * n)
+        if not isinstance(scaled, (list, tuple)) or len(scaled) != n or not all(isinstance(f, bool) for f in scaled):
+            raise ValueError(f"{where}: `scaled` must be {n} booleans (one per layer), got {_shown(scaled)}.")
+        self.sums.copy_(sums.to(self.sums))
+        self.counts = [int(c) for c in counts]
+        self.shift.copy_(shift.to(self.shift))
+        self.scaled = list(scaled)
 
 
-def _scaled_square_sum(a: Tensor, dtype: torch.dtype) -> Tensor:
-    """``sum a^2`` without float32 overflow or underflow: ``|a / max|a||^2``, scaled back in ``dtype``."""
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def _reduction_dtype(a: Tensor) -> torch.dtype:
+    """The dtype an output is reduced in: float64 for float64 outputs, float32 for every other float."""
+    return torch.float64 if a.dtype == torch.float64 else torch.float32
+
+
+def _scaled_sum(a: Tensor, summary: str, dtype: torch.dtype) -> Tensor:
+    """The main sum of ``summary`` (``rms``: ``sum a^2``, ``mean``: ``sum a``, ``abs_mean``: ``sum |a|``) in
+    ``dtype``, without overflow or underflow: reduce ``a / max|a|`` (values in [-1, 1]), then scale back."""
     if a.numel() == 0:
         return torch.zeros((), dtype=dtype, device=a.device)
     low, high = torch.aminmax(a)  # one read, no |a| copy
-    largest = torch.maximum(-low, high).to(torch.float32)
+    largest = torch.maximum(-low, high)
     scale = torch.where((largest > 0) & torch.isfinite(largest), largest, torch.ones_like(largest))
-    scaled = (a / scale.to(a.dtype)).reshape(-1)
-    squares = torch.dot(scaled, scaled) if scaled.dtype in (torch.float32, torch.float64) else None
-    if squares is None:  # half/bfloat16: accumulate in float32
-        norm = torch.linalg.vector_norm(scaled, 2, dtype=torch.float32)
-        squares = norm.square()
-    return squares.to(dtype) * scale.to(dtype).square()
+    scaled = a / scale
+    exact = _reduction_dtype(a)
+    if summary == "rms":
+        if scaled.dtype in (torch.float32, torch.float64) and scaled.is_contiguous():
+            flat = scaled.view(-1)
+            reduced = torch.dot(flat, flat)
+        else:
+            reduced = torch.linalg.vector_norm(scaled, 2, dtype=exact).square()
+        return reduced.to(dtype) * scale.to(dtype).square()
+    if summary == "abs_mean":
+        reduced = torch.linalg.vector_norm(scaled, 1, dtype=exact)
+    else:
+        reduced = scaled.sum(dtype=exact)
+    return reduced.to(dtype) * scale.to(dtype)
 
 
-def summarize(packed: Tensor, summary: str) -> Tensor:
-    r"""Summary values ``[L]`` in float32 from packed sums ``[L, k + 1]`` (counts last).
+def summarize(packed: Tensor, summary: str, dtype: torch.dtype = torch.float32) -> Tensor:
+    r"""Summary values ``[L]`` in ``dtype`` (float32: the history's) from packed sums ``[L, k + 1]`` (counts last).
 
     .. math:: \mathrm{rms} = \sqrt{\textstyle\sum a^2 / n},\ \mathrm{mean} = \textstyle\sum a / n,\
               \mathrm{abs\_mean} = \textstyle\sum |a| / n,\
@@ -225,4 +306,4 @@ def summarize(packed: Tensor, summary: str) -> Tensor:
         value = (packed[:, 1] / n - first.square()).clamp(min=0).sqrt()
     else:
         value = first
-    return value.to(torch.float32)
+    return value.to(dtype)

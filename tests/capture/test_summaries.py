@@ -238,3 +238,165 @@ def test_a_disabled_layer_stays_missing_after_the_interval_resets() -> None:
     with ActivationCapture([("0", net[0]), ("1", net[1])], acc) as capture, capture.capturing():
         net(torch.randn(2, 3))
     assert acc.packed()[:, -1].isnan().tolist() == [False, True]
+
+
+# ---------------------------------------------------------------- float64 and strided outputs (issue 19 item 3)
+
+SUMMARIES = ("rms", "mean", "abs_mean", "std")
+REFERENCES = {
+    "rms": lambda a: a.square().mean().sqrt(),
+    "mean": lambda a: a.mean(),
+    "abs_mean": lambda a: a.abs().mean(),
+    "std": lambda a: a.std(correction=0),
+}
+
+
+def _float64_outputs() -> list[torch.Tensor]:
+    """Float64 outputs whose digits beyond float32 matter: contiguous, channels-last, transposed, sliced."""
+    g = torch.Generator().manual_seed(3)
+    conv = 1.0 + 1e-9 * torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64)  # float32 rounds these to 1.0
+    return [
+        conv,
+        conv.to(memory_format=torch.channels_last),
+        torch.randn(6, 7, generator=g, dtype=torch.float64).t() + 0.25,
+        (torch.randn(8, 9, generator=g, dtype=torch.float64) - 1e-3)[:, ::2],
+    ]
+
+
+@pytest.mark.parametrize("summary", SUMMARIES)
+def test_float64_and_strided_outputs_are_summarised_to_float64_accuracy(summary: str) -> None:
+    outputs = _float64_outputs()
+    assert not outputs[1].is_contiguous() and not outputs[2].is_contiguous() and not outputs[3].is_contiguous()
+    acc = SummaryAccumulator(1, summary, torch.device("cpu"))
+    for out in outputs:
+        acc.add(0, out)
+    reference = REFERENCES[summary](torch.cat([o.reshape(-1) for o in outputs]))
+    # std's first interval has no shift yet: float64 cancellation of E[(a-K)^2] - E[a-K]^2 costs ~(mean/std)^2 ulp.
+    tolerance = 1e-9 if summary == "std" else 1e-13
+    torch.testing.assert_close(
+        summarize(acc.packed(), summary, dtype=torch.float64)[0], reference, rtol=tolerance, atol=0
+    )
+    value = acc.summarize(acc.packed())  # what the history stores: float64 sums rounded once to float32
+    assert value.dtype == torch.float32
+    torch.testing.assert_close(value[0], reference.float(), rtol=2**-23, atol=0)
+
+
+@pytest.mark.parametrize("summary", SUMMARIES)
+def test_a_float64_channels_last_model_keeps_every_layer(summary: str) -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+    model = model.double().to(memory_format=torch.channels_last)
+    layers = select_layers(model, "all", None)
+    acc = SummaryAccumulator(len(layers), summary, torch.device("cpu"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LayerCaptureWarning)  # today: abs_mean/rms disable the layers
+        with ActivationCapture(layers, acc) as capture, capture.capturing():
+            model(torch.randn(2, 3, 8, 8, dtype=torch.float64).to(memory_format=torch.channels_last))
+    assert not capture.disabled and all(count > 0 for count in acc.counts)
+    assert acc.summarize(acc.packed()).isfinite().all()
+
+
+# ---------------------------------------------------------------- mean/abs_mean never overflow (issue 19 item 3)
+
+
+@pytest.mark.parametrize("summary", ["mean", "abs_mean"])
+@pytest.mark.parametrize(("scale", "dtype"), [(1e36, torch.float32), (3e38, torch.float32), (1e37, torch.float64)])
+def test_mean_and_abs_mean_at_extreme_magnitudes_are_missing_once_then_exact(
+    summary: str, scale: float, dtype: torch.dtype
+) -> None:
+    a = (torch.rand(4096, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * scale).to(dtype)
+    assert a.isfinite().all()
+    acc = SummaryAccumulator(2, summary, torch.device("cpu"))
+    acc.add(0, a)
+    acc.add(1, torch.ones(8))
+    first = acc.summarize(acc.packed())
+    assert first[1] == 1 and (first[0].isnan() or first[0] > 0)  # overflowed: missing, never inf
+    for _ in range(2):
+        acc.reset()
+        acc.add(0, a)
+        acc.add(0, a[:100].reshape(10, 10).t())  # a strided output takes the scaled path too
+        acc.add(1, torch.ones(8))
+        value = acc.summarize(acc.packed())
+        reference = REFERENCES[summary](torch.cat([a, a[:100]]).double())
+        assert value[0].isfinite()
+        torch.testing.assert_close(value[0].double(), reference, rtol=1e-6, atol=0.0)
+    assert acc.scaled == [True, False]
+
+
+def test_a_mean_whose_float32_sum_overflows_with_both_signs_is_missing_once_then_exact() -> None:
+    a = torch.cat([torch.full((2048,), 3e38), torch.full((2048,), -3e38), torch.full((4,), 1e36)])
+    acc = SummaryAccumulator(1, "mean", torch.device("cpu"))
+    acc.add(0, a)
+    assert acc.summarize(acc.packed())[0].isnan()  # inf - inf in float32: missing, not a wrong number
+    acc.reset()
+    acc.add(0, a)
+    torch.testing.assert_close(acc.summarize(acc.packed())[0].double(), a.double().mean(), rtol=1e-5, atol=0.0)
+
+
+def test_float64_activations_beyond_float32_range_are_summed_without_overflow() -> None:
+    a = torch.rand(4096, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 1e300
+    for summary in ("mean", "abs_mean"):
+        acc = SummaryAccumulator(1, summary, torch.device("cpu"))
+        for _ in range(2):  # the first interval flags the layer (|mean| > 2^50); then it is summed scaled
+            acc.reset()
+            acc.add(0, a)
+            acc.summarize(acc.packed())
+        assert acc.scaled == [True]
+        torch.testing.assert_close(
+            summarize(acc.packed(), summary, dtype=torch.float64)[0], a.mean(), rtol=1e-13, atol=0
+        )
+
+
+# ---------------------------------------------------------------- checkpoint state is validated (issue 19 item 4)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda s: s.update(scaled=[False, False, True]), "scaled"),
+        (lambda s: s.update(scaled=[0, 1]), "scaled"),
+        (lambda s: s.update(scaled="no"), "scaled"),
+        (lambda s: s.update(shift=torch.zeros(2, 1)), "shift"),
+        (lambda s: s.update(shift=torch.zeros(3)), "shift"),
+        (lambda s: s.update(shift=torch.tensor([0.0, float("nan")])), "shift"),
+        (lambda s: s.update(shift=[0.0, 0.0]), "shift"),
+        (lambda s: s.pop("sums"), "sums"),
+        (lambda s: s.pop("counts"), "counts"),
+        (lambda s: s.update(sums=torch.zeros(3, 3)), "sums"),
+        (lambda s: s.update(sums=torch.zeros(2, 3, dtype=torch.int64)), "sums"),
+        (lambda s: s.update(sums=[[0.0] * 3] * 2), "sums"),
+        (lambda s: s.update(counts=["3", 4]), "counts"),
+        (lambda s: s.update(counts=[True, 4]), "counts"),
+        (lambda s: s.update(counts=[3, -1]), "counts"),
+        (lambda s: s.update(counts=[3]), "counts"),
+        (lambda s: s.update(counts=5), "counts"),
+    ],
+)
+def test_every_field_of_an_accumulator_state_is_checked_by_name(change, field: str) -> None:
+    acc = SummaryAccumulator(2, "std", torch.device("cpu"))
+    acc.add(0, torch.tensor([1.0, 2.0, 4.0]))
+    state = acc.state_dict()
+    change(state)
+    restored = SummaryAccumulator(2, "std", torch.device("cpu"))
+    with pytest.raises(ValueError, match=rf"`{field}`|\['{field}'\]"):
+        restored.load_state_dict(state)
+    assert restored.counts == [0, 0] and (restored.sums == 0).all()  # nothing half-restored
+
+
+@pytest.mark.parametrize("state", [None, [1, 2], "sums"])
+def test_an_accumulator_state_that_is_not_a_dict_is_a_value_error(state) -> None:
+    with pytest.raises(ValueError, match="not a dict"):
+        SummaryAccumulator(2, "rms", torch.device("cpu")).load_state_dict(state)
+
+
+def test_an_accumulator_state_round_trips_and_old_states_without_shift_or_flags_load() -> None:
+    acc = SummaryAccumulator(2, "rms", torch.device("cpu"))
+    acc.add(0, torch.full((16,), 1e30))
+    acc.summarize(acc.packed())
+    acc.reset()
+    acc.add(1, torch.ones(4))
+    restored = SummaryAccumulator(2, "rms", torch.device("cpu"))
+    restored.load_state_dict(acc.state_dict())
+    assert restored.scaled == [True, False] and restored.counts == [0, 4]
+    old = {"sums": acc.sums.clone(), "counts": [0, 4]}
+    SummaryAccumulator(2, "rms", torch.device("cpu")).load_state_dict(old)
+    assert acc.nbytes == 2 * 1 * 8 + 2 * 8  # float64 sums [2, 1] and shift [2]
