@@ -78,7 +78,7 @@ def few_layers_message(measure: str, n_valid: Tensor, n_layers: int) -> str | No
     where = "" if few.numel() <= 1 else f" in {int(few.sum())} of {few.numel()} batch elements"
     least = int(n_valid.min()) if n_valid.numel() else 0
     return (
-        f"{measure} compares layers and needs at least {MIN_CROSS_LAYERS} valid layers; "
+        f"{measure}: comparing layers needs at least {MIN_CROSS_LAYERS} valid layers; "
         f"{least} of {n_layers} valid{where} (the others are excluded: constant, non-finite or too many missing "
         "points)"
     )
