@@ -5,32 +5,49 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
-from lightning_dynamics.twin_trajectory import DEFAULT_D0, DEFAULT_RENORM_EVERY, TwinTrajectory
+from lightning_dynamics.callbacks.keys import full_key
+from lightning_dynamics.config import check_choice
+from lightning_dynamics.twin_trajectory import DEFAULT_D0, DEFAULT_RENORM_EVERY, TwinTrajectory, check_duty
 
 LossFn = Callable[[pl.LightningModule, Any, int], Tensor]
 
 
+DUTY_UNITS = ("step", "epoch")
+
+
 class LyapunovMonitor(Callback):
-    r"""Log the maximum Lyapunov exponent of training, :math:`\lambda`, as ``<prefix>/lyapunov``.
+    r"""Log the maximum Lyapunov exponent of training, :math:`\lambda` per optimizer step, as ``<prefix>/lyapunov``.
 
     A shadow copy of the trained parameters, buffers and optimizer state starts at relative distance ``d0``
     from the real run, takes an optimizer step on every batch the real run trains on, and is pulled back to
-    ``d0`` every ``renorm_every`` steps (Benettin renormalisation, :class:`~lightning_dynamics.twin_trajectory.
-    TwinTrajectory`):
+    ``d0`` relative to the current scale every ``renorm_every`` steps (Benettin renormalisation of the whole
+    state, weights and optimizer state alike, :class:`~lightning_dynamics.twin_trajectory.TwinTrajectory`,
+    docs/method.md section 9). :math:`\lambda` is the least-squares slope of the cumulative log-growth
+    :math:`G(t) = \sum_j \ln(d_j / d_{start})` against the optimizer step:
 
-    .. math:: \lambda = \frac{1}{t}\sum_j \ln\frac{d(jk)}{d_0}\quad\text{per optimizer step}
+    .. math:: \lambda = \text{slope of } G(t) \text{ against } t\quad\text{(per optimizer step; per epoch: times
+              the steps per epoch)}
 
     :math:`\lambda < 0`: nearby runs converge (stable training); :math:`\lambda > 0`: they separate
     exponentially (chaotic training, found at large learning rates by Danovski, Soriano & Lacasa,
-    arXiv:2404.05782). The running estimate since the start of fit is logged at the end of every training
-    epoch (``on_epoch``), once a renormalisation has happened; :attr:`epoch_exponents` holds each epoch's own.
+    arXiv:2404.05782). Unlike arXiv:2404.05782 and arXiv:2506.08523 (a second run from an epsilon-ball around the
+    initialisation, L1 distance of the weights, no renormalisation, full batch), the pair here sees the same
+    mini-batches, the distance includes the optimizer state, and the separation is renormalised, so the value is
+    the exponent of the stochastic training map along the real run, not a saturating distance.
+    Exact on linear maps: for the loss :math:`\tfrac12\sum_i a_i w_i^2` under SGD the logged value is within 5% of
+    :math:`\max_i \ln|1 - \eta a_i|` after 30 steps (also where it is positive), and with momentum ``m`` of the log
+    spectral radius of :math:`[[1 + m - \eta a, -m], [1, 0]]` (tests/callbacks/test_lyapunov.py).
+
+    The running estimate since the start of fit is logged at the end of every training epoch (``on_epoch``)
+    once two renormalisations exist; :attr:`epoch_exponents` holds each epoch's own (NaN for an epoch without a
+    window).
 
     How the shadow gets the loss of the same batch: by default the callback calls the user's own
     ``pl_module.training_step(batch, batch_idx)`` after the real optimizer step, with the shadow's weights,
@@ -44,26 +61,35 @@ class LyapunovMonitor(Callback):
     schedule), Lightning's gradient clipping settings, and, under DDP, gradients averaged across processes
     so that every rank keeps the same shadow and logs the same :math:`\lambda`.
 
-    Cost (stated in :class:`~lightning_dynamics.twin_trajectory.TwinTrajectory`, measured in
-    ``benchmarks/README.md``): one more copy of the parameters, buffers and optimizer state; one more
-    forward, backward and optimizer step per training step (about twice the training time). Off unless
-    added to the Trainer's callbacks.
+    Cost (measured in ``benchmarks/lyapunov.md``): one more copy of the parameters, buffers and optimizer state;
+    one more forward, backward and optimizer step per training step while the twin runs. The duty cycle
+    (``duty_on`` of every ``duty_period`` steps or epochs) runs the twin part of the time only, re-seeded from the
+    real run (plus ``d0`` along the last separation) at each window start. Off unless added to the Trainer's
+    callbacks.
 
     Limits: automatic optimization with one optimizer and ``accumulate_grad_batches=1``; an error says so
     otherwise. fp16 loss scaling is not applied to the shadow's backward.
 
     Args:
-        d0: initial and renormalised distance, relative to the norm of the weights at the start of fit (1e-4:
-            smaller values measure float32 rounding, see :class:`~lightning_dynamics.twin_trajectory.TwinTrajectory`).
-        renorm_every: optimizer steps between renormalisations.
-        prefix: logged key prefix.
+        d0: the separation after each renormalisation, relative to the current size of the largest block of the
+            state (weights, each optimizer-state field), in (0, 1). 1e-4: smaller values measure float32 rounding.
+        renorm_every: optimizer steps between renormalisations (an integer >= 1).
+        prefix: logged key prefix (a non-empty name without '/').
         loss_fn: ``(pl_module, batch, batch_idx) -> loss``, instead of calling ``training_step``.
-        seed: seed of the initial separation direction.
+        seed: seed of the first separation direction (an integer in [0, 2**63 - 1]).
+        duty_on: with ``duty_period``, the twin runs ``duty_on`` of every ``duty_period`` steps or epochs (both None:
+            always on).
+        duty_period: see ``duty_on``.
+        duty_unit: ``"step"`` (optimizer steps) or ``"epoch"`` (training epochs), the unit of the duty cycle.
 
     Example:
         >>> monitor = LyapunovMonitor(d0=1e-4, renorm_every=1)
         >>> monitor.key
         'dynamics/lyapunov'
+        >>> LyapunovMonitor(seed=1.5)
+        Traceback (most recent call last):
+        ...
+        ValueError: `seed` must be an integer >= 0, got 1.5.
     """
 
     def __init__(
@@ -73,32 +99,53 @@ class LyapunovMonitor(Callback):
         prefix: str = "dynamics",
         loss_fn: LossFn | None = None,
         seed: int = 0,
+        duty_on: int | None = None,
+        duty_period: int | None = None,
+        duty_unit: Literal["step", "epoch"] = "step",
     ) -> None:
         super().__init__()
-        if not isinstance(prefix, str):
-            raise ValueError(f"`prefix` must be a string, got {prefix!r}.")
+        self._key = full_key("lyapunov", prefix)  # validates the prefix as every callback of the package does
         if loss_fn is not None and not callable(loss_fn):
             raise ValueError(f"`loss_fn` must be callable (pl_module, batch, batch_idx) -> loss, got {loss_fn!r}.")
-        self.twin = TwinTrajectory(d0=d0, renorm_every=renorm_every, seed=seed)
+        check_choice("duty_unit", duty_unit, DUTY_UNITS)
+        duty_on, duty_period = check_duty(duty_on, duty_period)
+        step_duty = duty_unit == "step"
+        self.twin = TwinTrajectory(
+            d0=d0,
+            renorm_every=renorm_every,
+            seed=seed,
+            duty_on=duty_on if step_duty else None,
+            duty_period=duty_period if step_duty else None,
+        )
         self.prefix = prefix
         self.loss_fn = loss_fn
+        self.duty_on, self.duty_period, self.duty_unit = duty_on, duty_period, duty_unit
         self.epoch_exponents: list[float] = []
-        self._epoch_start = (0.0, 0)
         self._rng_before_step: list[Tensor] | None = None
-        self._pending_state: dict[str, Any] | None = None
+        self._trainable_shapes: list[tuple[int, ...]] | None = None
 
     @property
     def key(self) -> str:
-        return f"{self.prefix}/lyapunov" if self.prefix else "lyapunov"
+        return self._key
 
     @property
     def exponent(self) -> float:
-        """Running estimate of :math:`\\lambda` per optimizer step (NaN before the first renormalisation)."""
+        r"""Running estimate of :math:`\lambda` per optimizer step (NaN before two renormalisations)."""
         return self.twin.exponent
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(prefix=self.prefix, d0=self.twin.d0, renorm_every=self.twin.renorm_every)
+        return self._generate_state_key(
+            prefix=self.prefix,
+            d0=self.twin.d0,
+            renorm_every=self.twin.renorm_every,
+            duty=(self.duty_on, self.duty_period, self.duty_unit),
+        )
+
+    def _epoch_scheduled(self, epoch: int) -> bool:
+        if self.duty_unit != "epoch" or self.duty_on is None or self.duty_period is None:
+            return True
+        return epoch % self.duty_period < self.duty_on
 
     # -- set-up ---------------------------------------------------------------------------------------------
 
@@ -115,29 +162,36 @@ class LyapunovMonitor(Callback):
                 f"LyapunovMonitor needs accumulate_grad_batches=1 (one optimizer step per batch), got "
                 f"{trainer.accumulate_grad_batches}."
             )
+        # Known before a checkpoint's callback state is restored: lets load_state_dict check the shadow's shapes.
+        self._trainable_shapes = sorted(tuple(p.shape) for p in pl_module.parameters() if p.requires_grad)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if len(trainer.optimizers) != 1:
             raise RuntimeError(f"LyapunovMonitor supports exactly one optimizer, got {len(trainer.optimizers)}.")
-        if self._pending_state is not None:
-            self.twin.load_state_dict(self._pending_state["twin"])
-            self._pending_state = None
         self.twin.attach(pl_module, trainer.optimizers[0])
 
     # -- the step -------------------------------------------------------------------------------------------
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._epoch_start = (self.twin.sum_log_growth, self.twin.steps)
+        if self.duty_unit == "epoch":
+            if self._epoch_scheduled(trainer.current_epoch):
+                self.twin.start_window()  # no-op while one is open
+            else:
+                self.twin.end_window()
+        self.twin.mark()
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        self._rng_before_step = _rng_state(pl_module.device)
+        self._rng_before_step = _rng_state(pl_module.device) if self.twin.running else None
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if outputs is None:  # training_step returned None: the real run skipped this optimizer step
+            return
+        if not self.twin.running:
+            self.twin.step(_never_called)  # counts the step for the duty schedule; the closure is not called
             return
 
         def loss() -> Tensor:
@@ -170,9 +224,8 @@ class LyapunovMonitor(Callback):
             _set_rng_state(after, pl_module.device)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        total, steps = self.twin.sum_log_growth - self._epoch_start[0], self.twin.steps - self._epoch_start[1]
-        self.epoch_exponents.append(total / steps if steps else math.nan)
-        if self.twin.steps and not trainer.sanity_checking:
+        self.epoch_exponents.append(self.twin.exponent_since_mark)
+        if math.isfinite(self.twin.exponent) and not trainer.sanity_checking:
             pl_module.log(self.key, self.twin.exponent, on_step=False, on_epoch=True)
 
     # -- persistence ----------------------------------------------------------------------------------------
@@ -181,10 +234,38 @@ class LyapunovMonitor(Callback):
         return {"twin": self.twin.state_dict(), "epoch_exponents": list(self.epoch_exponents)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`: every field is checked here, at restore (a ValueError naming the field)."""
         if not state_dict:
             return
-        self.epoch_exponents = list(state_dict.get("epoch_exponents", []))
-        self._pending_state = dict(state_dict)  # applied in on_fit_start, once the optimizer exists
+        if not isinstance(state_dict, Mapping):
+            raise ValueError(f"The LyapunovMonitor state must be a dict, got {type(state_dict).__name__}.")
+        for name in ("twin", "epoch_exponents"):
+            if name not in state_dict:
+                raise ValueError(f"`{name}` is missing from the saved LyapunovMonitor state.")
+        epochs = state_dict["epoch_exponents"]
+        if not isinstance(epochs, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in epochs
+        ):
+            raise ValueError(f"`epoch_exponents` must be a list of numbers, got {epochs!r:.80}.")
+        twin = TwinTrajectory(
+            d0=self.twin.d0,
+            renorm_every=self.twin.renorm_every,
+            seed=self.twin.seed,
+            duty_on=self.twin.duty_on,
+            duty_period=self.twin.duty_period,
+        )
+        twin.load_state_dict(state_dict["twin"])  # raises, naming the field, before anything here changes
+        shapes = sorted(twin.trainable_shapes())
+        if self._trainable_shapes is not None and shapes and shapes != self._trainable_shapes:
+            raise ValueError(
+                f"`twin.shadow_params` holds parameters of shapes {shapes}; the model trains {self._trainable_shapes}."
+            )
+        self.twin = twin
+        self.epoch_exponents = [float(v) for v in epochs]
+
+
+def _never_called() -> Tensor:
+    raise AssertionError("the twin trajectory called its loss closure outside a window")
 
 
 @contextmanager
