@@ -127,6 +127,22 @@ def run_name(arch: str, task: str, seed: int) -> str:
     return f"{arch}_{task}_seed{seed}"
 
 
+def paper_monitor(**kwargs: Any) -> Any:
+    """A ``DynamicsMonitor`` that does not save on its own; by epoch it samples once per epoch (the paper's design).
+
+    Monitors that can sample several points per epoch (``points_per_epoch``) are pinned to one, so a run's
+    history has one point per epoch, as in the paper (T = epochs), whatever the package's default is.
+    """
+    import inspect
+
+    from lightning_dynamics import DynamicsMonitor
+
+    kwargs = {"verbose": False, "save_history": False, **kwargs}
+    if "every_n_steps" not in kwargs and "points_per_epoch" in inspect.signature(DynamicsMonitor).parameters:
+        kwargs["points_per_epoch"] = 1
+    return DynamicsMonitor(**kwargs)
+
+
 def history_file(run_dir: Path, prefix: str) -> Path:
     """Where a run's history of monitor ``prefix`` lies: the default one in the run folder, others one below."""
     name = f"{prefix}_history.pt"
@@ -189,8 +205,6 @@ def train_one(
     import lightning.pytorch as pl
 
     from benchmarks.kit import EpochMetrics, quiet_trainer
-    from lightning_dynamics import DynamicsMonitor
-
     torch.set_num_threads(1)  # one thread per worker: fair and quiet on a shared machine
     preset = PRESETS[preset_name] if epochs is None else replace(PRESETS[preset_name], epochs=epochs)
     arch = preset.archs[arch_name]
@@ -203,10 +217,8 @@ def train_one(
         return name
     pl.seed_everything(seed, verbose=False)
     monitors = {
-        "dynamics": DynamicsMonitor(verbose=False, save_history=False),
-        "act_std": DynamicsMonitor(
-            summary="std", prefix="act_std", verbose=False, save_history=False, compute_phase_integration=False
-        ),
+        "dynamics": paper_monitor(),
+        "act_std": paper_monitor(summary="std", prefix="act_std", compute_phase_integration=False),
     }
     recorder = EpochMetrics()
     accelerator = "gpu" if torch.cuda.is_available() else "cpu"
