@@ -152,7 +152,7 @@ def measure_model(name: str, configs: list[str], rounds: int, steps: int, accele
     rows = []
     for key in configs:
         monitor = monitors[key]
-        own = monitor.history._buffer.numel() * 4 + monitor.tracker._accumulator.sums.numel() * 8  # type: ignore[union-attr]
+        own = monitor_nbytes(monitor)
         rows.append(
             {
                 "model": name,
@@ -170,6 +170,18 @@ def measure_model(name: str, configs: list[str], rounds: int, steps: int, accele
             }
         )
     return rows
+
+
+def monitor_nbytes(monitor: DynamicsMonitor) -> int:
+    """Device bytes the monitor keeps: its history buffer and its accumulator's sums (public API only).
+
+    The accumulator's size is fixed by the layers and the summary, so one built alike has the same ``nbytes``.
+    """
+    history = monitor.history
+    if history is None:
+        return 0
+    accumulator = SummaryAccumulator(len(history.layer_names), history.summary, history.device)
+    return history.nbytes + accumulator.nbytes
 
 
 # Hooks on (True) or off in each step: A-B-B-A, so that neither state always comes first in its pair.
