@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lightning_dynamics.capture import load_history
 from lightning_dynamics.convergence import convergence_signal
 from lightning_dynamics.functional import (
     detrend,
@@ -52,20 +53,14 @@ RNG_SEED = 2604
 
 
 def load_run(run_dir: Path) -> dict[str, Any]:
+    """One run: ``metrics.json`` and its two package history files (:func:`lightning_dynamics.capture.load_history`)."""
+    from benchmarks.paper.run import history_file
+
     record = json.loads((run_dir / "metrics.json").read_text())
-    histories = torch.load(run_dir / "history.pt", weights_only=True)
-    record["x"] = histories["dynamics"]["values"].double()
-    record["act_std"] = histories["act_std"]["values"].double()
+    record["x"] = load_history(history_file(run_dir, "dynamics"))["values"].double()
+    record["act_std"] = load_history(history_file(run_dir, "act_std"))["values"].double()
     record["name"] = run_dir.name
     return record
-
-
-def _percentiles(values: Tensor) -> tuple[float, float]:
-    finite = values[values.isfinite()].numpy()
-    if finite.size == 0:
-        return math.nan, math.nan
-    low, high = np.percentile(finite, [2.5, 97.5])
-    return float(low), float(high)
 
 
 def _shuffle_z(x: Tensor, n: int, generator: torch.Generator) -> float:
@@ -86,21 +81,21 @@ MEASURES: dict[str, Callable[..., Tensor]] = {
 }
 
 
-def run_measures(x: Tensor, n_surrogates: int, n_bootstrap: int, generator: torch.Generator) -> dict[str, Any]:
-    """Whole-history measures with surrogate z, shuffle z (alpha) and layer-bootstrap 95% intervals."""
+def run_measures(x: Tensor, n_surrogates: int, generator: torch.Generator) -> dict[str, Any]:
+    """Whole-history measures with their phase-surrogate z and, for alpha, the shuffle (white-noise) z.
+
+    No per-run interval over layers: resampling layers with replacement duplicates a layer, which is perfectly
+    phase-locked with itself, and biases metastability and phase integration upwards. Uncertainty is taken
+    over seeds instead (:func:`t_interval`, :func:`shift_interval`).
+    """
     out: dict[str, Any] = {}
-    layers = x.shape[0]
-    index = torch.randint(0, layers, (n_bootstrap, layers), generator=generator)
     for name, measure in MEASURES.items():
-        value = float(measure(x))
         test = surrogate_test(measure, x, n=n_surrogates, generator=generator, alternative="two-sided")
-        boot = measure(x[index])
         out[name] = {
-            "value": value,
+            "value": float(measure(x)),
             "surrogate_z": float(test.z),
             "surrogate_p": float(test.p),
             "surrogate_mean": float(test.surrogate_mean),
-            "bootstrap_95": _percentiles(boot),
         }
     out["integration_alpha"]["shuffle_z"] = _shuffle_z(x, n_surrogates, generator)
     return out
@@ -112,31 +107,157 @@ def window_trajectory(x: Tensor, window: int = WINDOW) -> tuple[list[float], lis
     return integration(windows).tolist(), metastability(windows).tolist()
 
 
-def _bootstrap_mean(values: Sequence[float], n: int, rng: np.random.Generator) -> tuple[float, float]:
-    data = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
-    if data.size < 2:
-        return math.nan, math.nan
-    means = rng.choice(data, (n, data.size)).mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(low), float(high)
+def _split_masks(n_a: int, n_b: int) -> np.ndarray:
+    """Every assignment of ``n_a`` of the ``n_a + n_b`` pooled values to the first group, as a boolean matrix."""
+    n = n_a + n_b
+    combos = list(itertools.combinations(range(n), n_a))
+    masks = np.zeros((len(combos), n), dtype=bool)
+    for row, chosen in enumerate(combos):
+        masks[row, list(chosen)] = True
+    return masks
 
 
-def permutation_p(a: Sequence[float], b: Sequence[float]) -> float:
-    """Exact two-sided permutation p-value of the difference of means (all splits of the pooled values).
+def permutation_p(a: Sequence[float], b: Sequence[float], shift: float = 0.0) -> float:
+    """Exact two-sided permutation p of ``mean(b) - mean(a) = shift`` (all splits of the pooled values).
+
+    The test of a shift ``shift`` permutes ``a`` with ``b - shift``; NaN when a group has fewer than 2 values
+    (a test with one value per group has no power and is not reported).
 
     Example:
         >>> permutation_p([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])  # the most extreme split of 3 vs 3: 2 of 20
         0.1
     """
-    pooled = [*a, *b]
-    observed = abs(statistics.mean(a) - statistics.mean(b))
-    count = total = 0
-    for chosen in itertools.combinations(range(len(pooled)), len(a)):
-        first = [pooled[i] for i in chosen]
-        second = [pooled[i] for i in range(len(pooled)) if i not in chosen]
-        total += 1
-        count += abs(statistics.mean(first) - statistics.mean(second)) >= observed - 1e-12
-    return count / total
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float) - shift
+    if x.size < 2 or y.size < 2 or not (np.isfinite(x).all() and np.isfinite(y).all()):
+        return math.nan
+    pooled = np.concatenate([x, y])
+    masks = _split_masks(x.size, y.size)
+    first = (masks * pooled).sum(1) / x.size
+    second = (~masks * pooled).sum(1) / y.size
+    observed = abs(y.mean() - x.mean())
+    scale = max(1.0, float(np.abs(pooled).max()))
+    return float(np.mean(np.abs(second - first) >= observed - 1e-12 * scale))
+
+
+def shift_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """Interval of ``mean(b) - mean(a)`` from inverting :func:`permutation_p`: the shifts it does not reject.
+
+    By construction the interval holds 0 exactly when ``permutation_p(a, b) > 1 - level``, so an interval and
+    its test never disagree. ``(-inf, inf)`` when no shift can be rejected (too few values); NaN as for the test.
+
+    Example:
+        >>> a, b = [1.0, 1.2, 0.9, 1.1, 1.0], [2.0, 2.1, 1.9, 2.3, 2.0]
+        >>> low, high = shift_interval(a, b)
+        >>> bool(0 < low < 1.02 < high), round(permutation_p(a, b), 4)
+        (True, 0.0079)
+    """
+    alpha = 1.0 - level
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    p0 = permutation_p(x, y)
+    if math.isnan(p0):
+        return math.nan, math.nan
+    if 2 / math.comb(x.size + y.size, x.size) > alpha:
+        return -math.inf, math.inf
+    estimate = float(y.mean() - x.mean())
+    span = float(np.ptp(np.concatenate([x, y]))) + 1e-12
+    bounds = []
+    for direction in (-1.0, 1.0):
+        inside, outside = estimate, estimate + direction * span
+        while permutation_p(x, y, outside) > alpha:
+            outside += direction * span
+        for _ in range(60):  # bisection to 2^-60 of the span
+            middle = 0.5 * (inside + outside)
+            if permutation_p(x, y, middle) > alpha:
+                inside = middle
+            else:
+                outside = middle
+        bounds.append(inside)
+    low, high = bounds
+    # The acceptance region of a permutation test need not be exactly convex: keep the reported interval
+    # consistent with the test at 0, the one claim it is read for.
+    if p0 > alpha:
+        low, high = min(low, 0.0), max(high, 0.0)
+    elif low <= 0.0 <= high:
+        low, high = (low, -math.ulp(0.0)) if estimate < 0 else (math.ulp(0.0), high)
+    return low, high
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of the mean over seeds; NaN for fewer than 2 finite values.
+
+    Example:
+        >>> [round(v, 3) for v in t_interval([1.0, 2.0, 3.0])]
+        [-0.484, 4.484]
+    """
+    from scipy.stats import t
+
+    data = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
+    if data.size < 2:
+        return math.nan, math.nan
+    half = float(t.ppf(0.5 + level / 2, data.size - 1) * data.std(ddof=1) / math.sqrt(data.size))
+    return float(data.mean()) - half, float(data.mean()) + half
+
+
+def hedges_g(a: Sequence[float], b: Sequence[float]) -> float:
+    """Hedges' g of ``b - a`` (pooled-sd standardised difference with the small-sample correction ``J``).
+
+    Example:
+        >>> round(hedges_g([1.0, 2.0, 3.0], [2.0, 3.0, 4.0]), 3)  # d = 1, J = 1 - 3 / (4 * 6 - 9) = 0.8
+        0.8
+    """
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.size < 2 or y.size < 2:
+        return math.nan
+    pooled = math.sqrt(((x.size - 1) * x.var(ddof=1) + (y.size - 1) * y.var(ddof=1)) / (x.size + y.size - 2))
+    if pooled == 0:
+        return math.nan
+    return float((y.mean() - x.mean()) / pooled * (1 - 3 / (4 * (x.size + y.size) - 9)))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values (step-down, monotone); NaN entries stay NaN and do not count as tests.
+
+    Example:
+        >>> [round(p, 3) for p in holm([0.01, 0.04, 0.03, math.nan])]
+        [0.03, 0.06, 0.06, nan]
+    """
+    finite = sorted((p, i) for i, p in enumerate(p_values) if math.isfinite(p))
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, (p, index) in enumerate(finite):
+        running = max(running, min(1.0, (len(finite) - rank) * p))
+        adjusted[index] = running
+    return adjusted
+
+
+def sign_flip_p(differences: Sequence[float]) -> float:
+    """Exact two-sided sign-flip test of a zero mean over units (e.g. one difference per architecture).
+
+    With ``n`` units the smallest possible p is ``2 / 2**n`` (0.25 for 3 architectures); NaN for no unit.
+
+    Example:
+        >>> sign_flip_p([0.1, 0.2, 0.3])
+        0.25
+    """
+    d = np.asarray([v for v in differences if math.isfinite(v)], dtype=float)
+    if d.size == 0:
+        return math.nan
+    signs = np.array(list(itertools.product((1.0, -1.0), repeat=d.size)))
+    null = np.abs((signs * d).mean(1))
+    return float(np.mean(null >= abs(d.mean()) - 1e-12 * max(1.0, float(np.abs(d).max()))))
+
+
+def effect(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
+    """``mean(b) - mean(a)`` with its exact permutation p, the inverted-test 95% interval and Hedges' g."""
+    n_a, n_b = len(a), len(b)
+    return {
+        "diff": statistics.fmean(b) - statistics.fmean(a) if n_a and n_b else math.nan,
+        "ci": shift_interval(a, b),
+        "p": permutation_p(a, b),
+        "min_p": 2 / math.comb(n_a + n_b, n_a) if n_a >= 2 and n_b >= 2 else math.nan,
+        "g": hedges_g(a, b),
+        "n": (n_a, n_b),
+    }
 
 
 def stratified_permutation_p(groups: list[tuple[list[float], list[float]]], n: int, rng: np.random.Generator) -> float:
@@ -243,18 +364,67 @@ def _fmt(value: float, digits: int = 3) -> str:
     return "nan" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
+#: Epochs in the matched-phase window (see :func:`phase_window`).
+PHASE_WINDOW = 24
+
+#: The contrasts of the 2x2 of input width x classes: name -> (baseline task, compared task). Computed for every
+#: pair of tasks present in the runs.
+CONTRASTS: dict[str, tuple[str, str]] = {
+    "classes at 8x8 (pairs8 - digits)": ("digits", "pairs8"),
+    "classes at 8x16 (pairs - digits16)": ("digits16", "pairs"),
+    "width at 10 classes (digits16 - digits)": ("digits", "digits16"),
+    "width at 100 classes (pairs - pairs8)": ("pairs8", "pairs"),
+    "the first study's contrast, classes and width together (pairs - digits)": ("digits", "pairs"),
+}
+
+#: Endpoints, primary first: alpha over the matched-phase window, alpha over the whole run, integration.
+ENDPOINTS: dict[str, str] = {
+    "alpha_phase": "alpha, matched phase (primary)",
+    "alpha": "alpha, whole run",
+    "integration": "integration, whole run (secondary)",
+}
+
+
+def phase_window(accuracy: Sequence[float], width: int = PHASE_WINDOW) -> tuple[int, int]:
+    """Epochs ``[start, start + width)`` from the first epoch that has made half of the run's accuracy gain.
+
+    The gain is from epoch 0 to the best validation accuracy; a window that would pass the budget is moved
+    back to end at it (a run still learning at the end is then compared over its last ``width`` epochs).
+
+    Example:
+        >>> phase_window([10.0, 30.0, 60.0, 80.0, 90.0, 90.0, 91.0, 90.0], width=4)
+        (2, 6)
+    """
+    acc = np.asarray(accuracy, dtype=float)
+    if acc.size < width:
+        raise ValueError(f"`accuracy` has {acc.size} epochs, fewer than the window width={width}.")
+    half = acc[0] + 0.5 * (np.nanmax(acc) - acc[0])
+    start = int(np.flatnonzero(acc >= half)[0]) if np.nanmax(acc) > acc[0] else 0
+    start = min(start, acc.size - width)
+    return start, start + width
+
+
+def _endpoint_values(run: dict[str, Any]) -> dict[str, float]:
+    start, stop = phase_window(run["epoch_metrics"]["val_acc"], min(PHASE_WINDOW, run["x"].shape[1]))
+    return {
+        "alpha_phase": float(integration_alpha(run["x"][:, start:stop])),
+        "alpha": run["measures"]["integration_alpha"]["value"],
+        "integration": run["measures"]["integration"]["value"],
+    }
+
+
 def analyse(
     out: Path,
     names: list[str],
     tasks: Sequence[str],
-    tune_seeds: Sequence[int],
     n_surrogates: int = 20,
-    n_bootstrap: int = 500,
     n_permutations: int = 2000,
+    stopping: tuple[list[str], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Write ``summary.md``, ``summary.json`` and the figures under ``out``; return the summary."""
-    from benchmarks.paper.stopping import early_stopping_study
+    """Write ``summary.md``, ``summary.json`` and the figures under ``out``; return the summary.
 
+    ``stopping``: the lines and result of the early-stopping study (``stopping.run_study``), appended.
+    """
     torch.manual_seed(RNG_SEED)
     generator = torch.Generator().manual_seed(RNG_SEED)
     rng = np.random.default_rng(RNG_SEED)
@@ -263,14 +433,19 @@ def analyse(
     runs = [r for r in runs if r["name"] not in diverged]
     if not runs:
         raise FileNotFoundError(f"no finished run with a finite history under {out / 'runs'}.")
+    missing = [n for n in names if not (out / "runs" / n / "metrics.json").is_file()]
     lines = [f"# Paper findings: {len(runs)} runs under {out}", ""]
+    if missing:
+        listed = ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else "")
+        lines += [f"Not (yet) trained, left out: {len(missing)} runs ({listed}).", ""]
     if diverged:
         lines += [f"Excluded (non-finite history: training diverged): {', '.join(diverged)}.", ""]
-    summary: dict[str, Any] = {"runs": {}, "diverged": diverged}
+    summary: dict[str, Any] = {"runs": {}, "diverged": diverged, "missing": missing}
     archs = list(dict.fromkeys(r["arch"] for r in runs))
     tasks = [t for t in tasks if any(r["task"] == t for r in runs)]
     for run in runs:
-        run["measures"] = run_measures(run["x"], n_surrogates, n_bootstrap, generator)
+        run["measures"] = run_measures(run["x"], n_surrogates, generator)
+        run["endpoints"] = _endpoint_values(run)
         run["lead"] = lead_of_run(run, n_surrogates, generator)
         logged = run["monitor_metrics"]["dynamics"]
         pairs = [
@@ -281,102 +456,145 @@ def analyse(
         run["window_sd"] = (float(np.nanstd(window_integration)), float(np.nanstd(window_meta)))
         summary["runs"][run["name"]] = {
             "measures": run["measures"],
+            "endpoints": run["endpoints"],
+            "phase_window": phase_window(run["epoch_metrics"]["val_acc"], min(PHASE_WINDOW, run["x"].shape[1])),
             "lead": run["lead"],
             "layers": run["x"].shape[0],
             "points": run["x"].shape[1],
             "seconds": run["seconds"],
             "window16_sd": run["window_sd"],
         }
-    layers, points = runs[0]["x"].shape
-    noise = white_noise_alpha(int(layers), int(points), n=max(50, n_bootstrap // 2))
+    points = int(runs[0]["x"].shape[1])
+    noise = {
+        arch: {
+            "whole": white_noise_alpha(int(layers), points),
+            "phase": white_noise_alpha(int(layers), min(PHASE_WINDOW, points)),
+        }
+        for arch, layers in {r["arch"]: r["x"].shape[0] for r in runs}.items()
+    }
     summary["white_noise_alpha"] = noise
 
     # Finding 1
-    lines += ["## Finding 1: does integration separate the easy and the hard task?", ""]
+    lines += ["## Finding 1: does the task change alpha (and integration)? The 2x2 of input width x classes", ""]
     lines += [
-        f"White-noise reference at T={points}: one layer's DFA exponent {_fmt(noise['single_layer_mean'], 2)} ± "
-        f"{_fmt(noise['single_layer_sd'], 2)} (sd); the mean over L={layers} independent layers ± "
-        f"{_fmt(noise['layer_mean_sd'], 3)}.",
+        "Tasks: digits (8x8, 10 classes), digits16 (the same digits zero-padded to 8x16), pairs8 (two real "
+        "digits each halved in width, 8x8, 100 classes), pairs (two digits side by side, 8x16, 100 classes). "
+        f"Primary endpoint: the mean DFA exponent alpha over a matched training phase, the {PHASE_WINDOW} epochs "
+        "from the first epoch that made half of the run's accuracy gain (moved back to end at the budget if "
+        "needed). Secondary: alpha and integration over the whole run. Units: the sd of the same endpoint "
+        "computed on white noise of the same size (L layers, T points), and the seed sd (pooled within cells).",
         "",
-        "| arch | task | L | final val acc % | integration (mean ± sd over seeds) [95% CI of mean] | alpha (mean ± sd) "
-        "| alpha layer-bootstrap CI (mean width) | alpha shuffle z | integration surrogate z | metastability "
+        "White-noise reference (mean ± sd of alpha over L independent white-noise layers): "
+        + "; ".join(
+            f"{arch} (L={summary['runs'][next(r['name'] for r in runs if r['arch'] == arch)]['layers']}): "
+            f"whole run {_fmt(v['whole']['layer_mean_mean'], 3)} ± {_fmt(v['whole']['layer_mean_sd'], 3)}, "
+            f"phase window {_fmt(v['phase']['layer_mean_mean'], 3)} ± {_fmt(v['phase']['layer_mean_sd'], 3)}"
+            for arch, v in noise.items()
+        )
+        + ".",
+        "",
+        "| arch | task | L | final / best val acc % | phase window start (mean) | alpha, matched phase "
+        "(mean ± sd) [95% t CI] | alpha, whole run | integration, whole run | alpha shuffle z | metastability "
         "| metastability surrogate z |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     cell: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for run in runs:
         cell.setdefault((run["arch"], run["task"]), []).append(run)
-    finding1: dict[str, Any] = {"cells": {}, "tests": {}}
+    finding1: dict[str, Any] = {"cells": {}, "contrasts": {}}
+
+    def sd(values: Sequence[float]) -> float:
+        return statistics.stdev(values) if len(values) > 1 else math.nan
+
     for arch in archs:
         for task in tasks:
-            members = cell.get((arch, task), [])
+            members = sorted(cell.get((arch, task), []), key=lambda r: r["seed"])
             if not members:
                 continue
-
-            def values(measure: str, key: str = "value", group: list[dict[str, Any]] = members) -> list[float]:
-                return [m["measures"][measure][key] for m in group]
-
-            integ, alpha = values("integration"), values("integration_alpha")
-            widths = [m["measures"]["integration_alpha"]["bootstrap_95"] for m in members]
-            sd = statistics.stdev if len(members) > 1 else (lambda v: math.nan)
-            ci = _bootstrap_mean(integ, n_bootstrap, rng)
+            ends = {k: [m["endpoints"][k] for m in members] for k in ENDPOINTS}
             row = {
-                "integration_mean": statistics.mean(integ),
-                "integration_sd": sd(integ),
-                "integration_ci": ci,
-                "alpha_mean": statistics.mean(alpha),
-                "alpha_sd": sd(alpha),
-                "acc": statistics.mean(m["lead"]["final_acc"] for m in members),
+                **{f"{k}_mean": statistics.fmean(v) for k, v in ends.items()},
+                **{f"{k}_sd": sd(v) for k, v in ends.items()},
+                **{f"{k}_ci": t_interval(v) for k, v in ends.items()},
+                "final_acc": statistics.fmean(m["epoch_metrics"]["val_acc"][-1] for m in members),
+                "best_acc": statistics.fmean(max(m["epoch_metrics"]["val_acc"]) for m in members),
+                "seeds": [m["seed"] for m in members],
             }
             finding1["cells"][f"{arch}/{task}"] = row
+            starts = [summary["runs"][m["name"]]["phase_window"][0] for m in members]
+            ci = row["alpha_phase_ci"]
             lines.append(
-                f"| {arch} | {task} | {members[0]['x'].shape[0]} | {row['acc']:.1f} | "
-                f"{_fmt(row['integration_mean'])} ± {_fmt(row['integration_sd'])} [{_fmt(ci[0])}, {_fmt(ci[1])}] | "
-                f"{_fmt(row['alpha_mean'])} ± {_fmt(row['alpha_sd'])} | "
-                f"{_fmt(statistics.mean(w[1] - w[0] for w in widths))} | "
-                f"{_fmt(statistics.mean(values('integration_alpha', 'shuffle_z')), 1)} | "
-                f"{_fmt(statistics.mean(values('integration', 'surrogate_z')), 1)} | "
-                f"{_fmt(statistics.mean(values('metastability')))} | "
-                f"{_fmt(statistics.mean(values('metastability', 'surrogate_z')), 1)} |"
+                f"| {arch} | {task} | {members[0]['x'].shape[0]} | {row['final_acc']:.1f} / {row['best_acc']:.1f} | "
+                f"{statistics.fmean(starts):.1f} | {_fmt(row['alpha_phase_mean'])} ± {_fmt(row['alpha_phase_sd'])} "
+                f"[{_fmt(ci[0])}, {_fmt(ci[1])}] | {_fmt(row['alpha_mean'])} ± {_fmt(row['alpha_sd'])} | "
+                f"{_fmt(row['integration_mean'])} ± {_fmt(row['integration_sd'])} | "
+                f"{_fmt(statistics.fmean(m['measures']['integration_alpha']['shuffle_z'] for m in members), 1)} | "
+                f"{_fmt(statistics.fmean(m['measures']['metastability']['value'] for m in members))} | "
+                f"{_fmt(statistics.fmean(m['measures']['metastability']['surrogate_z'] for m in members), 1)} |"
             )
     lines.append("")
-    if len(tasks) == 2:
-        easy, hard = tasks
-        groups = {}
-        lines += [f"Difference {hard} - {easy} (exact permutation test over seeds, two-sided):", ""]
-        lines += ["| arch | d integration [95% bootstrap CI] | p | d alpha | p (alpha) |", "|---|---|---|---|---|"]
-        for measure in ("integration", "integration_alpha"):
-            groups[measure] = []
-        for arch in archs:
-            a_runs, b_runs = cell.get((arch, easy), []), cell.get((arch, hard), [])
-            if len(a_runs) < 2 or len(b_runs) < 2:
-                continue
-            res = {}
-            for measure in ("integration", "integration_alpha"):
-                a = [m["measures"][measure]["value"] for m in a_runs]
-                b = [m["measures"][measure]["value"] for m in b_runs]
-                groups[measure].append((a, b))
-                diffs = rng.choice(b, (n_bootstrap, len(b))).mean(1) - rng.choice(a, (n_bootstrap, len(a))).mean(1)
-                res[measure] = {
-                    "diff": statistics.mean(b) - statistics.mean(a),
-                    "ci": tuple(float(v) for v in np.percentile(diffs, [2.5, 97.5])),
-                    "p": permutation_p(a, b),
-                    "min_p": 2 / math.comb(len(a) + len(b), len(a)),
-                }
-            finding1["tests"][arch] = res
-            i, al = res["integration"], res["integration_alpha"]
-            lines.append(
-                f"| {arch} | {_fmt(i['diff'])} [{_fmt(i['ci'][0])}, {_fmt(i['ci'][1])}] | {_fmt(i['p'], 2)} "
-                f"(smallest possible {_fmt(i['min_p'], 2)}) | {_fmt(al['diff'])} | {_fmt(al['p'], 2)} |"
+    for contrast, (base, other) in CONTRASTS.items():
+        if base not in tasks or other not in tasks:
+            continue
+        result: dict[str, Any] = {}
+        lines += [
+            f"### {contrast}",
+            "",
+            "Per architecture: difference of seed means, exact permutation p (two-sided), its Holm adjustment over "
+            "the architectures, the 95% interval that inverts the same test (so it excludes 0 exactly when p <= "
+            "0.05), Hedges' g, and the difference in white-noise sd and seed sd. Pooled: task labels permuted "
+            "within architecture; leave-one-architecture-out (LOAO) pooled p; architecture-level: exact sign-flip "
+            "test over the architectures' differences (the architectures as units).",
+            "",
+            "| endpoint | arch | seeds | difference [95% CI] | p | Holm p | g | in white-noise sd | in seed sd |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for key, label in ENDPOINTS.items():
+            per_arch: dict[str, Any] = {}
+            groups = []
+            for arch in archs:
+                a_runs, b_runs = cell.get((arch, base), []), cell.get((arch, other), [])
+                if not a_runs or not b_runs:
+                    continue
+                a = [m["endpoints"][key] for m in a_runs]
+                b = [m["endpoints"][key] for m in b_runs]
+                res = effect(a, b)
+                seed_sd = math.sqrt((sd(a) ** 2 + sd(b) ** 2) / 2) if len(a) > 1 and len(b) > 1 else math.nan
+                wn = noise[arch]["phase" if key == "alpha_phase" else "whole"]["layer_mean_sd"]
+                res["in_seed_sd"] = res["diff"] / seed_sd if seed_sd and seed_sd > 0 else math.nan
+                res["in_white_noise_sd"] = res["diff"] / wn if key != "integration" and wn > 0 else math.nan
+                per_arch[arch] = res
+                if len(a) > 1 and len(b) > 1:
+                    groups.append((arch, a, b))
+            for arch, adjusted in zip(per_arch, holm([r["p"] for r in per_arch.values()]), strict=True):
+                per_arch[arch]["holm_p"] = adjusted
+            pooled = (
+                stratified_permutation_p([(a, b) for _, a, b in groups], n_permutations, rng) if groups else math.nan
             )
-        if groups["integration"]:
-            pooled = {m: stratified_permutation_p(g, n_permutations, rng) for m, g in groups.items()}
-            finding1["pooled_p"] = pooled
-            lines += [
-                "",
-                f"Pooled over architectures (task labels permuted within architecture, {n_permutations} permutations): "
-                f"p = {_fmt(pooled['integration'], 4)} (integration), {_fmt(pooled['integration_alpha'], 4)} (alpha).",
-            ]
+            loao = {
+                left_out: stratified_permutation_p(
+                    [(a, b) for arch, a, b in groups if arch != left_out], n_permutations, rng
+                )
+                for left_out, _, _ in groups
+                if len(groups) > 1
+            }
+            arch_level = sign_flip_p([r["diff"] for r in per_arch.values()]) if len(per_arch) > 1 else math.nan
+            result[key] = {"archs": per_arch, "pooled_p": pooled, "loao_p": loao, "arch_level_p": arch_level}
+            for arch, r in per_arch.items():
+                lines.append(
+                    f"| {label} | {arch} | {r['n'][0]} vs {r['n'][1]} | {_fmt(r['diff'])} [{_fmt(r['ci'][0])}, "
+                    f"{_fmt(r['ci'][1])}] | {_fmt(r['p'], 3)} | {_fmt(r['holm_p'], 3)} | {_fmt(r['g'], 2)} | "
+                    f"{_fmt(r['in_white_noise_sd'], 2)} | {_fmt(r['in_seed_sd'], 2)} |"
+                )
+            lines.append(
+                f"| {label} | pooled | | | {_fmt(pooled, 4)} | | | | |"
+                if not loao
+                else f"| {label} | pooled (LOAO: "
+                + ", ".join(f"without {k} {_fmt(v, 3)}" for k, v in loao.items())
+                + f"; architecture-level sign-flip p {_fmt(arch_level, 2)}) | | | {_fmt(pooled, 4)} | | | | |"
+            )
+        finding1["contrasts"][contrast] = result
+        lines.append("")
     summary["finding1"] = finding1
     lines.append("")
 
@@ -417,11 +635,15 @@ def analyse(
         signals, plateaus = [f["signal"] for f, _ in fired], [p for _, p in fired]
         rho = _spearman(signals, plateaus)
         null = [_spearman(rng.permutation(signals), plateaus) for _ in range(n_permutations)]
-        rho_p = (1 + sum(abs(v) >= abs(rho) - 1e-12 for v in null if math.isfinite(v))) / (1 + len(null))
+        rho_p = (  # undefined (NaN) for fewer than 3 runs or a constant series: no test is reported
+            (1 + sum(abs(v) >= abs(rho) - 1e-12 for v in null if math.isfinite(v))) / (1 + len(null))
+            if len(signals) >= 3 and math.isfinite(rho)
+            else math.nan
+        )
         stats.update(
             leads=values_,
             median=statistics.median(values_),
-            mean_ci=_bootstrap_mean(values_, n_bootstrap, rng),
+            mean_ci=t_interval(values_),
             positive=positive,
             sign_p=sign_p,
             spearman=rho,
@@ -430,7 +652,7 @@ def analyse(
         lines += [
             "",
             f"{rule}: fired in {len(fired)}/{len(runs)} runs. Leads: {sorted(int(v) for v in values_)}; median "
-            f"{statistics.median(values_):.1f}, mean {statistics.mean(values_):.1f} [95% bootstrap CI "
+            f"{statistics.median(values_):.1f}, mean {statistics.mean(values_):.1f} [95% t CI "
             f"{_fmt(stats['mean_ci'][0], 1)}, {_fmt(stats['mean_ci'][1], 1)}]; signal first in "
             f"{positive}/{len(values_)} (sign test p = {_fmt(sign_p, 3)}); Spearman(signal, plateau) = "
             f"{_fmt(rho, 2)} (permutation p = {_fmt(rho_p, 3)}).",
@@ -477,9 +699,9 @@ def analyse(
     _plot_leads(runs, out / "leads.png")
 
     # Early stopping
-    stopping_lines, stopping = early_stopping_study(runs, tune_seeds, out / "pareto.png")
-    lines += stopping_lines
-    summary["early_stopping"] = stopping
+    if stopping is not None:
+        lines += [line.replace("](pareto.png)", "](stopping/pareto.png)") for line in stopping[0]]
+        summary["early_stopping"] = stopping[1]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     print("\n".join(lines))

@@ -55,7 +55,9 @@ class Preset:
     batch_size: int = 64
     limit_train_batches: int | None = None
     limit_val_batches: int | None = None
-    tune_seeds: tuple[int, ...] = ()  # early-stopping knobs are chosen on these; the rest are held out
+    #: The early-stopping study (``stopping.run_study`` keyword arguments: seeds, tune_seeds, epochs, ...);
+    #: None: not run with this preset.
+    stopping: dict[str, Any] | None = None
 
 
 PRESETS: dict[str, Preset] = {
@@ -66,7 +68,7 @@ PRESETS: dict[str, Preset] = {
         epochs=22,
         limit_train_batches=2,
         limit_val_batches=1,
-        tune_seeds=(0,),
+        stopping=dict(seeds=(0, 1, 2), tune_seeds=(0,), epochs=4, limit_train_batches=4),
     ),
     "cpu": Preset(
         archs={
@@ -85,7 +87,7 @@ PRESETS: dict[str, Preset] = {
         tasks=("digits", "digits16", "pairs8", "pairs"),
         seeds=(0, 1, 2, 3, 4),
         epochs=40,
-        tune_seeds=(0, 1),
+        stopping=dict(seeds=tuple(range(14)), tune_seeds=(0, 1, 2, 3), epochs=40),
     ),
     "full": Preset(
         archs={
@@ -106,7 +108,6 @@ PRESETS: dict[str, Preset] = {
         seeds=(0, 1, 2, 3, 4),
         epochs=50,
         batch_size=128,
-        tune_seeds=(0, 1),
     ),
 }
 #: Task name -> (number of classes, input channels, image size). The offline tasks form a 2x2 of input width
@@ -205,6 +206,7 @@ def train_one(
     import lightning.pytorch as pl
 
     from benchmarks.kit import EpochMetrics, quiet_trainer
+
     torch.set_num_threads(1)  # one thread per worker: fair and quiet on a shared machine
     preset = PRESETS[preset_name] if epochs is None else replace(PRESETS[preset_name], epochs=epochs)
     arch = preset.archs[arch_name]
@@ -262,14 +264,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", nargs="*", help="a subset of the preset's tasks")
     parser.add_argument("--seeds", nargs="*", type=int, help="a subset of (or other) seeds")
     parser.add_argument("--epochs", type=int, help="override the preset's epochs")
-    parser.add_argument(
-        "--tune-seeds", nargs="*", type=int, help="override the seeds early-stopping knobs are tuned on"
-    )
+    parser.add_argument("--skip-stopping", action="store_true", help="do not run the early-stopping study")
     parser.add_argument("--workers", type=int, default=1, help="runs trained in parallel (one torch thread each)")
     parser.add_argument("--data-root", help="folder holding cifar-10-batches-py / cifar-100-python (full preset)")
     parser.add_argument("--vit-weights", help="local pretrained ViT weights file (full preset)")
     parser.add_argument("--surrogates", type=int, default=20)
-    parser.add_argument("--bootstrap", type=int, default=500)
     parser.add_argument("--permutations", type=int, default=2000)
     parser.add_argument("--analyse-only", action="store_true")
     parser.add_argument("--train-only", action="store_true", help="train the runs, skip the analysis")
@@ -277,8 +276,6 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.epochs is not None:
         PRESETS[args.scale] = replace(PRESETS[args.scale], epochs=args.epochs)
-    if args.tune_seeds is not None:
-        PRESETS[args.scale] = replace(PRESETS[args.scale], tune_seeds=tuple(args.tune_seeds))
     preset = PRESETS[args.scale]
     archs = args.archs or list(preset.archs)
     tasks = args.tasks or list(preset.tasks)
@@ -305,22 +302,25 @@ def main(argv: list[str] | None = None) -> None:
             for job in jobs:
                 print(f"[{time.perf_counter() - start:7.1f} s] done {train_one(*job)}", flush=True)
         print(f"training: {len(jobs)} runs in {time.perf_counter() - start:.1f} s", flush=True)
+
+    stopping = None
+    if preset.stopping is not None and not args.skip_stopping:
+        from benchmarks.paper.stopping import run_study
+
+        stopping = run_study(
+            args.out / "stopping",
+            workers=args.workers,
+            train=not args.analyse_only,
+            analyse=not args.train_only,
+            **preset.stopping,
+        )
     if args.train_only:
         return
 
     from benchmarks.paper.findings import analyse
 
     names = [run_name(a, t, s) for a in archs for t in tasks for s in seeds]
-    tune = [s for s in seeds if s in preset.tune_seeds]
-    analyse(
-        args.out,
-        names,
-        tasks,
-        tune_seeds=tune,
-        n_surrogates=args.surrogates,
-        n_bootstrap=args.bootstrap,
-        n_permutations=args.permutations,
-    )
+    analyse(args.out, names, tasks, n_surrogates=args.surrogates, n_permutations=args.permutations, stopping=stopping)
 
 
 if __name__ == "__main__":

@@ -471,7 +471,8 @@ def run_study(
     workers: int = 1,
     limit_train_batches: int | None = None,
     train: bool = True,
-) -> dict[str, Any]:
+    analyse: bool = True,
+) -> tuple[list[str], dict[str, Any]]:
     """Train (or reuse) the stopping runs under ``out`` and write ``stopping.md``, ``stopping.json``, ``pareto.png``."""
     out.mkdir(parents=True, exist_ok=True)
     if train:
@@ -484,6 +485,8 @@ def run_study(
         else:
             for job in jobs:
                 print(f"[{time.perf_counter() - start:7.1f} s] done stopping/{train_stopping_run(*job)}", flush=True)
+    if not analyse:
+        return [], {}
     runs = [
         load_stopping_run(out / "runs" / f"cnn_digits_seed{s}")
         for s in seeds
@@ -493,7 +496,7 @@ def run_study(
     (out / "stopping.md").write_text("\n".join(lines) + "\n")
     (out / "stopping.json").write_text(json.dumps(result, indent=1, default=float))
     print("\n".join(lines))
-    return result
+    return lines, result
 
 
 def main(argv: list[str] | None = None) -> None:
