@@ -51,13 +51,11 @@ def main() -> None:
     ]
     print("\nLast epochs (dynamics keys appear once enough epochs exist):")
     print(per_epoch[[k for k in keys if k in per_epoch]].tail(8).to_string(float_format=lambda v: f"{v:.4f}"))
-    figure = Path(logger.log_dir) / "dynamics.png"
-    try:
-        from lightning_dynamics.report.plots import plot_dynamics
+    # The monitor drew the run's one dashboard beside its history at fit end (`lightning-dynamics report` redraws it).
+    from lightning_dynamics.callbacks.figure_logging import dashboard_png_path
 
-        plot_dynamics(per_epoch, path=figure)
-    except ImportError:
-        figure = None
+    figure = dashboard_png_path(monitor.history_path) if monitor.history_path is not None else None
+    figure = figure if figure is not None and figure.is_file() else None
     print(f"\nlayers watched   : {len(monitor.layer_names)} ({', '.join(monitor.layer_names)})")
     print(f"metrics (CSV)    : {Path(logger.log_dir) / 'metrics.csv'}")
     print(f"history [L, T]   : {monitor.history_path}  (load with lightning_dynamics.capture.load_history)")

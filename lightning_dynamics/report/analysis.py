@@ -1,9 +1,12 @@
-"""When did a run converge? The convergence-signal epoch, the accuracy-plateau epoch and the lead between.
+"""When did a run converge? The convergence-signal point, the accuracy-plateau point and the lead between.
 
-Definitions: METHOD.md section 8. The signal replays the stopping rule of
-:class:`~lightning_dynamics.DynamicsEarlyStopping` (:func:`~lightning_dynamics.convergence.convergence_signal`)
-over the logged volatility; the plateau is the first epoch whose validation accuracy is within ``eps``
-percentage points of the run's best; ``lead = plateau - signal`` (positive: the signal came first).
+The one place that answers it for reports (docs/method.md section 8): the signal replays the stopping rule of
+:class:`~lightning_dynamics.DynamicsEarlyStopping` with :func:`lightning_dynamics.convergence.convergence_signal`
+over the logged volatility; the plateau is the first point whose validation accuracy is within ``eps``
+percentage points of the run's best; ``lead = plateau - signal`` in epochs (positive: the signal came first).
+:func:`convergence_points` computes it from per-point series; the dashboard
+(:func:`lightning_dynamics.report.load_run`, whose ``convergence`` attribute it fills) and
+:func:`convergence_report` (a CSVLogger's ``metrics.csv``, for runs without a history) both call it.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from lightning_dynamics.convergence import convergence_signal
+from lightning_dynamics.report.logs import epoch_metrics, read_metrics
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,14 +68,88 @@ def val_loss_stop_epoch(val_loss: Sequence[float], patience: int = 5, min_delta:
 
 @dataclass(frozen=True)
 class ConvergenceReport:
-    """Epochs of one run (``None`` where the signal never fired)."""
+    """Where a run converged, by sample point and by epoch (``None`` where the signal never fired).
 
-    signal_epoch: int | None
-    plateau_epoch: int
-    lead: int | None
-    best_accuracy: float
+    Attributes:
+        signal_index: sample point at which the volatility-drop rule first says stop.
+        plateau_index: first sample point whose accuracy is within ``eps`` of the best (None: no accuracy).
+        signal_epoch, plateau_epoch: the same points on the run's epoch axis (fractional for sub-epoch points,
+            continued across fits).
+        lead: ``plateau_epoch - signal_epoch``.
+        best_accuracy: the best validation accuracy (None: no accuracy).
+        accuracy_at_signal: the accuracy at the signal point (None: no signal or no accuracy there).
+        n_points: sample points (epochs, for a CSV run) read.
+        ratio, patience: the rule replayed.
+    """
+
+    signal_index: int | None
+    plateau_index: int | None
+    signal_epoch: float | None
+    plateau_epoch: float | None
+    lead: float | None
+    best_accuracy: float | None
     accuracy_at_signal: float | None
-    n_epochs: int
+    n_points: int
+    ratio: float = 0.25
+    patience: int = 3
+
+
+def convergence_points(
+    time: Sequence[float] | np.ndarray,
+    volatility: Sequence[float] | np.ndarray | None,
+    accuracy: Sequence[float] | np.ndarray | None,
+    eps: float = 0.5,
+    ratio: float = 0.25,
+    patience: int = 3,
+    min_epochs: int = 0,
+) -> ConvergenceReport:
+    """Signal, plateau and lead from per-point series on one time axis.
+
+    Args:
+        time: ``[T]`` the epoch of each sample point (non-decreasing; fractional for sub-epoch points).
+        volatility: ``[T]`` the logged volatility, NaN where not logged; None: no signal.
+        accuracy: ``[T]`` validation accuracy, NaN where absent; fractions (all <= 1) are read as percent, so
+            ``eps`` stays in percentage points; None: no plateau.
+        eps: plateau tolerance in percentage points.
+        ratio, patience, min_epochs: the stopping rule (as :class:`~lightning_dynamics.DynamicsEarlyStopping`).
+
+    Example:
+        >>> nan = float("nan")
+        >>> r = convergence_points([0, 1, 2, 3, 4, 5], [nan, 0.4, 0.05, 0.05, 0.05, 0.05], [50, 90, 95, 96, 96, 96])
+        >>> r.signal_epoch, r.plateau_epoch, r.lead
+        (4.0, 3.0, -1.0)
+    """
+    times = np.asarray(time, dtype=np.float64)
+    index = list(range(times.shape[0]))
+    signal = None
+    if volatility is not None:
+        # The rule counts `min_epochs` in epochs: replayed by sample point, it starts at the first point of that epoch.
+        first = int(np.searchsorted(times, float(min_epochs), side="left"))
+        values = [float(v) for v in volatility]
+        signal = convergence_signal(values, index, ratio=ratio, patience=patience, min_epochs=first)
+    plateau = best = at_signal = None
+    if accuracy is not None:
+        scores = np.asarray(accuracy, dtype=np.float64)
+        if np.isfinite(scores).any():
+            scores = scores * (100.0 if np.nanmax(scores) <= 1.0 else 1.0)
+            plateau = accuracy_plateau_epoch(scores.tolist(), index, eps)
+            best = float(np.nanmax(scores))
+            if signal is not None and math.isfinite(scores[signal]):
+                at_signal = float(scores[signal])
+    signal_epoch = None if signal is None else float(times[signal])
+    plateau_epoch = None if plateau is None else float(times[plateau])
+    return ConvergenceReport(
+        signal_index=signal,
+        plateau_index=plateau,
+        signal_epoch=signal_epoch,
+        plateau_epoch=plateau_epoch,
+        lead=None if signal_epoch is None or plateau_epoch is None else plateau_epoch - signal_epoch,
+        best_accuracy=best,
+        accuracy_at_signal=at_signal,
+        n_points=int(times.shape[0]),
+        ratio=ratio,
+        patience=patience,
+    )
 
 
 def convergence_report(
@@ -82,19 +162,24 @@ def convergence_report(
     patience: int = 3,
     min_epochs: int = 0,
 ) -> ConvergenceReport:
-    """Signal epoch, plateau epoch and lead of a run, from a CSVLogger directory or its metrics DataFrame.
+    """Signal, plateau and lead of a run logged with a CSVLogger (for a run with a history, use ``load_run``).
+
+    The history is the report's source (``lightning_dynamics.report.load_run(run).convergence`` gives this same
+    report for it); this reads a CSVLogger's per-epoch values into the same series and calls
+    :func:`convergence_points`.
 
     Args:
         metrics: a CSVLogger ``log_dir`` (or its ``metrics.csv``), or a DataFrame of it, or a per-epoch frame
             indexed by epoch.
-        accuracy_key: validation accuracy column, in percent.
+        accuracy_key: validation accuracy column, in percent (or fractions).
         volatility_key: the volatility measure (or a full ``<prefix>/<measure>`` column).
         prefix: the :class:`~lightning_dynamics.DynamicsMonitor` prefix the run was logged with.
-        eps: plateau tolerance in the accuracy's units (percentage points).
+        eps: plateau tolerance in percentage points.
         ratio, patience, min_epochs: the stopping rule (as :class:`~lightning_dynamics.DynamicsEarlyStopping`).
-    """
-    from lightning_dynamics.report.logs import epoch_metrics, read_metrics
 
+    Raises:
+        KeyError: a column is missing (named, with the columns present).
+    """
     if "/" not in volatility_key:
         volatility_key = f"{prefix}/{volatility_key}"
     frame = read_metrics(metrics) if isinstance(metrics, (str, Path)) else metrics
@@ -102,17 +187,12 @@ def convergence_report(
     for key in (accuracy_key, volatility_key):
         if key not in per_epoch:
             raise KeyError(f"column {key!r} not in the run's metrics (columns: {list(per_epoch.columns)}).")
-    epochs = [int(e) for e in per_epoch.index]
-    accuracy = per_epoch[accuracy_key].astype(float).tolist()
-    signal = convergence_signal(
-        per_epoch[volatility_key].astype(float).tolist(), epochs, ratio=ratio, patience=patience, min_epochs=min_epochs
-    )
-    plateau = accuracy_plateau_epoch(accuracy, epochs, eps)
-    return ConvergenceReport(
-        signal_epoch=signal,
-        plateau_epoch=plateau,
-        lead=None if signal is None else plateau - signal,
-        best_accuracy=max(a for a in accuracy if not math.isnan(a)),
-        accuracy_at_signal=None if signal is None else float(per_epoch[accuracy_key].loc[signal]),
-        n_epochs=len(epochs),
+    return convergence_points(
+        [float(e) for e in per_epoch.index],
+        per_epoch[volatility_key].astype(float).tolist(),
+        per_epoch[accuracy_key].astype(float).tolist(),
+        eps=eps,
+        ratio=ratio,
+        patience=patience,
+        min_epochs=min_epochs,
     )

@@ -3,12 +3,14 @@
 Both read the history that ``DynamicsMonitor`` saves (``<log_dir>/<prefix>_history.pt``), so they work whatever
 logger the run used, and write a PNG and a self-contained HTML page::
 
-    lightning-dynamics report runs/demo/version_0            # -> runs/demo/version_0/dashboard.{png,html}
-    lightning-dynamics report runs/demo/version_0 -o out/    # -> out/dashboard.{png,html}
+    lightning-dynamics report runs/demo/version_0            # -> runs/demo/version_0/dynamics_dashboard.{png,html}
+    lightning-dynamics report runs/demo/version_0 -o out/    # -> out/dynamics_dashboard.{png,html}
     lightning-dynamics compare runs/a runs/b -o cmp.png      # -> cmp.png, cmp.html
     python -m lightning_dynamics report RUN_DIR
 
-``lightning-dynamics-report RUN_DIR`` (the older entry point) is an alias of ``lightning-dynamics report``.
+``report`` names its files after the history (``<prefix>_history-v1.pt`` -> ``<prefix>_dashboard-v1.png``), as
+the monitor does at fit end, so a run folder holds one dashboard figure. The printed table marks a measure whose
+latest value is inside its noise floor with ``~`` and one computed on a short series with ``!``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import math
 import sys
 from pathlib import Path
 
-from lightning_dynamics.report.dashboard_data import HistoryError, RunDashboard, load_run, load_runs
+from lightning_dynamics.measure_registry import MEASURES, measure_names
+from lightning_dynamics.report.dashboard_data import HistoryError, RunDashboard, dashboard_stem, load_run, load_runs
 
 _SUFFIXES = (".png", ".html")
 
@@ -33,31 +36,58 @@ def output_paths(out: Path | None, default_dir: Path, stem: str) -> tuple[Path, 
     return base.with_suffix(".png"), base.with_suffix(".html")
 
 
-def _summary_table(runs: list[RunDashboard]) -> str:
-    keys = ("integration", "metastability", "stability_index", "stability_volatility")
+def table_keys() -> tuple[str, ...]:
+    """Columns of the printed table: the registry's default measures that have plot bounds (no counts)."""
+    return tuple(name for name in measure_names("default") if MEASURES[name].bounds is not None)
+
+
+def _flags(run: RunDashboard, key: str) -> str:
+    reading = run.readings.get(key)
+    if reading is None:
+        return " "
+    return ("~" if reading.inside_noise_floor else " ") + ("!" if reading.short_series else "")
+
+
+def summary_table(runs: list[RunDashboard]) -> str:
+    """The text table that ``report`` and ``compare`` print: last values, signal and plateau epochs, flags.
+
+    ``~`` after a value: it sits inside its noise floor (the 95% band of the measure on surrogates of the run's
+    history); ``!``: computed on fewer points than the estimator's reliable minimum.
+    """
+    keys = table_keys()
     width = max(12, *(len(run.label) for run in runs))
-    lines = [f"{'run':<{width}} {'points':>6} " + " ".join(f"{k[:14]:>14}" for k in keys) + "  signal  plateau"]
+    lines = [f"{'run':<{width}} {'points':>6} " + " ".join(f"{k[:14]:>16}" for k in keys) + "  signal  plateau"]
+    flagged = False
     for run in runs:
         final = run.final_values()
-        cells = " ".join(f"{final.get(k, math.nan):>14.4g}" for k in keys)
+        cells = []
+        for key in keys:
+            flags = _flags(run, key)
+            flagged = flagged or bool(flags.strip())
+            cells.append(f"{final.get(key, math.nan):>14.4g}{flags:<2}")
         signal = "-" if run.signal_time is None else f"{run.signal_time:g}"
         plateau = "-" if run.plateau_time is None else f"{run.plateau_time:g}"
-        lines.append(f"{run.label:<{width}} {run.n_points:>6} {cells}  {signal:>6}  {plateau:>7}")
+        lines.append(f"{run.label:<{width}} {run.n_points:>6} {' '.join(cells)}  {signal:>6}  {plateau:>7}")
+    if flagged:
+        lines.append("~ inside its noise floor (95% band of the measure on surrogates); ! short series")
     return "\n".join(lines)
 
 
 def run_report(run_dir: Path, out: Path | None = None) -> tuple[Path, Path]:
-    """Write the dashboard of the run in ``run_dir`` (PNG and HTML); return their paths."""
+    """Write the dashboard of the run in ``run_dir`` (PNG and HTML); return their paths.
+
+    Default: beside the history, named after it (``<prefix>_dashboard[-vN].png``), the file the monitor writes at
+    fit end; ``out``: a directory, or a ``.png``/``.html`` path.
+    """
     from lightning_dynamics.report.html import dashboard_html, write_html
     from lightning_dynamics.report.plots import figure_png, plot_dashboard
 
     run = load_run(run_dir)
-    default_dir = run_dir if run_dir.is_dir() else run_dir.parent
-    png_path, html_path = output_paths(out, default_dir, "dashboard")
+    png_path, html_path = output_paths(out, run.history_path.parent, dashboard_stem(run.history_path))
     png = figure_png(plot_dashboard(run))
     png_path.write_bytes(png)
     write_html(dashboard_html([run], png, f"lightning-dynamics: {run.label}"), html_path)
-    print(_summary_table([run]))
+    print(summary_table([run]))
     return png_path, html_path
 
 
@@ -71,7 +101,7 @@ def run_compare(run_dirs: list[Path], out: Path, progress: bool | None = None) -
     png = figure_png(plot_comparison(runs))
     png_path.write_bytes(png)
     write_html(dashboard_html(runs, png, f"lightning-dynamics: {len(runs)} runs"), html_path)
-    print(_summary_table(runs))
+    print(summary_table(runs))
     return png_path, html_path
 
 
@@ -93,14 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``lightning-dynamics``; returns the exit status (2 for a missing or unreadable run).
-
-    A first argument that is no command (``lightning-dynamics RUN_DIR``, as the older ``lightning-dynamics-report``
-    was called) means ``report``.
-    """
+    """Entry point of ``lightning-dynamics``; returns the exit status (2 for a missing or unreadable run)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in ("report", "compare") and not argv[0].startswith("-"):
-        argv = ["report", *argv]
     args = build_parser().parse_args(argv)
     try:
         if args.command == "report":
@@ -112,11 +136,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"figure: {png}\npage:   {html}")
     return 0
-
-
-def report_alias(argv: list[str] | None = None) -> int:
-    """``lightning-dynamics-report RUN_DIR [-o OUT]``: the older entry point, now ``lightning-dynamics report``."""
-    return main(["report", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

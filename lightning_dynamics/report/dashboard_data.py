@@ -3,9 +3,13 @@
 The history that :class:`~lightning_dynamics.DynamicsMonitor` saves at fit end (``<log_dir>/<prefix>_history.pt``)
 holds every series, whatever the logger, so the report reads it rather than a logger's files. This module finds
 the file, checks it, and computes the dashboard's quantities: the z-scored layer summaries, the Kuramoto order
-parameter :math:`R(t)` of the history, the logged measures, validation metrics, and the convergence-signal and
-accuracy-plateau markers (docs/method.md sections 3, 6 and 8). Drawing is :mod:`lightning_dynamics.report.plots`,
-after Cockpit's split of quantities from instruments.
+parameter :math:`R(t)` of the history, the logged measures with their noise floors and reliable lengths
+(:mod:`~lightning_dynamics.report.readings`), validation metrics, and the convergence-signal and accuracy-plateau
+markers (:mod:`~lightning_dynamics.report.analysis`; docs/method.md sections 3, 6, 8 and 8b). Drawing is
+:mod:`lightning_dynamics.report.plots`, after Cockpit's split of quantities from instruments.
+
+Time is the epoch: a history with several sample points per epoch places them at fractional epochs, and a second
+fit that restarts its epochs (a new Trainer) continues the axis after the first one.
 """
 
 from __future__ import annotations
@@ -20,23 +24,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from lightning_dynamics.report.analysis import accuracy_plateau_epoch
-from lightning_dynamics.capture import load_history
-from lightning_dynamics.convergence import convergence_signal
+from lightning_dynamics.capture import HISTORY_FORMAT_VERSION, continuous_time, load_history
+from lightning_dynamics.capture.history import history_segments
 from lightning_dynamics.functional import detrend, instantaneous_phase, kuramoto_order_parameter
+from lightning_dynamics.report.analysis import ConvergenceReport, convergence_points
+from lightning_dynamics.report.readings import Reading, readings
 
-SUPPORTED_FORMAT_VERSIONS = (1, 2)
+SUPPORTED_FORMAT_VERSIONS = tuple(range(1, HISTORY_FORMAT_VERSION + 1))
 REQUIRED_KEYS = ("format_version", "layer_names", "summary", "values", "epochs", "steps")
 HISTORY_PATTERN = re.compile(r"^(?P<prefix>.+)_history(?:-v(?P<version>\d+))?\.pt$")
 ACCURACY_KEYS = ("val_acc", "val_accuracy", "val/acc", "val/accuracy")
 LOSS_KEYS = ("val_loss", "val/loss")
-# The measures drawn, in order, with the interval each one is bounded to (None: unbounded).
-MEASURE_BOUNDS: dict[str, tuple[float, float] | None] = {
-    "integration": (0.0, 1.0),
-    "metastability": (0.0, 0.5),  # the std of a variable in [0, 1] is at most 0.5
-    "stability_index": (0.0, 1.0),
-    "stability_volatility": (0.0, 0.5),
-}
 
 
 class HistoryError(ValueError):
@@ -50,24 +48,27 @@ class RunDashboard:
     Attributes:
         label: name of the run in titles and legends (its directory name).
         history_path: the history file read.
-        format_version: the file's history format (1 or 2).
+        format_version: the file's history format (1, 2 or 3).
         layer_names: the ``L`` hooked layers.
         summary: the per-layer summary (``"rms"``, ...).
-        axis: ``"epoch"`` (one sample point per epoch) or ``"step"`` (``every_n_steps`` histories).
-        time: ``[T]`` the epoch or the optimizer step of each sample point, as ``axis`` says.
-        epochs: ``[T]`` epoch of each sample point.
-        steps: ``[T]`` optimizer step of each sample point.
+        time: ``[T]`` the epoch of each sample point (see :func:`epoch_axis`): fractional for several points per
+            epoch, continued across fits that restart their epochs.
+        epochs: ``[T]`` epoch of each sample point, as recorded.
+        steps: ``[T]`` optimizer step of each sample point, as recorded.
+        segment_starts: first sample point of each fit (``[0]`` for one fit).
         zscored: ``[L, T]`` each layer's summary z-scored over time (zero for a constant layer, NaN where missing).
         order_parameter: ``[T]`` Kuramoto :math:`R(t)` of the whole history (NaN where undefined, e.g. the first
             point after ``detrend="diff"``).
-        metrics: measure name (``integration``, ``metastability``, ...) -> ``[T]`` as the monitor logged it.
+        metrics: measure name (``integration``, ``metastability``, ...) -> ``[T]`` as the monitor logged it (NaN
+            where not logged), including the null bands ``<measure>_null_lo`` / ``<measure>_null_hi``.
         logged: the trainer's other scalars at each sample point (``val_acc``, ``val_loss``, ...), NaN where absent.
         accuracy_key: the key of ``logged`` used as validation accuracy, or None.
         loss_key: the key of ``logged`` used as validation loss, or None.
-        signal_index: sample point at which the volatility-drop rule first fires (docs/method.md section 8), or None.
-        plateau_index: first sample point whose accuracy is within ``eps`` of the run's best, or None.
+        convergence: signal, plateau and lead (:func:`lightning_dynamics.report.analysis.convergence_points`).
+        readings: each measure's latest value beside its noise floor and reliable length
+            (:mod:`lightning_dynamics.report.readings`).
         config: the monitor's configuration (format 2; empty for format 1).
-        signal_ratio: the ``ratio`` of the volatility-drop rule used for ``signal_index``.
+        state: the history as read (for panels that draw from it).
     """
 
     label: str
@@ -75,34 +76,48 @@ class RunDashboard:
     format_version: int
     layer_names: list[str]
     summary: str
-    axis: str
     time: np.ndarray
     epochs: np.ndarray
     steps: np.ndarray
+    segment_starts: list[int]
     zscored: np.ndarray
     order_parameter: np.ndarray
     metrics: dict[str, np.ndarray]
     logged: dict[str, np.ndarray]
+    convergence: ConvergenceReport
+    readings: dict[str, Reading]
     accuracy_key: str | None = None
     loss_key: str | None = None
-    signal_index: int | None = None
-    plateau_index: int | None = None
     config: dict[str, Any] = field(default_factory=dict)
-    signal_ratio: float = 0.25
+    state: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def n_points(self) -> int:
         return int(self.time.shape[0])
 
     @property
+    def axis(self) -> str:
+        """The time axis' label: ``"epoch"``, or ``"epoch (N fits, continued)"``."""
+        n_fits = len(self.segment_starts)
+        return "epoch" if n_fits <= 1 else f"epoch ({n_fits} fits, continued)"
+
+    @property
     def signal_time(self) -> float | None:
-        """Epoch or step (per :attr:`axis`) of the convergence signal."""
-        return None if self.signal_index is None else float(self.time[self.signal_index])
+        """Epoch of the convergence signal."""
+        return self.convergence.signal_epoch
 
     @property
     def plateau_time(self) -> float | None:
-        """Epoch or step (per :attr:`axis`) of the accuracy plateau."""
-        return None if self.plateau_index is None else float(self.time[self.plateau_index])
+        """Epoch of the accuracy plateau."""
+        return self.convergence.plateau_epoch
+
+    def inside_noise_floor(self) -> list[str]:
+        """Measures whose latest value sits inside their null's 95% band."""
+        return [key for key, r in self.readings.items() if r.inside_noise_floor]
+
+    def short_series(self) -> list[str]:
+        """Measures whose latest value was computed on fewer points than their estimator's reliable minimum."""
+        return [key for key, r in self.readings.items() if r.short_series]
 
     def final_values(self) -> dict[str, float]:
         """The last finite value of every measure and logged scalar, plus ``R(t)``; NaN where none is finite."""
@@ -146,6 +161,20 @@ def find_history(run: str | Path) -> Path:
         )
     (files,) = groups.values()
     return max(files, key=_history_version)
+
+
+def dashboard_stem(history_path: str | Path) -> str:
+    """The run's dashboard file name without suffix: ``<prefix>_history[-vN].pt`` -> ``<prefix>_dashboard[-vN]``.
+
+    The monitor's figure at fit end and ``lightning-dynamics report`` both use it, so a run folder holds one
+    dashboard figure.
+
+    Example:
+        >>> dashboard_stem("logs/version_0/dynamics_history-v1.pt")
+        'dynamics_dashboard-v1'
+    """
+    stem = Path(history_path).stem
+    return stem.replace("_history", "_dashboard", 1) if "_history" in stem else stem + "_dashboard"
 
 
 def _history_version(path: Path) -> int:
@@ -210,8 +239,8 @@ def load_run(
         ...          "values": torch.randn(2, 30).cumsum(-1), "epochs": list(range(30)), "steps": list(range(30))}
         >>> with tempfile.TemporaryDirectory() as tmp:
         ...     run = load_run(save_history(state, f"{tmp}/dynamics_history.pt").parent, label="demo")
-        >>> run.axis, run.zscored.shape, run.order_parameter.shape
-        ('epoch', (2, 30), (30,))
+        >>> run.axis, run.zscored.shape, run.order_parameter.shape, run.convergence.signal_epoch
+        ('epoch', (2, 30), (30,), None)
     """
     path = find_history(run)
     try:
@@ -223,23 +252,21 @@ def load_run(
     values = state["values"].to(torch.float64)
     epochs = np.asarray(state["epochs"], dtype=np.int64)
     steps = np.asarray(state["steps"], dtype=np.int64)
-    per_step = config.get("every_n_steps") is not None or len(set(epochs.tolist())) < len(epochs)
-    axis = "step" if per_step else "epoch"
     metrics = {key: _as_array(series) for key, series in dict(state.get("metrics") or {}).items()}
     logged = {key: _as_array(series) for key, series in dict(state.get("logged") or {}).items()}
     if state["format_version"] == 1 and not logged:
         logged = _logged_from_csv(path.parent, epochs)
     accuracy_key = next((k for k in ACCURACY_KEYS if k in logged and np.isfinite(logged[k]).any()), None)
     loss_key = next((k for k in LOSS_KEYS if k in logged and np.isfinite(logged[k]).any()), None)
-    index = list(range(len(epochs)))
-    signal_index = None
-    if "stability_volatility" in metrics:
-        signal_index = convergence_signal(metrics["stability_volatility"].tolist(), index, ratio, patience)
-    plateau_index = None
-    if accuracy_key is not None:
-        accuracy = logged[accuracy_key]
-        scale = 100.0 if np.nanmax(accuracy) <= 1.0 else 1.0  # fractions: eps stays in percentage points
-        plateau_index = accuracy_plateau_epoch((accuracy * scale).tolist(), index, eps)
+    time, segment_starts = epoch_axis(epochs, steps, history_segments(dict(state)))
+    convergence = convergence_points(
+        time,
+        metrics.get("stability_volatility"),
+        logged[accuracy_key] if accuracy_key is not None else None,
+        eps=eps,
+        ratio=ratio,
+        patience=patience,
+    )
     if label is None:
         directory = (Path(run) if Path(run).is_dir() else path.parent).resolve()
         # Lightning's version_N alone says little: name the run by its parent too.
@@ -254,23 +281,63 @@ def load_run(
         format_version=int(state["format_version"]),
         layer_names=list(state["layer_names"]),
         summary=str(state["summary"]),
-        axis=axis,
-        time=(steps if per_step else epochs).astype(np.float64),
+        time=time,
         epochs=epochs,
         steps=steps,
+        segment_starts=segment_starts,
         zscored=zscore_layers(values).numpy(),
         order_parameter=history_order_parameter(
             values, config.get("detrend", "diff"), config.get("pad", "reflect")
         ).numpy(),
         metrics=metrics,
         logged=logged,
+        convergence=convergence,
+        readings=readings(metrics, config),
         accuracy_key=accuracy_key,
         loss_key=loss_key,
-        signal_index=signal_index,
-        plateau_index=plateau_index,
         config=config,
-        signal_ratio=ratio,
+        state=dict(state),
     )
+
+
+def epoch_axis(
+    epochs: Sequence[int] | np.ndarray, steps: Sequence[int] | np.ndarray, segments: Sequence[int]
+) -> tuple[np.ndarray, list[int]]:
+    """The dashboard's time axis: each sample point's epoch, continued across fits, fractional within an epoch.
+
+    Fits that restart their epochs (a new Trainer) are continued after the previous one
+    (:func:`lightning_dynamics.capture.continuous_time`). Within an epoch holding ``n`` points, the ``j``-th
+    (from 0) sits at ``epoch + j / n``: one point per epoch stays on its integer epoch. A fit's last epoch, which
+    may be cut short, keeps the spacing of the epoch before it.
+
+    Args:
+        epochs: ``[T]`` recorded epoch of each sample point.
+        steps: ``[T]`` recorded optimizer step of each sample point.
+        segments: first sample point of each fit (the history's ``segments``).
+
+    Returns:
+        ``([T] float64 epochs, segments)``.
+
+    Example:
+        >>> time, starts = epoch_axis([0, 0, 1, 1, 0, 0, 1], [1, 2, 3, 4, 1, 2, 3], [0, 4])
+        >>> time.tolist(), starts
+        ([0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0], [0, 4])
+        >>> epoch_axis([0, 0, 0, 0, 1], [1, 2, 3, 4, 5], [0])[0].tolist()  # epoch 1 stopped after its first point
+        [0.0, 0.25, 0.5, 0.75, 1.0]
+    """
+    starts = [int(s) for s in segments]
+    continued, _ = continuous_time([int(e) for e in epochs], [int(s) for s in steps], starts)
+    time = np.asarray(continued, dtype=np.float64)
+    if time.shape[0] and np.any(np.diff(time) < 0):  # not ordered even across fits: fall back to the point index
+        return np.arange(time.shape[0], dtype=np.float64), starts
+    _, group_start, counts = np.unique(time, return_index=True, return_counts=True)
+    ends = set(starts[1:]) | {time.shape[0]}
+    for k, (begin, count) in enumerate(zip(group_start, counts, strict=True)):
+        spacing = count
+        if begin + count in ends and k > 0 and group_start[k - 1] + counts[k - 1] == begin and begin not in starts:
+            spacing = max(count, counts[k - 1])  # a fit's last epoch may be cut short: keep the spacing before it
+        time[begin : begin + count] += np.arange(count) / spacing
+    return time, starts
 
 
 def load_runs(runs: Sequence[str | Path], progress: bool | None = None, **kwargs: Any) -> list[RunDashboard]:

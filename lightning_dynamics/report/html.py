@@ -8,6 +8,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from lightning_dynamics.measure_registry import MEASURES, NULL_SUFFIXES
 from lightning_dynamics.report.dashboard_data import RunDashboard
 
 _STYLE = (
@@ -16,19 +17,11 @@ _STYLE = (
     "th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}"
     ".note{color:#555;font-size:90%}"
 )
-# Rows of the table of final values, in order; other logged keys follow alphabetically.
-TABLE_KEYS = (
-    "integration",
-    "integration_alpha",
-    "metastability",
-    "synchrony",
-    "phase_integration",
-    "stability_index",
-    "stability_volatility",
-    "order_parameter",
-    "n_excluded",
-    "nonfinite",
-)
+
+
+def _table_keys() -> tuple[str, ...]:
+    """Rows of the table of final values, in order: the registered measures, then R(t); other keys follow."""
+    return (*MEASURES, "order_parameter")
 
 
 def _format(value: float | int | None) -> str:
@@ -47,17 +40,44 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def _rows_keys(runs: Sequence[RunDashboard]) -> list[str]:
     finals = [run.final_values() for run in runs]
-    present = {key for final in finals for key in final}
-    return [k for k in TABLE_KEYS if k in present] + sorted(present - set(TABLE_KEYS))
+    present = {key for final in finals for key in final if not key.endswith(NULL_SUFFIXES)}
+    keys = _table_keys()
+    return [k for k in keys if k in present] + sorted(present - set(keys))
 
 
 def _markers(run: RunDashboard) -> list[tuple[str, str]]:
     return [
         ("sample points", f"{run.n_points} (by {run.axis})"),
         ("layers", str(len(run.layer_names))),
-        ("convergence signal", "none" if run.signal_time is None else f"{run.axis} {run.signal_time:g}"),
-        ("accuracy plateau", "none" if run.plateau_time is None else f"{run.axis} {run.plateau_time:g}"),
+        ("convergence signal", "none" if run.signal_time is None else f"epoch {run.signal_time:g}"),
+        ("accuracy plateau", "none" if run.plateau_time is None else f"epoch {run.plateau_time:g}"),
+        ("inside noise floor", ", ".join(run.inside_noise_floor()) or "none"),
+        ("short series", ", ".join(run.short_series()) or "none"),
     ]
+
+
+def reading_note(run: RunDashboard, key: str) -> str:
+    """What stands beside a measure's latest value: its noise floor and a short-series flag; ``""`` when neither.
+
+    Example: ``"inside noise floor [0.41, 0.8]; short series (12 < 40 points)"``.
+    """
+    reading = run.readings.get(key)
+    if reading is None:
+        return ""
+    notes = []
+    inside = reading.inside_noise_floor
+    if inside is not None:
+        where = "inside" if inside else "outside"
+        notes.append(f"{where} noise floor [{reading.null_lo:.3g}, {reading.null_hi:.3g}]")
+    if reading.short_series:
+        notes.append(f"short series ({reading.points} < {reading.reliable_min} points)")
+    return "; ".join(notes)
+
+
+def _cell(run: RunDashboard, final: dict[str, float], key: str) -> str:
+    note = reading_note(run, key)
+    value = _format(final.get(key))
+    return f"{value} ({note})" if note else value
 
 
 def dashboard_html(runs: Sequence[RunDashboard], png: bytes, title: str) -> str:
@@ -89,13 +109,19 @@ def dashboard_html(runs: Sequence[RunDashboard], png: bytes, title: str) -> str:
         marker_rows = [[name, *(dict(_markers(run))[name] for run in runs)] for name, _ in _markers(runs[0])]
         parts += ["<h2>Run</h2>", _table(["", *labels], marker_rows)]
         finals = [run.final_values() for run in runs]
-        value_rows = [[key, *(_format(final.get(key)) for final in finals)] for key in _rows_keys(runs)]
+        value_rows = [
+            [key, *(_cell(run, final, key) for run, final in zip(runs, finals, strict=True))]
+            for key in _rows_keys(runs)
+        ]
         parts += ["<h2>Final values</h2>", _table(["series (last finite value)", *labels], value_rows)]
         sources = ", ".join(html.escape(str(run.history_path)) for run in runs)
+        rule = runs[0].convergence
         parts.append(
-            f'<p class="note">Read from {sources}. Signal: volatility-drop rule (ratio 0.25, patience 3); '
-            "plateau: first point within 0.5 percentage points of the best validation accuracy "
-            "(docs/method.md section 8).</p>"
+            f'<p class="note">Read from {sources}. Signal: volatility-drop rule (ratio {rule.ratio:g}, patience '
+            f"{rule.patience}); plateau: first point within 0.5 percentage points of the best validation accuracy "
+            "(docs/method.md section 8). Noise floor: the 95% band of the measure on surrogates of the run's own "
+            "history; a value inside it does not differ from that null at the 5% level (docs/method.md section 8b). "
+            "Short series: computed on fewer sample points than the estimator's reliable minimum.</p>"
         )
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -2,24 +2,31 @@
 
 Drawing only: every quantity comes from :mod:`lightning_dynamics.report.dashboard_data`. Bounded measures are
 drawn on fixed axes (integration, stability index and :math:`R(t)` on [0, 1]; metastability and volatility,
-standard deviations of [0, 1] variables, on [0, 0.5]), so a tiny value never looks like a jump; time axes carry
-integer ticks; ``every_n_steps`` histories are drawn point by point against the optimizer step.
+standard deviations of [0, 1] variables, on [0, 0.5]), so a tiny value never looks like a jump; the time axis is
+the epoch (fractional for sub-epoch sample points, continued across fits) with integer ticks; each series is drawn
+at the points where it is finite. A measure whose history carries a null (``<measure>_null_lo`` / ``_null_hi``)
+gets its noise floor as a grey band and a note saying whether its latest value is inside it; a measure computed
+on fewer points than its estimator's reliable minimum is flagged "short series".
+
+Every name (layers, runs, logged keys) is drawn literally: ``$`` never starts matplotlib's mathtext.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lightning_dynamics.report.dashboard_data import MEASURE_BOUNDS, RunDashboard
+from lightning_dynamics.measure_registry import MEASURES, NULL_SUFFIXES
+from lightning_dynamics.report.dashboard_data import RunDashboard
 
 if TYPE_CHECKING:
-    import pandas as pd
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
@@ -28,10 +35,28 @@ MEASURE_LABELS = {
     "metastability": "metastability M",
     "stability_index": "stability index S",
     "stability_volatility": "volatility V of S",
+    "integration_alpha": "mean DFA exponent α",
+    "phase_integration": "phase integration",
+    "synchrony": "synchrony (mean R)",
 }
 SIGNAL_STYLE = {"color": "tab:red", "ls": "--", "lw": 1.2}
 PLATEAU_STYLE = {"color": "tab:green", "ls": ":", "lw": 1.6}
+BAND_STYLE = {"color": "0.55", "alpha": 0.25, "lw": 0}
+INSIDE_COLOR = "tab:orange"
+SHORT_COLOR = "tab:red"
 _DPI = 110
+
+
+@contextlib.contextmanager
+def literal_text() -> Iterator[None]:
+    """Matplotlib settings under which every string is drawn as written (no mathtext for ``$``, no TeX).
+
+    Text objects take ``text.parse_math`` when they are made, so figures built inside keep it when saved later.
+    """
+    import matplotlib as mpl
+
+    with mpl.rc_context({"text.parse_math": False, "text.usetex": False}):
+        yield
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -48,16 +73,61 @@ def _integer_ticks(ax: Axes) -> None:
 
 
 def _line(ax: Axes, x: np.ndarray, y: np.ndarray, **kwargs: object) -> None:
-    marker = "." if x.shape[0] <= 120 else None
-    ax.plot(x, y, marker=marker, ms=4, **kwargs)  # type: ignore[arg-type]
+    """``y`` against ``x`` at the points where ``y`` is finite (measures are NaN between the points that log them)."""
+    finite = np.isfinite(y)
+    marker = "." if int(finite.sum()) <= 120 else None
+    ax.plot(x[finite], y[finite], marker=marker, ms=4, **kwargs)  # type: ignore[arg-type]
+
+
+def _noise_band(ax: Axes, run: RunDashboard, key: str) -> bool:
+    """Draw the null band of ``key`` where both its edges are finite; return whether there was one."""
+    lo, hi = (run.metrics.get(key + suffix) for suffix in NULL_SUFFIXES)
+    if lo is None or hi is None:
+        return False
+    finite = np.isfinite(lo) & np.isfinite(hi)
+    if not finite.any():
+        return False
+    ax.fill_between(run.time[finite], lo[finite], hi[finite], **BAND_STYLE)  # type: ignore[arg-type]
+    return True
+
+
+def _reading_notes(ax: Axes, run: RunDashboard, key: str) -> None:
+    """Top-left notes: where the latest value sits against its noise floor; "short series" below the minimum."""
+    reading = run.readings.get(key)
+    if reading is None:
+        return
+    notes: list[tuple[str, str]] = []
+    inside = reading.inside_noise_floor
+    if inside is not None:
+        notes.append(("inside noise floor" if inside else "outside noise floor", INSIDE_COLOR if inside else "0.3"))
+    if reading.short_series:
+        notes.append((f"short series: {reading.points} < {reading.reliable_min} points", SHORT_COLOR))
+    for row, (text, color) in enumerate(notes):
+        ax.text(
+            0.01,
+            0.97 - 0.16 * row,
+            text,
+            transform=ax.transAxes,
+            ha="left",
+            va="top",
+            fontsize=8,
+            color=color,
+            bbox={"facecolor": "white", "edgecolor": color, "alpha": 0.8, "pad": 1.5},
+        )
 
 
 def _missing(ax: Axes, what: str) -> None:
     ax.text(0.5, 0.5, what, transform=ax.transAxes, ha="center", va="center", color="0.45")
 
 
+def _bounds(key: str) -> tuple[float, float] | None:
+    """The plot range the measure registry declares for ``key`` (None: unbounded or not a measure)."""
+    measure = MEASURES.get(key)
+    return None if measure is None else measure.bounds
+
+
 def _bounded(ax: Axes, key: str) -> None:
-    bounds = MEASURE_BOUNDS.get(key)
+    bounds = _bounds(key)
     if bounds is not None:
         ax.set_ylim(*bounds)
 
@@ -103,8 +173,8 @@ def _short(name: str, width: int = 18) -> str:
 def _trajectory(ax: Axes, run: RunDashboard) -> None:
     integration = run.metrics.get("integration")
     metastability = run.metrics.get("metastability")
-    ax.set_xlim(*MEASURE_BOUNDS["metastability"])  # type: ignore[misc]
-    ax.set_ylim(*MEASURE_BOUNDS["integration"])  # type: ignore[misc]
+    ax.set_xlim(*(_bounds("metastability") or (0.0, 0.5)))
+    ax.set_ylim(*(_bounds("integration") or (0.0, 1.0)))
     ax.set_xlabel("metastability M")
     ax.set_ylabel("integration I")
     ax.set_title("integration-metastability trajectory", fontsize=10)
@@ -123,21 +193,35 @@ def _trajectory(ax: Axes, run: RunDashboard) -> None:
     ax.figure.colorbar(points, ax=ax, label=run.axis, pad=0.01, aspect=15)
 
 
-def _measure_panel(ax: Axes, run: RunDashboard, key: str) -> None:
+def _measure_panel(ax: Axes, run: RunDashboard, key: str, color: str = "tab:blue") -> None:
     series = run.metrics.get(key)
-    ax.set_ylabel(MEASURE_LABELS[key])
+    ax.set_ylabel(MEASURE_LABELS.get(key, key))
     _bounded(ax, key)
     if series is None:
         _missing(ax, f"{key} not in the history")
         return
-    _line(ax, run.time, series, color="tab:blue")
-    if key == "stability_volatility" and run.signal_index is not None:
+    _noise_band(ax, run, key)
+    _line(ax, run.time, series, color=color)
+    if key == "stability_volatility" and run.convergence.signal_index is not None:
         peak = np.fmax.accumulate(np.where(np.isfinite(series), series, -np.inf))
-        ax.plot(
-            run.time, np.where(np.isfinite(peak), run.signal_ratio * peak, np.nan), color="tab:red", lw=0.8, alpha=0.6
-        )
+        threshold = np.where(np.isfinite(peak) & np.isfinite(series), run.convergence.ratio * peak, np.nan)
+        _line(ax, run.time, threshold, color="tab:red", lw=0.8, alpha=0.6)
     if not np.isfinite(series).any():
         _missing(ax, "not defined yet (too few sample points)")
+    _reading_notes(ax, run, key)
+
+
+def _freezing_panel(ax: Axes, run: RunDashboard) -> bool:
+    """The freezing panel of :mod:`lightning_dynamics.report.freezing_panel`, where that module exists."""
+    try:
+        module = importlib.import_module("lightning_dynamics.report.freezing_panel")
+    except ImportError:
+        return False
+    draw = getattr(module, "draw_freezing", None)
+    if draw is None:
+        return False
+    draw(ax, run.state)
+    return True
 
 
 def _validation_panel(ax: Axes, run: RunDashboard) -> None:
@@ -147,6 +231,8 @@ def _validation_panel(ax: Axes, run: RunDashboard) -> None:
         return
     if run.accuracy_key is not None:
         _line(ax, run.time, run.logged[run.accuracy_key], color="black")
+    else:
+        _missing(ax, "no validation accuracy logged")
     if run.loss_key is not None:
         twin = ax.twinx()
         _line(twin, run.time, run.logged[run.loss_key], color="tab:orange")
@@ -155,13 +241,17 @@ def _validation_panel(ax: Axes, run: RunDashboard) -> None:
 
 
 def plot_dashboard(run: RunDashboard, path: str | Path | None = None) -> Figure:
-    """Draw one run's dashboard: heatmap, trajectory, R(t), the four measures, validation metrics and markers.
+    """Draw one run's dashboard: heatmap, trajectory, R(t), the measures with their noise floors, validation metrics.
 
     Panels: the ``[L, T]`` summaries z-scored per layer (layers top to bottom from the input side); the
-    integration-metastability trajectory coloured by time; :math:`R(t)` with its mean; integration; metastability;
+    integration-metastability trajectory coloured by epoch; :math:`R(t)` with its mean; integration; metastability;
     the stability index; its volatility with the rule's threshold (0.25 x running peak); validation accuracy and
-    loss where logged. Vertical lines: the convergence signal (red dashed) and the accuracy plateau (green dotted),
-    docs/method.md section 8.
+    loss where logged; the mean DFA exponent; layers left out; phase integration; layer freezing (where
+    :mod:`lightning_dynamics.report.freezing_panel` exists; else synchrony). A measure with a null in the history
+    gets its noise floor (the null's 95% band, grey) and a note: "inside noise floor" when its latest value sits in
+    the band; "short series" when that value was computed on fewer points than its estimator's reliable minimum.
+    Vertical lines: the convergence signal (red dashed) and the accuracy plateau (green dotted), docs/method.md
+    section 8.
 
     Args:
         run: from :func:`lightning_dynamics.report.dashboard_data.load_run`.
@@ -170,15 +260,24 @@ def plot_dashboard(run: RunDashboard, path: str | Path | None = None) -> Figure:
     Returns:
         The matplotlib figure (not registered with pyplot).
     """
-    from matplotlib.lines import Line2D
+    with literal_text():
+        fig = _draw_dashboard(run)
+        if path is not None:
+            fig.savefig(path, dpi=_DPI)
+    return fig
 
-    fig = _new_figure(13, 12)
-    grid = fig.add_gridspec(5, 2, height_ratios=[1.5, 1, 1, 1, 1])
+
+def _draw_dashboard(run: RunDashboard) -> Figure:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    fig = _new_figure(13, 14)
+    grid = fig.add_gridspec(6, 2, height_ratios=[1.5, 1, 1, 1, 1, 1])
     heat = fig.add_subplot(grid[0, 0])
     _heatmap(heat, run)
     _trajectory(fig.add_subplot(grid[0, 1]), run)
-    time_axes = [fig.add_subplot(grid[r, c], sharex=heat) for r in range(1, 5) for c in range(2)]
-    order, integration, metastability, index, volatility, validation, alpha, spare = time_axes
+    time_axes = [fig.add_subplot(grid[r, c], sharex=heat) for r in range(1, 6) for c in range(2)]
+    order, integration, metastability, index, volatility, validation, alpha, spare, phase, last = time_axes
     order.set_ylabel("order parameter R(t)\n(dotted: its mean)")
     order.set_ylim(0, 1)
     if np.isfinite(run.order_parameter).any():
@@ -191,12 +290,9 @@ def plot_dashboard(run: RunDashboard, path: str | Path | None = None) -> Figure:
     _measure_panel(index, run, "stability_index")
     _measure_panel(volatility, run, "stability_volatility")
     _validation_panel(validation, run)
+    _measure_panel(alpha, run, "integration_alpha", color="tab:brown")
     alpha.set_ylabel("mean DFA exponent α\n(dotted: h_opt)")
-    if "integration_alpha" in run.metrics and np.isfinite(run.metrics["integration_alpha"]).any():
-        _line(alpha, run.time, run.metrics["integration_alpha"], color="tab:brown")
-        alpha.axhline(float(run.config.get("h_opt", 0.7)), color="0.5", ls=":", lw=1)
-    else:
-        _missing(alpha, "integration_alpha not in the history")
+    alpha.axhline(float(run.config.get("h_opt", 0.7)), color="0.5", ls=":", lw=1)
     spare.set_ylabel("layers left out")
     spare.set_ylim(bottom=-0.5, top=len(run.layer_names) + 0.5)
     counts = [
@@ -208,6 +304,9 @@ def plot_dashboard(run: RunDashboard, path: str | Path | None = None) -> Figure:
         spare.legend(loc="upper right", fontsize=7)
     else:
         _missing(spare, "n_excluded / nonfinite not in the history")
+    _measure_panel(phase, run, "phase_integration", color="tab:cyan")
+    if not _freezing_panel(last, run):
+        _measure_panel(last, run, "synchrony", color="tab:olive")
     for ax in time_axes:
         _markers(ax, run)
         ax.grid(alpha=0.25)
@@ -216,40 +315,39 @@ def plot_dashboard(run: RunDashboard, path: str | Path | None = None) -> Figure:
     for ax in time_axes[-2:]:
         ax.set_xlabel(run.axis)
     handles = [
-        Line2D([], [], **SIGNAL_STYLE, label=_marker_label("convergence signal", run.signal_time, run.axis)),  # type: ignore[arg-type]
-        Line2D([], [], **PLATEAU_STYLE, label=_marker_label("accuracy plateau", run.plateau_time, run.axis)),  # type: ignore[arg-type]
+        Line2D([], [], **SIGNAL_STYLE, label=_marker_label("convergence signal", run.signal_time)),  # type: ignore[arg-type]
+        Line2D([], [], **PLATEAU_STYLE, label=_marker_label("accuracy plateau", run.plateau_time)),  # type: ignore[arg-type]
         Line2D(
             [],
             [],
             color="tab:red",
             lw=0.8,
             alpha=0.6,
-            label=f"signal threshold: {run.signal_ratio:g} x running peak of V",
+            label=f"signal threshold: {run.convergence.ratio:g} x running peak of V",
         ),
+        Patch(**BAND_STYLE, label="noise floor: 95% of the measure on surrogates"),  # type: ignore[arg-type]
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=9, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=9, frameon=False)
     fig.suptitle(f"{run.label}: {len(run.layer_names)} layers, {run.n_points} sample points ({_sampling(run)})")
-    if path is not None:
-        fig.savefig(path, dpi=_DPI)
     return fig
 
 
 def _sampling(run: RunDashboard) -> str:
     if run.config.get("every_n_steps"):
         return f"one every {run.config['every_n_steps']} steps"
-    return "one per epoch" if run.axis == "epoch" else "several per epoch, drawn against the step"
+    per_epoch = run.n_points / max(1, len(np.unique(np.floor(run.time))))
+    return "one per epoch" if per_epoch <= 1 else f"{per_epoch:.3g} per epoch"
 
 
-def _marker_label(name: str, time: float | None, axis: str) -> str:
-    return f"{name}: {axis} {time:g}" if time is not None else f"{name}: none"
+def _marker_label(name: str, time: float | None) -> str:
+    return f"{name}: epoch {time:g}" if time is not None else f"{name}: none"
 
 
 def plot_comparison(runs: Sequence[RunDashboard], path: str | Path | None = None) -> Figure:
     """Overlay several runs, one colour each, labelled by run: R(t), the measures, validation metrics, trajectory.
 
-    All runs are drawn against the epoch when every run sampled once per epoch, else against the optimizer step.
-    Signal (dashed) and plateau (dotted) markers are drawn in each run's colour on the volatility and accuracy
-    panels.
+    All runs are drawn against their epoch axis (:attr:`RunDashboard.time`). Signal (dashed) and plateau (dotted)
+    markers are drawn in each run's colour on the volatility and accuracy panels.
 
     Args:
         runs: from :func:`lightning_dynamics.report.dashboard_data.load_runs`.
@@ -260,9 +358,16 @@ def plot_comparison(runs: Sequence[RunDashboard], path: str | Path | None = None
     """
     if not runs:
         raise ValueError("`runs` is empty: give at least one run to compare.")
+    with literal_text():
+        fig = _draw_comparison(runs)
+        if path is not None:
+            fig.savefig(path, dpi=_DPI)
+    return fig
+
+
+def _draw_comparison(runs: Sequence[RunDashboard]) -> Figure:
     import matplotlib as mpl
 
-    axis = "epoch" if all(run.axis == "epoch" for run in runs) else "step"
     colors = mpl.colormaps["tab10" if len(runs) <= 10 else "viridis"](
         np.linspace(0, 1, len(runs)) if len(runs) > 10 else range(len(runs))
     )
@@ -277,7 +382,7 @@ def plot_comparison(runs: Sequence[RunDashboard], path: str | Path | None = None
     keyed = {"integration": integration, "metastability": metastability, "stability_index": index}
     keyed["stability_volatility"] = volatility
     for run, color in zip(runs, colors, strict=True):
-        t = run.time if axis == run.axis else run.steps.astype(np.float64)
+        t = run.time
         kwargs = {"color": color, "lw": 1.2}
         _line(order, t, run.order_parameter, label=run.label, **kwargs)
         for key, ax in keyed.items():
@@ -285,12 +390,12 @@ def plot_comparison(runs: Sequence[RunDashboard], path: str | Path | None = None
                 _line(ax, t, run.metrics[key], **kwargs)
         if run.accuracy_key is not None:
             _line(accuracy, t, run.logged[run.accuracy_key], **kwargs)
-            if run.plateau_index is not None:
-                accuracy.axvline(t[run.plateau_index], color=color, ls=":", lw=1.4)
+            if run.plateau_time is not None:
+                accuracy.axvline(run.plateau_time, color=color, ls=":", lw=1.4)
         if run.loss_key is not None:
             _line(loss, t, run.logged[run.loss_key], **kwargs)
-        if run.signal_index is not None:
-            volatility.axvline(t[run.signal_index], color=color, ls="--", lw=1.1)
+        if run.signal_time is not None:
+            volatility.axvline(run.signal_time, color=color, ls="--", lw=1.1)
         integration_series, metastability_series = run.metrics.get("integration"), run.metrics.get("metastability")
         if integration_series is not None and metastability_series is not None:
             both = np.isfinite(integration_series) & np.isfinite(metastability_series)
@@ -306,64 +411,25 @@ def plot_comparison(runs: Sequence[RunDashboard], path: str | Path | None = None
     accuracy.set_ylabel("validation accuracy (dotted: plateau)")
     loss.set_ylabel("validation loss")
     volatility.set_ylabel("volatility V (dashed: signal)")
-    trajectory.set_xlim(*MEASURE_BOUNDS["metastability"])  # type: ignore[misc]
-    trajectory.set_ylim(*MEASURE_BOUNDS["integration"])  # type: ignore[misc]
+    trajectory.set_xlim(*(_bounds("metastability") or (0.0, 0.5)))
+    trajectory.set_ylim(*(_bounds("integration") or (0.0, 1.0)))
     trajectory.set_xlabel("metastability M")
     trajectory.set_ylabel("integration I (dot: last point)")
     for ax in panels:
         ax.grid(alpha=0.25)
         _integer_ticks(ax)
-    loss.set_xlabel(axis)
+    loss.set_xlabel("epoch")
     for ax, what in ((accuracy, "validation accuracy"), (loss, "validation loss")):
         if not ax.lines:
             _missing(ax, f"no {what} logged")
     fig.legend(loc="outside lower center", ncols=min(len(runs), 5), fontsize=9, frameon=False)
-    fig.suptitle(f"{len(runs)} runs against the {axis}")
-    if path is not None:
-        fig.savefig(path, dpi=_DPI)
+    fig.suptitle(f"{len(runs)} runs against the epoch")
     return fig
 
 
 def figure_png(figure: Figure, dpi: float | None = None) -> bytes:
     """The figure as PNG bytes, at ``dpi`` (default: the figure's own, as TensorBoard and MLflow draw it)."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi="figure" if dpi is None else dpi)
+    with literal_text():
+        figure.savefig(buffer, format="png", dpi="figure" if dpi is None else dpi)
     return buffer.getvalue()
-
-
-PANELS = (
-    ("dynamics/integration", "integration"),
-    ("dynamics/metastability", "metastability"),
-    ("dynamics/stability_index", "stability index S"),
-    ("dynamics/stability_volatility", "volatility V"),
-)
-
-
-def plot_dynamics(per_epoch: pd.DataFrame, accuracy_key: str = "val_acc", path: str | Path | None = None) -> Figure:
-    """Plot each dynamics key of a CSVLogger run against the epoch, with ``accuracy_key`` on a twin axis.
-
-    The CSV-only view (one value per epoch); :func:`plot_dashboard` draws everything from the saved history.
-
-    Args:
-        per_epoch: output of :func:`lightning_dynamics.report.epoch_metrics`.
-        accuracy_key: column drawn in grey on every panel for reference (skipped if absent).
-        path: if given, the figure is saved there (PNG, PDF, ... by suffix).
-    """
-    fig = _new_figure(7, 2.2 * len(PANELS))
-    axes = fig.subplots(len(PANELS), 1, sharex=True)
-    for ax, (key, label) in zip(axes, PANELS, strict=True):
-        if key in per_epoch:
-            ax.plot(per_epoch.index, per_epoch[key], marker=".", color="tab:blue")
-        else:
-            _missing(ax, f"{key} not logged")
-        _bounded(ax, key.removeprefix("dynamics/"))
-        ax.set_ylabel(label)
-        if accuracy_key in per_epoch:
-            twin = ax.twinx()
-            twin.plot(per_epoch.index, per_epoch[accuracy_key], color="0.6", lw=1)
-            twin.set_ylabel(accuracy_key, color="0.5")
-        _integer_ticks(ax)
-    axes[-1].set_xlabel("epoch")
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig

@@ -1,4 +1,4 @@
-"""The dashboard reaches each logger that takes images, and is read back from what the logger wrote."""
+"""The history file and the dashboard reach each logger through its sink, read back from what the logger wrote."""
 
 from __future__ import annotations
 
@@ -8,12 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_dynamics.callbacks.figure_logging import (
-    DEFAULT_KEY,
-    dashboard_png_path,
-    log_dashboard,
-    log_dashboard_from_history,
-)
+from lightning_dynamics.callbacks.figure_logging import dashboard_png_path, log_dashboard_from_history
+from lightning_dynamics.callbacks.sinks import DEFAULT_KEY, SINKS, hand_to_loggers, log_figure, sink_of
 from lightning_dynamics.capture import save_history
 
 pytest.importorskip("matplotlib")
@@ -22,7 +18,7 @@ PIL = pytest.importorskip("PIL.Image")
 # The loggers are tested with a small figure (PNG encoding of the full dashboard costs ~1 s each); the full
 # dashboard goes through the CSV path, as the monitor would draw it.
 WIDTH, HEIGHT = 320, 200
-DASHBOARD_SIZE = (13 * 110, 12 * 110)  # the dashboard's figure size (inches) x the dpi of its PNG
+DASHBOARD_SIZE = (13 * 110, 14 * 110)  # the dashboard's figure size (inches) x the dpi of its PNG
 
 
 def _history(path: Path, n_points: int = 30) -> Path:
@@ -64,7 +60,7 @@ def test_tensorboard_event_file_holds_the_figure(tmp_path: Path, history_and_fig
 
     history, figure = history_and_figure
     logger = TensorBoardLogger(tmp_path, name="tb")
-    assert log_dashboard([logger], figure, history, step=7) == {"TensorBoardLogger": "figure"}
+    assert log_figure([logger], figure, history, step=7) == {"TensorBoardLogger": "figure"}
     events = EventAccumulator(logger.log_dir, size_guidance={"images": 0})
     events.Reload()
     assert events.Tags()["images"] == [DEFAULT_KEY]
@@ -85,7 +81,7 @@ def test_offline_wandb_run_holds_the_image(tmp_path: Path, history_and_figure, m
     history, figure = history_and_figure
     logger = WandbLogger(save_dir=str(tmp_path), offline=True, project="lightning-dynamics-test")
     try:
-        assert log_dashboard([logger], figure, history, key="dynamics/dashboard") == {"WandbLogger": "figure"}
+        assert log_figure([logger], figure, history, key="dynamics/dashboard") == {"WandbLogger": "figure"}
     finally:
         wandb.finish()
     images = list(tmp_path.glob("wandb/offline-run-*/files/media/images/dynamics/dashboard_*.png"))
@@ -105,13 +101,16 @@ def test_mlflow_store_holds_figure_and_history(tmp_path: Path, history_and_figur
     history, figure = history_and_figure
     uri = f"file:{tmp_path / 'mlruns'}"
     logger = MLFlowLogger(experiment_name="dynamics", tracking_uri=uri)
-    assert log_dashboard([logger], figure, history) == {"MLFlowLogger": "figure+history"}
+    assert log_figure([logger], figure, history) == {"MLFlowLogger": "figure"}  # the figure sink: no file
     client = MlflowClient(tracking_uri=uri)
+    assert {a.path for a in client.list_artifacts(logger.run_id)} == {"dynamics"}
+    # What the monitor calls: the history file, then the dashboard drawn from it.
+    assert hand_to_loggers([logger], history) == {"MLFlowLogger": "history+figure"}
     top = {a.path for a in client.list_artifacts(logger.run_id)}
     assert top == {"dynamics", "dynamics_history.pt"}
     assert [a.path for a in client.list_artifacts(logger.run_id, "dynamics")] == ["dynamics/dashboard.png"]
     local = Path(client.download_artifacts(logger.run_id, "dynamics/dashboard.png", str(tmp_path / "down")))
-    assert _png_size(local.read_bytes()) == (WIDTH, HEIGHT)
+    assert _png_size(local.read_bytes()) == DASHBOARD_SIZE  # the dashboard replaced the small figure
     copied = Path(client.download_artifacts(logger.run_id, "dynamics_history.pt", str(tmp_path / "down")))
     assert copied.read_bytes() == history.read_bytes()
 
@@ -132,5 +131,34 @@ def test_csv_logger_gets_the_dashboard_png_beside_the_history_and_failures_warn(
         experiment = None
 
     messages: list[str] = []
-    result = log_dashboard([TensorBoardLogger()], history_and_figure[1], None, warn=messages.append)
+    result = log_figure([TensorBoardLogger()], history_and_figure[1], None, warn=messages.append)
     assert result["TensorBoardLogger"].startswith("failed:") and "TensorBoardLogger" in messages[0]
+
+
+def test_one_table_of_sinks_by_logger_class_name() -> None:
+    """Each logger class maps to what it does with the history file and the figure; others keep files on disk."""
+    assert {kind: (s.history is not None, s.figure is not None) for kind, s in SINKS.items()} == {
+        "MLFlowLogger": (True, True),
+        "WandbLogger": (True, True),
+        "TensorBoardLogger": (False, True),
+    }
+
+    class CSVLogger:
+        pass
+
+    class MLFlowLogger:  # matched by name: the standalone pytorch_lightning loggers work too
+        pass
+
+    assert sink_of(CSVLogger()).history is None and sink_of(CSVLogger()).figure is None
+    assert sink_of(MLFlowLogger()) is SINKS["MLFlowLogger"]
+
+
+def test_hand_to_loggers_without_a_logger_or_a_dashboard_writes_nothing(tmp_path: Path) -> None:
+    history = _history(tmp_path)
+
+    class CSVLogger:
+        pass
+
+    assert hand_to_loggers([], history) == {}
+    assert hand_to_loggers([CSVLogger()], history, dashboard=False) == {}
+    assert not dashboard_png_path(history).exists()

@@ -3,8 +3,13 @@ import math
 import pandas as pd
 import pytest
 
-from lightning_dynamics.report.analysis import accuracy_plateau_epoch, convergence_report, val_loss_stop_epoch
 from lightning_dynamics.convergence import convergence_signal
+from lightning_dynamics.report.analysis import (
+    accuracy_plateau_epoch,
+    convergence_points,
+    convergence_report,
+    val_loss_stop_epoch,
+)
 
 NAN = math.nan
 
@@ -44,8 +49,25 @@ def test_report_from_a_csv_logger_frame(tmp_path) -> None:
     frame = _csv_like()
     report = convergence_report(frame)
     assert report.signal_epoch == 6 and report.plateau_epoch == 6 and report.lead == 0
-    assert report.best_accuracy == 96.0 and report.accuracy_at_signal == 95.8 and report.n_epochs == 9
+    assert report.best_accuracy == 96.0 and report.accuracy_at_signal == 95.8 and report.n_points == 9
     frame.to_csv(tmp_path / "metrics.csv", index=False)
     assert convergence_report(tmp_path) == report
     with pytest.raises(KeyError, match="val_loss"):
         convergence_report(frame, accuracy_key="val_loss")
+
+
+def test_convergence_points_by_sample_point_with_sub_epoch_sampling() -> None:
+    """4 points per epoch, volatility logged at each epoch's last point: the rule sees one check per epoch."""
+    time = [t / 4 for t in range(24)]
+    per_epoch_volatility = [NAN, 0.4, 0.3, 0.05, 0.05, 0.05]
+    volatility = [per_epoch_volatility[t // 4] if t % 4 == 3 else NAN for t in range(24)]
+    accuracy = [min(90.0, 10.0 * t) for t in range(24)]  # 90 from point 9 (epoch 2.25)
+    report = convergence_points(time, volatility, accuracy, patience=3)
+    assert report.signal_index == 23 and report.signal_epoch == 5.75  # the third low check, epoch 5's last point
+    assert report.plateau_index == 9 and report.plateau_epoch == 2.25 and report.lead == 2.25 - 5.75
+    assert report.accuracy_at_signal == 90.0 and report.best_accuracy == 90.0 and report.n_points == 24
+    # min_epochs counts epochs: checks before epoch 4 do not count, so the third low check comes later (none here).
+    assert convergence_points(time, volatility, None, patience=3, min_epochs=4).signal_index is None
+    assert convergence_points(time, volatility, None, patience=2, min_epochs=4).signal_index == 23
+    fractions = convergence_points(time, None, [a / 100 for a in accuracy])
+    assert fractions.plateau_index == 9 and fractions.signal_index is None  # fractions read as percent

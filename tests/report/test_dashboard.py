@@ -16,7 +16,7 @@ import torch
 from lightning_dynamics import functional as F
 from lightning_dynamics.capture import load_history, save_history
 from lightning_dynamics.report import find_history, load_run, load_runs
-from lightning_dynamics.report.cli import main, report_alias
+from lightning_dynamics.report.cli import main
 from lightning_dynamics.report.plots import plot_comparison, plot_dashboard
 
 pytest.importorskip("matplotlib")
@@ -68,8 +68,8 @@ def test_quantities_markers_and_order_parameter(tmp_path: Path) -> None:
     run = load_run(_write(tmp_path / "run"))
     assert run.label == "run" and run.axis == "epoch" and run.n_points == 30
     np.testing.assert_array_equal(run.time, np.arange(5, 35))
-    assert run.signal_index == 25 and run.signal_time == 30.0  # index 25 -> epoch 5 + 25
-    assert run.plateau_index == 9 and run.plateau_time == 14.0
+    assert run.convergence.signal_index == 25 and run.signal_time == 30.0  # index 25 -> epoch 5 + 25
+    assert run.convergence.plateau_index == 9 and run.plateau_time == 14.0
     # R(t) of the history is the one metastability/synchrony use: its mean is synchrony.
     values = load_history(run.history_path)["values"].double()
     assert math.isnan(run.order_parameter[0])
@@ -81,7 +81,9 @@ def test_quantities_markers_and_order_parameter(tmp_path: Path) -> None:
     assert final["stability_volatility"] == 0.3 and final["val_acc"] == 95.0
     # Accuracies logged as fractions: the plateau tolerance stays 0.5 percentage points.
     fractions = _state(logged={"val_acc": torch.tensor(ACCURACY, dtype=torch.float64) / 100})
-    assert load_run(save_history(fractions, tmp_path / "fractions" / "dynamics_history.pt")).plateau_index == 9
+    assert (
+        load_run(save_history(fractions, tmp_path / "fractions" / "dynamics_history.pt")).convergence.plateau_index == 9
+    )
 
 
 def test_dashboard_fixed_axes_integer_ticks_markers(tmp_path: Path) -> None:
@@ -101,16 +103,36 @@ def test_dashboard_fixed_axes_integer_ticks_markers(tmp_path: Path) -> None:
     assert "convergence signal: epoch 30" in legend and "accuracy plateau: epoch 14" in legend
 
 
-def test_every_n_steps_history_is_drawn_point_by_point_against_the_step(tmp_path: Path) -> None:
+def test_every_n_steps_history_is_drawn_point_by_point_against_fractional_epochs(tmp_path: Path) -> None:
     epochs = [t // 4 for t in range(30)]  # four sample points per epoch
     path = _write(tmp_path / "steps", epochs=epochs, config={"every_n_steps": 10, "detrend": "diff"})
     run = load_run(path)
-    assert run.axis == "step"
-    np.testing.assert_array_equal(run.time, 10 * np.arange(1, 31))
+    assert run.axis == "epoch"
+    np.testing.assert_array_equal(run.time, np.arange(30) / 4)
     figure = plot_dashboard(run)
     (line,) = [ln for ln in _axes(figure, "metastability M").lines if len(ln.get_xdata()) > 2]
     np.testing.assert_array_equal(line.get_xdata(), run.time)  # every sample point, not one per epoch
     assert "one every 10 steps" in figure.get_suptitle()
+
+
+def test_measures_logged_once_per_epoch_are_drawn_where_finite_and_fits_continue(tmp_path: Path) -> None:
+    """8 sample points per epoch, measures at each epoch's last point; a second Trainer restarts the epochs."""
+    per_epoch, n_epochs = 8, 4
+    epochs = [t // per_epoch for t in range(per_epoch * n_epochs)] * 2  # two fits of 4 epochs
+    steps = list(range(1, per_epoch * n_epochs + 1)) * 2
+    n_points = len(epochs)
+    last = torch.tensor([(t % per_epoch) == per_epoch - 1 for t in range(n_points)])
+    measure = torch.where(last, torch.linspace(0.1, 0.4, n_points, dtype=torch.float64), torch.nan)
+    state = _state(n_points=n_points, epochs=epochs, steps=steps, format_version=3, segments=[0, n_points // 2])
+    state["metrics"] = {"metastability": measure, "stability_volatility": torch.full((n_points,), torch.nan)}
+    state["logged"] = {}
+    run = load_run(save_history(state, tmp_path / "fits" / "dynamics_history.pt"))
+    assert run.segment_starts == [0, 32] and run.axis == "epoch (2 fits, continued)"
+    np.testing.assert_allclose(run.time, np.arange(n_points) / per_epoch)  # the second fit continues at epoch 4
+    figure = plot_dashboard(run)
+    (line,) = [ln for ln in _axes(figure, "metastability M").lines if len(ln.get_xdata()) > 2]
+    np.testing.assert_allclose(line.get_xdata(), np.arange(2 * n_epochs) + 7 / 8)  # only the logged points
+    np.testing.assert_allclose(line.get_ydata(), measure[last].numpy())
 
 
 def test_format_1_history_takes_validation_metrics_from_csv_by_epoch(tmp_path: Path) -> None:
@@ -193,10 +215,11 @@ def fitted_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(logger.log_dir)
 
 
+@pytest.mark.integration
 def test_report_of_a_real_fit_writes_png_and_self_contained_html(fitted_run: Path, tmp_path: Path) -> None:
     assert main(["report", str(fitted_run), "-o", str(tmp_path / "out")]) == 0
-    png = (tmp_path / "out" / "dashboard.png").read_bytes()
-    page = (tmp_path / "out" / "dashboard.html").read_text()
+    png = (tmp_path / "out" / "dynamics_dashboard.png").read_bytes()
+    page = (tmp_path / "out" / "dynamics_dashboard.html").read_text()
     assert png[:8] == PNG_MAGIC
     embedded = re.search(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert embedded is not None and base64.b64decode(embedded.group(1)) == png
@@ -206,11 +229,16 @@ def test_report_of_a_real_fit_writes_png_and_self_contained_html(fitted_run: Pat
     last = float(volatility[torch.isfinite(volatility)][-1])
     assert f"<td>stability_volatility</td><td>{last:.4g}</td>" in page
     assert "<td>val_loss</td>" in page
-    assert (find_history(fitted_run).parent / "dynamics_dashboard.png").is_file()  # the monitor drew it at fit end
+    beside = find_history(fitted_run).parent / "dynamics_dashboard.png"
+    assert beside.read_bytes() == png  # the monitor drew it at fit end, as `report` draws it
+    # `report` without -o rewrites that same file (and adds its page): one dashboard figure per run folder.
+    assert main(["report", str(fitted_run)]) == 0
+    assert sorted(p.name for p in fitted_run.glob("*.png")) == ["dynamics_dashboard.png"]
+    assert (fitted_run / "dynamics_dashboard.html").is_file()
 
 
-def test_module_entry_point_and_old_alias_reach_report(tmp_path: Path, monkeypatch) -> None:
-    """``python -m lightning_dynamics`` and ``lightning-dynamics-report`` both run ``report`` (drawing tested above)."""
+def test_module_entry_point_reaches_report(tmp_path: Path, monkeypatch) -> None:
+    """``python -m lightning_dynamics`` runs ``report`` (drawing tested above); the old alias is gone."""
     from lightning_dynamics.report import cli
 
     calls: list[tuple[Path, Path | None]] = []
@@ -219,5 +247,7 @@ def test_module_entry_point_and_old_alias_reach_report(tmp_path: Path, monkeypat
     with pytest.raises(SystemExit) as exit_info:  # what `python -m lightning_dynamics ...` runs, in-process
         runpy.run_module("lightning_dynamics", run_name="__main__", alter_sys=False)
     assert exit_info.value.code == 0
-    assert report_alias(["runs/y", "--out", "dir"]) == 0
-    assert calls == [(Path("runs/x"), Path("out.png")), (Path("runs/y"), Path("dir"))]
+    assert calls == [(Path("runs/x"), Path("out.png"))]
+    assert not hasattr(cli, "report_alias")
+    with pytest.raises(SystemExit):  # a bare run directory is no command any more
+        main(["runs/y"])

@@ -3,10 +3,7 @@ from pathlib import Path
 import pytest
 
 from lightning_dynamics.report import epoch_metrics, read_metrics
-from lightning_dynamics.report.plots import plot_dynamics
 from tests.report.test_analysis import _csv_like
-
-pytest.importorskip("matplotlib")
 
 
 def test_epoch_metrics_merges_rows_per_epoch(tmp_path: Path) -> None:
@@ -18,12 +15,8 @@ def test_epoch_metrics_merges_rows_per_epoch(tmp_path: Path) -> None:
         read_metrics(tmp_path / "missing")
 
 
-def test_csv_figure_has_fixed_bounded_axes_and_integer_epochs(tmp_path: Path) -> None:
-    _csv_like().to_csv(tmp_path / "metrics.csv", index=False)
-    figure = plot_dynamics(epoch_metrics(read_metrics(tmp_path)), path=tmp_path / "dynamics.png")
-    assert (tmp_path / "dynamics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    volatility = next(ax for ax in figure.axes if ax.get_ylabel() == "volatility V")
-    assert volatility.get_ylim() == (0.0, 0.5)
-    figure.canvas.draw()
-    ticks = volatility.get_xticks()
-    assert len(ticks) > 1 and all(float(t).is_integer() for t in ticks)
+def test_the_csv_plot_path_is_gone() -> None:
+    """One dashboard, drawn from the history: the CSV-only figure of earlier versions is not offered."""
+    from lightning_dynamics.report import plots
+
+    assert not hasattr(plots, "plot_dynamics") and not hasattr(plots, "PANELS")

@@ -1,0 +1,141 @@
+"""Noise floors and short series beside each measure; names drawn literally, whatever characters they hold."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lightning_dynamics.capture import save_history
+from lightning_dynamics.report import load_run, load_runs, noise_floor_summary
+from lightning_dynamics.report.cli import main
+from lightning_dynamics.report.plots import plot_comparison, plot_dashboard
+from lightning_dynamics.report.readings import reading, readings
+from tests.report.test_dashboard import _axes, _state
+
+pytest.importorskip("matplotlib")
+NAN = math.nan
+N = 30
+
+
+def _band(lo: float, hi: float, every: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """A null band defined at every ``every``-th point (where the measure is logged), NaN elsewhere."""
+    logged = torch.arange(N) % every == every - 1
+    return (
+        torch.where(logged, torch.tensor(lo, dtype=torch.float64), torch.nan),
+        torch.where(logged, torch.tensor(hi, dtype=torch.float64), torch.nan),
+    )
+
+
+def _banded_state() -> dict:
+    """Integration ends at 0.5 inside its band [0.3, 0.7]; metastability ends at 0.3 above its band [0.05, 0.15]."""
+    state = _state(n_points=N)
+    lo_i, hi_i = _band(0.3, 0.7)
+    lo_m, hi_m = _band(0.05, 0.15)
+    state["metrics"] = {
+        "integration": torch.full((N,), 0.5, dtype=torch.float64),
+        "integration_null_lo": lo_i,
+        "integration_null_hi": hi_i,
+        "metastability": torch.full((N,), 0.3, dtype=torch.float64),
+        "metastability_null_lo": lo_m,
+        "metastability_null_hi": hi_m,
+        "stability_index": torch.full((N,), 0.6, dtype=torch.float64),  # no null in this history
+    }
+    return state
+
+
+def test_reading_at_the_last_point_with_a_band_and_its_edges() -> None:
+    values = [NAN, 0.2, 0.31, NAN]
+    metrics = {"m": values, "m_null_lo": [NAN, 0.1, 0.3, NAN], "m_null_hi": [NAN, 0.2, 0.3, NAN]}
+    r = reading(metrics, "m", reliable={})
+    assert (r.index, r.value, r.null_lo, r.null_hi) == (2, 0.31, 0.3, 0.3)
+    assert r.inside_noise_floor is False  # 0.31 > 0.3: outside, by a hair
+    metrics["m"] = [NAN, 0.2, 0.3, NAN]
+    assert reading(metrics, "m", reliable={}).inside_noise_floor is True  # the band's edges are inside
+    assert reading({"m": [0.5]}, "m", reliable={}).inside_noise_floor is None  # no null: no verdict
+    never = reading({"m": [NAN, NAN]}, "m", reliable={"m": 3})
+    assert never.index is None and never.inside_noise_floor is None and not never.short_series
+
+
+def test_points_read_and_short_series_against_the_reliable_minimum() -> None:
+    metrics = {"integration": [NAN] * 9 + [0.5], "stability_index": [0.1] * 10}
+    config = {"window": 16}
+    flagged = readings(metrics, config, reliable={"integration": 10, "stability_index": 64})
+    assert flagged["integration"].points == 10 and not flagged["integration"].short_series  # 10 >= 10
+    assert flagged["stability_index"].points == 16 and flagged["stability_index"].short_series  # window 16 < 64
+    assert readings(metrics, {"history_window": 4}, reliable={"integration": 5})["integration"].short_series
+
+
+def test_dashboard_draws_the_band_and_marks_inside_and_outside(tmp_path: Path, capsys, monkeypatch) -> None:
+    from lightning_dynamics.report import readings as readings_module
+
+    monkeypatch.setattr(readings_module, "reliable_points", {}.get)  # no short-series flags in this test
+    path = save_history(_banded_state(), tmp_path / "run" / "dynamics_history.pt")
+    run = load_run(path)
+    assert run.inside_noise_floor() == ["integration"]
+    assert run.readings["metastability"].inside_noise_floor is False
+    assert run.readings["stability_index"].inside_noise_floor is None
+    assert "integration_null_lo" not in run.readings  # bands are not measures
+    figure = plot_dashboard(run)
+    integration, metastability = _axes(figure, "integration I"), _axes(figure, "metastability M")
+    (band,) = integration.collections
+    vertices = band.get_paths()[0].vertices
+    assert vertices[:, 1].min() == pytest.approx(0.3) and vertices[:, 1].max() == pytest.approx(0.7)
+    assert "inside noise floor" in [t.get_text() for t in integration.texts]
+    assert "outside noise floor" in [t.get_text() for t in metastability.texts]
+    assert not [t for t in _axes(figure, "stability index S").texts if "noise floor" in t.get_text()]
+    # The report's printed table and HTML page say the same.
+    assert main(["report", str(tmp_path / "run")]) == 0
+    table = capsys.readouterr().out
+    row = table.splitlines()[1]  # the header, then this run
+    assert "0.5~" in row and "0.3 " in row and "0.3~" not in row
+    assert "~ inside its noise floor" in table
+    page = (tmp_path / "run" / "dynamics_dashboard.html").read_text()
+    assert "<td>0.5 (inside noise floor [0.3, 0.7])</td>" in page
+    assert "<td>0.3 (outside noise floor [0.05, 0.15])</td>" in page
+    assert "<td>inside noise floor</td><td>integration</td>" in page
+    assert "integration_null_lo" not in page
+
+
+def test_short_series_is_flagged_in_the_dashboard(tmp_path: Path, monkeypatch) -> None:
+    from lightning_dynamics.report import readings as readings_module
+
+    monkeypatch.setattr(readings_module, "reliable_points", {"integration": 64}.get)
+    run = load_run(save_history(_banded_state(), tmp_path / "run" / "dynamics_history.pt"))
+    assert run.short_series() == ["integration"] and run.readings["integration"].points == N
+    texts = [t.get_text() for t in _axes(plot_dashboard(run), "integration I").texts]
+    assert f"short series: {N} < 64 points" in texts
+    monkeypatch.setattr(readings_module, "reliable_points", {"integration": N}.get)
+    assert load_run(tmp_path / "run").short_series() == []
+
+
+def test_noise_floor_summary_one_sentence_per_measure_with_a_null() -> None:
+    state = _banded_state()
+    summary = noise_floor_summary(state, reliable={"metastability": 64})
+    assert summary == (
+        "integration 0.5 is inside its noise floor [0.3, 0.7]. "
+        "metastability 0.3 is outside its noise floor [0.05, 0.15] (short series: 30 points, reliable from 64)."
+    )
+    assert noise_floor_summary({"metrics": {"integration": [0.5]}}) == ""  # no null anywhere: nothing to say
+
+
+def test_dollar_signs_in_layer_names_and_run_directories_are_drawn_literally(tmp_path: Path) -> None:
+    layers = ["$\\foo{$", "a$b", "$x$", "plain", "$"]
+    run_dir = tmp_path / "lr_$\\eta{$" / "version_0"
+    save_history(_state(layer_names=layers), run_dir / "dynamics_history.pt")
+    other = tmp_path / "$\\alpha$"
+    save_history(_state(seed=1, logged={"val_$acc": torch.ones(N)}), other / "dynamics_history.pt")
+    assert main(["report", str(run_dir)]) == 0
+    assert main(["compare", str(run_dir), str(other), "-o", str(tmp_path / "cmp.png"), "--no-progress"]) == 0
+    figure = plot_dashboard(load_run(run_dir))
+    figure.canvas.draw()
+    ticks = [t.get_text() for t in figure.axes[0].get_yticklabels()]
+    assert ticks == layers  # as written, not parsed
+    assert "lr_$\\eta{$/version_0" in figure.get_suptitle()
+    comparison = plot_comparison(load_runs([run_dir, other]))
+    comparison.canvas.draw()
+    assert [t.get_text() for t in comparison.legends[0].get_texts()] == ["version_0", "$\\alpha$"]
+    assert np.isfinite(load_run(other).time).all()
