@@ -20,6 +20,7 @@ Undefined inputs, one rule everywhere:
 """
 
 from lightning_dynamics.functional._checks import InsufficientDataWarning
+from lightning_dynamics.functional.change import median_relative_change, relative_change, relative_change_test
 from lightning_dynamics.functional.detrend import Detrended, Exclusion, detrend
 from lightning_dynamics.functional.dfa import dfa, dfa_scales, fluctuation_function, min_dfa_length
 from lightning_dynamics.functional.fractal import (
@@ -89,6 +90,7 @@ __all__ = [
     "kuramoto_order_parameter",
     "lyapunov_rosenstein",
     "mean_period",
+    "median_relative_change",
     "metastability",
     "mfdfa",
     "mfdfa_scales",
@@ -100,6 +102,8 @@ __all__ = [
     "phase_integration",
     "phase_locking_value",
     "phase_randomized_surrogates",
+    "relative_change",
+    "relative_change_test",
     "rolling_volatility",
     "stability_index",
     "surrogate_histories",
