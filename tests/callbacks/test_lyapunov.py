@@ -1,15 +1,21 @@
-"""LyapunovMonitor and its core TwinTrajectory: exact exponent of a linear map, the real run left untouched,
-same dropout masks, SGD momentum and AdamW, resume == uninterrupted, errors; DDP in test_lyapunov_ddp below."""
+"""LyapunovMonitor in a Trainer: the logged exponent of linear maps against their closed forms (SGD, momentum,
+growing and contracting), the real run left untouched with the same dropout masks (SGD momentum, AdamW), the duty
+cycle in steps and epochs, resume == uninterrupted, arguments and restored state validated, DDP. The core without
+Lightning: tests/test_twin_trajectory.py."""
 
 import math
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import lightning.pytorch as pl
+import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_dynamics.callbacks import LyapunovMonitor
 from lightning_dynamics.twin_trajectory import TwinTrajectory
@@ -18,32 +24,61 @@ from tests.helpers import TinyModule, TinyNet, loaders, trainer
 SCRIPT = Path(__file__).with_name("lyapunov_ddp_script.py")
 
 
-# -- the core: an oracle ------------------------------------------------------------------------------------
+# -- closed forms through the Trainer -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("lr", "momentum"), [(0.25, 0.0), (1.25, 0.0), (0.1, 0.5)])
-def test_gradient_descent_on_a_quadratic_gives_the_log_of_its_multiplier(lr: float, momentum: float) -> None:
-    # Loss 0.5 * sum_i a_i w_i^2: gradient descent is the linear map w -> (1 - lr a) w, so the largest
-    # Lyapunov exponent is max_i ln|1 - lr a_i| (with momentum: the log of the largest root of
-    # z^2 - (1 + m - lr a) z + m = 0).
-    a = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
-    w = nn.Parameter(torch.ones(3, dtype=torch.float64))
-    optimizer = torch.optim.SGD([w], lr=lr, momentum=momentum)
-    twin = TwinTrajectory(d0=1e-6, renorm_every=2).attach(nn.Module(), optimizer)
+class QuadraticModule(pl.LightningModule):
+    """Loss 0.5 * sum_i a_i w_i^2 from w = 1 (the batch is ignored), SGD with momentum ``m``."""
 
-    def loss() -> torch.Tensor:
-        return 0.5 * (a * w.square()).sum()
+    def __init__(self, a: tuple[float, ...], lr: float, momentum: float) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(len(a)))
+        self.register_buffer("a", torch.tensor(a))
+        self.lr, self.momentum = lr, momentum
 
-    for _ in range(120):
-        optimizer.zero_grad()
-        loss().backward()
-        optimizer.step()
-        twin.step(loss)
-    b = 1 + momentum - lr * a
-    disc = (b.square() - 4 * momentum).to(torch.complex128).sqrt()
-    expected = float(torch.maximum(((b + disc) / 2).abs(), ((b - disc) / 2).abs()).log().max())
-    assert abs(twin.exponent - expected) < 0.02, (twin.exponent, expected)
-    assert (twin.exponent > 0) == (expected > 0)
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        a: torch.Tensor = self.a  # type: ignore[assignment]
+        return 0.5 * (a * self.w.square()).sum()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=self.momentum)
+
+
+class ExponentRecorder(pl.Callback):
+    def __init__(self, monitor: LyapunovMonitor) -> None:
+        self.monitor = monitor
+        self.values: list[float] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.values.append(self.monitor.exponent)
+
+
+def _log_spectral_radius(a: tuple[float, ...], lr: float, momentum: float) -> float:
+    return max(math.log(float(np.abs(np.roots([1.0, -(1.0 + momentum - lr * ai), momentum])).max())) for ai in a)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("a", "lr", "momentum"),
+    [
+        ((0.5, 1.0, 2.0, 30.0), 0.1, 0.0),  # ln 2 (logged -0.062 before the fix)
+        ((1.0,), 2.5, 0.0),  # ln 1.5 (logged 0.438 and drifting)
+        ((1.0,), 0.1, 0.9),  # ln sqrt(0.9) (logged -0.061)
+        ((1.0,), 0.1, 0.0),  # ln 0.9
+    ],
+)
+def test_logged_exponent_matches_the_closed_form_from_3_to_10_epochs(
+    tmp_path: Path, a: tuple[float, ...], lr: float, momentum: float
+) -> None:
+    expected = math.log(abs(1 - lr * a[0])) if len(a) == 1 and not momentum else _log_spectral_radius(a, lr, momentum)
+    monitor = LyapunovMonitor()
+    recorder = ExponentRecorder(monitor)
+    t = trainer(tmp_path, max_epochs=10, callbacks=[monitor, recorder])
+    t.fit(QuadraticModule(a, lr, momentum), DataLoader(TensorDataset(torch.zeros(10, 1)), batch_size=1))
+    assert len(recorder.values) == 10 and monitor.twin.steps == 100
+    for epoch, value in enumerate(recorder.values[2:], start=3):
+        assert value == pytest.approx(expected, rel=0.05), (epoch, value, expected)
+    assert float(t.callback_metrics["dynamics/lyapunov"]) == pytest.approx(monitor.exponent, rel=1e-6)
 
 
 # -- the callback -------------------------------------------------------------------------------------------
@@ -69,6 +104,7 @@ def _fit(tmp_path: Path, module: TinyModule, callbacks: list, max_epochs: int = 
     return t
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_real_run_untouched_and_same_dropout_masks(tmp_path: Path, optimizer: str) -> None:
     torch.manual_seed(0)
@@ -92,6 +128,7 @@ def test_real_run_untouched_and_same_dropout_masks(tmp_path: Path, optimizer: st
         assert all(real_state[p][k] is not v for k, v in shadow.items() if isinstance(v, torch.Tensor))
 
 
+@pytest.mark.integration
 def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
     # No dropout here: Lightning does not restore the global RNG from a checkpoint, so a dropout run's real
     # trajectory would differ after resuming, with or without the monitor.
@@ -112,11 +149,84 @@ def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
     assert second.epoch_exponents == pytest.approx(full.epoch_exponents, rel=1e-9, abs=1e-12)
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("unit", ["step", "epoch"])
+def test_duty_cycle(tmp_path: Path, unit: str) -> None:
+    # 4 steps per epoch, 6 epochs. Steps: the twin runs 2 of every 8 steps; epochs: 1 of every 3 epochs.
+    on, period = (2, 8) if unit == "step" else (1, 3)
+    monitor = LyapunovMonitor(duty_on=on, duty_period=period, duty_unit=unit)  # type: ignore[arg-type]
+    torch.manual_seed(0)
+    t = _fit(tmp_path, TinyModule(), [monitor], max_epochs=6)
+    assert monitor.twin.real_steps == 24
+    if unit == "step":
+        assert monitor.twin.steps == 6 and len(monitor.twin.log_growth) == 6  # steps 0-1, 8-9, 16-17
+        finite = [math.isfinite(v) for v in monitor.epoch_exponents]
+        assert finite == [True, False, True, False, True, False]
+    else:
+        assert monitor.twin.steps == 8  # epochs 0 and 3
+        finite = [math.isfinite(v) for v in monitor.epoch_exponents]
+        assert finite == [True, False, False, True, False, False]
+    assert math.isfinite(float(t.callback_metrics["dynamics/lyapunov"]))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"seed": 1.5}, r"`seed` must be an integer >= 0, got 1.5"),
+        ({"seed": -1}, r"`seed` must be an integer >= 0, got -1"),
+        ({"seed": math.nan}, r"`seed` must be an integer >= 0, got nan"),
+        ({"d0": 0.0}, r"`d0` must be a finite number > 0, got 0.0"),
+        ({"d0": math.nan}, r"`d0` must be a finite number > 0, got nan"),
+        ({"renorm_every": 0}, r"`renorm_every` must be an integer >= 1, got 0"),
+        ({"prefix": ""}, r"`prefix` must be a non-empty name without '/', got ''"),
+        ({"prefix": "a/b"}, r"`prefix` must be a non-empty name without '/', got 'a/b'"),
+        ({"prefix": None}, r"`prefix` must be a non-empty name without '/', got None"),
+        ({"loss_fn": "mse"}, r"`loss_fn` must be callable"),
+        ({"duty_on": 1}, r"`duty_on` and `duty_period` must be given together"),
+        ({"duty_on": 3, "duty_period": 2}, r"`duty_on` must be <= `duty_period`"),
+        ({"duty_on": 1, "duty_period": 2, "duty_unit": "batch"}, r"`duty_unit` must be one of \('step', 'epoch'\)"),
+    ],
+)
+def test_arguments_are_validated(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        LyapunovMonitor(**kwargs)
+
+
+def test_corrupt_state_is_refused_at_load_naming_the_field() -> None:
+    monitor = LyapunovMonitor()
+    good: dict[str, Any] = {"twin": TwinTrajectory().state_dict(), "epoch_exponents": []}
+    monitor.load_state_dict(good)  # a fresh state (no window yet) is valid
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"epoch_exponents": []}, "twin"),
+        ({"twin": good["twin"]}, "epoch_exponents"),
+        ({**good, "epoch_exponents": "x"}, "epoch_exponents"),
+        ({**good, "twin": {**good["twin"], "running": "no"}}, "running"),
+        ({**good, "twin": {**good["twin"], "seed": 5}}, "seed"),
+        ({**good, "twin": {**good["twin"], "fit": None}}, "fit"),
+    ]
+    for state, field in cases:
+        with pytest.raises(ValueError, match=rf"`{field}`"):
+            monitor.load_state_dict(state)
+
+
+@pytest.mark.integration
+def test_a_checkpoint_with_a_corrupt_state_fails_at_restore(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    t = _fit(tmp_path / "a", TinyModule(), [LyapunovMonitor()], max_epochs=1)
+    ckpt = tmp_path / "a.ckpt"
+    t.save_checkpoint(ckpt)
+    checkpoint = torch.load(ckpt, weights_only=False)
+    (key,) = [k for k in checkpoint["callbacks"] if "LyapunovMonitor" in k]
+    checkpoint["callbacks"][key]["twin"]["shadow_params"][0] = torch.zeros(5, 5)
+    torch.save(checkpoint, ckpt)
+    monitor = LyapunovMonitor()
+    with pytest.raises(ValueError, match=r"`twin.shadow_params` holds parameters of shapes"):
+        _fit(tmp_path / "b", TinyModule(), [monitor], max_epochs=2, ckpt_path=str(ckpt))
+    assert monitor.twin.real_steps == 0  # refused at restore: no step was taken
+
+
+@pytest.mark.integration
 def test_errors(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="d0"):
-        LyapunovMonitor(d0=0.0)
-    with pytest.raises(ValueError, match="renorm_every"):
-        LyapunovMonitor(renorm_every=0)
 
     class Manual(TinyModule):
         def __init__(self) -> None:
@@ -129,6 +239,8 @@ def test_errors(tmp_path: Path) -> None:
         _fit(tmp_path, TinyModule(), [LyapunovMonitor()], max_epochs=1, accumulate_grad_batches=2)
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_ddp_both_ranks_log_the_same_exponent(tmp_path: Path) -> None:
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_"))
