@@ -21,6 +21,7 @@ Per (architecture, task) cell: mean and sd over seeds and a bootstrap interval o
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -107,6 +108,7 @@ def window_trajectory(x: Tensor, window: int = WINDOW) -> tuple[list[float], lis
     return integration(windows).tolist(), metastability(windows).tolist()
 
 
+@functools.lru_cache(maxsize=32)
 def _split_masks(n_a: int, n_b: int) -> np.ndarray:
     """Every assignment of ``n_a`` of the ``n_a + n_b`` pooled values to the first group, as a boolean matrix."""
     n = n_a + n_b
@@ -156,15 +158,18 @@ def shift_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) 
     p0 = permutation_p(x, y)
     if math.isnan(p0):
         return math.nan, math.nan
-    if 2 / math.comb(x.size + y.size, x.size) > alpha:
-        return -math.inf, math.inf
     estimate = float(y.mean() - x.mean())
     span = float(np.ptp(np.concatenate([x, y]))) + 1e-12
     bounds = []
     for direction in (-1.0, 1.0):
         inside, outside = estimate, estimate + direction * span
-        while permutation_p(x, y, outside) > alpha:
+        for _ in range(8):  # beyond a few spans every split is as extreme as it gets
+            if permutation_p(x, y, outside) <= alpha:
+                break
             outside += direction * span
+        else:  # no shift is rejected at this level (too few values): the bound is infinite
+            bounds.append(direction * math.inf)
+            continue
         for _ in range(60):  # bisection to 2^-60 of the span
             middle = 0.5 * (inside + outside)
             if permutation_p(x, y, middle) > alpha:
@@ -254,7 +259,7 @@ def effect(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
         "diff": statistics.fmean(b) - statistics.fmean(a) if n_a and n_b else math.nan,
         "ci": shift_interval(a, b),
         "p": permutation_p(a, b),
-        "min_p": 2 / math.comb(n_a + n_b, n_a) if n_a >= 2 and n_b >= 2 else math.nan,
+        "min_p": (1 if n_a != n_b else 2) / math.comb(n_a + n_b, n_a) if n_a >= 2 and n_b >= 2 else math.nan,
         "g": hedges_g(a, b),
         "n": (n_a, n_b),
     }
