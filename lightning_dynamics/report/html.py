@@ -49,7 +49,7 @@ def _markers(run: RunDashboard) -> list[tuple[str, str]]:
     return [
         ("sample points", f"{run.n_points} (by {run.axis})"),
         ("layers", str(len(run.layer_names))),
-        ("convergence signal", "none" if run.signal_time is None else f"epoch {run.signal_time:g}"),
+        ("volatility-drop signal", "none" if run.signal_time is None else f"epoch {run.signal_time:g}"),
         ("accuracy plateau", "none" if run.plateau_time is None else f"epoch {run.plateau_time:g}"),
         ("inside noise floor", ", ".join(run.inside_noise_floor()) or "none"),
         ("short series", ", ".join(run.short_series()) or "none"),

@@ -250,7 +250,7 @@ def plot_dashboard(run: RunDashboard, path: str | Path | None = None) -> Figure:
     :mod:`lightning_dynamics.report.freezing_panel` exists; else synchrony). A measure with a null in the history
     gets its noise floor (the null's 95% band, grey) and a note: "inside noise floor" when its latest value sits in
     the band; "short series" when that value was computed on fewer points than its estimator's reliable minimum.
-    Vertical lines: the convergence signal (red dashed) and the accuracy plateau (green dotted), docs/method.md
+    Vertical lines: the volatility-drop signal (red dashed) and the accuracy plateau (green dotted), docs/method.md
     section 8.
 
     Args:
@@ -315,7 +315,7 @@ def _draw_dashboard(run: RunDashboard) -> Figure:
     for ax in time_axes[-2:]:
         ax.set_xlabel(run.axis)
     handles = [
-        Line2D([], [], **SIGNAL_STYLE, label=_marker_label("convergence signal", run.signal_time)),  # type: ignore[arg-type]
+        Line2D([], [], **SIGNAL_STYLE, label=_marker_label("volatility-drop signal", run.signal_time)),  # type: ignore[arg-type]
         Line2D([], [], **PLATEAU_STYLE, label=_marker_label("accuracy plateau", run.plateau_time)),  # type: ignore[arg-type]
         Line2D(
             [],

@@ -100,7 +100,7 @@ def test_dashboard_fixed_axes_integer_ticks_markers(tmp_path: Path) -> None:
     markers = sorted({line.get_xdata()[0] for line in integration.lines if len(line.get_xdata()) == 2})
     assert markers == [14.0, 30.0]  # plateau and signal, as vertical lines on the time panels
     legend = " ".join(t.get_text() for t in figure.legends[0].get_texts())
-    assert "convergence signal: epoch 30" in legend and "accuracy plateau: epoch 14" in legend
+    assert "volatility-drop signal: epoch 30" in legend and "accuracy plateau: epoch 14" in legend
 
 
 def test_every_n_steps_history_is_drawn_point_by_point_against_fractional_epochs(tmp_path: Path) -> None:
