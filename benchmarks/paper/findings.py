@@ -365,8 +365,10 @@ def _spearman(a: Sequence[float], b: Sequence[float]) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def _fmt(value: float, digits: int = 3) -> str:
-    return "nan" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+def _fmt(value: float | None, digits: int = 3) -> str:
+    if value is None or math.isnan(value):
+        return "nan"
+    return ("-inf" if value < 0 else "inf") if math.isinf(value) else f"{value:.{digits}f}"
 
 
 #: Epochs in the matched-phase window (see :func:`phase_window`).
@@ -537,19 +539,22 @@ def analyse(
                 f"{_fmt(statistics.fmean(m['measures']['metastability']['value'] for m in members))} | "
                 f"{_fmt(statistics.fmean(m['measures']['metastability']['surrogate_z'] for m in members), 1)} |"
             )
-    lines.append("")
+    lines += [
+        "",
+        "Contrasts, per architecture: difference of seed means, exact permutation p (two-sided), its Holm "
+        "adjustment over the architectures, the 95% interval that inverts the same test (so it excludes 0 exactly "
+        "when p <= 0.05; infinite when no shift can be rejected with so few seeds), Hedges' g, and the difference "
+        "in white-noise sd and in seed sd. Pooled: task labels permuted within architecture; "
+        "leave-one-architecture-out (LOAO) pooled p; architecture-level: exact sign-flip test over the "
+        "architectures' differences (the architectures as units: with 3 the smallest possible p is 0.25).",
+        "",
+    ]
     for contrast, (base, other) in CONTRASTS.items():
         if base not in tasks or other not in tasks:
             continue
         result: dict[str, Any] = {}
         lines += [
             f"### {contrast}",
-            "",
-            "Per architecture: difference of seed means, exact permutation p (two-sided), its Holm adjustment over "
-            "the architectures, the 95% interval that inverts the same test (so it excludes 0 exactly when p <= "
-            "0.05), Hedges' g, and the difference in white-noise sd and seed sd. Pooled: task labels permuted "
-            "within architecture; leave-one-architecture-out (LOAO) pooled p; architecture-level: exact sign-flip "
-            "test over the architectures' differences (the architectures as units).",
             "",
             "| endpoint | arch | seeds | difference [95% CI] | p | Holm p | g | in white-noise sd | in seed sd |",
             "|---|---|---|---|---|---|---|---|---|",
