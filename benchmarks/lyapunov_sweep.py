@@ -51,13 +51,15 @@ class EpochRecorder(pl.Callback):
         self.rows.append({k: float(metrics[k]) for k in ("train_loss", "val_loss", "val_acc") if k in metrics})
 
 
-def run(lr: float, seed: int, epochs: int, d0: float, model: str = "mlp", momentum: float = 0.0) -> dict[str, Any]:
+def run(
+    lr: float, seed: int, epochs: int, d0: float, model: str = "mlp", momentum: float = 0.0, precision: str = "32-true"
+) -> dict[str, Any]:
     pl.seed_everything(seed, verbose=False)
     net = SmallMLP() if model == "mlp" else SmallCNN(channels=8)
     module = ImageClassifier(net, lr=lr, momentum=momentum)
     monitor = LyapunovMonitor(d0=d0)
     recorder = EpochRecorder()
-    trainer = quiet_trainer(max_epochs=epochs, accelerator="cpu", callbacks=[monitor, recorder])
+    trainer = quiet_trainer(max_epochs=epochs, accelerator="cpu", callbacks=[monitor, recorder], precision=precision)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -187,12 +189,17 @@ def main() -> None:
     parser.add_argument("--d0", type=float, default=1e-4)
     parser.add_argument("--momentum", type=float, default=0.0)
     parser.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
+    parser.add_argument(
+        "--precision", choices=("32-true", "64-true"), default="32-true", help="64-true: float64 rounding check"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("runs/lyapunov_sweep"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    tag = f"{args.model}_m{args.momentum:g}_d0{args.d0:g}_e{args.epochs}"
+    tag = f"{args.model}_m{args.momentum:g}_d0{args.d0:g}_e{args.epochs}" + (
+        "_f64" if args.precision == "64-true" else ""
+    )
     cache = args.out / f"runs_{tag}.json"
     results: list[dict[str, Any]] = json.loads(cache.read_text()) if cache.exists() else []
     done = {(r["lr"], r["seed"]) for r in results}
@@ -200,7 +207,7 @@ def main() -> None:
         for seed in args.seeds:
             if (lr, seed) in done:
                 continue
-            results.append(run(lr, seed, args.epochs, args.d0, args.model, args.momentum))
+            results.append(run(lr, seed, args.epochs, args.d0, args.model, args.momentum, args.precision))
             cache.write_text(json.dumps(results))
             r = results[-1]
             acc = r["curves"][-1].get("val_acc", math.nan) if r["curves"] else math.nan
@@ -211,7 +218,8 @@ def main() -> None:
     results = [r for r in results if r["lr"] in args.lrs and r["seed"] in args.seeds]
     rows = summarize(results)
     print(
-        f"\n{args.model}, SGD momentum {args.momentum:g}, {args.epochs} epochs, seeds {args.seeds}, d0={args.d0:g}; "
+        f"\n{args.model}, SGD momentum {args.momentum:g}, {args.epochs} epochs, seeds {args.seeds}, d0={args.d0:g}, "
+        f"precision {args.precision}; "
         f"lambda per optimizer step (x {results[0]['steps_per_epoch']} steps per epoch = per epoch)"
     )
     print(
