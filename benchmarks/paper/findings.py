@@ -50,6 +50,8 @@ from lightning_dynamics.functional import (
 from lightning_dynamics.report.analysis import accuracy_plateau_epoch
 
 WINDOW = 16
+#: Values of one group: a sequence or a 1-D array.
+Values = Sequence[float] | np.ndarray
 RNG_SEED = 2604
 
 
@@ -119,7 +121,7 @@ def _split_masks(n_a: int, n_b: int) -> np.ndarray:
     return masks
 
 
-def permutation_p(a: Sequence[float], b: Sequence[float], shift: float = 0.0) -> float:
+def permutation_p(a: Values, b: Values, shift: float = 0.0) -> float:
     """Exact two-sided permutation p of ``mean(b) - mean(a) = shift`` (all splits of the pooled values).
 
     The test of a shift ``shift`` permutes ``a`` with ``b - shift``; NaN when a group has fewer than 2 values
@@ -141,7 +143,7 @@ def permutation_p(a: Sequence[float], b: Sequence[float], shift: float = 0.0) ->
     return float(np.mean(np.abs(second - first) >= observed - 1e-12 * scale))
 
 
-def shift_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+def shift_interval(a: Values, b: Values, level: float = 0.95) -> tuple[float, float]:
     """Interval of ``mean(b) - mean(a)`` from inverting :func:`permutation_p`: the shifts it does not reject.
 
     By construction the interval holds 0 exactly when ``permutation_p(a, b) > 1 - level``, so an interval and
@@ -203,7 +205,7 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
     return float(data.mean()) - half, float(data.mean()) + half
 
 
-def hedges_g(a: Sequence[float], b: Sequence[float]) -> float:
+def hedges_g(a: Values, b: Values) -> float:
     """Hedges' g of ``b - a`` (pooled-sd standardised difference with the small-sample correction ``J``).
 
     Example:
@@ -252,7 +254,7 @@ def sign_flip_p(differences: Sequence[float]) -> float:
     return float(np.mean(null >= abs(d.mean()) - 1e-12 * max(1.0, float(np.abs(d).max()))))
 
 
-def effect(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
+def effect(a: Values, b: Values) -> dict[str, Any]:
     """``mean(b) - mean(a)`` with its exact permutation p, the inverted-test 95% interval and Hedges' g."""
     n_a, n_b = len(a), len(b)
     return {
@@ -358,7 +360,7 @@ def lead_of_run(run: dict[str, Any], n_surrogates: int, generator: torch.Generat
     return out
 
 
-def _spearman(a: Sequence[float], b: Sequence[float]) -> float:
+def _spearman(a: Values, b: Values) -> float:
     ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
     if ra.std() == 0 or rb.std() == 0:
         return math.nan
@@ -519,7 +521,7 @@ def analyse(
             if not members:
                 continue
             ends = {k: [m["endpoints"][k] for m in members] for k in ENDPOINTS}
-            row = {
+            row: dict[str, Any] = {
                 **{f"{k}_mean": statistics.fmean(v) for k, v in ends.items()},
                 **{f"{k}_sd": sd(v) for k, v in ends.items()},
                 **{f"{k}_ci": t_interval(v) for k, v in ends.items()},

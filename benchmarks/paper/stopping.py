@@ -188,14 +188,14 @@ def _score(runs: list[dict[str, Any]], rule: Rule) -> dict[str, Any]:
 
 def _pareto(points: list[tuple[str, str, float, float, int]]) -> list[tuple[str, str, float, float, int]]:
     """Points no other point beats on both epochs used and accuracy lost (ties kept once)."""
-    front = []
+    front: list[tuple[str, str, float, float, int]] = []
     for p in sorted(points, key=lambda q: (q[2], q[3])):
         if not front or p[3] < front[-1][3] - 1e-9:
             front.append(p)
     return front
 
 
-def _on_edge(label: str, grid: list[tuple[str, Rule]]) -> bool:
+def _on_edge(label: str, grid: Sequence[tuple[str, Rule]]) -> bool:
     """Whether a chosen knob sits at the edge of one of its grid's axes."""
     chosen = dict(part.split("=") for part in label.split(","))
     labels = [dict(part.split("=") for part in other.split(",")) for other, _ in grid]

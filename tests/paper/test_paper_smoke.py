@@ -1,6 +1,7 @@
 """The paper's experiment command in its tiniest setting, and the statistics it reports."""
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,27 +13,50 @@ from benchmarks.paper.run import main
 from benchmarks.paper.stopping import _pareto, act_std_stop_epoch
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_tiny_preset_end_to_end(tmp_path: Path) -> None:
-    main(["--scale", "tiny", "--out", str(tmp_path), "--surrogates", "4", "--bootstrap", "50", "--permutations", "50"])
-    names = [f"cnn_{task}_seed{seed}" for task in ("digits", "pairs") for seed in (0, 1)]
+    """The tiny preset end to end: package history files the CLI reads, the 2x2 contrasts, the stopping study."""
+    from benchmarks.paper.run import history_file
+    from lightning_dynamics.capture import load_history
+    from lightning_dynamics.report.cli import main as cli
+
+    main(["--scale", "tiny", "--out", str(tmp_path), "--surrogates", "4", "--permutations", "50"])
+    tasks = ("digits", "digits16", "pairs8", "pairs")
+    names = [f"cnn_{task}_seed{seed}" for task in tasks for seed in (0, 1)]
     for name in names:
-        record = json.loads((tmp_path / "runs" / name / "metrics.json").read_text())
-        histories = torch.load(tmp_path / "runs" / name / "history.pt", weights_only=True)
-        assert histories["dynamics"]["values"].shape == (len(record["layer_names"]), 22)
+        run_dir = tmp_path / "runs" / name
+        record = json.loads((run_dir / "metrics.json").read_text())
+        history = load_history(history_file(run_dir, "dynamics"))
+        assert history["values"].shape == (len(record["layer_names"]), 22)
+        assert load_history(history_file(run_dir, "act_std"))["values"].shape[1] == 22
         assert len(record["epoch_metrics"]["val_acc"]) == 22
-        assert len(record["monitor_metrics"]["dynamics"]["stability_volatility"]) == 22
+        assert not (run_dir / "history.pt").exists()  # no private format any more
+    cli(["report", str(tmp_path / "runs" / names[0]), "-o", str(tmp_path / "report")])
+    assert any((tmp_path / "report").glob("*.png"))
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert set(summary["runs"]) == set(names)
     run = summary["runs"][names[0]]
     assert set(run["measures"]) == {"integration", "integration_alpha", "metastability", "phase_integration"}
-    low, high = run["measures"]["integration_alpha"]["bootstrap_95"]
-    assert low <= high and np.isfinite(run["measures"]["integration_alpha"]["shuffle_z"])
-    assert "cnn" in summary["finding1"]["tests"]
-    assert set(summary["early_stopping"]["points"]) == {"dynamics", "val_loss", "act_std"}
+    assert set(run["endpoints"]) == {"alpha_phase", "alpha", "integration"}
+    assert np.isfinite(run["measures"]["integration_alpha"]["shuffle_z"])
+    contrasts = summary["finding1"]["contrasts"]
+    assert len(contrasts) == 5 and all("cnn" in c["alpha_phase"]["archs"] for c in contrasts.values())
+    for rule in summary["finding2"].values():  # a Spearman test is not reported below 3 runs that fired
+        if rule["fired"] < 3 and "spearman_p" in rule:
+            assert rule["spearman_p"] is None or math.isnan(rule["spearman_p"])
+    assert set(summary["early_stopping"]["points"]) == {
+        "fixed_epoch",
+        "val_loss",
+        "dynamics",
+        "dynamics_step",
+        "act_std",
+        "eb",
+    }
     text = (tmp_path / "summary.md").read_text()
-    for heading in ("## Finding 1", "## Finding 2", "## Finding 3", "## Early stopping"):
+    for heading in ("## Finding 1", "### classes at 8x8", "## Finding 2", "## Finding 3", "## Early stopping"):
         assert heading in text
-    for figure in ("plane.png", "leads.png", "pareto.png"):
+    for figure in ("plane.png", "leads.png", "stopping/pareto.png"):
         assert (tmp_path / figure).stat().st_size > 5000
 
 
