@@ -21,7 +21,14 @@ import sys
 from pathlib import Path
 
 from lightning_dynamics.measure_registry import MEASURES, measure_names
-from lightning_dynamics.report.dashboard_data import HistoryError, RunDashboard, dashboard_stem, load_run, load_runs
+from lightning_dynamics.report.dashboard_data import (
+    HistoryError,
+    RunDashboard,
+    dashboard_stem,
+    epoch_of,
+    load_run,
+    load_runs,
+)
 
 _SUFFIXES = (".png", ".html")
 
@@ -65,8 +72,8 @@ def summary_table(runs: list[RunDashboard]) -> str:
             flags = _flags(run, key)
             flagged = flagged or bool(flags.strip())
             cells.append(f"{final.get(key, math.nan):>14.4g}{flags:<2}")
-        signal = "-" if run.signal_time is None else f"{run.signal_time:g}"
-        plateau = "-" if run.plateau_time is None else f"{run.plateau_time:g}"
+        signal = "-" if run.signal_time is None else epoch_of(run.signal_time)
+        plateau = "-" if run.plateau_time is None else epoch_of(run.plateau_time)
         lines.append(f"{run.label:<{width}} {run.n_points:>6} {' '.join(cells)}  {signal:>6}  {plateau:>7}")
     if flagged:
         lines.append("~ inside its noise floor (95% band of the measure on surrogates); ! short series")

@@ -163,6 +163,16 @@ def find_history(run: str | Path) -> Path:
     return max(files, key=_history_version)
 
 
+def epoch_of(time: float | None) -> str:
+    """The epoch a point of the time axis falls in, for labels: ``36.875`` (epoch 36's last of 8 points) -> ``"36"``.
+
+    Example:
+        >>> epoch_of(36.875), epoch_of(30.0), epoch_of(None)
+        ('36', '30', 'none')
+    """
+    return "none" if time is None else str(math.floor(time + 1e-9))
+
+
 def dashboard_stem(history_path: str | Path) -> str:
     """The run's dashboard file name without suffix: ``<prefix>_history[-vN].pt`` -> ``<prefix>_dashboard[-vN]``.
 

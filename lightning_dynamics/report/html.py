@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lightning_dynamics.measure_registry import MEASURES, NULL_SUFFIXES
-from lightning_dynamics.report.dashboard_data import RunDashboard
+from lightning_dynamics.report.dashboard_data import RunDashboard, epoch_of
 
 _STYLE = (
     "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}"
@@ -49,8 +49,8 @@ def _markers(run: RunDashboard) -> list[tuple[str, str]]:
     return [
         ("sample points", f"{run.n_points} (by {run.axis})"),
         ("layers", str(len(run.layer_names))),
-        ("volatility-drop signal", "none" if run.signal_time is None else f"epoch {run.signal_time:g}"),
-        ("accuracy plateau", "none" if run.plateau_time is None else f"epoch {run.plateau_time:g}"),
+        ("volatility-drop signal", "none" if run.signal_time is None else f"epoch {epoch_of(run.signal_time)}"),
+        ("accuracy plateau", "none" if run.plateau_time is None else f"epoch {epoch_of(run.plateau_time)}"),
         ("inside noise floor", ", ".join(run.inside_noise_floor()) or "none"),
         ("short series", ", ".join(run.short_series()) or "none"),
     ]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lightning_dynamics.measure_registry import MEASURES, NULL_SUFFIXES
-from lightning_dynamics.report.dashboard_data import RunDashboard
+from lightning_dynamics.report.dashboard_data import RunDashboard, epoch_of
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -340,7 +340,7 @@ def _sampling(run: RunDashboard) -> str:
 
 
 def _marker_label(name: str, time: float | None) -> str:
-    return f"{name}: epoch {time:g}" if time is not None else f"{name}: none"
+    return f"{name}: epoch {epoch_of(time)}" if time is not None else f"{name}: none"
 
 
 def plot_comparison(runs: Sequence[RunDashboard], path: str | Path | None = None) -> Figure:

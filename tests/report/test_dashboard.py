@@ -113,6 +113,8 @@ def test_every_n_steps_history_is_drawn_point_by_point_against_fractional_epochs
     (line,) = [ln for ln in _axes(figure, "metastability M").lines if len(ln.get_xdata()) > 2]
     np.testing.assert_array_equal(line.get_xdata(), run.time)  # every sample point, not one per epoch
     assert "one every 10 steps" in figure.get_suptitle()
+    assert run.plateau_time == 2.25  # point 9, the second of epoch 2: labelled by the epoch it falls in
+    assert "accuracy plateau: epoch 2" in [t.get_text() for t in figure.legends[0].get_texts()]
 
 
 def test_measures_logged_once_per_epoch_are_drawn_where_finite_and_fits_continue(tmp_path: Path) -> None:
