@@ -373,6 +373,106 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return ("-inf" if value < 0 else "inf") if math.isinf(value) else f"{value:.{digits}f}"
 
 
+def contrast(
+    label: str,
+    values: dict[str, tuple[list[float], list[float]]],
+    white_noise_sd: dict[str, float] | None,
+    n_permutations: int,
+    rng: np.random.Generator,
+) -> tuple[dict[str, Any], list[str]]:
+    """One endpoint's contrast ``b - a`` per architecture and pooled; its result and its markdown table rows.
+
+    Per architecture: :func:`effect` (difference, exact p, inverted-test interval, Hedges' g), the Holm-adjusted
+    p over the architectures, the difference in seed sd (pooled within the two cells) and in ``white_noise_sd``.
+    Pooled: task labels permuted within architecture; leave-one-architecture-out; an exact sign-flip test over
+    the architectures' differences (the architectures as units).
+    """
+
+    def sd(v: Sequence[float]) -> float:
+        return statistics.stdev(v) if len(v) > 1 else math.nan
+
+    per_arch: dict[str, Any] = {}
+    groups = []
+    for arch, (a, b) in values.items():
+        if not a or not b:
+            continue
+        res = effect(a, b)
+        seed_sd = math.sqrt((sd(a) ** 2 + sd(b) ** 2) / 2) if len(a) > 1 and len(b) > 1 else math.nan
+        wn = math.nan if white_noise_sd is None else white_noise_sd[arch]
+        res["in_seed_sd"] = res["diff"] / seed_sd if seed_sd > 0 else math.nan
+        res["in_white_noise_sd"] = res["diff"] / wn if wn > 0 else math.nan
+        per_arch[arch] = res
+        if len(a) > 1 and len(b) > 1:
+            groups.append((arch, a, b))
+    for arch, adjusted in zip(per_arch, holm([r["p"] for r in per_arch.values()]), strict=True):
+        per_arch[arch]["holm_p"] = adjusted
+    pooled = stratified_permutation_p([(a, b) for _, a, b in groups], n_permutations, rng) if groups else math.nan
+    loao = {
+        left_out: stratified_permutation_p([(a, b) for arch, a, b in groups if arch != left_out], n_permutations, rng)
+        for left_out, _, _ in groups
+        if len(groups) > 1
+    }
+    arch_level = sign_flip_p([r["diff"] for r in per_arch.values()]) if len(per_arch) > 1 else math.nan
+    rows = [
+        f"| {label} | {arch} | {r['n'][0]} vs {r['n'][1]} | {_fmt(r['diff'])} [{_fmt(r['ci'][0])}, "
+        f"{_fmt(r['ci'][1])}] | {_fmt(r['p'], 3)} | {_fmt(r['holm_p'], 3)} | {_fmt(r['g'], 2)} | "
+        f"{_fmt(r['in_white_noise_sd'], 2)} | {_fmt(r['in_seed_sd'], 2)} |"
+        for arch, r in per_arch.items()
+    ]
+    pooled_label = "pooled" + (
+        " (LOAO: "
+        + ", ".join(f"without {k} {_fmt(v, 4)}" for k, v in loao.items())
+        + f"; architecture-level sign-flip p {_fmt(arch_level, 2)})"
+        if loao
+        else ""
+    )
+    rows.append(f"| {label} | {pooled_label} | | | {_fmt(pooled, 4)} | | | | |")
+    return {"archs": per_arch, "pooled_p": pooled, "loao_p": loao, "arch_level_p": arch_level}, rows
+
+
+CONTRAST_HEADER = [
+    "| endpoint | arch | seeds | difference [95% CI] | p | Holm p | g | in white-noise sd | in seed sd |",
+    "|---|---|---|---|---|---|---|---|---|",
+]
+
+
+def reanalyse(summary_path: Path, n_permutations: int = 20000) -> list[str]:
+    """Finding 1 of an earlier ``summary.json`` (tasks digits and pairs) with the current statistics.
+
+    Reads only the per-run values stored there (whole-run alpha and integration), so no run is retrained.
+    """
+    summary = json.loads(Path(summary_path).read_text())
+    runs = summary["runs"]
+    rng = np.random.default_rng(RNG_SEED)
+    parsed = [(name.rsplit("_seed", 1)[0].rsplit("_", 1), name) for name in runs]
+    archs = list(dict.fromkeys(arch for (arch, _), _ in parsed))
+    lines = [
+        f"# Finding 1 of `{Path(summary_path).parent.name}` with the current statistics (pairs - digits)",
+        "",
+        "Recomputed from the per-run values in its summary.json by `python -m benchmarks.paper.findings "
+        f"--reanalyse {summary_path}`: exact permutation p, the interval that inverts it, Holm over the "
+        f"architectures, Hedges' g, pooled / leave-one-architecture-out ({n_permutations} permutations) and "
+        "architecture-level tests. The contrast mixes input width (8x8 vs 8x16) with the number of classes.",
+        "",
+        *CONTRAST_HEADER,
+    ]
+    result = {}
+    for key, label in (("integration_alpha", "alpha, whole run"), ("integration", "integration, whole run")):
+        values = {
+            arch: tuple(
+                [runs[name]["measures"][key]["value"] for (a, t), name in parsed if a == arch and t == task]
+                for task in ("digits", "pairs")
+            )
+            for arch in archs
+        }
+        layers = {arch: next(runs[n]["layers"] for (a, _), n in parsed if a == arch) for arch in archs}
+        points = next(iter(runs.values()))["points"]
+        wn = {arch: white_noise_alpha(layers[arch], points)["layer_mean_sd"] for arch in archs}
+        result[key], rows = contrast(label, values, wn if key != "integration" else None, n_permutations, rng)
+        lines += rows
+    return lines
+
+
 #: Epochs in the matched-phase window (see :func:`phase_window`).
 PHASE_WINDOW = 24
 
@@ -558,53 +658,19 @@ def analyse(
         lines += [
             f"### {contrast}",
             "",
-            "| endpoint | arch | seeds | difference [95% CI] | p | Holm p | g | in white-noise sd | in seed sd |",
-            "|---|---|---|---|---|---|---|---|---|",
+            *CONTRAST_HEADER,
         ]
         for key, label in ENDPOINTS.items():
-            per_arch: dict[str, Any] = {}
-            groups = []
-            for arch in archs:
-                a_runs, b_runs = cell.get((arch, base), []), cell.get((arch, other), [])
-                if not a_runs or not b_runs:
-                    continue
-                a = [m["endpoints"][key] for m in a_runs]
-                b = [m["endpoints"][key] for m in b_runs]
-                res = effect(a, b)
-                seed_sd = math.sqrt((sd(a) ** 2 + sd(b) ** 2) / 2) if len(a) > 1 and len(b) > 1 else math.nan
-                wn = noise[arch]["phase" if key == "alpha_phase" else "whole"]["layer_mean_sd"]
-                res["in_seed_sd"] = res["diff"] / seed_sd if seed_sd and seed_sd > 0 else math.nan
-                res["in_white_noise_sd"] = res["diff"] / wn if key != "integration" and wn > 0 else math.nan
-                per_arch[arch] = res
-                if len(a) > 1 and len(b) > 1:
-                    groups.append((arch, a, b))
-            for arch, adjusted in zip(per_arch, holm([r["p"] for r in per_arch.values()]), strict=True):
-                per_arch[arch]["holm_p"] = adjusted
-            pooled = (
-                stratified_permutation_p([(a, b) for _, a, b in groups], n_permutations, rng) if groups else math.nan
-            )
-            loao = {
-                left_out: stratified_permutation_p(
-                    [(a, b) for arch, a, b in groups if arch != left_out], n_permutations, rng
+            values = {
+                arch: (
+                    [m["endpoints"][key] for m in cell.get((arch, base), [])],
+                    [m["endpoints"][key] for m in cell.get((arch, other), [])],
                 )
-                for left_out, _, _ in groups
-                if len(groups) > 1
+                for arch in archs
             }
-            arch_level = sign_flip_p([r["diff"] for r in per_arch.values()]) if len(per_arch) > 1 else math.nan
-            result[key] = {"archs": per_arch, "pooled_p": pooled, "loao_p": loao, "arch_level_p": arch_level}
-            for arch, r in per_arch.items():
-                lines.append(
-                    f"| {label} | {arch} | {r['n'][0]} vs {r['n'][1]} | {_fmt(r['diff'])} [{_fmt(r['ci'][0])}, "
-                    f"{_fmt(r['ci'][1])}] | {_fmt(r['p'], 3)} | {_fmt(r['holm_p'], 3)} | {_fmt(r['g'], 2)} | "
-                    f"{_fmt(r['in_white_noise_sd'], 2)} | {_fmt(r['in_seed_sd'], 2)} |"
-                )
-            lines.append(
-                f"| {label} | pooled | | | {_fmt(pooled, 4)} | | | | |"
-                if not loao
-                else f"| {label} | pooled (LOAO: "
-                + ", ".join(f"without {k} {_fmt(v, 3)}" for k, v in loao.items())
-                + f"; architecture-level sign-flip p {_fmt(arch_level, 2)}) | | | {_fmt(pooled, 4)} | | | | |"
-            )
+            wn = {arch: noise[arch]["phase" if key == "alpha_phase" else "whole"]["layer_mean_sd"] for arch in archs}
+            result[key], rows = contrast(label, values, wn if key != "integration" else None, n_permutations, rng)
+            lines += rows
         finding1["contrasts"][contrast] = result
         lines.append("")
     summary["finding1"] = finding1
@@ -780,3 +846,21 @@ def _plot_leads(runs: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Re-analyse an earlier summary.json with the current statistics.")
+    parser.add_argument("--reanalyse", type=Path, required=True, help="a summary.json with digits and pairs runs")
+    parser.add_argument("--out", type=Path, help="write the markdown here (default: print it)")
+    args = parser.parse_args(argv)
+    text = "\n".join(reanalyse(args.reanalyse)) + "\n"
+    if args.out is None:
+        print(text)
+    else:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
