@@ -70,7 +70,7 @@ def reading_note(run: RunDashboard, key: str) -> str:
         where = "inside" if inside else "outside"
         notes.append(f"{where} noise floor [{reading.null_lo:.3g}, {reading.null_hi:.3g}]")
     if reading.short_series:
-        notes.append(f"short series ({reading.points} < {reading.reliable_min} points)")
+        notes.append(f"short series ({reading.short_text()})")
     return "; ".join(notes)
 
 

@@ -101,7 +101,7 @@ def _reading_notes(ax: Axes, run: RunDashboard, key: str) -> None:
     if inside is not None:
         notes.append(("inside noise floor" if inside else "outside noise floor", INSIDE_COLOR if inside else "0.3"))
     if reading.short_series:
-        notes.append((f"short series: {reading.points} < {reading.reliable_min} points", SHORT_COLOR))
+        notes.append((f"short series: {reading.short_text()}", SHORT_COLOR))
     for row, (text, color) in enumerate(notes):
         ax.text(
             0.01,

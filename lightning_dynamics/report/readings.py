@@ -71,6 +71,20 @@ class Reading:
         """True when the value was computed on fewer sample points than the estimator's reliable minimum."""
         return self.points is not None and self.reliable_min is not None and self.points < self.reliable_min
 
+    @property
+    def never_reliable(self) -> bool:
+        """True when no measured length makes the estimator reliable (``reliability.NEVER_RELIABLE``)."""
+        never = _never_reliable()
+        return self.reliable_min is not None and never is not None and self.reliable_min >= never
+
+    def short_text(self) -> str:
+        """``"16 < 64 points"``, or ``"320 points; reliable at no measured length"``; ``""`` when not short."""
+        if not self.short_series:
+            return ""
+        if self.never_reliable:
+            return f"{self.points} points; reliable at no measured length"
+        return f"{self.points} < {self.reliable_min} points"
+
     def sentence(self) -> str:
         """One sentence for a run's info line, e.g. ``integration 0.62 is inside its noise floor [0.41, 0.80].``"""
         if self.index is None:
@@ -83,8 +97,16 @@ class Reading:
             where = "inside" if status else "outside"
             text += f" is {where} its noise floor [{self.null_lo:.3g}, {self.null_hi:.3g}]"
         if self.short_series:
-            text += f" (short series: {self.points} points, reliable from {self.reliable_min})"
+            text += f" (short series: {self.short_text()})"
         return text + "."
+
+
+def _never_reliable() -> int | None:
+    """The reliability table's mark for "no measured length is enough", where the table defines one."""
+    from lightning_dynamics.functional import reliability
+
+    never = getattr(reliability, "NEVER_RELIABLE", None)
+    return int(never) if never is not None else None
 
 
 def reliable_min_points() -> dict[str, int]:

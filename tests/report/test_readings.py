@@ -112,14 +112,19 @@ def test_short_series_is_flagged_in_the_dashboard(tmp_path: Path, monkeypatch) -
     assert load_run(tmp_path / "run").short_series() == []
 
 
-def test_noise_floor_summary_one_sentence_per_measure_with_a_null() -> None:
+def test_noise_floor_summary_one_sentence_per_measure_with_a_null(monkeypatch) -> None:
+    from lightning_dynamics.report import readings as readings_module
+
+    monkeypatch.setattr(readings_module, "_never_reliable", lambda: 10**9)  # the reliability table's mark
     state = _banded_state()
     summary = noise_floor_summary(state, reliable={"metastability": 64})
     assert summary == (
         "integration 0.5 is inside its noise floor [0.3, 0.7]. "
-        "metastability 0.3 is outside its noise floor [0.05, 0.15] (short series: 30 points, reliable from 64)."
+        "metastability 0.3 is outside its noise floor [0.05, 0.15] (short series: 30 < 64 points)."
     )
     assert noise_floor_summary({"metrics": {"integration": [0.5]}}) == ""  # no null anywhere: nothing to say
+    never = noise_floor_summary(state, reliable={"integration": 10**9})
+    assert never.startswith("integration 0.5 is inside its noise floor [0.3, 0.7] (short series: 30 points; reliable")
 
 
 def test_dollar_signs_in_layer_names_and_run_directories_are_drawn_literally(tmp_path: Path) -> None:
