@@ -3,9 +3,10 @@
 Run: ``.venv/bin/python examples/plain_pytorch.py [--epochs 30] [--out runs/plain]``.
 Data: scikit-learn's ``load_digits`` (1797 real 8x8 images), no download.
 
-Four lines of the loop belong to the tracker: ``attach``, ``sample`` at the end of each epoch, ``save`` and
-``detach``. It records the model's forward calls in training mode; the validation pass (eval mode) is not
-recorded.
+Five lines of the loop belong to the tracker: ``begin_fit``, ``epoch_start``, ``batch_end`` (which closes the
+epoch's sub-epoch sample points), ``epoch_end`` (the epoch's last point and the measures) and ``end_fit`` (hooks
+removed, history saved). It records the model's forward calls in training mode; the validation pass (eval mode) is
+not recorded.
 """
 
 from __future__ import annotations
@@ -38,26 +39,27 @@ def train(
     model = SmallCNN()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
 
-    tracker = DynamicsTracker().attach(model)  # 1: hooks on the compute layers
-    tracker.claim_history_path(out)
+    tracker = DynamicsTracker().begin_fit(model, history_dir=out)  # 1: hooks on the compute layers, file claimed
     rows = []
     step = 0
     for epoch in range(epochs):
+        tracker.epoch_start(epoch, step, n_batches=len(train_loader))  # 2
         model.train()
-        for x, y in train_loader:
+        for batch_idx, (x, y) in enumerate(train_loader):
             optimizer.zero_grad()
             loss = nn.functional.cross_entropy(model(x), y)
             loss.backward()
             optimizer.step()
             step += 1
+            tracker.batch_end(epoch, step, batch_idx, n_batches=len(train_loader))  # 3: sub-epoch sample points
         model.eval()
         with torch.no_grad():
             correct = sum(int((model(x).argmax(-1) == y).sum()) for x, y in val_loader)
         val_acc = 100.0 * correct / len(data.val_set)
-        values = tracker.sample(epoch=epoch, step=step, logged={"val_acc": val_acc})  # 2: one sample point
-        rows.append({"epoch": epoch, "val_acc": val_acc, **values})
-    tracker.save()  # 3: the history file (values, every measure, val_acc)
-    tracker.detach()  # 4: hooks removed
+        point = tracker.epoch_end(epoch, step, logged={"val_acc": val_acc})  # 4: the epoch's measures
+        assert point is not None
+        rows.append({"epoch": epoch, "val_acc": val_acc, **{k.split("/", 1)[1]: v for k, v in point.values.items()}})
+    tracker.end_fit()  # 5: hooks removed, the history file written (values, every measure, val_acc)
     return tracker, rows
 
 
@@ -70,7 +72,7 @@ def main() -> None:
     keys = ("val_acc", "integration", "metastability", "stability_index", "stability_volatility")
     print("epoch  " + "  ".join(f"{k:>20}" for k in keys))
     for row in rows[-8:]:
-        cells = ("nan" if math.isnan(row[k]) else f"{row[k]:.4f}" for k in keys)
+        cells = ("nan" if math.isnan(row.get(k, math.nan)) else f"{row[k]:.4f}" for k in keys)
         print(f"{row['epoch']:5d}  " + "  ".join(f"{c:>20}" for c in cells))
     print(f"\nlayers: {tracker.layer_names}\nhistory: {tracker.history_path}")
 

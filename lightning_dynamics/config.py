@@ -1,8 +1,8 @@
 """One validated configuration of the measures, shared by the tracker, the callbacks and the benchmarks.
 
-:class:`DynamicsConfig` is frozen: build it once (from typed ``__init__`` arguments in the Lightning and Fabric
-adapters, or directly), and every part that computes a measure reads the same values. All validation of the
-measures' settings lives here; each error names the argument, the value given and what is allowed.
+:class:`DynamicsConfig` is frozen: build it once (field by field from the typed ``__init__`` arguments of the
+Lightning and Fabric adapters, or directly), and every part that computes a measure reads the same values. All
+validation of the measures' settings lives here; each error names the argument, the value given and what is allowed.
 Defaults are those of docs/method.md (sections 0, 1, 2, 5 and 6) and of :mod:`lightning_dynamics.functional`.
 No Lightning import.
 """
@@ -10,20 +10,33 @@ No Lightning import.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from torch import nn
 
+from lightning_dynamics.capture.summaries import SUMMARY_CHOICES
+from lightning_dynamics.functional._checks import check_choice
 from lightning_dynamics.functional.detrend import DETREND_CHOICES
 from lightning_dynamics.functional.hilbert import PAD_CHOICES
+from lightning_dynamics.functional.integration import H_OPT, SIGMA
 from lightning_dynamics.functional.stability import DEFAULT_VOLATILITY_WINDOW, DEFAULT_WINDOW
 
-SUMMARY_CHOICES = ("rms", "mean", "abs_mean", "std")
 # The integration map of Ugail & Howard (arXiv:2512.10972): H_eff optimum and width (docs/method.md section 5).
-DEFAULT_H_OPT = 0.70
-DEFAULT_SIGMA = 0.15
+DEFAULT_H_OPT = H_OPT
+DEFAULT_SIGMA = SIGMA
+DEFAULT_WEIGHTS = (0.5, 0.5)
+# Sample points per training epoch when sampling by epoch (docs/method.md section 0; the noise-floor tables of
+# benchmarks/noise_floors.md): enough points within a few epochs for the estimators, measures still logged once
+# per epoch. 1 gives the paper's one point per epoch.
+DEFAULT_POINTS_PER_EPOCH = 8
+# Whole-history measures over the last this many points: bounds a sample point's cost in long runs.
+DEFAULT_HISTORY_WINDOW = 1024
+# Surrogates per noise floor (docs/method.md section 7): 39 puts a 95% band's edges at the 1st and 39th values.
+DEFAULT_NULL_SURROGATES = 39
+# Largest timeout a process group accepts without overflowing (a year, in seconds).
+MAX_TIMEOUT_S = 365 * 24 * 3600.0
 # The shortest window DFA accepts with the default scales: 3 scales of >= 2 segments (docs/method.md section 4).
 MIN_WINDOW = 16
 
@@ -46,17 +59,53 @@ def check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> 
     return int(value)
 
 
-def check_finite_real(name: str, value: Any, positive: bool = False) -> float:
-    """``value`` as a finite float (``> 0`` if ``positive``); a ValueError naming ``name`` otherwise."""
-    if not _is_real(value) or not math.isfinite(value) or (positive and value <= 0):
+def check_finite_real(
+    name: str,
+    value: Any,
+    positive: bool = False,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    allow_none: bool = False,
+) -> float | None:
+    """``value`` as a finite float (``> 0`` if ``positive``, within ``[minimum, maximum]``; None where allowed);
+    a ValueError naming ``name``, the value and what is allowed otherwise.
+
+    Example:
+        >>> check_finite_real("h_opt", 1e30, minimum=0.0, maximum=2.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: `h_opt` must be a finite number in [0.0, 2.0], got 1e+30.
+    """
+    if value is None and allow_none:
+        return None
+    bad = not _is_real(value) or not math.isfinite(value) or (positive and value <= 0)
+    bad = bad or (minimum is not None and value < minimum) or (maximum is not None and value > maximum)
+    if bad:
         allowed = "a finite number" + (" > 0" if positive else "")
-        raise ValueError(f"`{name}` must be {allowed}, got {value!r}.")
+        if minimum is not None or maximum is not None:
+            allowed += f" in [{'-inf' if minimum is None else minimum}, {'inf' if maximum is None else maximum}]"
+        raise ValueError(f"`{name}` must be {allowed + (' or None' if allow_none else '')}, got {value!r}.")
     return float(value)
 
 
-def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
-    if value not in choices or isinstance(value, bool):
-        raise ValueError(f"`{name}` must be one of {tuple(choices)!r}, got {value!r}.")
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` if it is ``True`` or ``False``; a ValueError naming ``name`` otherwise (no truthiness).
+
+    Example:
+        >>> check_bool("save_history", "x")
+        Traceback (most recent call last):
+        ...
+        ValueError: `save_history` must be True or False, got 'x'.
+    """
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be True or False, got {value!r}.")
+    return value
+
+
+def check_prefix(name: str, value: Any) -> str:
+    """A logging prefix: a non-empty name without ``/`` (keys are ``<prefix>/<measure>``)."""
+    if not isinstance(value, str) or not value or "/" in value or value != value.strip():
+        raise ValueError(f"`{name}` must be a non-empty name without '/' or surrounding spaces, got {value!r}.")
     return value
 
 
@@ -130,10 +179,22 @@ class DynamicsConfig:
         h_opt, sigma: the integration map :math:`\exp(-(\alpha - h_{opt})^2 / 2\sigma^2)`.
         history_window: compute the whole-history measures over the last this many points only (None: all).
         compute_phase_integration: also compute ``phase_integration`` (O(L^2) per sample point).
+        every_n_steps: a sample point every this many optimizer steps, with the measures computed and logged at
+            each; ``None``: sample by epoch.
+        points_per_epoch: when sampling by epoch, sample points per epoch, evenly spread over its batches (fewer if
+            the epoch has fewer batches; 1 for iterables without a length); the measures are computed and logged
+            once per epoch, at its last point.
+        null_surrogates: surrogates per noise floor (``<measure>_null_lo``/``_null_hi``, computed where the
+            measures are logged, at most once per epoch); ``None`` turns the noise floors off.
+        complexity_every_n_samples: every this many sample points also compute the opt-in complexity measures.
 
     Example:
         >>> DynamicsConfig(window=24).points_needed()["stability_volatility"]
         28
+        >>> DynamicsConfig(h_opt=-1)
+        Traceback (most recent call last):
+        ...
+        ValueError: `h_opt` must be a finite number in [0.0, 2.0], got -1.
         >>> DynamicsConfig(weights=(0.7, 0.2))
         Traceback (most recent call last):
         ...
@@ -145,24 +206,15 @@ class DynamicsConfig:
     pad: str | None = "reflect"
     window: int = DEFAULT_WINDOW
     volatility_window: int = DEFAULT_VOLATILITY_WINDOW
-    weights: tuple[float, float] = (0.5, 0.5)
+    weights: tuple[float, float] = DEFAULT_WEIGHTS
     h_opt: float = DEFAULT_H_OPT
     sigma: float = DEFAULT_SIGMA
-    history_window: int | None = None
+    history_window: int | None = DEFAULT_HISTORY_WINDOW
     compute_phase_integration: bool = True
-
-    @classmethod
-    def from_arguments(cls, arguments: Mapping[str, Any]) -> DynamicsConfig:
-        """The config of an adapter's typed ``__init__`` arguments (its ``locals()``): the fields, by name.
-
-        The adapters keep explicit typed signatures (LightningCLI reads them) and build their config here, so
-        a new field is validated in one place.
-        """
-        names = [field.name for field in fields(cls)]
-        missing = [name for name in names if name not in arguments]
-        if missing:
-            raise TypeError(f"DynamicsConfig.from_arguments: no value for {missing}.")
-        return cls(**{name: arguments[name] for name in names})
+    every_n_steps: int | None = None
+    points_per_epoch: int = DEFAULT_POINTS_PER_EPOCH
+    null_surrogates: int | None = DEFAULT_NULL_SURROGATES
+    complexity_every_n_samples: int | None = None
 
     def __post_init__(self) -> None:
         check_choice("summary", self.summary, SUMMARY_CHOICES)
@@ -191,22 +243,37 @@ class DynamicsConfig:
                 f"got {weights!r}."
             )
         object.__setattr__(self, "weights", (float(weights[0]), float(weights[1])))
-        object.__setattr__(self, "h_opt", check_finite_real("h_opt", self.h_opt))
-        object.__setattr__(self, "sigma", check_finite_real("sigma", self.sigma, positive=True))
-        if not isinstance(self.compute_phase_integration, bool):
-            raise ValueError(
-                f"`compute_phase_integration` must be True or False, got {self.compute_phase_integration!r}."
-            )
+        # DFA exponents live in about [0, 2] (white noise 0.5, random walk 1.5): an optimum outside is a typo.
+        object.__setattr__(self, "h_opt", check_finite_real("h_opt", self.h_opt, minimum=0.0, maximum=2.0))
+        object.__setattr__(self, "sigma", check_finite_real("sigma", self.sigma, positive=True, maximum=10.0))
+        check_bool("compute_phase_integration", self.compute_phase_integration)
+        check_int("every_n_steps", self.every_n_steps, 1, allow_none=True)
+        check_int("points_per_epoch", self.points_per_epoch, 1)
+        check_int("null_surrogates", self.null_surrogates, 9, allow_none=True)
+        check_int("complexity_every_n_samples", self.complexity_every_n_samples, 1, allow_none=True)
 
     def points_needed(self) -> dict[str, int]:
-        """Sample points before each logged measure is first defined (NaN, and not logged, before)."""
-        from lightning_dynamics.functional import min_points
+        """Sample points before each measure this config computes is first defined (NaN, and not logged, before).
 
-        needed = dict(min_points(self.detrend))
-        needed["integration_alpha"] = needed["integration"]
-        needed["stability_index"] = self.window
-        needed["stability_volatility"] = self.window + self.volatility_window - 1
-        return needed
+        Read from :data:`lightning_dynamics.measure_registry.MEASURES`. With epoch sampling the measures are
+        computed at each epoch's last point, so a measure appears at the first epoch end with this many points.
+        """
+        from lightning_dynamics.measure_registry import MEASURES
+
+        return {name: m.points_needed(self) for name, m in MEASURES.items() if name in self.measure_names()}
+
+    def measure_names(self) -> tuple[str, ...]:
+        """The measures computed with this config: the default group, plus the complexity group when asked for."""
+        from lightning_dynamics.measure_registry import measure_names
+
+        return measure_names("default") + (measure_names("complexity") if self.complexity_every_n_samples else ())
+
+    def logged_keys(self) -> tuple[str, ...]:
+        """Every series the tracker records: the measures and, with noise floors on, their null bands."""
+        from lightning_dynamics.measure_registry import null_keys
+
+        names = self.measure_names()
+        return names + (null_keys(names) if self.null_surrogates else ())
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (for history files and hyper-parameter logs)."""

@@ -1,23 +1,29 @@
 """DynamicsTracker: the framework-neutral core of lightning_dynamics (no Lightning import).
 
-One object owns the whole data flow of a run (docs/method.md sections 0-6):
-hooks -> per-layer summaries (on the model's device) -> the ``[L, T]`` history -> the measures -> the series of
-logged values and the stability ring -> the history file. The Lightning callback
-(:class:`~lightning_dynamics.DynamicsMonitor`), the Fabric callback
-(:class:`~lightning_dynamics.DynamicsFabricMonitor`) and a plain PyTorch loop drive the same tracker, so they
-compute identical histories and values:
+One object owns the whole data flow of a run (docs/method.md sections 0-8):
+hooks -> per-layer summaries (on the model's device) -> the ``[L, T]`` history -> the measures and their noise
+floors (:mod:`lightning_dynamics.measure_registry`) -> the logged series -> the history file; and the sampling loop
+that decides when each of these happens (:class:`~lightning_dynamics.schedule.SampleSchedule`), the processes'
+agreement before each all-reduce, the claim of the history file and the state to resume from.
+
+The adapters only map a framework's hooks onto five calls and log what comes back: the Lightning callback
+(:class:`~lightning_dynamics.DynamicsMonitor`), Fabric (:class:`~lightning_dynamics.DynamicsFabricMonitor`) and a
+plain loop drive the same tracker, so they compute identical histories and values:
 
 .. code-block:: python
 
-    tracker = DynamicsTracker().attach(model)
+    tracker = DynamicsTracker()
+    tracker.begin_fit(model, history_dir="runs")
     for epoch in range(epochs):
-        for x, y in loader:
+        tracker.epoch_start(epoch, step, n_batches=len(loader))
+        for batch_idx, (x, y) in enumerate(loader):
             with tracker.capturing():  # record the layers' outputs of training forwards only
                 loss = loss_fn(model(x), y)
             ...
-        values = tracker.sample(epoch=epoch, step=step)  # dict of measures (NaN where not defined yet)
-    tracker.save("dynamics_history.pt")
-    tracker.detach()
+            step += 1
+            tracker.batch_end(epoch, step, batch_idx, n_batches=len(loader))  # closes sub-epoch points
+        point = tracker.epoch_end(epoch, step)  # the measures of the epoch: point.values, {key: value}
+    tracker.end_fit()  # removes the hooks, writes <history_dir>/dynamics_history.pt
 """
 
 from __future__ import annotations
@@ -25,51 +31,48 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from lightning_dynamics.capture import (
     ActivationCapture,
+    HistorySaveError,
     SummaryAccumulator,
     SummaryHistory,
+    claim_path,
     load_history,
+    release_claim,
     save_history,
     select_layers,
 )
-from lightning_dynamics.capture.history import nan_padded, versioned_path
+from lightning_dynamics.capture.history import nan_padded, validate_point_series
 from lightning_dynamics.capture.layer_selection import LayerSelection
-from lightning_dynamics.config import DynamicsConfig, check_int, check_layers
-from lightning_dynamics.functional import (
-    complexity_min_points,
-    dynamics_measures,
-    history_complexity,
-    integration,
-    metastability,
-    stability_index,
-    surrogate_test,
+from lightning_dynamics.config import DynamicsConfig, check_bool, check_choice, check_int, check_layers, check_prefix
+from lightning_dynamics.distributed import StoreRendezvous
+from lightning_dynamics.functional import rolling_volatility
+from lightning_dynamics.measure_registry import (
+    MEASURES,
+    SamplePoint,
+    compute_measures,
+    null_bands,
+    reliable_points,
 )
+from lightning_dynamics.schedule import SampleSchedule
 
-MEASURE_KEYS = (
-    "nonfinite",
-    "integration",
-    "integration_alpha",
-    "metastability",
-    "synchrony",
-    "phase_integration",
-    "n_excluded",
-    "stability_index",
-    "stability_volatility",
-)
-# Opt-in measures (docs/method.md sections 7 and 9), computed every n sample points when asked for.
-COMPLEXITY_KEYS = ("higuchi_fd", "katz_fd", "mfdfa_width")
-SURROGATE_KEYS = ("metastability_z", "integration_z")
 HISTORY_FILENAME = "{prefix}_history.pt"
-STATE_VERSION = 2
+STATE_VERSION = 3
+SOURCE_CHOICES = ("train", "probe")
+_STEP_HINT = (
+    "Every process must run the same number of training batches per epoch: shard map-style data with a "
+    "DistributedSampler (Lightning's Trainer(use_distributed_sampler=True), the default, does it; Fabric: "
+    "fabric.setup_dataloaders) or give every process an iterable of the same length; with uneven batches DDP's own "
+    "gradient all-reduces are mismatched too."
+)
 
 _logger = logging.getLogger("lightning_dynamics")
 
@@ -78,35 +81,54 @@ def _default_warn(message: str) -> None:
     warnings.warn(message, UserWarning, stacklevel=3)
 
 
-class DynamicsTracker:
-    r"""Capture layer summaries of a model and compute the dynamics measures at each sample point.
+def default_probe_forward(model: nn.Module, batch: Any) -> Any:
+    """Run the model on a batch's input: the first element of a tuple/list batch, else the batch itself."""
+    inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return model(inputs)
 
-    Framework-neutral: no Lightning import. The adapters decide *when* to sample and how to reduce across
-    processes; the tracker decides *what* is recorded and computed.
+
+class LogPoint(NamedTuple):
+    """What an adapter logs at a point where the measures were computed.
+
+    Attributes:
+        values: ``{"<prefix>/<measure>": value}``: every key defined so far (NaN included once defined, so a
+            logger never keeps a stale value).
+        on_step: the point closes a step-sampled interval (``every_n_steps``); otherwise an epoch's.
+    """
+
+    values: dict[str, float]
+    on_step: bool
+
+
+class DynamicsTracker:
+    r"""Capture layer summaries of a model, sample them on a schedule and compute the dynamics measures.
+
+    Framework-neutral: no Lightning import. The adapters say where training is (fit, epoch, batch) and how to
+    all-reduce across processes; the tracker decides when a sample point closes, what is recorded and computed,
+    and what is logged.
 
     Args:
         layers: ``"auto"`` (convolutions, linear layers, recurrent and attention blocks), ``"all"`` (every leaf),
             a list of module names, fnmatch patterns, module types or predicates, or one predicate
             ``(name, module) -> bool``.
         max_layers: cap on the number of layers, kept evenly spread through depth; ``None`` for no cap.
-        config: the measures' settings (:class:`~lightning_dynamics.DynamicsConfig`).
+        config: the measures' settings and the sampling cadence (:class:`~lightning_dynamics.DynamicsConfig`).
         prefix: namespace of the values (``<prefix>/<measure>`` when logged) and of the history file name.
-        source: ``"train"`` (forward calls inside :meth:`capturing`) or ``"probe"`` (a fixed batch at each sample
-            point, see :meth:`sample`).
+        source: ``"train"`` (forward calls made in training mode, or inside :meth:`capturing`) or ``"probe"`` (a
+            fixed batch run in eval mode under ``no_grad`` at each sample point).
+        probe_batch: the probe batch (default: the first training batch, see :meth:`batch_start`).
+        probe_forward: ``(model, batch) -> output`` for the probe (default: ``model(batch[0])``).
+        save_history: write the history file at :meth:`end_fit` (and every ``save_every_n_samples`` points).
         save_every_n_samples: also write the history file every this many sample points (so a killed run
-            loses at most that many); ``None``: only when :meth:`save` is called.
-        complexity_every_n_samples: every this many sample points, also compute the layers' mean Higuchi and
-            Katz fractal dimensions and MF-DFA width of the history (:func:`~lightning_dynamics.functional.
-            history_complexity`; about 5-10 ms at 64 layers x 1000 points on one CPU thread). NaN in between.
-        surrogates_every_n_samples: every this many sample points, also the surrogate z-scores of metastability
-            and integration (20 phase-randomised surrogates; about 20x the cost of those measures). NaN in between.
+            loses at most that many); ``None``: only at the end.
+        verbose: announce the layers, when each measure appears, and the file written.
         warn, info: where warnings and information go (the Lightning adapter passes its rank-zero functions).
 
     Attributes:
         history: the :class:`~lightning_dynamics.capture.SummaryHistory` (``None`` before :meth:`attach`).
-        metrics: measure -> one value per sample point (NaN where undefined).
-        logged: other scalars recorded with each sample point (e.g. ``val_acc``), NaN where absent.
-        history_path: where :meth:`save` writes by default (set by :meth:`claim_history_path`).
+        metrics: measure (and null band) -> one value per sample point (NaN where not computed or undefined).
+        logged: other scalars recorded with each sample point (e.g. ``val_acc``), NaN where not fresh.
+        history_path: where :meth:`save` writes by default (claimed by :meth:`begin_fit`).
     """
 
     def __init__(
@@ -116,9 +138,11 @@ class DynamicsTracker:
         config: DynamicsConfig | None = None,
         prefix: str = "dynamics",
         source: str = "train",
+        probe_batch: Any = None,
+        probe_forward: Callable[[nn.Module, Any], Any] | None = None,
+        save_history: bool = True,
         save_every_n_samples: int | None = None,
-        complexity_every_n_samples: int | None = None,
-        surrogates_every_n_samples: int | None = None,
+        verbose: bool = True,
         warn: Callable[[str], None] | None = None,
         info: Callable[[str], None] | None = None,
     ) -> None:
@@ -127,43 +151,48 @@ class DynamicsTracker:
         self.config = config if config is not None else DynamicsConfig()
         if not isinstance(self.config, DynamicsConfig):
             raise ValueError(f"`config` must be a DynamicsConfig, got {type(self.config).__name__}.")
-        if not isinstance(prefix, str) or not prefix or "/" in prefix:
-            raise ValueError(f"`prefix` must be a non-empty name without '/', got {prefix!r}.")
-        if source not in ("train", "probe"):
-            raise ValueError(f"`source` must be 'train' or 'probe', got {source!r}.")
-        self.prefix = prefix
-        self.source = source
+        self.prefix = check_prefix("prefix", prefix)
+        self.source = check_choice("source", source, SOURCE_CHOICES)
+        if probe_forward is not None and not callable(probe_forward):
+            raise ValueError(
+                f"`probe_forward` must be a callable (model, batch) -> output or None, got {probe_forward!r}."
+            )
+        self.probe_batch = probe_batch
+        self.probe_forward = probe_forward or default_probe_forward
+        self.save_history = check_bool("save_history", save_history)
         self.save_every_n_samples = check_int("save_every_n_samples", save_every_n_samples, 1, allow_none=True)
-        self.complexity_every_n_samples = check_int(
-            "complexity_every_n_samples", complexity_every_n_samples, 1, allow_none=True
-        )
-        self.surrogates_every_n_samples = check_int(
-            "surrogates_every_n_samples", surrogates_every_n_samples, 1, allow_none=True
-        )
-        self.keys = (
-            MEASURE_KEYS
-            + (COMPLEXITY_KEYS if self.complexity_every_n_samples else ())
-            + (SURROGATE_KEYS if self.surrogates_every_n_samples else ())
-        )
+        self.verbose = check_bool("verbose", verbose)
+        self.keys = self.config.logged_keys()
+        self.measure_names = self.config.measure_names()
+        self.schedule = SampleSchedule(self.config.every_n_steps, self.config.points_per_epoch)
         self.warn = warn or _default_warn
         self.info = info or _logger.info
 
         self.history: SummaryHistory | None = None
         self.metrics: dict[str, list[float]] = {key: [] for key in self.keys}
         self.logged: dict[str, list[float]] = {}
+        self.computed: list[bool] = []  # per point: were the measures computed there (a log point)
+        self.defined: set[str] = set()
         self.history_path: Path | None = None
         self.last_reason: str | None = None
+        self.is_global_zero = True
         self._accumulator: SummaryAccumulator | None = None
         self._capture: ActivationCapture | None = None
         self._modules: list[nn.Module] = []
         self._model: nn.Module | None = None
         self._gate_handle: Any = None
         self._probing = False
+        self._probe_failed = False
         self._pending_state: dict[str, Any] | None = None
         self._warned: set[tuple[str, str]] = set()
-        self._probe_failed = False
+        self._reduce: Callable[[Tensor], Tensor] | None = None
+        self._rendezvous: StoreRendezvous | None = None
+        self._probe_context: Callable[[], Any] | None = None
+        self._batches_since_start = 0
+        self._nonfinite_since_log: Tensor | None = None
+        self._save_failed = False
 
-    # ------------------------------------------------------------------ lifecycle
+    # ------------------------------------------------------------------ views
 
     @property
     def layer_names(self) -> list[str]:
@@ -177,6 +206,17 @@ class DynamicsTracker:
     def attached(self) -> bool:
         return self._capture is not None and self._capture.attached
 
+    @property
+    def accumulator(self) -> SummaryAccumulator | None:
+        """The partial sums of the open sample interval (``None`` before :meth:`attach`)."""
+        return self._accumulator
+
+    def points_needed(self) -> dict[str, int]:
+        """Sample points before each measure is first defined."""
+        return self.config.points_needed()
+
+    # ------------------------------------------------------------------ attach / detach
+
     def attach(
         self, model: nn.Module, device: torch.device | str | None = None, capture_training_forwards: bool = True
     ) -> DynamicsTracker:
@@ -184,11 +224,11 @@ class DynamicsTracker:
 
         With ``capture_training_forwards`` (plain loops, Fabric), every call of ``model`` in training mode is
         recorded and calls in eval mode (validation) are not; without it (the Lightning adapter), recording is
-        switched on and off explicitly (:attr:`capture_enabled`, :meth:`capturing`).
+        switched on and off explicitly (:meth:`batch_start`, :attr:`capture_enabled`, :meth:`capturing`).
 
-        Attaching again to the same modules (e.g. a second ``fit`` of the same model) continues the history;
-        attaching to other modules starts a fresh one and says so. A pending :meth:`load_state_dict` is
-        applied here, once the layers are known.
+        Attaching again to the same modules (e.g. a second ``fit`` of the same model) continues the history in a
+        new segment; attaching to other modules starts a fresh one and says so. A pending
+        :meth:`load_state_dict` is applied here, once the layers are known.
         """
         self.detach()
         if device is None:
@@ -206,6 +246,7 @@ class DynamicsTracker:
                 f"DynamicsTracker[{self.prefix}]: same layers as before; continuing the history of "
                 f"{self.history.length} sample points."
             )
+            self.history.start_segment()
             if self.history.device != device:
                 self._move(device)
         else:
@@ -220,6 +261,8 @@ class DynamicsTracker:
             self._accumulator = SummaryAccumulator(len(layers), self.config.summary, device)
             self.metrics = {key: [] for key in self.keys}
             self.logged = {}
+            self.computed = []
+            self.defined = set()
             self._warned = set()
         assert self._accumulator is not None
         self._modules = modules
@@ -256,8 +299,6 @@ class DynamicsTracker:
         self._accumulator = SummaryAccumulator(len(self.history.layer_names), self.config.summary, device)
         self._accumulator.load_state_dict(acc_state)
 
-    # ------------------------------------------------------------------ capture control
-
     @property
     def capture_enabled(self) -> bool:
         return self._capture is not None and self._capture.enabled
@@ -275,6 +316,166 @@ class DynamicsTracker:
         with self._capture.capturing():
             yield
 
+    # ------------------------------------------------------------------ the sampling loop
+
+    def begin_fit(
+        self,
+        model: nn.Module,
+        device: torch.device | str | None = None,
+        *,
+        reduce: Callable[[Tensor], Tensor] | None = None,
+        ddp_timeout: float | None = None,
+        history_dir: str | Path | None = None,
+        is_global_zero: bool = True,
+        capture_training_forwards: bool = True,
+        probe_context: Callable[[], Any] | None = None,
+    ) -> DynamicsTracker:
+        """Start (or continue) a fit: attach the hooks, set up the processes' agreement and claim the history file.
+
+        Args:
+            model: the model whose layers are watched (the plain module, not a DDP wrapper).
+            device: where the summaries live (default: the model's parameters' device).
+            reduce: sums a tensor across processes (one collective); ``None`` in one process.
+            ddp_timeout: with several processes, seconds each waits for the others before a sample point's
+                all-reduce and at each epoch start, then fails with a
+                :class:`~lightning_dynamics.distributed.DistributedMismatchError` instead of hanging.
+            history_dir: where ``<prefix>_history.pt`` goes (claimed now, versioned ``-v1``, ... when taken);
+                ``None``: no file.
+            is_global_zero: only the first process claims and writes the file.
+            capture_training_forwards: see :meth:`attach`.
+            probe_context: a context-manager factory around the probe forward (e.g. a precision plugin's).
+        """
+        self.attach(model, device=device, capture_training_forwards=capture_training_forwards)
+        self.is_global_zero = is_global_zero
+        self._reduce = reduce
+        self._probe_context = probe_context
+        self._rendezvous = (
+            StoreRendezvous.for_default_group(
+                namespace=self.prefix, timeout=ddp_timeout, owner=f"DynamicsTracker[{self.prefix}]"
+            )
+            if reduce is not None and ddp_timeout is not None
+            else None
+        )
+        self._save_failed = False
+        if history_dir is not None and is_global_zero and self.save_history:
+            try:
+                self.history_path = claim_path(history_dir, HISTORY_FILENAME.format(prefix=self.prefix))
+            except HistorySaveError as error:
+                self.history_path = None
+                self.warn(f"DynamicsTracker[{self.prefix}]: {error} The history will not be saved.")
+        if self.verbose:
+            names = self.layer_names
+            cadence = (
+                f"every {self.config.every_n_steps} steps"
+                if self.schedule.by_step
+                else f"{self.config.points_per_epoch} points per epoch, measures at each epoch end"
+            )
+            self.info(
+                f"DynamicsTracker[{self.prefix}]: {len(names)} layers"
+                + (f" ({names[0]} ... {names[-1]})" if names else "")
+                + f", summary={self.config.summary!r}, source={self.source!r}, sampling {cadence}. Measures appear "
+                "once they are defined, after "
+                + ", ".join(f"{key} {n}" for key, n in self.points_needed().items() if n > 1)
+                + " sample points; nothing is logged before."
+            )
+        return self
+
+    def epoch_start(self, epoch: int, step: int, n_batches: float | int | None = None) -> None:
+        """An epoch begins: with several processes, all agree on where they are (never a hang at the all-reduce)."""
+        self._batches_since_start = 0
+        if self._rendezvous is not None:
+            self._rendezvous.agree(
+                f"the start of epoch {epoch}",
+                {"epoch": epoch, "step": step, "num_training_batches": str(n_batches)},
+                hint=_STEP_HINT,
+            )
+
+    def batch_start(self, batch: Any = None) -> None:
+        """A training batch begins: record it (adapters that switch recording per batch) or keep it as probe."""
+        if self.source == "train":
+            if self._gate_handle is None:
+                self.capture_enabled = True
+        elif self.probe_batch is None and batch is not None:
+            self.probe_batch = _detached_copy(batch)
+
+    def batch_end(
+        self,
+        epoch: int,
+        step: int,
+        batch_idx: int | None = None,
+        n_batches: float | int | None = None,
+        logged: Mapping[str, float] | None = None,
+    ) -> LogPoint | None:
+        """A training batch ended: close a sample point if the schedule says so; the values to log, if any.
+
+        Args:
+            epoch, step: where training is (``step``: optimizer steps so far).
+            batch_idx: the batch's index in its epoch (default: counted since :meth:`epoch_start`).
+            n_batches: batches in the epoch (``None`` or ``inf`` when unknown).
+            logged: other scalars to record with a point closed here (e.g. the training loss).
+        """
+        if self.source == "train" and self._gate_handle is None:
+            self.capture_enabled = False
+        self._batches_since_start += 1
+        index = self._batches_since_start - 1 if batch_idx is None else batch_idx
+        if not self.schedule.closes_at_batch(index, n_batches, step):
+            return None
+        compute = self.schedule.computes_at_batch()
+        values = self.sample(epoch, step, logged=logged, compute=compute)
+        return self.log_point(values, on_step=True) if compute else None
+
+    def epoch_end(self, epoch: int, step: int, logged: Mapping[str, float] | None = None) -> LogPoint | None:
+        """A training epoch ended: by epoch, close its last point and compute the measures; the values to log.
+
+        By step, the noise floors of the epoch's last point are computed here (at most once per epoch).
+        """
+        if self.schedule.closes_at_epoch_end():
+            values = self.sample(epoch, step, logged=logged, compute=True)
+            return self.log_point(values, on_step=False)
+        if self.config.null_surrogates and self.history is not None and self.n_samples and self.computed[-1]:
+            last = self.history.epochs[-1]
+            if last == epoch and any(math.isnan(self.metrics[key][-1]) for key in self._null_keys()):
+                bands = self._null_values()
+                for key, value in bands.items():
+                    self.metrics[key][-1] = value
+                return self.log_point(bands, on_step=False)
+        return None
+
+    def end_fit(self) -> Path | None:
+        """The fit ended (or failed): remove the hooks and write the history file; its path, or ``None``.
+
+        A fit that recorded no sample point (e.g. ``limit_train_batches=0``) writes nothing and gives its claimed
+        name back. Never raises.
+        """
+        self.detach()
+        self._rendezvous = None
+        self._reduce = None
+        if not self.is_global_zero or not self.save_history:
+            return None
+        if self.n_samples == 0:
+            if self.history_path is not None:
+                release_claim(self.history_path)
+                self.info(f"DynamicsTracker[{self.prefix}]: no sample point was recorded; no history file written.")
+                self.history_path = None
+            return None
+        path = self.save()
+        if path is not None and self.verbose:
+            self.info(f"DynamicsTracker[{self.prefix}]: history of {self.n_samples} sample points saved to {path}")
+            summary = self.noise_floor_summary()
+            if summary:
+                self.info(summary)
+        return path
+
+    def log_point(self, values: Mapping[str, float], on_step: bool) -> LogPoint:
+        """The defined values of a point, keyed ``<prefix>/<measure>`` (a key is logged from its first definition)."""
+        out = {}
+        for key, value in values.items():
+            if math.isnan(value) and key not in self.defined:
+                continue  # not defined yet: nothing is logged before a key exists
+            self.defined.add(key)
+            out[f"{self.prefix}/{key}"] = value
+        return LogPoint(out, on_step)
+
     # ------------------------------------------------------------------ sample points
 
     def sample(
@@ -282,147 +483,172 @@ class DynamicsTracker:
         epoch: int,
         step: int,
         reduce: Callable[[Tensor], Tensor] | None = None,
-        logged: dict[str, float] | None = None,
+        logged: Mapping[str, float] | None = None,
         probe: Callable[[], Any] | None = None,
         probe_context: Callable[[], Any] | None = None,
+        compute: bool = True,
     ) -> dict[str, float]:
-        """Close the current sample interval: summaries -> history -> measures. Returns every measure.
+        """Close the current sample interval: summaries -> history (-> measures). Returns the point's values.
+
+        The adapters call it through :meth:`batch_end` / :meth:`epoch_end`; a hand-written loop may call it
+        directly at points of its choosing.
 
         Args:
             epoch, step: where training is (recorded with the point).
-            reduce: sums the packed per-layer sums across processes (one collective); ``None`` in one process.
+            reduce: sums the packed per-layer sums across processes (default: the one given to
+                :meth:`begin_fit`); ``None`` in one process.
             logged: other scalars to record with this point (e.g. validation accuracy), for reports.
-            probe: for ``source="probe"``: runs the model on the probe batch (the tracker captures it in eval
-                mode under ``no_grad``). A probe that raises is disabled with a warning; its points are missing.
-            probe_context: extra context manager factory around the probe (e.g. a precision plugin's).
+            probe: for ``source="probe"``: runs the model on the probe batch (default: :attr:`probe_forward` on
+                :attr:`probe_batch`). A probe that raises is disabled with a warning; its points are missing.
+            probe_context: extra context manager factory around the probe.
+            compute: compute the measures (and their noise floors) at this point; otherwise they are NaN here.
 
         Returns:
-            ``{measure: value}`` for :data:`MEASURE_KEYS`, NaN where not defined (too few points, too few
-            valid layers, or a failed computation, which warns).
+            ``{key: value}`` for every key of :attr:`keys` (NaN where not defined, not computed, or failed).
         """
         if self.history is None or self._accumulator is None:
             raise RuntimeError("DynamicsTracker.sample() before attach(model).")
-        if self.source == "probe" and probe is not None:
-            self._run_probe(probe, probe_context)
+        if self.source == "probe":
+            self._run_probe(probe or self._default_probe(), probe_context or self._probe_context)
         packed = self._accumulator.packed()
+        reduce = reduce or self._reduce
         if reduce is not None:
+            if self._rendezvous is not None:  # all processes here, in step, or a clear error: never a hang
+                self._rendezvous.agree(
+                    f"sample point {self.n_samples}",
+                    {"epoch": epoch, "step": step, "batches": self._batches_since_start},
+                    hint=_STEP_HINT,
+                )
             packed = reduce(packed)
         column = self._accumulator.summarize(packed)  # identical on every rank; may update the std shift
         self._accumulator.reset()
         self.history.append(column, epoch, step)
+        self.computed.append(compute)
+        values: dict[str, float] = dict.fromkeys(self.keys, math.nan)
         try:
-            values = self._compute(column, packed[:, -1])
+            values.update(self._compute(column, packed[:, -1], compute))
         except Exception as error:  # a monitor must never break the training it watches
             self.warn(
                 f"DynamicsTracker[{self.prefix}]: computing the measures failed at epoch {epoch}, step {step} "
                 f"({error!r}); the sample point is kept in the history, its measures are NaN, training goes on."
             )
-            values = {key: math.nan for key in self.keys}
-        values.update(self._optional_measures())
         for key in self.keys:
             self.metrics[key].append(values[key])
         self._record_logged(logged or {})
-        if self.save_every_n_samples and self.history.length % self.save_every_n_samples == 0:
+        if self.save_every_n_samples and self.n_samples % self.save_every_n_samples == 0 and self.is_global_zero:
             self.save()
         return values
 
-    def _optional_measures(self) -> dict[str, float]:
-        """The opt-in complexity and surrogate measures at the sample points that ask for them."""
-        assert self.history is not None
-        out: dict[str, float] = {}
-        n, x, cfg = self.history.length, self.history.values, self.config
-        try:
-            if self.complexity_every_n_samples:
-                out.update(dict.fromkeys(COMPLEXITY_KEYS, math.nan))
-                needed = max(complexity_min_points(cfg.detrend).values())
-                if n % self.complexity_every_n_samples == 0 and n >= needed:
-                    per_layer = history_complexity(x.double(), detrend=cfg.detrend)
-                    out.update({k: float(v.nanmean()) for k, v in per_layer.items() if k in COMPLEXITY_KEYS})
-            if self.surrogates_every_n_samples:
-                out.update(dict.fromkeys(SURROGATE_KEYS, math.nan))
-                needed = max(cfg.points_needed()["integration"], cfg.points_needed()["metastability"])
-                if n % self.surrogates_every_n_samples == 0 and n >= needed:
-                    meta = surrogate_test(metastability, x, n=20, detrend=cfg.detrend)
-                    integ = surrogate_test(integration, x, n=20, detrend=cfg.detrend)
-                    out["metastability_z"], out["integration_z"] = float(meta.z), float(integ.z)
-        except Exception as error:  # opt-in extras never break training
-            self.warn(f"DynamicsTracker[{self.prefix}]: an opt-in measure failed ({error!r}); it is NaN here.")
-        return out
-
-    def _record_logged(self, logged: dict[str, float]) -> None:
-        length = self.n_samples
-        for key, value in logged.items():
-            if key.startswith(f"{self.prefix}/"):
-                continue  # our own values are in `metrics`
-            series = self.logged.setdefault(key, [math.nan] * (length - 1))
-            series.append(float(value))
-        for series in self.logged.values():
-            if len(series) < length:
-                series.append(math.nan)
-
-    def _run_probe(self, probe: Callable[[], Any], probe_context: Callable[[], Any] | None) -> None:
-        assert self._capture is not None
-        if self._probe_failed:
-            return
-        model = self._model
-        was_training = model.training if model is not None else False
-        if model is not None:
-            model.eval()
-        self._probing = True
-        try:
-            with (
-                self._capture,
-                self._capture.capturing(),
-                torch.no_grad(),
-                probe_context() if probe_context is not None else nullcontext(),
-            ):
-                probe()
-        except Exception as error:
-            self._probe_failed = True
-            if self._accumulator is not None:
-                self._accumulator.reset()
+    def _default_probe(self) -> Callable[[], Any] | None:
+        if self.probe_batch is None or self._model is None:
             self.warn(
-                f"DynamicsTracker[{self.prefix}]: the probe forward failed ({error!r}); the probe is disabled, "
-                "its sample points are missing from now on, training goes on."
+                f"DynamicsTracker[{self.prefix}](source='probe') has no probe batch yet; this sample point is empty."
             )
-        finally:
-            self._probing = False
-            if model is not None:
-                model.train(was_training)
+            return None
+        model, forward = self._model, self.probe_forward
+        batch = _to_device(self.probe_batch, self.history.device if self.history is not None else None)
+        return lambda: forward(model, batch)
 
-    def _compute(self, column: Tensor, counts: Tensor) -> dict[str, float]:
-        """Measures of the history after a new ``column``; one host synchronisation in all."""
+    def _compute(self, column: Tensor, counts: Tensor, compute: bool) -> dict[str, float]:
+        """The point's values; one host synchronisation for the measures, and the noise floors where due."""
         assert self.history is not None
         cfg = self.config
         x = self.history.values
         n_layers, n_points = x.shape
         missing = ~torch.isfinite(column) & (counts > 0)  # called, but NaN/Inf activations
-        out, valid, reason = sample_point_measures(x, cfg)
-        out["nonfinite"] = missing.sum().to(x.dtype)
-        needed = cfg.points_needed()
+        nonfinite = missing if self._nonfinite_since_log is None else missing | self._nonfinite_since_log
+        self._nonfinite_since_log = None if compute else nonfinite
+        flags_of = [missing, counts == 0, counts.isnan()]
+        out: dict[str, Tensor] = {"nonfinite": nonfinite.sum().to(x.dtype)}
+        reason = None
+        valid = torch.ones(n_layers, dtype=torch.bool, device=x.device)
+        if compute:
+            point = SamplePoint(x, cfg)
+            complexity_due = bool(cfg.complexity_every_n_samples) and n_points % cfg.complexity_every_n_samples == 0
+            names = tuple(n for n in self.measure_names if MEASURES[n].group == "default" or complexity_due)
+            out.update(compute_measures(point, names))
+            if "cross_layer" in point.__dict__:  # the shared pass ran: its exclusions and reason
+                valid, reason = point.cross_layer.valid, point.cross_layer.reason
         keys = list(out)
         scalars = torch.stack([out[k].to(x.dtype) for k in keys])
-        # A NaN count: the layer's capture failed on some process (disabled there), so it is missing everywhere.
-        flags_of = [missing, counts == 0, counts.isnan(), ~valid]
-        flat = torch.cat([scalars, *(flag.to(x.dtype) for flag in flags_of)]).tolist()
+        flat = torch.cat([scalars, *(flag.to(x.dtype) for flag in [*flags_of, ~valid])]).tolist()
         values = dict(zip(keys, flat[: len(keys)], strict=True))
         flags = flat[len(keys) :]
-        self._warn_layers(*(flags[i * n_layers : (i + 1) * n_layers] for i in range(len(flags_of))))
-        self._note_reason(reason, n_points, needed)
-        recent = [*self.metrics["stability_index"], values["stability_index"]][-cfg.volatility_window :]
-        if len(recent) == cfg.volatility_window and not any(math.isnan(v) for v in recent):
-            mean = sum(recent) / len(recent)
-            values["stability_volatility"] = math.sqrt(sum((v - mean) ** 2 for v in recent) / len(recent))
+        self._warn_layers(*(flags[i * n_layers : (i + 1) * n_layers] for i in range(len(flags_of) + 1)))
+        if compute:
+            self._note_reason(reason, n_points)
+            stability = [v for v, c in zip(self.metrics["stability_index"], self.computed[:-1], strict=True) if c] + [
+                values.get("stability_index", math.nan)
+            ]
+            k = cfg.volatility_window
+            if len(stability) >= k:
+                recent = torch.tensor(stability[-k:], dtype=torch.float64)
+                values["stability_volatility"] = float(rolling_volatility(recent, window=k)[-1])
+            if cfg.null_surrogates and not self.schedule.by_step:  # by step: once per epoch, at its end
+                values.update(self._null_values())
+            self._note_short_series(values, n_points)
         return values
 
-    def _note_reason(self, reason: str | None, n_points: int, needed: dict[str, int]) -> None:
+    def _null_keys(self) -> tuple[str, ...]:
+        return tuple(key for name in self.measure_names for key in MEASURES[name].null_keys)
+
+    def _null_values(self) -> dict[str, float]:
+        """The noise floors of the measures defined at the last point, from the run's own history."""
+        assert self.history is not None and self.config.null_surrogates
+        x = self.history.values
+        names = tuple(
+            n for n in self.measure_names if MEASURES[n].null and x.shape[-1] >= MEASURES[n].points_needed(self.config)
+        )
+        if not names:
+            return {}
+        # Seeded by the point's index: the same history gives the same band on every process and on a rerun.
+        generator = torch.Generator().manual_seed(self.n_samples)
+        bands = null_bands(x, self.config, names, self.config.null_surrogates, generator)
+        keys = list(bands)
+        return dict(zip(keys, torch.stack([bands[k] for k in keys]).tolist(), strict=True))
+
+    def _note_reason(self, reason: str | None, n_points: int) -> None:
         """Say once why measures that should be defined by now are NaN (e.g. fewer than 2 valid layers)."""
         self.last_reason = reason
+        needed = self.config.points_needed()
         if reason is None or n_points < max(needed["metastability"], needed["integration"]):
-            return  # too few points yet: announced once by the adapters, not a problem
+            return  # too few points yet: announced once, not a problem
         if ("reason", reason) not in self._warned:
             self._warned.add(("reason", reason))
             self.warn(f"DynamicsTracker[{self.prefix}]: some measures are undefined and not logged: {reason}.")
+
+    def _note_short_series(self, values: Mapping[str, float], n_points: int) -> None:
+        """Say once per measure when it is computed on fewer points than its estimator needs to be reliable."""
+        window = n_points if self.config.history_window is None else min(n_points, self.config.history_window)
+        short = []
+        for name in self.measure_names:
+            needed = reliable_points(name)
+            if (
+                needed is not None
+                and not math.isnan(values.get(name, math.nan))
+                and window < needed
+                and ("short", name) not in self._warned
+            ):
+                self._warned.add(("short", name))
+                short.append(f"{name} (reliable from {needed})")
+        if short:
+            self.info(
+                f"DynamicsTracker[{self.prefix}]: computed on {window} sample points, fewer than their estimators "
+                f"need to be reliable: {', '.join(short)}. Read them beside their noise floor (<measure>_null_lo/hi), "
+                "or sample more points (points_per_epoch, every_n_steps). Said once per measure; docs/method.md, "
+                "noise floors."
+            )
+
+    def noise_floor_summary(self) -> str | None:
+        """One line per run: which measures sit inside their noise floor at the last computed point."""
+        try:
+            from lightning_dynamics.report import noise_floor_summary
+        except ImportError:
+            return None
+        try:
+            return noise_floor_summary(self.history_state())
+        except Exception:  # a summary line must never fail a finished fit
+            return None
 
     def _warn_layers(
         self, missing: list[float], never_called: list[float], disabled: list[float], excluded: list[float]
@@ -461,20 +687,57 @@ class DynamicsTracker:
                 )
                 self.warn(f"DynamicsTracker[{self.prefix}]: layers {shown} {kinds[kind]}. Said once per layer.")
 
-    def points_needed(self) -> dict[str, int]:
-        """Sample points before each measure is first defined."""
-        return self.config.points_needed()
+    def _record_logged(self, logged: Mapping[str, float]) -> None:
+        length = self.n_samples
+        for key, value in logged.items():
+            if key.startswith(f"{self.prefix}/"):
+                continue  # our own values are in `metrics`
+            series = self.logged.setdefault(key, [math.nan] * (length - 1))
+            series.append(float(value))
+        for series in self.logged.values():
+            if len(series) < length:
+                series.append(math.nan)
+
+    def _run_probe(self, probe: Callable[[], Any] | None, probe_context: Callable[[], Any] | None) -> None:
+        assert self._capture is not None
+        if self._probe_failed or probe is None:
+            return
+        model = self._model
+        was_training = model.training if model is not None else False
+        if model is not None:
+            model.eval()
+        self._probing = True
+        try:
+            with (
+                self._capture,
+                self._capture.capturing(),
+                torch.no_grad(),
+                probe_context() if probe_context is not None else nullcontext(),
+            ):
+                probe()
+        except Exception as error:
+            self._probe_failed = True
+            if self._accumulator is not None:
+                self._accumulator.reset()
+            self.warn(
+                f"DynamicsTracker[{self.prefix}]: the probe forward failed ({error!r}); the probe is disabled, "
+                "its sample points are missing from now on, training goes on."
+            )
+        finally:
+            self._probing = False
+            if model is not None:
+                model.train(was_training)
 
     # ------------------------------------------------------------------ files
 
-    def claim_history_path(self, directory: str | Path, taken: set[Path] | None = None) -> Path:
-        """Choose this run's history file in ``directory``: ``<prefix>_history.pt``, versioned (``-v1``, ...)
-        if that name is already on disk, so runs and fits sharing a directory never overwrite each other."""
-        self.history_path = versioned_path(Path(directory) / HISTORY_FILENAME.format(prefix=self.prefix), taken)
+    def claim_history_path(self, directory: str | Path) -> Path:
+        """Claim this run's history file in ``directory`` (``<prefix>_history.pt``, or ``-v1``, ... if taken):
+        an exclusive create, so runs sharing a directory never overwrite each other, whatever the timing."""
+        self.history_path = claim_path(directory, HISTORY_FILENAME.format(prefix=self.prefix))
         return self.history_path
 
     def history_state(self) -> dict[str, Any]:
-        """The history file's content: values, layers, epochs, steps, every measure and logged series, config."""
+        """The history file's content: values, layers, epochs, steps, segments, every measure and logged series."""
         if self.history is None:
             raise RuntimeError("DynamicsTracker has no history before attach(model).")
         state = self.history.state_dict()
@@ -486,18 +749,31 @@ class DynamicsTracker:
         return state
 
     def save(self, path: str | Path | None = None) -> Path | None:
-        """Write the history file (atomically, with its checksum). A failure warns and returns ``None``.
+        """Write the history file (atomically, with its checksum); its path, or ``None`` if it failed.
 
         Saving never raises: a full disk or a read-only directory must not turn a finished run into a failure.
+        The first failure warns with the path and the cause; later ones (periodic flushes) stay quiet until a
+        save succeeds again.
         """
         target = Path(path) if path is not None else self.history_path
         if target is None or self.history is None:
             return None
         try:
-            return save_history(self.history_state(), target)
+            written = save_history(self.history_state(), target)
         except Exception as error:
-            self.warn(f"DynamicsTracker[{self.prefix}]: could not save the history to {target}: {error!r}.")
+            if not self._save_failed:
+                self.warn(
+                    f"DynamicsTracker[{self.prefix}]: {error}"
+                    if isinstance(error, HistorySaveError)
+                    else f"DynamicsTracker[{self.prefix}]: could not save the history to {target}: {error!r}."
+                )
+                self.warn(f"DynamicsTracker[{self.prefix}]: further save failures are retried quietly.")
+            self._save_failed = True
             return None
+        if self._save_failed:
+            self.info(f"DynamicsTracker[{self.prefix}]: the history was saved to {written} after earlier failures.")
+        self._save_failed = False
+        return written
 
     @staticmethod
     def load(path: str | Path) -> dict[str, Any]:
@@ -506,8 +782,8 @@ class DynamicsTracker:
 
     # ------------------------------------------------------------------ state
 
-    def state_dict(self, include_probe_batch: bool = False, probe_batch: Any = None) -> dict[str, Any]:
-        """Everything needed to resume: history, partial sums, values, and the settings they depend on."""
+    def state_dict(self, include_probe_batch: bool = False) -> dict[str, Any]:
+        """Everything needed to resume: history, partial sums, values, schedule, and the settings they depend on."""
         if self.history is None or self._accumulator is None:
             return {} if self._pending_state is None else dict(self._pending_state)
         state = {
@@ -518,13 +794,21 @@ class DynamicsTracker:
             "accumulator": self._accumulator.state_dict(),
             "metrics": {key: list(values) for key, values in self.metrics.items()},
             "logged": {key: list(values) for key, values in self.logged.items()},
+            "computed": list(self.computed),
+            "defined": sorted(self.defined),
+            "schedule": self.schedule.state_dict(),
         }
-        if include_probe_batch and probe_batch is not None:
-            state["probe_batch"] = probe_batch
+        if include_probe_batch and self.probe_batch is not None:
+            state["probe_batch"] = _to_device(self.probe_batch, torch.device("cpu"))
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict`; applied at :meth:`attach` if the layers are not known yet."""
+        """Restore from :meth:`state_dict`; applied at :meth:`attach` if the layers are not known yet.
+
+        Every field is checked before anything changes: a ValueError naming the field, raised here, never later.
+        """
+        if not isinstance(state, dict):
+            raise ValueError(f"DynamicsTracker[{self.prefix}]: the state must be a dict, got {type(state).__name__}.")
         if not state:
             return
         if self.history is None:
@@ -532,15 +816,26 @@ class DynamicsTracker:
         else:
             self._restore(state)
 
+    def check_not_ahead(self, epoch: int, step: int) -> None:
+        """Refuse a restored history whose last fit ran past where the trainer is now (call once it is restored)."""
+        if self.history is not None:
+            self.history.check_not_ahead(epoch, step, where=f"DynamicsTracker[{self.prefix}]'s restored history")
+
     def _restore(self, state: dict[str, Any]) -> None:
         assert self.history is not None and self._accumulator is not None
+        owner = f"DynamicsTracker[{self.prefix}]"
         version = state.get("version")
-        if version != STATE_VERSION:
+        if version not in (2, STATE_VERSION):
             raise ValueError(
-                f"DynamicsTracker[{self.prefix}] cannot resume from state version {version!r} (this version "
-                f"writes {STATE_VERSION}). Resume without the callback state to start a fresh history."
+                f"{owner} cannot resume from state version {version!r} (this version writes {STATE_VERSION}). "
+                "Resume without the callback state to start a fresh history."
             )
+        for field in ("history", "accumulator"):
+            if not isinstance(state.get(field), dict):
+                raise ValueError(f"{owner}: the checkpoint's `{field}` must be a dict, got {state.get(field)!r:.80}.")
         saved_config = state.get("config", {})
+        if not isinstance(saved_config, dict):
+            raise ValueError(f"{owner}: the checkpoint's `config` must be a dict, got {type(saved_config).__name__}.")
         current = self.config.to_dict()
         differ = {
             k: (saved_config[k], current[k])
@@ -549,85 +844,62 @@ class DynamicsTracker:
         }
         if differ:
             raise ValueError(
-                f"DynamicsTracker[{self.prefix}]: the checkpoint was recorded with other settings "
+                f"{owner}: the checkpoint was recorded with other settings "
                 + ", ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in differ.items())
-                + ". Use the same settings, or resume without the callback's state."
+                + ". Use the same settings (one history cannot mix them), or resume without the callback's state."
             )
-        self.history.load_state_dict(state["history"])  # validates shapes, lengths, layers
-        length = self.history.length
-        accumulator = state["accumulator"]
-        counts, sums = accumulator.get("counts"), accumulator.get("sums")
-        expected_rows = len(self.history.layer_names)
-        if (
-            not isinstance(counts, list)
-            or len(counts) != expected_rows
-            or any(not isinstance(c, int) or c < 0 for c in counts)
-        ):
-            raise ValueError(
-                f"DynamicsTracker[{self.prefix}]: the checkpoint's partial counts must be {expected_rows} "
-                f"non-negative integers, got {counts!r}."
-            )
-        if not isinstance(sums, Tensor) or sums.shape != self._accumulator.sums.shape:
-            shape = tuple(sums.shape) if isinstance(sums, Tensor) else type(sums).__name__
-            raise ValueError(
-                f"DynamicsTracker[{self.prefix}]: the checkpoint's partial sums have shape {shape}, expected "
-                f"{tuple(self._accumulator.sums.shape)}."
-            )
-        self._accumulator.load_state_dict(accumulator)
-        metrics = state.get("metrics", {})
-        unknown = sorted(set(metrics) - set(MEASURE_KEYS) - set(COMPLEXITY_KEYS) - set(SURROGATE_KEYS))
+        # Check everything before changing anything: a failed restore leaves the tracker as it was.
+        history = SummaryHistory(self.history.layer_names, self.config.summary, device=self.history.device)
+        history.load_state_dict(state["history"])  # validates every field, the layers and the summary
+        accumulator = SummaryAccumulator(len(history.layer_names), self.config.summary, self.history.device)
+        accumulator.load_state_dict(state["accumulator"])  # validates every field and shape
+        length = history.length
+        metrics, logged = state.get("metrics", {}), state.get("logged", {})
+        validate_point_series(metrics, length, owner + ": the checkpoint", "metrics")
+        validate_point_series(logged, length, owner + ": the checkpoint", "logged")
+        unknown = sorted(set(metrics) - set(self._all_known_keys()))
         if unknown:
-            raise ValueError(f"DynamicsTracker[{self.prefix}]: the checkpoint has unknown measures {unknown}.")
-        for group, series_by_key in (("metrics", metrics), ("logged", state.get("logged", {}))):
-            for key, series in series_by_key.items():
-                if len(series) != length:
-                    raise ValueError(
-                        f"DynamicsTracker[{self.prefix}]: the checkpoint's {group}[{key!r}] has {len(series)} values "
-                        f"for {length} sample points."
-                    )
+            raise ValueError(f"{owner}: the checkpoint has unknown measures {unknown}.")
+        computed = state.get("computed", [True] * length)
+        if not isinstance(computed, list) or len(computed) != length or not all(isinstance(c, bool) for c in computed):
+            raise ValueError(f"{owner}: the checkpoint's `computed` must be {length} booleans, got {computed!r:.80}.")
+        defined = state.get("defined", [])
+        if not isinstance(defined, (list, tuple)) or not all(isinstance(k, str) for k in defined):
+            raise ValueError(f"{owner}: the checkpoint's `defined` must be a list of keys, got {defined!r:.80}.")
+        schedule = SampleSchedule(self.config.every_n_steps, self.config.points_per_epoch)
+        schedule.load_state_dict(state.get("schedule", {}), owner)
+        self.history.load_state_dict(state["history"])  # valid: checked on the copies above
+        self._accumulator.load_state_dict(state["accumulator"])
+        self.schedule = schedule
         self.metrics = {key: [float(v) for v in metrics.get(key, [math.nan] * length)] for key in self.keys}
-        self.logged = {key: [float(v) for v in values] for key, values in state.get("logged", {}).items()}
+        self.logged = {key: [float(v) for v in values] for key, values in logged.items()}
+        self.computed = list(computed)
+        self.defined = set(defined)
+        if self.source == "probe" and state.get("probe_batch") is not None and self.probe_batch is None:
+            self.probe_batch = state["probe_batch"]
+
+    @staticmethod
+    def _all_known_keys() -> tuple[str, ...]:
+        return tuple(key for name, m in MEASURES.items() for key in (name, *m.null_keys))
 
 
-def sample_point_measures(x: Tensor, config: DynamicsConfig) -> tuple[dict[str, Tensor], Tensor, str | None]:
-    """What a sample point computes on a history ``x: [L, T]``, on its device, without a host sync.
+def _detached_copy(batch: Any) -> Any:
+    if isinstance(batch, Tensor):
+        return batch.detach().clone()
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_detached_copy(b) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _detached_copy(v) for k, v in batch.items()}
+    return batch
 
-    The whole-history measures (over the last ``history_window`` points if set) and the stability index of the
-    last ``window`` points; NaN where too few points exist. The tracker adds ``nonfinite`` and the volatility
-    (from the stored stability series); the benchmarks time exactly this.
 
-    Returns:
-        ``({measure: 0-d tensor}, valid layers [L], reason or None)``.
-    """
-    cfg = config
-    n_layers, n_points = x.shape
-    nan = torch.tensor(float("nan"), dtype=x.dtype, device=x.device)
-    out: dict[str, Tensor] = {key: nan for key in MEASURE_KEYS}
-    valid = torch.ones(n_layers, dtype=torch.bool, device=x.device)
-    reason = None
-    needed = cfg.points_needed()
-    if n_points >= min(needed["metastability"], needed["integration"]):
-        measures = dynamics_measures(
-            x if cfg.history_window is None else x[:, -cfg.history_window :],
-            detrend=cfg.detrend,
-            pad=cfg.pad,
-            h_opt=cfg.h_opt,
-            sigma=cfg.sigma,
-            include_phase_integration=cfg.compute_phase_integration,
-        )
-        for key in ("integration", "integration_alpha", "metastability", "synchrony", "phase_integration"):
-            out[key] = getattr(measures, key)
-        out["n_excluded"] = measures.n_excluded.to(x.dtype)
-        valid = measures.valid
-        reason = measures.reason
-    if n_points >= cfg.window:
-        out["stability_index"] = stability_index(
-            x[:, -cfg.window :],
-            window=cfg.window,
-            weights=cfg.weights,
-            detrend=cfg.detrend,
-            pad=cfg.pad,
-            h_opt=cfg.h_opt,
-            sigma=cfg.sigma,
-        )[-1]
-    return out, valid, reason
+def _to_device(batch: Any, device: torch.device | None) -> Any:
+    if device is None:
+        return batch
+    if isinstance(batch, Tensor):
+        return batch.to(device)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return batch

@@ -100,18 +100,40 @@ def test_adapters_keep_typed_init_defaults_equal_to_the_config(adapter: str) -> 
     cls = getattr(lightning_dynamics, adapter)
     parameters = inspect.signature(cls.__init__).parameters
     defaults = DynamicsConfig().to_dict()
-    for name, value in defaults.items():  # every field is an argument: from_arguments(locals()) finds it
+    for name, value in defaults.items():  # every field is a typed argument with the config's default
         default = parameters[name].default
         assert (list(default) if isinstance(default, tuple) else default) == value, name
         assert parameters[name].annotation is not inspect.Parameter.empty
     assert cls(window=24, weights=[0.25, 0.75]).tracker.config == DynamicsConfig(window=24, weights=(0.25, 0.75))
 
 
-def test_from_arguments_takes_the_fields_and_ignores_the_rest() -> None:
-    arguments = {**DynamicsConfig(sigma=0.2).to_dict(), "self": object(), "prefix": "x"}
-    assert DynamicsConfig.from_arguments(arguments) == DynamicsConfig(sigma=0.2)
-    with pytest.raises(TypeError, match=r"no value for \['detrend', 'pad', 'window',"):
-        DynamicsConfig.from_arguments({"summary": "rms"})
+NON_DEFAULTS = {
+    "summary": "std",
+    "detrend": "mean",
+    "pad": None,
+    "window": 20,
+    "volatility_window": 3,
+    "weights": (0.25, 0.75),
+    "h_opt": 0.6,
+    "sigma": 0.2,
+    "history_window": 300,
+    "compute_phase_integration": False,
+    "every_n_steps": 7,
+    "points_per_epoch": 3,
+    "null_surrogates": 19,
+    "complexity_every_n_samples": 4,
+}
+
+
+@pytest.mark.parametrize("adapter", ["DynamicsMonitor", "DynamicsFabricMonitor"])
+def test_adapters_pass_every_config_field_to_the_config(adapter: str) -> None:
+    import lightning_dynamics
+
+    assert set(NON_DEFAULTS) == set(DynamicsConfig().to_dict())  # a new field needs a value here
+    cls = getattr(lightning_dynamics, adapter)
+    config = cls(**NON_DEFAULTS).tracker.config
+    assert config == DynamicsConfig(**NON_DEFAULTS)
+    assert all(getattr(config, k) != getattr(DynamicsConfig(), k) for k in NON_DEFAULTS)
 
 
 def test_layers_key_has_no_memory_address() -> None:

@@ -1,25 +1,27 @@
 """DynamicsFabricMonitor: the Lightning Fabric adapter of :class:`~lightning_dynamics.DynamicsTracker`.
 
-Fabric calls a callback's hooks only where the training loop says so, with ``fabric.call(name, **kwargs)``.
-Three calls are enough (records the model's forward calls in training mode; validation in eval mode is not
-recorded)::
+Fabric calls a callback's hooks where the training loop says so, with ``fabric.call(name, **kwargs)``. The model's
+forward calls in training mode are recorded (validation in eval mode is not)::
 
     monitor = DynamicsFabricMonitor()
     fabric = Fabric(callbacks=[monitor], loggers=CSVLogger("runs"))
     model, optimizer = fabric.setup(model, optimizer)
     fabric.call("on_train_start", fabric=fabric, model=model)
     for epoch in range(epochs):
-        for batch in loader:
-            ...
+        fabric.call("on_train_epoch_start", fabric=fabric, epoch=epoch, step=step, n_batches=len(loader))
+        for batch_idx, batch in enumerate(loader):
+            ...  # forward, backward, optimizer step; step += 1
+            fabric.call("on_train_batch_end", fabric=fabric, epoch=epoch, step=step, batch_idx=batch_idx,
+                        n_batches=len(loader))
         fabric.call("on_train_epoch_end", fabric=fabric, epoch=epoch, step=step)
     fabric.call("on_train_end", fabric=fabric)
 
-Values are logged with ``fabric.log_dict`` under ``<prefix>/`` and the history is saved by rank 0.
+Values are logged with ``fabric.log_dict`` under ``<prefix>/``; rank 0 saves the history and logs the dashboard.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,32 +30,34 @@ from lightning.fabric.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_dynamics.capture.layer_selection import LayerSelection
-from lightning_dynamics.config import DynamicsConfig, check_finite_real, check_int
-from lightning_dynamics.distributed import StoreRendezvous, process_group_timeout
-from lightning_dynamics.tracker import DynamicsTracker
-
-_HINT = (
-    "Every process must run the same number of batches between sample points: shard the data with "
-    "fabric.setup_dataloaders (a DistributedSampler) or give every process an iterable of the same length."
+from lightning_dynamics.config import (
+    DEFAULT_H_OPT,
+    DEFAULT_HISTORY_WINDOW,
+    DEFAULT_NULL_SURROGATES,
+    DEFAULT_POINTS_PER_EPOCH,
+    DEFAULT_SIGMA,
+    DEFAULT_WEIGHTS,
+    MAX_TIMEOUT_S,
+    DynamicsConfig,
+    check_bool,
+    check_finite_real,
 )
+from lightning_dynamics.distributed import process_group_timeout
+from lightning_dynamics.functional.stability import DEFAULT_VOLATILITY_WINDOW, DEFAULT_WINDOW
+from lightning_dynamics.tracker import DynamicsTracker, LogPoint
 
 
 class DynamicsFabricMonitor:
-    """Watch a Fabric training loop as a dynamical system; the same measures as :class:`DynamicsMonitor`.
+    """Watch a Fabric training loop as a dynamical system; every option of :class:`DynamicsMonitor`.
 
     Args:
-        layers, max_layers, summary, window, volatility_window, weights, detrend, pad, h_opt, sigma,
-            compute_phase_integration, history_window, prefix, save_every_n_samples: as
-            :class:`~lightning_dynamics.DynamicsMonitor`.
-        every_n_steps: sample at ``on_train_batch_end(step=...)`` every this many steps instead of at
-            ``on_train_epoch_end``.
+        layers, max_layers, summary, every_n_steps, points_per_epoch, source, probe_batch, window,
+            volatility_window, weights, detrend, pad, h_opt, sigma, compute_phase_integration, history_window,
+            null_surrogates, complexity_every_n_samples, prefix, save_history, save_every_n_samples, log_dashboard,
+            checkpoint_probe_batch, ddp_timeout, verbose: as :class:`~lightning_dynamics.DynamicsMonitor`.
+        probe_forward: ``(model, batch) -> output`` for the probe (default: ``model(batch[0])``).
         history_dir: where ``<prefix>_history.pt`` goes (default: the first logger's ``log_dir``, else the
-            working directory); versioned ``-v1``, ... when the name exists.
-        save_history: write the history file at ``on_train_end``.
-        ddp_timeout: with several processes, seconds each waits for the others before a sample point's
-            all-reduce, then fails with a :class:`~lightning_dynamics.DistributedMismatchError` instead of
-            hanging; ``None`` for the strategy's process-group timeout. Processes that disagree on the epoch
-            or step fail at once.
+            working directory).
     """
 
     def __init__(
@@ -62,38 +66,69 @@ class DynamicsFabricMonitor:
         max_layers: int | None = 64,
         summary: Literal["rms", "mean", "abs_mean", "std"] = "rms",
         every_n_steps: int | None = None,
-        window: int = 16,
-        volatility_window: int = 5,
-        weights: tuple[float, float] = (0.5, 0.5),
+        points_per_epoch: int = DEFAULT_POINTS_PER_EPOCH,
+        source: Literal["train", "probe"] = "train",
+        probe_batch: Any = None,
+        probe_forward: Callable[[nn.Module, Any], Any] | None = None,
+        window: int = DEFAULT_WINDOW,
+        volatility_window: int = DEFAULT_VOLATILITY_WINDOW,
+        weights: tuple[float, float] = DEFAULT_WEIGHTS,
         detrend: Literal["diff", "linear", "mean"] | None = "diff",
         pad: Literal["reflect"] | None = "reflect",
-        h_opt: float = 0.70,
-        sigma: float = 0.15,
+        h_opt: float = DEFAULT_H_OPT,
+        sigma: float = DEFAULT_SIGMA,
         compute_phase_integration: bool = True,
-        history_window: int | None = None,
+        history_window: int | None = DEFAULT_HISTORY_WINDOW,
+        null_surrogates: int | None = DEFAULT_NULL_SURROGATES,
+        complexity_every_n_samples: int | None = None,
         prefix: str = "dynamics",
         history_dir: str | Path | None = None,
         save_history: bool = True,
         save_every_n_samples: int | None = None,
+        log_dashboard: bool = True,
+        checkpoint_probe_batch: bool = False,
         ddp_timeout: float | None = None,
+        verbose: bool = True,
     ) -> None:
-        config = DynamicsConfig.from_arguments(locals())  # validates every measure setting
+        config = DynamicsConfig(
+            summary=summary,
+            detrend=detrend,
+            pad=pad,
+            window=window,
+            volatility_window=volatility_window,
+            weights=weights,
+            h_opt=h_opt,
+            sigma=sigma,
+            history_window=history_window,
+            compute_phase_integration=compute_phase_integration,
+            every_n_steps=every_n_steps,
+            points_per_epoch=points_per_epoch,
+            null_surrogates=null_surrogates,
+            complexity_every_n_samples=complexity_every_n_samples,
+        )
         self.tracker = DynamicsTracker(
             layers=layers,
             max_layers=max_layers,
             config=config,
             prefix=prefix,
+            source=source,
+            probe_batch=probe_batch,
+            probe_forward=probe_forward,
+            save_history=save_history,
             save_every_n_samples=save_every_n_samples,
+            verbose=verbose,
             warn=rank_zero_warn,
             info=rank_zero_info,
         )
-        self.every_n_steps = check_int("every_n_steps", every_n_steps, 1, allow_none=True)
+        if history_dir is not None and not isinstance(history_dir, (str, Path)):
+            raise ValueError(f"`history_dir` must be a path or None, got {history_dir!r}.")
         self.history_dir = history_dir
-        self.save_history = save_history
-        self._defined: set[str] = set()
-        self._last_sample_step = -1
-        self.ddp_timeout = None if ddp_timeout is None else check_finite_real("ddp_timeout", ddp_timeout, positive=True)
-        self._rendezvous: StoreRendezvous | None = None
+        self.log_dashboard = check_bool("log_dashboard", log_dashboard)
+        self.checkpoint_probe_batch = check_bool("checkpoint_probe_batch", checkpoint_probe_batch)
+        self.ddp_timeout = check_finite_real(
+            "ddp_timeout", ddp_timeout, positive=True, maximum=MAX_TIMEOUT_S, allow_none=True
+        )
+        self._fabric: Fabric | None = None
 
     @property
     def history_path(self) -> Path | None:
@@ -102,76 +137,75 @@ class DynamicsFabricMonitor:
     def on_train_start(self, fabric: Fabric, model: nn.Module, **kwargs: Any) -> None:
         """Attach to ``model`` (a module returned by ``fabric.setup`` or the plain module)."""
         module = getattr(model, "module", model) if type(model).__name__ == "_FabricModule" else model
-        self.tracker.attach(module, device=fabric.device)
-        self._rendezvous = StoreRendezvous.for_default_group(
-            namespace=self.tracker.prefix,
-            timeout=self.ddp_timeout or process_group_timeout(fabric.strategy),
-            owner=f"DynamicsFabricMonitor[{self.tracker.prefix}]",
-        )
-        if fabric.is_global_zero and self.save_history:
-            directory = self.history_dir
-            if directory is None:
-                log_dir = getattr(fabric.logger, "log_dir", None) if fabric.loggers else None
-                directory = log_dir or "."
-            self.tracker.claim_history_path(directory)
-
-    def on_train_batch_end(self, fabric: Fabric, step: int | None = None, epoch: int = 0, **kwargs: Any) -> None:
-        """With ``every_n_steps``: pass the optimizer ``step`` count after each batch."""
-        if self.every_n_steps and step is not None and step > 0 and step % self.every_n_steps == 0:
-            if step != self._last_sample_step:
-                self._last_sample_step = step
-                self.sample(fabric, epoch=epoch, step=step)
-
-    def on_train_epoch_end(self, fabric: Fabric, epoch: int, step: int | None = None, **kwargs: Any) -> None:
-        """Close the epoch's sample interval (epoch sampling); ``step`` is recorded with the point."""
-        if not self.every_n_steps:
-            self.sample(fabric, epoch=epoch, step=epoch if step is None else step)
-
-    def sample(self, fabric: Fabric, epoch: int, step: int, logged: dict[str, float] | None = None) -> dict[str, float]:
-        """One sample point: all-reduce, measures, ``fabric.log_dict`` of the defined values."""
+        log_dir = getattr(fabric.logger, "log_dir", None) if fabric.loggers else None
+        self._fabric = fabric
 
         def reduce(packed: Tensor) -> Tensor:
-            if self._rendezvous is not None:  # all processes here, in step, or a clear error: never a hang
-                self._rendezvous.agree(f"sample point {self.tracker.n_samples}", {"epoch": epoch, "step": step}, _HINT)
             reduced = fabric.all_reduce(packed, reduce_op="sum")
             assert isinstance(reduced, Tensor)
             return reduced
 
-        values = self.tracker.sample(epoch, step, reduce=reduce, logged=logged)
-        out = {}
-        for key, value in values.items():
-            if math.isnan(value) and key not in self._defined:
-                continue
-            self._defined.add(key)
-            out[f"{self.tracker.prefix}/{key}"] = value
-        if out and fabric.loggers:
-            fabric.log_dict(out, step=step)
-        return values
+        self.tracker.begin_fit(
+            module,
+            device=fabric.device,
+            reduce=reduce,
+            ddp_timeout=self.ddp_timeout or process_group_timeout(fabric.strategy),
+            history_dir=self.history_dir or log_dir or ".",
+            is_global_zero=fabric.is_global_zero,
+            probe_context=fabric.autocast,
+        )
+
+    def on_train_epoch_start(
+        self, fabric: Fabric, epoch: int, step: int = 0, n_batches: int | None = None, **kwargs: Any
+    ) -> None:
+        """An epoch begins (``n_batches``: its length, for sub-epoch sample points)."""
+        self.tracker.epoch_start(epoch, step, n_batches)
+
+    def on_train_batch_start(self, fabric: Fabric, batch: Any = None, **kwargs: Any) -> None:
+        """For ``source="probe"``: the first batch becomes the probe batch unless one was given."""
+        self.tracker.batch_start(batch)
+
+    def on_train_batch_end(
+        self,
+        fabric: Fabric,
+        step: int,
+        epoch: int = 0,
+        batch_idx: int | None = None,
+        n_batches: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """After each batch: ``step`` optimizer steps so far, ``batch_idx`` in the epoch and its length."""
+        self._log(fabric, self.tracker.batch_end(epoch, step, batch_idx, n_batches), step)
+
+    def on_train_epoch_end(self, fabric: Fabric, epoch: int, step: int | None = None, **kwargs: Any) -> None:
+        """Close the epoch: its last sample point and the measures (``step`` is recorded with the point)."""
+        step = epoch if step is None else step
+        self._log(fabric, self.tracker.epoch_end(epoch, step), step)
 
     def on_train_end(self, fabric: Fabric, **kwargs: Any) -> None:
-        """Remove the hooks and save the history (rank 0)."""
-        self.tracker.detach()
-        self._rendezvous = None
-        if self.save_history and fabric.is_global_zero:
-            path = self.tracker.save()
-            if path is not None:
-                rank_zero_info(f"DynamicsFabricMonitor: history of {self.tracker.n_samples} points saved to {path}")
+        """Remove the hooks, save the history and log the dashboard (rank 0)."""
+        path = self.tracker.end_fit()
+        if path is not None and self.log_dashboard and fabric.loggers:
+            try:
+                from lightning_dynamics.callbacks.figure_logging import log_dashboard_from_history
+
+                log_dashboard_from_history(fabric.loggers, path, prefix=self.tracker.prefix)
+            except Exception as error:  # a figure must never fail a finished run
+                rank_zero_warn(f"DynamicsFabricMonitor: could not log the dashboard figure: {error!r}")
+
+    def _log(self, fabric: Fabric, point: LogPoint | None, step: int) -> None:
+        if point is not None and point.values and fabric.loggers:
+            fabric.log_dict(point.values, step=step)
+
+    def sample(self, fabric: Fabric, epoch: int, step: int, logged: dict[str, float] | None = None) -> dict[str, float]:
+        """One sample point with its measures, now, whatever the schedule (for loops that sample by hand)."""
+        values = self.tracker.sample(epoch, step, logged=logged)
+        self._log(fabric, self.tracker.log_point(values, on_step=True), step)
+        return values
 
     def state_dict(self) -> dict[str, Any]:
         """For ``fabric.save(path, {"dynamics": monitor.state_dict(), ...})``."""
-        state = self.tracker.state_dict()
-        if state:
-            state["every_n_steps"] = self.every_n_steps
-            state["defined"] = sorted(self._defined)
-        return state
+        return self.tracker.state_dict(include_probe_batch=self.checkpoint_probe_batch)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if not state:
-            return
-        if state.get("every_n_steps") != self.every_n_steps:
-            raise ValueError(
-                f"DynamicsFabricMonitor: the state was recorded with every_n_steps={state.get('every_n_steps')!r}, "
-                f"this monitor samples with every_n_steps={self.every_n_steps!r}."
-            )
-        self._defined = set(state.get("defined", []))
         self.tracker.load_state_dict(state)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -77,9 +77,11 @@ def row_blocks(rows: Tensor) -> tuple[Tensor, ...]:
     return rows.split(max(1, CPU_BLOCK_BYTES // per_row))
 
 
-def check_choice(name: str, value: Any, allowed: tuple[Any, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"`{name}` must be one of {allowed}, got {value!r}.")
+def check_choice(name: str, value: Any, allowed: Sequence[Any]) -> Any:
+    """``value`` if it is one of ``allowed`` (never a bool standing in for 0/1); a ValueError naming ``name``."""
+    if isinstance(value, bool) or value not in allowed:
+        raise ValueError(f"`{name}` must be one of {tuple(allowed)!r}, got {value!r}.")
+    return value
 
 
 def warn_insufficient(message: str) -> None:

@@ -127,6 +127,15 @@ def katz_fd(x: Tensor) -> Tensor:
     A straight line gives 1; wigglier series give more. Equal to ``antropy.katz_fd(x)`` (Katz 1988,
     Comput. Biol. Med. 18:145). A constant series, or one of fewer than 3 points, gives NaN.
 
+    Since :math:`L / a = n = N - 1` steps, this *is* the step-normalised form of Katz's paper,
+    :math:`D = \log_{10} n / (\log_{10} n + \log_{10}(d / L))`: normalising by the number of steps does not
+    remove the dependence on length. For a path (a random walk) :math:`d / L \sim n^{-1/2}` and :math:`D`
+    creeps towards 2; for noise (e.g. a differenced history, as :func:`history_complexity` passes it)
+    :math:`d` grows only like :math:`\sqrt{\log n}` while :math:`L \propto n`, so :math:`D` keeps growing with
+    :math:`T` (white noise: about 3.8 at T = 24, 4.8 at T = 200, 5.8 at T = 2000) and its spread is large.
+    Values compare only between series of the same length: read them beside the null of that length
+    (``benchmarks/noise_floors.md``; docs/method.md section 8b). This variant (antropy's) is the one logged.
+
     Args:
         x: ``[..., T]`` real series.
 

@@ -50,22 +50,39 @@ def mean_period(x: Tensor) -> Tensor:
     return torch.clamp(period, max=int(_MAX_TSEP_FACTOR * n)).to(torch.int64)
 
 
-def min_rosenstein_length(emb_dim: int = 10, lag: int = 1, trajectory_len: int = 20, min_tsep: int = 0) -> int:
-    """The shortest series :func:`lyapunov_rosenstein` accepts with these parameters (as ``nolds.lyap_r_len``).
+def min_rosenstein_length(
+    emb_dim: int = 2, lag: int = 1, trajectory_len: int = 4, min_tsep: int | None = None
+) -> int:
+    """The shortest series :func:`lyapunov_rosenstein` accepts with these parameters, for every series.
+
+    With an explicit ``min_tsep`` this is ``nolds.lyap_r_len``: ``(emb_dim - 1) lag + trajectory_len +
+    2 min_tsep + 1``. With ``min_tsep=None`` (the default: each series' :func:`mean_period`, at most
+    ``floor(T / 4)``) it is the shortest ``T`` from which on the longest automatic window fits, so that no
+    series of that length or longer is refused. This is the length at which the estimator is *defined*; the
+    length at which it is *reliable* is ``RELIABLE_MIN_POINTS["lyapunov_rosenstein"]``
+    (:mod:`~lightning_dynamics.functional.reliability`).
 
     Example:
         >>> min_rosenstein_length(emb_dim=10, lag=1, trajectory_len=20, min_tsep=5)
         40
+        >>> min_rosenstein_length()  # the defaults, automatic Theiler window
+        10
     """
-    return (emb_dim - 1) * lag + 1 + trajectory_len - 1 + 2 * min_tsep + 1
+    base = (emb_dim - 1) * lag + trajectory_len + 1
+    if min_tsep is not None:
+        return base + 2 * min_tsep
+    # Accepted iff T >= base + 2 * floor(T / 4); T - 2 floor(T / 4) is not monotone, but >= T / 2, so every
+    # T >= 2 * base is accepted: the answer is one past the last refused length below that.
+    refused = [t for t in range(1, 2 * base + 1) if t < base + 2 * int(_MAX_TSEP_FACTOR * t)]
+    return (max(refused) + 1) if refused else 1
 
 
 def lyapunov_rosenstein(
     x: Tensor,
-    emb_dim: int = 10,
+    emb_dim: int = 2,
     lag: int = 1,
     min_tsep: int | None = None,
-    trajectory_len: int = 20,
+    trajectory_len: int = 4,
     fit_offset: int = 0,
     tau: float = 1.0,
 ) -> Tensor:
@@ -81,6 +98,17 @@ def lyapunov_rosenstein(
     ``nolds.lyap_r``; with the same ``emb_dim``, ``lag``, ``min_tsep``, ``trajectory_len`` and
     ``fit="poly"`` the result equals nolds'. The logistic map at ``r = 4`` gives :math:`\ln 2` per step.
     Unlike nolds, ``lag`` is not estimated from the autocorrelation: one lag serves the whole batch.
+
+    Defaults (``emb_dim=2, lag=1, trajectory_len=4, fit_offset=0``, automatic Theiler window) are chosen for short
+    series (docs/method.md section 8b): neighbours in a series of T points start about ``1/T`` of the attractor
+    apart, so the divergence saturates after a few steps, and a fit over 20 steps (nolds' default, and ours
+    before) measures the plateau: 0.03-0.11 instead of ln 2 on the logistic map. With these defaults the logistic
+    map gives ln 2 within ``|bias| + 2 sd <= ln(2) / 2`` from ``RELIABLE_MIN_POINTS["lyapunov_rosenstein"]``
+    points on (:mod:`~lightning_dynamics.functional.reliability`); shorter series are accepted from
+    :func:`min_rosenstein_length` on but biased low. They suit maps and coarsely sampled flows, whose
+    divergence saturates within a few samples; a finely sampled flow needs a trajectory and fit range that
+    cover its linear region (the Lorenz system sampled every 0.1 time units: ``emb_dim=3, trajectory_len=20,
+    fit_offset=5``, within 5% of 0.906 per unit time at T = 1000; ``benchmarks/noise_floors.md``).
     Cost: ``O(T^2 emb_dim)`` per series (all pairwise distances), batched in row blocks on CPU.
 
     Args:

@@ -14,7 +14,9 @@ from torch.utils.data import DataLoader
 from benchmarks.kit import DigitsDataModule, SmallCNN
 from lightning_dynamics import DynamicsMonitor, DynamicsTracker
 from lightning_dynamics.capture import load_history
-from lightning_dynamics.tracker import MEASURE_KEYS
+from lightning_dynamics.measure_registry import measure_names
+
+MEASURE_KEYS = measure_names("default")
 
 EPOCHS = 18
 LR = 0.05

@@ -13,8 +13,10 @@ from lightning_dynamics import DynamicsMonitor
 from lightning_dynamics.capture import load_history
 from lightning_dynamics.functional import dynamics_measures, rolling_volatility, stability_index
 from lightning_dynamics.functional._checks import clear_shape_caches
-from lightning_dynamics.tracker import MEASURE_KEYS
+from lightning_dynamics.measure_registry import measure_names
 from tests.helpers import TinyModule, TinyNet, forward_hook_count, loaders, trainer
+
+MEASURE_KEYS = measure_names("default")
 
 
 def fit(tmp_path: Path, monitor: DynamicsMonitor, epochs: int = 22, module: TinyModule | None = None, **kwargs):
@@ -28,7 +30,7 @@ def fit(tmp_path: Path, monitor: DynamicsMonitor, epochs: int = 22, module: Tiny
 
 
 def test_keys_in_csv_logger_and_callback_metrics(tmp_path: Path) -> None:
-    monitor = DynamicsMonitor(verbose=False)
+    monitor = DynamicsMonitor(points_per_epoch=1, verbose=False)
     t, _ = fit(tmp_path, monitor, logger=CSVLogger(tmp_path))
     for key in MEASURE_KEYS:
         assert f"dynamics/{key}" in t.callback_metrics, key
@@ -42,7 +44,7 @@ def test_keys_in_csv_logger_and_callback_metrics(tmp_path: Path) -> None:
 
 
 def test_logged_values_equal_functional_api_on_the_history(tmp_path: Path) -> None:
-    monitor = DynamicsMonitor(verbose=False)
+    monitor = DynamicsMonitor(points_per_epoch=1, verbose=False)
     t, _ = fit(tmp_path, monitor)
     x = monitor.history.values
     expected = dynamics_measures(x)
@@ -56,7 +58,7 @@ def test_logged_values_equal_functional_api_on_the_history(tmp_path: Path) -> No
 
 
 def test_history_window_bounds_the_measures_to_the_last_points(tmp_path: Path) -> None:
-    monitor = DynamicsMonitor(history_window=16, verbose=False)
+    monitor = DynamicsMonitor(points_per_epoch=1, history_window=16, verbose=False)
     t, _ = fit(tmp_path, monitor, epochs=24)
     x = monitor.history.values
     assert x.shape[-1] == 24  # the stored history stays whole
@@ -68,7 +70,7 @@ def test_history_window_bounds_the_measures_to_the_last_points(tmp_path: Path) -
 
 
 def test_history_matches_a_manual_rms_of_the_layer_outputs(tmp_path: Path) -> None:
-    monitor = DynamicsMonitor(layers=["net.fc2"], verbose=False)
+    monitor = DynamicsMonitor(points_per_epoch=1, layers=["net.fc2"], verbose=False)
     pl.seed_everything(0)
     module = TinyModule()
     train, _ = loaders()
@@ -94,7 +96,7 @@ def test_stock_early_stopping_monitors_a_dynamics_key(tmp_path: Path) -> None:
         strict=False,
         check_on_train_epoch_end=True,
     )
-    t, _ = fit(tmp_path, DynamicsMonitor(verbose=False), epochs=40, callbacks=[stopper])
+    t, _ = fit(tmp_path, DynamicsMonitor(points_per_epoch=1, verbose=False), epochs=40, callbacks=[stopper])
     # The key first exists after 16 epochs; min_delta=1 means it can never improve, so stop at the next check.
     assert t.current_epoch == 17
     assert stopper.stopped_epoch == 16
@@ -109,7 +111,7 @@ def test_model_checkpoint_monitors_a_dynamics_key(tmp_path: Path) -> None:
     )
     fit(
         tmp_path,
-        DynamicsMonitor(verbose=False),
+        DynamicsMonitor(points_per_epoch=1, verbose=False),
         epochs=22,
         callbacks=[checkpoint],
         enable_checkpointing=True,
@@ -119,11 +121,11 @@ def test_model_checkpoint_monitors_a_dynamics_key(tmp_path: Path) -> None:
 
 
 def test_hooks_removed_after_fit_and_after_exception(tmp_path: Path) -> None:
-    monitor = DynamicsMonitor(verbose=False)
+    monitor = DynamicsMonitor(points_per_epoch=1, verbose=False)
     _, module = fit(tmp_path, monitor, epochs=2)
     assert forward_hook_count(module) == 0
     failing = TinyModule(fail_at_step=6)
-    monitor = DynamicsMonitor(verbose=False)
+    monitor = DynamicsMonitor(points_per_epoch=1, verbose=False)
     with pytest.raises(RuntimeError, match="boom"):
         fit(tmp_path / "fail", monitor, epochs=5, module=failing)
     assert forward_hook_count(failing) == 0
@@ -132,7 +134,7 @@ def test_hooks_removed_after_fit_and_after_exception(tmp_path: Path) -> None:
 
 
 def test_no_retained_activation_memory_across_50_epochs(tmp_path: Path) -> None:
-    monitor = DynamicsMonitor(verbose=False)
+    monitor = DynamicsMonitor(points_per_epoch=1, verbose=False)
     snapshots: list[tuple[int, int]] = []
 
     class Census(pl.Callback):
@@ -154,7 +156,7 @@ def test_no_retained_activation_memory_across_50_epochs(tmp_path: Path) -> None:
 
 
 def test_history_file_is_saved_and_safe_to_load(tmp_path: Path) -> None:
-    monitor = DynamicsMonitor(verbose=False)
+    monitor = DynamicsMonitor(points_per_epoch=1, verbose=False)
     fit(tmp_path, monitor, epochs=3, logger=CSVLogger(tmp_path))
     saved = load_history(monitor.history_path)
     assert saved["layer_names"] == ["net.fc1", "net.fc2", "net.head"]
@@ -163,15 +165,15 @@ def test_history_file_is_saved_and_safe_to_load(tmp_path: Path) -> None:
 
 
 def test_resume_from_checkpoint_equals_uninterrupted(tmp_path: Path) -> None:
-    full = DynamicsMonitor(verbose=False)
+    full = DynamicsMonitor(points_per_epoch=1, verbose=False)
     fit(tmp_path / "full", full, epochs=22)
 
     checkpoint = ModelCheckpoint(
         dirpath=tmp_path / "ckpt", save_last=True, every_n_epochs=1, save_on_train_epoch_end=True
     )
-    first = DynamicsMonitor(verbose=False)
+    first = DynamicsMonitor(points_per_epoch=1, verbose=False)
     fit(tmp_path / "a", first, epochs=12, callbacks=[checkpoint], enable_checkpointing=True)
-    resumed = DynamicsMonitor(verbose=False)
+    resumed = DynamicsMonitor(points_per_epoch=1, verbose=False)
     fit(
         tmp_path / "b",
         resumed,
@@ -192,12 +194,12 @@ def test_resume_with_other_layers_is_a_clear_error(tmp_path: Path) -> None:
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_on_train_epoch_end=True)
     fit(
         tmp_path / "a",
-        DynamicsMonitor(verbose=False),
+        DynamicsMonitor(points_per_epoch=1, verbose=False),
         epochs=3,
         callbacks=[checkpoint],
         enable_checkpointing=True,
     )
-    other = DynamicsMonitor(layers="net.fc1", verbose=False)
+    other = DynamicsMonitor(points_per_epoch=1, layers="net.fc1", verbose=False)
     other.state_key  # noqa: B018
     state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["callbacks"]
     (payload,) = [v for k, v in state.items() if k.startswith("DynamicsMonitor")]
@@ -210,7 +212,7 @@ def test_resume_with_other_layers_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_bf16_autocast_on_cpu(tmp_path: Path) -> None:
-    monitor = DynamicsMonitor(verbose=False)
+    monitor = DynamicsMonitor(points_per_epoch=1, verbose=False)
     t, _ = fit(tmp_path, monitor, epochs=6, precision="bf16-mixed")
     assert monitor.history.values.dtype == torch.float32
     assert monitor.history.values.isfinite().all()
@@ -228,7 +230,7 @@ def test_module_reused_in_one_forward_counts_every_call(tmp_path: Path) -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.head(self.shared(torch.tanh(self.shared(self.inp(x)))))
 
-    monitor = DynamicsMonitor(layers=["net.shared"], verbose=False)
+    monitor = DynamicsMonitor(points_per_epoch=1, layers=["net.shared"], verbose=False)
     fit(tmp_path, monitor, epochs=1, module=TinyModule(net=Twice()), limit_val_batches=0)
     assert monitor.tracker._accumulator is not None
     # 4 batches of 16 rows x 8 features, two calls each: the count of the last interval before reset.
@@ -246,7 +248,7 @@ def test_every_n_steps_sampling(tmp_path: Path, capsys: pytest.CaptureFixture) -
 
 
 def test_probe_mode_uses_a_fixed_batch_in_eval_mode(tmp_path: Path) -> None:
-    monitor = DynamicsMonitor(source="probe", verbose=False)
+    monitor = DynamicsMonitor(points_per_epoch=1, source="probe", verbose=False)
     _, module = fit(tmp_path, monitor, epochs=5)
     assert monitor.history.length == 5
     first = loaders()[0].dataset.tensors[0][:16]
@@ -258,7 +260,7 @@ def test_probe_mode_uses_a_fixed_batch_in_eval_mode(tmp_path: Path) -> None:
 
 def test_probe_batch_given_by_user(tmp_path: Path) -> None:
     probe = torch.randn(5, 8)
-    monitor = DynamicsMonitor(source="probe", probe_batch=probe, layers=["net.fc1"], verbose=False)
+    monitor = DynamicsMonitor(points_per_epoch=1, source="probe", probe_batch=probe, layers=["net.fc1"], verbose=False)
     _, module = fit(tmp_path, monitor, epochs=2)
     with torch.no_grad():
         expected = module.net.fc1(probe).square().mean().sqrt()
@@ -282,27 +284,29 @@ def test_probe_batch_given_by_user(tmp_path: Path) -> None:
 )
 def test_invalid_arguments_raise_at_construction(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        DynamicsMonitor(**kwargs)
+        DynamicsMonitor(points_per_epoch=1, **kwargs)
 
 
 def test_unknown_layer_name_raises_at_fit_start(tmp_path: Path) -> None:
-    t = trainer(tmp_path, max_epochs=1, callbacks=[DynamicsMonitor(layers=["net.fc3"], verbose=False)])
+    t = trainer(
+        tmp_path, max_epochs=1, callbacks=[DynamicsMonitor(points_per_epoch=1, layers=["net.fc3"], verbose=False)]
+    )
     with pytest.raises(ValueError, match="Close matches"):
         t.fit(TinyModule(), loaders()[0])
 
 
 def test_default_net_has_expected_layers(tmp_path: Path) -> None:
-    monitor = DynamicsMonitor(verbose=False)
+    monitor = DynamicsMonitor(points_per_epoch=1, verbose=False)
     fit(tmp_path, monitor, epochs=1, module=TinyModule(net=TinyNet()))
     assert monitor.layer_names == ["net.fc1", "net.fc2", "net.head"]
 
 
 def test_two_monitors_with_prefixes_log_side_by_side(tmp_path: Path) -> None:
-    train = DynamicsMonitor(verbose=False)
-    probe = DynamicsMonitor(source="probe", prefix="dynamics_probe", verbose=False)
+    train = DynamicsMonitor(points_per_epoch=1, verbose=False)
+    probe = DynamicsMonitor(points_per_epoch=1, source="probe", prefix="dynamics_probe", verbose=False)
     t, _ = fit(tmp_path, train, epochs=6, callbacks=[probe])
     assert "dynamics/metastability" in t.callback_metrics and "dynamics_probe/metastability" in t.callback_metrics
     assert train.state_key != probe.state_key
     assert probe.history_path.name == "dynamics_probe_history.pt" and probe.history_path.exists()
     with pytest.raises(ValueError, match="`prefix`"):
-        DynamicsMonitor(prefix="a/b")
+        DynamicsMonitor(points_per_epoch=1, prefix="a/b")
