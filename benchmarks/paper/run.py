@@ -132,15 +132,20 @@ def paper_monitor(**kwargs: Any) -> Any:
     """A ``DynamicsMonitor`` that does not save on its own; by epoch it samples once per epoch (the paper's design).
 
     Monitors that can sample several points per epoch (``points_per_epoch``) are pinned to one, so a run's
-    history has one point per epoch, as in the paper (T = epochs), whatever the package's default is.
+    history has one point per epoch, as in the paper (T = epochs), whatever the package's default is; monitors
+    that draw surrogate null bands at every sample point (``null_surrogates``) do not (the analysis draws its
+    own nulls once per run).
     """
     import inspect
 
     from lightning_dynamics import DynamicsMonitor
 
     kwargs = {"verbose": False, "save_history": False, **kwargs}
-    if "every_n_steps" not in kwargs and "points_per_epoch" in inspect.signature(DynamicsMonitor).parameters:
+    parameters = inspect.signature(DynamicsMonitor).parameters
+    if "every_n_steps" not in kwargs and "points_per_epoch" in parameters:
         kwargs["points_per_epoch"] = 1
+    if "null_surrogates" in parameters:  # the analysis draws its own nulls; per-sample-point ones cost 40x
+        kwargs.setdefault("null_surrogates", None)
     return DynamicsMonitor(**kwargs)
 
 
