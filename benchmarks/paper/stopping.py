@@ -214,9 +214,11 @@ def early_stopping_study(
     tune = [r for r in runs if r["seed"] in tune_seeds]
     held = [r for r in runs if r["seed"] not in tune_seeds]
     if not held:
-        raise ValueError(
-            f"tune_seeds={list(tune_seeds)} leaves no held-out run among seeds {[r['seed'] for r in runs]}."
+        note = (
+            f"Not enough runs for the study: seeds {sorted(r['seed'] for r in runs)} are all tuning seeds "
+            f"{sorted(tune_seeds)}; no held-out run."
         )
+        return ["## Early stopping with the best checkpoint restored", "", note, ""], {"note": note}
     rules = _rules(epochs)
     rules.update({name: grid(epochs) for name, grid in EXTRA_RULES.items()})
     result: dict[str, Any] = {"points": {}, "chosen": {}, "tune_seeds": sorted(tune_seeds), "held_out": len(held)}
@@ -492,6 +494,9 @@ def run_study(
         for s in seeds
         if (out / "runs" / f"cnn_digits_seed{s}" / "metrics.json").is_file()
     ]
+    if not runs:
+        note = f"No finished stopping run under {out / 'runs'}."
+        return ["## Early stopping with the best checkpoint restored", "", note, ""], {"note": note}
     lines, result = early_stopping_study(runs, tune_seeds, out / "pareto.png", epochs)
     (out / "stopping.md").write_text("\n".join(lines) + "\n")
     (out / "stopping.json").write_text(json.dumps(result, indent=1, default=float))
