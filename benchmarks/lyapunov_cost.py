@@ -122,7 +122,17 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("runs/lyapunov_cost"))
+    parser.add_argument(
+        "--duty",
+        nargs=3,
+        action="append",
+        metavar=("ON", "PERIOD", "UNIT"),
+        help="a duty cycle to run instead of the default ones (repeatable); the always-on run is always included",
+    )
     args = parser.parse_args()
+    cycles = DUTY_CYCLES
+    if args.duty:
+        cycles = (None, *((int(on), int(period), unit) for on, period, unit in args.duty))
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.out / f"runs_e{args.epochs}.json"
@@ -130,7 +140,7 @@ def main() -> None:
     done = {(r["lr"], r["seed"], tuple(r["duty"]) if r["duty"] else None) for r in results}
     for lr in args.lrs:
         for seed in args.seeds:
-            for duty in DUTY_CYCLES:
+            for duty in cycles:
                 if (lr, seed, duty) in done:
                     continue
                 results.append(run(lr, seed, args.epochs, duty))
@@ -149,7 +159,7 @@ def main() -> None:
     for lr in args.lrs:
         always = {r["seed"]: r["lambda"] for r in results if r["lr"] == lr and r["duty"] is None}
         spread = statistics.stdev(always.values()) if len(always) > 1 else math.nan
-        for duty in DUTY_CYCLES:
+        for duty in cycles:
             runs = [r for r in results if r["lr"] == lr and (tuple(r["duty"]) if r["duty"] else None) == duty]
             runs = [r for r in runs if r["seed"] in args.seeds]
             if not runs:
