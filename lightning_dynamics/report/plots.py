@@ -220,7 +220,11 @@ def _freezing_panel(ax: Axes, run: RunDashboard) -> bool:
     draw = getattr(module, "draw_freezing", None)
     if draw is None:
         return False
-    draw(ax, run.state)
+    try:
+        draw(ax, run.state)
+    except Exception as error:  # one panel must not cost the whole dashboard; the panel says what went wrong
+        ax.clear()
+        _missing(ax, f"layer freezing: could not draw ({type(error).__name__}: {error})")
     return True
 
 

@@ -144,3 +144,32 @@ def test_dollar_signs_in_layer_names_and_run_directories_are_drawn_literally(tmp
     comparison.canvas.draw()
     assert [t.get_text() for t in comparison.legends[0].get_texts()] == ["version_0", "$\\alpha$"]
     assert np.isfinite(load_run(other).time).all()
+
+
+def test_the_freezing_panel_is_drawn_where_its_module_exists(tmp_path: Path, monkeypatch) -> None:
+    import sys
+    import types
+
+    run = load_run(save_history(_banded_state(), tmp_path / "run" / "dynamics_history.pt"))
+    without = plot_dashboard(run)
+    assert any(ax.get_ylabel().startswith("synchrony") for ax in without.axes)  # no freezing module: synchrony
+    calls = []
+    module = types.ModuleType("lightning_dynamics.report.freezing_panel")
+
+    def draw_freezing(ax, history_state) -> None:
+        calls.append(history_state)
+        ax.set_ylabel("frozen layers")
+
+    module.draw_freezing = draw_freezing  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "lightning_dynamics.report.freezing_panel", module)
+    figure = plot_dashboard(run)
+    assert len(calls) == 1 and calls[0]["layer_names"] == run.layer_names  # the history as read
+    labels = [ax.get_ylabel() for ax in figure.axes]
+    assert "frozen layers" in labels and not any(label.startswith("synchrony") for label in labels)
+
+    def broken(ax, history_state) -> None:
+        raise KeyError("segments")
+
+    module.draw_freezing = broken  # type: ignore[attr-defined]
+    texts = [t.get_text() for ax in plot_dashboard(run).axes for t in ax.texts]
+    assert any(t.startswith("layer freezing: could not draw (KeyError") for t in texts)
