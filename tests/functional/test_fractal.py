@@ -99,3 +99,20 @@ def test_history_complexity_keys_and_nan_with_reason() -> None:
     with pytest.warns(InsufficientDataWarning, match="mfdfa"):
         out = history_complexity(short)
     assert torch.isnan(out["mfdfa_width"]).all() and torch.isfinite(out["higuchi_fd"]).all()
+
+
+def test_katz_is_the_step_normalised_form() -> None:
+    # L / a = n steps, so antropy's log10(L/a) / log10(d/a) is Katz's log10(n) / (log10(n) + log10(d/L)).
+    x = torch.tensor(_series(3, 200))
+    steps = x.diff(dim=-1).abs()
+    n, total = steps.shape[-1], steps.sum(dim=-1)
+    extent = (x - x[..., :1]).abs().amax(dim=-1)
+    normalised = np.log10(n) / (np.log10(n) + torch.log10(extent / total))
+    torch.testing.assert_close(katz_fd(x), normalised, rtol=0, atol=1e-12)
+
+
+def test_katz_of_noise_grows_with_length() -> None:
+    # Documented, not normalised away: white-noise Katz FD is not comparable across T (docs/method.md 8b).
+    g = torch.Generator().manual_seed(5)
+    means = [float(katz_fd(torch.randn(400, n, generator=g, dtype=torch.float64)).mean()) for n in (24, 200, 2000)]
+    assert means[0] + 0.5 < means[1] < means[2] - 0.5, means

@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_dynamics.functional import InsufficientDataWarning, lyapunov_rosenstein, mean_period
+from lightning_dynamics.functional import (
+    InsufficientDataWarning,
+    lyapunov_rosenstein,
+    mean_period,
+    min_rosenstein_length,
+)
+from lightning_dynamics.functional.reliability import RELIABLE_MIN_POINTS
 
 
 def _logistic(n: int, x0: float, r: float = 4.0) -> np.ndarray:
@@ -67,8 +73,49 @@ def test_batched_float32_and_device(device: str) -> None:
 
 def test_short_series_and_bad_arguments() -> None:
     with pytest.warns(InsufficientDataWarning, match="needs T >= "):
-        assert torch.isnan(lyapunov_rosenstein(torch.randn(30), emb_dim=10, min_tsep=5)).item()
+        assert torch.isnan(lyapunov_rosenstein(torch.randn(30), emb_dim=10, min_tsep=5, trajectory_len=20)).item()
     with pytest.raises(ValueError, match="emb_dim"):
         lyapunov_rosenstein(torch.randn(100), emb_dim=0)
     with pytest.raises(ValueError, match="fit_offset"):
         lyapunov_rosenstein(torch.randn(100), trajectory_len=5, fit_offset=4)
+
+
+def _logistic_batch(n: int, draws: int, seed: int) -> torch.Tensor:
+    starts = np.random.default_rng(seed).uniform(0.1, 0.9, draws)
+    return torch.tensor(np.stack([_logistic(n + 100, x0)[100:] for x0 in starts]))
+
+
+def test_defaults_recover_ln2_at_the_reliable_minimum() -> None:
+    # The criterion of functional/reliability.py: |bias| + 2 sd <= ln(2) / 2 (half the gap to a regular series);
+    # seeds other than the benchmark's. The old defaults (emb_dim 10, trajectory 20) gave 0.03-0.11 here.
+    n = RELIABLE_MIN_POINTS["lyapunov_rosenstein"]
+    values = lyapunov_rosenstein(_logistic_batch(n, 200, seed=7))
+    assert not values.isnan().any()
+    bias, sd = float(values.mean()) - np.log(2), float(values.std())
+    assert abs(bias) + 2 * sd <= np.log(2) / 2, (bias, sd)
+
+
+def test_defaults_see_a_sine_as_regular() -> None:
+    n = RELIABLE_MIN_POINTS["lyapunov_rosenstein"]
+    t = torch.arange(n, dtype=torch.float64)
+    sines = torch.stack([torch.sin(2 * np.pi * t / p + p) for p in (7.3, 9.1, 11.7)])
+    assert (lyapunov_rosenstein(sines).abs() < 0.1).all()
+
+
+@pytest.mark.parametrize(
+    "params", [dict(), dict(emb_dim=10, trajectory_len=20), dict(emb_dim=3, lag=2, trajectory_len=6)]
+)
+def test_min_rosenstein_length_is_true_for_the_automatic_window(params: dict) -> None:
+    # A random walk's mean period is long, so its Theiler window is the cap floor(T / 4): the worst case.
+    n = min_rosenstein_length(**params)
+    walks = torch.randn(4, n + 40, generator=torch.Generator().manual_seed(0), dtype=torch.float64).cumsum(-1)
+    for length in range(n, n + 40):  # every length from the minimum on is accepted
+        assert not lyapunov_rosenstein(walks[:, :length], **params).isnan().any(), length
+    with pytest.warns(InsufficientDataWarning, match="needs T >= "):
+        assert lyapunov_rosenstein(walks[:, : n - 1], **params).isnan().all()
+
+
+def test_min_rosenstein_length_with_explicit_window_equals_nolds() -> None:
+    for emb_dim, lag, trajectory_len, min_tsep in ((10, 1, 20, 5), (2, 1, 4, 0), (4, 3, 7, 2)):
+        expected = nolds.lyap_r_len(emb_dim=emb_dim, lag=lag, trajectory_len=trajectory_len, min_tsep=min_tsep)
+        assert min_rosenstein_length(emb_dim, lag, trajectory_len, min_tsep) == expected

@@ -92,3 +92,29 @@ def test_short_series_and_bad_arguments() -> None:
         mfdfa(torch.randn(100), q=[2.0, 1.0])
     with pytest.raises(ValueError, match="scales"):
         mfdfa(torch.randn(100), scales=[2, 200])
+
+
+def _random_cascade(draws: int, levels: int, a: float, g: torch.Generator) -> torch.Tensor:
+    mass = torch.ones(draws, 1, dtype=torch.float64)
+    for _ in range(levels):
+        left = torch.where(torch.rand(mass.shape, generator=g) < 0.5, a, 1 - a).to(torch.float64)
+        mass = torch.stack([mass * left, mass * (1 - left)], dim=-1).reshape(draws, -1)
+    return mass
+
+
+def test_width_separates_noise_from_a_cascade_only_from_the_reliable_minimum() -> None:
+    # RELIABLE_MIN_POINTS counts history points; the monitor's "diff" leaves T - 1. Seeds other than the
+    # benchmark's. At the minimum, |bias| + 2 sd <= half the gap (the criterion); well below it, white noise
+    # alone spreads over half the cascade's width: the width is noise there.
+    from lightning_dynamics.functional.reliability import RELIABLE_MIN_POINTS
+
+    g = torch.Generator().manual_seed(99)
+    n = RELIABLE_MIN_POINTS["mfdfa_width"] - 1
+    truth = float(mfdfa(torch.tensor(_cascade(14, 0.75))).width)  # near the closed form's width
+    levels = int(np.ceil(np.log2(n)))
+    cascade = _random_cascade(300, levels, 0.75, g)[:, :n]
+    for series, expected in ((torch.randn(300, n, generator=g, dtype=torch.float64), 0.0), (cascade, truth)):
+        width = mfdfa(series).width
+        assert abs(float(width.mean()) - expected) + 2 * float(width.std()) <= truth / 2 * 1.15, (expected, width)
+    short = mfdfa(torch.randn(300, 47, generator=g, dtype=torch.float64)).width
+    assert float(short.mean()) + 2 * float(short.std()) > truth / 2
