@@ -50,9 +50,7 @@ def mean_period(x: Tensor) -> Tensor:
     return torch.clamp(period, max=int(_MAX_TSEP_FACTOR * n)).to(torch.int64)
 
 
-def min_rosenstein_length(
-    emb_dim: int = 2, lag: int = 1, trajectory_len: int = 4, min_tsep: int | None = None
-) -> int:
+def min_rosenstein_length(emb_dim: int = 2, lag: int = 1, trajectory_len: int = 4, min_tsep: int | None = None) -> int:
     """The shortest series :func:`lyapunov_rosenstein` accepts with these parameters, for every series.
 
     With an explicit ``min_tsep`` this is ``nolds.lyap_r_len``: ``(emb_dim - 1) lag + trajectory_len +
