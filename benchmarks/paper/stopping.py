@@ -295,6 +295,17 @@ def _plot(points: dict[str, list[tuple[str, float, float, int]]], chosen: dict[s
                 mec="k",
                 capsize=2,
             )
+    overall = _pareto([(name, *p) for name, pts in points.items() for p in pts])
+    ax.step(
+        [p[2] for p in overall],
+        [p[3] for p in overall],
+        where="post",
+        color="0.3",
+        lw=3,
+        alpha=0.3,
+        label="front over all rules",
+        zorder=0,
+    )
     ax.axhline(0, color="k", lw=0.6)
     ax.axhline(MAX_COST, color="0.5", lw=0.6, ls=":")
     costs = [p[2] for pts in points.values() for p in pts]
