@@ -71,3 +71,29 @@ def test_convergence_points_by_sample_point_with_sub_epoch_sampling() -> None:
     assert convergence_points(time, volatility, None, patience=2, min_epochs=4).signal_index == 23
     fractions = convergence_points(time, None, [a / 100 for a in accuracy])
     assert fractions.plateau_index == 9 and fractions.signal_index is None  # fractions read as percent
+
+
+def test_a_csv_run_and_its_history_give_one_convergence_report(tmp_path) -> None:
+    """The CSV is only another input of the same computation: same series, same report as from the history."""
+    import torch
+
+    from lightning_dynamics.capture import save_history
+    from lightning_dynamics.report import load_run
+
+    frame = _csv_like()
+    frame.to_csv(tmp_path / "metrics.csv", index=False)
+    per_epoch = frame.groupby("epoch").last()
+    n_points = len(per_epoch)
+    state = {
+        "format_version": 2,
+        "layer_names": ["a", "b"],
+        "summary": "rms",
+        "values": torch.randn(2, n_points, generator=torch.Generator().manual_seed(0)).cumsum(-1),
+        "epochs": list(range(n_points)),
+        "steps": [10 * e for e in range(n_points)],
+        "metrics": {"stability_volatility": torch.tensor(per_epoch["dynamics/stability_volatility"].tolist())},
+        "logged": {"val_acc": torch.tensor(per_epoch["val_acc"].tolist(), dtype=torch.float64)},
+    }
+    from_history = load_run(save_history(state, tmp_path / "dynamics_history.pt")).convergence
+    assert convergence_report(tmp_path) == from_history
+    assert from_history.signal_epoch == 6 and from_history.plateau_epoch == 6
