@@ -50,6 +50,7 @@ from lightning_dynamics.functional.mfdfa import (
     min_mfdfa_length,
 )
 from lightning_dynamics.functional.phase_locking import phase_integration, phase_locking_value
+from lightning_dynamics.functional.reliability import RELIABLE_MIN_POINTS, is_reliable, recommend_points_per_epoch
 from lightning_dynamics.functional.stability import combine_stability, rolling_volatility, stability_index
 from lightning_dynamics.functional.surrogates import (
     SurrogateTestResult,
@@ -61,6 +62,7 @@ from lightning_dynamics.functional.surrogates import (
 )
 
 __all__ = [
+    "RELIABLE_MIN_POINTS",
     "Detrended",
     "DynamicsMeasures",
     "Exclusion",
@@ -86,6 +88,7 @@ __all__ = [
     "integration",
     "integration_alpha",
     "integration_from_alpha",
+    "is_reliable",
     "katz_fd",
     "kuramoto_order_parameter",
     "lyapunov_rosenstein",
@@ -102,13 +105,14 @@ __all__ = [
     "phase_integration",
     "phase_locking_value",
     "phase_randomized_surrogates",
+    "recommend_points_per_epoch",
     "relative_change",
     "relative_change_test",
     "rolling_volatility",
     "stability_index",
     "surrogate_histories",
     "surrogate_test",
-    "time_shuffle_surrogates",
     "synchrony",
+    "time_shuffle_surrogates",
     "unit_phasors",
 ]
