@@ -18,7 +18,9 @@ by one entry): fixed epoch; Lightning's ``EarlyStopping(monitor="val_loss")`` by
 DynamicsEarlyStopping's rule (:func:`~lightning_dynamics.convergence.convergence_signal`) on the per-epoch
 volatility and on the per-step one (the signal's sample point mapped to the end of its epoch); the
 activation-std rule of Ahmad, Trahan & Islam (arXiv:2403.02473) as we read it; the EB-criterion (stop once its
-per-epoch mean stays above a threshold for ``patience`` epochs; the paper's threshold is 0).
+per-epoch mean stays above a threshold for ``patience`` epochs; the paper's threshold is 0); the calibrated
+:class:`~lightning_dynamics.convergence.RelativeChangeRule` (median relative change of the layer summaries
+beyond its time-shuffle null) on the per-epoch and on the per-step history.
 
 Outcome of a stop at epoch ``e`` of ``E``: epochs used ``(e + 1) / E``; the checkpoint restored is the epoch of
 best validation accuracy up to ``e``; accuracy cost = test accuracy of the full budget's restored checkpoint
@@ -103,6 +105,29 @@ def step_signal_epoch(
     return None if index is None else (int(steps[index]) - 1) // steps_per_epoch
 
 
+def relative_change_stop_epoch(x: torch.Tensor, epochs: Sequence[int], **knob: Any) -> int | None:
+    """Replay :class:`~lightning_dynamics.convergence.RelativeChangeRule` once per epoch over a saved history.
+
+    ``x``: the ``[L, T]`` layer-summary history, ``epochs``: the epoch of each sample point; at the end of each
+    epoch the rule sees every point up to it, as the callback does. Returns the epoch it stops at, or None.
+
+    Example:
+        >>> t = torch.arange(40, dtype=torch.float64)
+        >>> x = torch.stack([s * (1 - torch.exp(-t / 4)) for s in (1.0, 2.0, 3.0)])  # three settling layers
+        >>> relative_change_stop_epoch(x, list(range(40)), patience=2)
+        12
+    """
+    from lightning_dynamics.convergence import RelativeChangeRule
+
+    rule = RelativeChangeRule(**knob)
+    epoch_of = [int(e) for e in epochs]
+    for epoch in range(max(epoch_of) + 1 if epoch_of else 0):
+        upto = sum(1 for e in epoch_of if e <= epoch)
+        if upto and rule.update(x[:, :upto], epoch_of[:upto], epoch=epoch)[0]:
+            return epoch
+    return None
+
+
 def _grid(factory: Callable[..., Rule], **axes: Sequence[Any]) -> list[tuple[str, Rule]]:
     names = list(axes)
     combos: list[dict[str, Any]] = [{}]
@@ -134,6 +159,14 @@ def _rules(epochs: int) -> dict[str, list[tuple[str, Rule]]]:
     def eb(threshold: float, patience: int) -> Rule:
         return lambda run: threshold_stop_epoch(run["eb"], threshold, patience)
 
+    def relative_change(ratio: float, patience: int) -> Rule:
+        return lambda run: relative_change_stop_epoch(run["x"], run["x_epochs"], ratio=ratio, patience=patience)
+
+    def relative_change_step(ratio: float, patience: int) -> Rule:
+        return lambda run: relative_change_stop_epoch(
+            run["x_step"], run["x_step_epochs"], ratio=ratio, patience=patience
+        )
+
     fractions = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
     return {
         "fixed_epoch": _grid(fixed, epoch=sorted({max(1, round(f * epochs)) for f in fractions})),
@@ -142,6 +175,8 @@ def _rules(epochs: int) -> dict[str, list[tuple[str, Rule]]]:
         "dynamics_step": _grid(dynamics_step, ratio=(0.1, 0.25, 0.4, 0.6, 0.8, 0.95), patience=(3, 6, 12, 24)),
         "act_std": _grid(act_std, tol=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)),
         "eb": _grid(eb, threshold=(-0.6, -0.4, -0.2, 0.0, 0.2, 0.4), patience=(1, 3)),
+        "relative_change": _grid(relative_change, ratio=(0.1, 0.25, 0.4, 0.6, 0.8), patience=(1, 2, 3, 5)),
+        "relative_change_step": _grid(relative_change_step, ratio=(0.1, 0.25, 0.4, 0.6, 0.8), patience=(1, 2, 3, 5)),
     }
 
 
@@ -471,6 +506,10 @@ def load_stopping_run(run_dir: Path) -> dict[str, Any]:
         "step_steps": per_step["steps"],
         "steps_per_epoch": per,
         "act_std": act_std["values"].double().tolist(),
+        "x": per_epoch["values"].double(),
+        "x_epochs": [int(e) for e in per_epoch["epochs"]],
+        "x_step": per_step["values"].double(),
+        "x_step_epochs": [int(e) for e in per_step["epochs"]],
         "eb": [statistics.fmean(v) if v else math.nan for v in eb],
         "seconds": record["seconds"],
     }
