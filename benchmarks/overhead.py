@@ -145,7 +145,7 @@ def measure_model(name: str, configs: list[str], rounds: int, steps: int, accele
             times[key].extend(step_times)
             if accelerator == "gpu":
                 peaks[key] = max(peaks.get(key, 0), torch.cuda.max_memory_allocated())
-            if monitor is not None:
+            if monitor is not None and key is not None:
                 monitors[key] = monitor
     base = statistics.median(times[None])
     parameters = sum(p.numel() * p.element_size() for p in module.parameters())
@@ -173,15 +173,9 @@ def measure_model(name: str, configs: list[str], rounds: int, steps: int, accele
 
 
 def monitor_nbytes(monitor: DynamicsMonitor) -> int:
-    """Device bytes the monitor keeps: its history buffer and its accumulator's sums (public API only).
-
-    The accumulator's size is fixed by the layers and the summary, so one built alike has the same ``nbytes``.
-    """
-    history = monitor.history
-    if history is None:
-        return 0
-    accumulator = SummaryAccumulator(len(history.layer_names), history.summary, history.device)
-    return history.nbytes + accumulator.nbytes
+    """Device bytes the monitor keeps: its history buffer and its accumulator's sums and shift."""
+    history, accumulator = monitor.history, monitor.tracker.accumulator
+    return (0 if history is None else history.nbytes) + (0 if accumulator is None else accumulator.nbytes)
 
 
 # Hooks on (True) or off in each step: A-B-B-A, so that neither state always comes first in its pair.
