@@ -109,7 +109,8 @@ def test_quick_run_reproduces_the_committed_tables_loosely(tmp_path: Path, commi
                     assert (cell["n"] == 0) == (ref["n"] == 0), (measure, family, n)
                     continue
                 # Means agree within 5 standard errors of the quick run (plus a small floor for near-constant cells).
-                tolerance = 5 * ref["sd"] / math.sqrt(cell["n"]) + 0.02 * abs(ref["mean"]) + 1e-3
+                # The larger sd of the two: a heavy-tailed cell (a rare outlier among near-zero values) widens it.
+                tolerance = 5 * max(ref["sd"], cell["sd"]) / math.sqrt(cell["n"]) + 0.02 * abs(ref["mean"]) + 1e-3
                 assert abs(cell["mean"] - ref["mean"]) <= tolerance, (measure, family, n, cell, ref)
     # Loosely the same minimum lengths: where the committed tables say reliable by T = 200, the quick ones agree
     # at 200 with a criterion loosened by half; where they say unreliable at 24, the quick ones fail at 24 even a

@@ -132,7 +132,8 @@ def katz_fd(x: Tensor) -> Tensor:
     remove the dependence on length. For a path (a random walk) :math:`d / L \sim n^{-1/2}` and :math:`D`
     creeps towards 2; for noise (e.g. a differenced history, as :func:`history_complexity` passes it)
     :math:`d` grows only like :math:`\sqrt{\log n}` while :math:`L \propto n`, so :math:`D` keeps growing with
-    :math:`T` (white noise: about 3.8 at T = 24, 4.8 at T = 200, 5.8 at T = 2000) and its spread is large.
+    :math:`T` (white noise: 3.9 +- 1.5 at T = 24, 4.8 +- 0.8 at T = 200, 5.5 +- 0.7 at T = 1000) and its spread
+    is large: no length up to 1000 tells fGn, walks and fBm paths apart reliably (docs/method.md section 8b).
     Values compare only between series of the same length: read them beside the null of that length
     (``benchmarks/noise_floors.md``; docs/method.md section 8b). This variant (antropy's) is the one logged.
 
