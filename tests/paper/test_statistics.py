@@ -174,3 +174,13 @@ def test_eb_criterion_against_its_formula_and_per_sample_gradients() -> None:
         1 - 8 / 3 * np.sum(per_sample.mean(0) ** 2 / per_sample.var(0, ddof=1))
     )
     assert math.isnan(eb_criterion([torch.zeros(4, 3)]))
+
+
+def test_the_study_docstring_examples_run() -> None:
+    """pytest collects doctests only under lightning_dynamics/: the study's examples run here."""
+    import doctest
+    import importlib
+
+    for name in ("findings", "stopping", "run"):
+        result = doctest.testmod(importlib.import_module(f"benchmarks.paper.{name}"), optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0, name
