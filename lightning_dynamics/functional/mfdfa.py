@@ -163,9 +163,10 @@ def mfdfa(
     cascade (a = 0.75, width 1.39) 1.44 +- 0.32. Below it the width of a monofractal is noise: white noise
     gives 0.57 +- 0.55 at T = 32, 0.33 +- 0.26 at 48 and 0.27 +- 0.19 at 64 (0.09 +- 0.04 at 1000), and the
     cascade's own spread (+- 0.55 at 64) covers the gap; a width read at such lengths says nothing about
-    multifractality (docs/method.md section 8b). Negative ``q``
-    weighs the quietest segments: a series with exactly fitted (e.g. constant) stretches gives NaN or
-    infinite values there.
+    multifractality (docs/method.md section 8b).
+
+    Negative ``q`` weighs the quietest segments: a series with exactly fitted (e.g. constant) stretches gives
+    NaN or infinite values there.
 
     Args:
         x: ``[..., T]`` real series.
