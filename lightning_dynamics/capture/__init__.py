@@ -9,9 +9,11 @@ from lightning_dynamics.capture.history import (
     SummaryHistory,
     claim_path,
     continuous_time,
+    history_segments,
     load_history,
     release_claim,
     save_history,
+    validate_point_series,
 )
 from lightning_dynamics.capture.hooks import ActivationCapture, LayerCaptureWarning
 from lightning_dynamics.capture.layer_selection import (
@@ -39,6 +41,7 @@ __all__ = [
     "claim_path",
     "continuous_time",
     "floating_tensors",
+    "history_segments",
     "is_compute_layer",
     "load_history",
     "release_claim",
@@ -46,4 +49,5 @@ __all__ = [
     "select_layers",
     "spread_evenly",
     "summarize",
+    "validate_point_series",
 ]
