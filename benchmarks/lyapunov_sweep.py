@@ -4,8 +4,8 @@ A small network on scikit-learn's digits (real, offline), plain SGD without mome
 one run per learning rate and seed with :class:`~lightning_dynamics.LyapunovMonitor`. For each learning rate:
 lambda per optimizer step (the monitor's slope estimate over the whole run), its mean, standard deviation and
 95% t-interval over the seeds, the second half's per-epoch estimates, the final validation accuracy and training
-loss; then whether lambda crosses 0 between low and high learning rates (a sign change of the seed means, with
-both neighbours' intervals excluding 0), and whether that edge of chaos (arXiv:2506.08523) sits near the best
+loss; then whether lambda crosses 0 upwards between low and high learning rates (a sign change of the seed means,
+with a 95% interval below 0 at or below it and one above 0 at or above it), and whether that edge of chaos (arXiv:2506.08523) sits near the best
 learning rate of the sweep. Draws the loss curves and lambda against the learning rate (PNG) and writes a JSON
 summary. Danovski, Soriano & Lacasa, arXiv:2404.05782, report lambda < 0 at small and lambda > 0 at large
 learning rates. The duty cycle's cost and error: ``benchmarks/lyapunov_cost.py``. Results: ``benchmarks/lyapunov.md``.
@@ -133,16 +133,24 @@ def _late_mean(epoch_lambda: list[float]) -> float:
     return statistics.fmean(values) if values else math.nan
 
 
-def edge_of_chaos(rows: list[dict[str, Any]]) -> float:
-    """Learning rate where lambda first crosses 0 with confidence, by log-linear interpolation; NaN if it never does.
+def edge_of_chaos(rows: list[dict[str, Any]]) -> tuple[float, float, float]:
+    """Where lambda crosses 0 upwards with confidence: ``(lr, below, above)``; NaNs if it never does.
 
-    A crossing needs two neighbouring learning rates whose 95% intervals lie below and above 0.
+    ``lr`` interpolates (log-linearly in the learning rate) between the two neighbouring learning rates whose mean
+    lambda changes sign from <= 0 to > 0; the crossing counts only if some learning rate at or below the pair has a
+    95% interval entirely below 0 (``below``, the largest such) and some learning rate at or above it an interval
+    entirely above 0 (``above``, the smallest such).
     """
-    for a, b in itertools.pairwise(rows):
-        if a["lambda_ci"][1] < 0 < b["lambda_ci"][0]:
+    for i, (a, b) in enumerate(itertools.pairwise(rows)):
+        if not a["lambda"] <= 0 < b["lambda"]:
+            continue
+        below = [r["lr"] for r in rows[: i + 1] if r["lambda_ci"][1] < 0]
+        above = [r["lr"] for r in rows[i + 1 :] if r["lambda_ci"][0] > 0]
+        if below and above:
             t = -a["lambda"] / (b["lambda"] - a["lambda"])
-            return math.exp(math.log(a["lr"]) + t * (math.log(b["lr"]) - math.log(a["lr"])))
-    return math.nan
+            lr = math.exp(math.log(a["lr"]) + t * (math.log(b["lr"]) - math.log(a["lr"])))
+            return lr, max(below), min(above)
+    return math.nan, math.nan, math.nan
 
 
 def plot(results: list[dict[str, Any]], rows: list[dict[str, Any]], path: Path) -> None:
@@ -173,7 +181,7 @@ def plot(results: list[dict[str, Any]], rows: list[dict[str, Any]], path: Path) 
     twin = ax.twinx()
     twin.plot(lrs, [r["val_acc"] for r in rows], marker="s", color="C0", ls="--")
     twin.set_ylabel("final validation accuracy (%)", color="C0")
-    edge = edge_of_chaos(rows)
+    edge = edge_of_chaos(rows)[0]
     if math.isfinite(edge):
         ax.axvline(edge, color="C3", ls=":", label=f"lambda = 0 at lr ~ {edge:.2g}")
         ax.legend(fontsize=8, loc="upper left")
@@ -233,14 +241,22 @@ def main() -> None:
             f"{row['lambda_late']:>+9.5f} ± {row['lambda_late_std']:.5f}  "
             f"{row['val_acc']:>7.2f} ± {row['val_acc_std']:5.2f}  {row['train_loss']:>10.4f}  {row['diverged']}"
         )
-    edge = edge_of_chaos(rows)
+    edge, below, above = edge_of_chaos(rows)
     finite = [row for row in rows if math.isfinite(row["val_acc"])]
     best = max(finite, key=lambda row: row["val_acc"]) if finite else None
-    print(f"\nedge of chaos (lambda crosses 0 with both neighbours' 95% intervals off 0): lr ~ {edge:.3g}")
+    if math.isfinite(edge):
+        print(
+            f"\nedge of chaos: lambda crosses 0 upwards at lr ~ {edge:.3g} (interpolated); 95% intervals below 0 at "
+            f"lr {below:g}, above 0 at lr {above:g}"
+        )
+    else:
+        print("\nedge of chaos: lambda does not cross 0 upwards with 95% intervals off 0 on both sides")
     if best is not None:
         print(f"best learning rate of the sweep (final val acc): {best['lr']:g} ({best['val_acc']:.2f}%)")
     summary = args.out / f"summary_{tag}.json"
-    summary.write_text(json.dumps({"rows": rows, "edge_of_chaos": edge, "args": vars(args) | {"out": str(args.out)}}))
+    summary.write_text(
+        json.dumps({"rows": rows, "edge_of_chaos": (edge, below, above), "args": vars(args) | {"out": str(args.out)}})
+    )
     png = args.out / f"lyapunov_sweep_{tag}.png"
     plot(results, rows, png)
     print(f"figure: {png}; summary: {summary}")
