@@ -130,3 +130,27 @@ def test_quick_run_reproduces_the_committed_tables_loosely(tmp_path: Path, commi
             factor = 1.5 if reliable else 0.75
             passed = all(noise_floors.reliable(table[f][str(n)], truths[f], gaps[f] * factor) for f in panel)
             assert passed == reliable, (measure, n)
+
+
+def test_reliability_helpers() -> None:
+    from lightning_dynamics.functional.reliability import (
+        DEFAULT_MEASURES,
+        is_reliable,
+        null_floor,
+        recommend_points_per_epoch,
+        reliable_min_points,
+    )
+
+    n = RELIABLE_MIN_POINTS["metastability"]
+    assert is_reliable("metastability", n) and not is_reliable("metastability", n - 1)
+    assert recommend_points_per_epoch(4, ["metastability", "synchrony"]) == math.ceil(max(n, 64) / 4)
+    assert recommend_points_per_epoch(1) == max(RELIABLE_MIN_POINTS[m] for m in DEFAULT_MEASURES)
+    with pytest.raises(ValueError, match="not reliable at any length"):
+        recommend_points_per_epoch(3, ["integration"])
+    with pytest.raises(ValueError, match="within_epochs"):
+        recommend_points_per_epoch(0)
+    with pytest.raises(ValueError, match="measure"):
+        reliable_min_points("loss")
+    # The null band at a length between two tabulated ones is the shorter one's (the wider, conservative).
+    assert null_floor("synchrony", 100) == NULL_FLOORS["synchrony"][96]
+    assert all(math.isnan(v) for v in null_floor("mfdfa_width", 24))  # undefined below 25 points

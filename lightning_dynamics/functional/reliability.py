@@ -8,9 +8,10 @@ estimators see the ``T - 1`` differences); Rosenstein's exponent counts points o
 
 **Criterion.** For each measure a panel of signals with known, distinct truths (``PANELS`` in the benchmark:
 fractional Gaussian noise H = 0.3/0.5/0.8 and walks for the DFA exponent and integration, with layers
-correlated at 0.9 as real layers are; uncoupled, coupled and switching Kuramoto ensembles of 16 layers for the
-phase measures and the stability index; white noise against a binomial cascade for the MF-DFA width; fGn and
-fBm paths for Higuchi and Katz; the logistic map against a sine for Rosenstein). The reliable minimum is the
+correlated at 0.9, a conservative stand-in for real layers, which move together to an unmeasured degree;
+uncoupled, coupled and switching Kuramoto ensembles of 16 layers for the phase measures and the stability
+index; white noise against a binomial cascade for the MF-DFA width; fGn and fBm paths for Higuchi and Katz;
+the logistic map against a sine for Rosenstein). The reliable minimum is the
 shortest ``T`` of the grid (16, 24, 32, 48, 64, 96, 128, 200, 400, 1000) from which on every signal of the
 panel has ``|bias| + 2 sd <= gap / 2``, ``gap`` being the distance from its truth to the nearest other truth
 of the panel: a single reading then lies nearer its own truth than any other in about 97.7% of runs (normal
@@ -189,7 +190,8 @@ NULL_FLOORS: dict[str, dict[int, tuple[float, float]]] = {
     },
 }
 
-DEFAULT_MEASURES = ("integration_alpha", "integration", "metastability", "synchrony", "phase_integration")
+# The cross-layer measures that some length makes reliable (integration, the score, is not: read its alpha).
+DEFAULT_MEASURES = ("integration_alpha", "metastability", "synchrony", "phase_integration")
 
 
 def reliable_min_points(measure: str) -> int:
