@@ -3,7 +3,9 @@
 Run: ``.venv/bin/python examples/fabric_demo.py [--epochs 30] [--out runs/fabric]``.
 Data: scikit-learn's ``load_digits`` (1797 real 8x8 images), no download.
 
-Three ``fabric.call`` lines drive the monitor: ``on_train_start``, ``on_train_epoch_end`` and ``on_train_end``.
+Five ``fabric.call`` lines drive the monitor: ``on_train_start``, ``on_train_epoch_start`` (with the epoch's
+length), ``on_train_batch_end`` (closes the sub-epoch sample points), ``on_train_epoch_end`` (the epoch's last
+point and the measures) and ``on_train_end``.
 Values are logged with ``fabric.log_dict`` to Fabric's loggers (here a CSVLogger) and the history is saved in
 the logger's directory. Under ``Fabric(strategy="ddp", devices=N)`` the per-layer sums are all-reduced with
 ``fabric.all_reduce`` in one collective per sample point.
@@ -47,13 +49,15 @@ def train(
     fabric.call("on_train_start", fabric=fabric, model=model)
     step = 0
     for epoch in range(epochs):
+        fabric.call("on_train_epoch_start", fabric=fabric, epoch=epoch, step=step, n_batches=len(train_loader))
         model.train()
-        for x, y in train_loader:
+        for batch_idx, (x, y) in enumerate(train_loader):
             optimizer.zero_grad()
             loss = nn.functional.cross_entropy(model(x), y)
             fabric.backward(loss)
             optimizer.step()
             step += 1
+            fabric.call("on_train_batch_end", fabric=fabric, epoch=epoch, step=step, batch_idx=batch_idx)
         fabric.call("on_train_epoch_end", fabric=fabric, epoch=epoch, step=step)
     fabric.call("on_train_end", fabric=fabric)
     return monitor, fabric

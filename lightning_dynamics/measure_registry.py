@@ -24,10 +24,12 @@ from torch import Tensor
 from lightning_dynamics.functional import (
     DynamicsMeasures,
     dynamics_measures,
+    median_relative_change,
     min_points,
     stability_index,
     surrogate_histories,
 )
+from lightning_dynamics.functional.change import min_relative_change_length
 
 if TYPE_CHECKING:
     from lightning_dynamics.config import DynamicsConfig
@@ -141,6 +143,10 @@ def _stability(point: SamplePoint) -> Tensor:
     return point.stability if point.n_points >= point.config.window else point.nan()
 
 
+def _relative_change(point: SamplePoint) -> Tensor:
+    return median_relative_change(point.x, point.config.window)
+
+
 def _complexity(key: str) -> Callable[[SamplePoint], Tensor]:
     def compute(point: SamplePoint) -> Tensor:
         from lightning_dynamics.functional import history_complexity
@@ -227,6 +233,16 @@ _MEASURES = (
         "std of the last `volatility_window` stability index values (no null: read it beside the index's band)",
         lambda config: config.window + config.volatility_window - 1,
         bounds=(0.0, 0.5),
+    ),
+    Measure(
+        "relative_change",
+        "default",
+        "median over layers of the recent mean |change| of each layer's summary over its first-half mean |change| "
+        "(scale-aware: about 1 while a layer moves as early on or drifts, towards 0 as it settles)",
+        lambda config: min_relative_change_length(config.window),
+        bounds=(0.0, 2.0),
+        null="shuffle",
+        compute=_relative_change,
     ),
     Measure(
         "higuchi_fd",

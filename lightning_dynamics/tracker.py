@@ -189,6 +189,7 @@ class DynamicsTracker:
         self._rendezvous: StoreRendezvous | None = None
         self._probe_context: Callable[[], Any] | None = None
         self._batches_since_start = 0
+        self._n_batches: float | int | None = None
         self._nonfinite_since_log: Tensor | None = None
         self._save_failed = False
 
@@ -383,6 +384,7 @@ class DynamicsTracker:
     def epoch_start(self, epoch: int, step: int, n_batches: float | int | None = None) -> None:
         """An epoch begins: with several processes, all agree on where they are (never a hang at the all-reduce)."""
         self._batches_since_start = 0
+        self._n_batches = n_batches
         if self._rendezvous is not None:
             self._rendezvous.agree(
                 f"the start of epoch {epoch}",
@@ -411,18 +413,21 @@ class DynamicsTracker:
         Args:
             epoch, step: where training is (``step``: optimizer steps so far).
             batch_idx: the batch's index in its epoch (default: counted since :meth:`epoch_start`).
-            n_batches: batches in the epoch (``None`` or ``inf`` when unknown).
+            n_batches: batches in the epoch (default: as given to :meth:`epoch_start`; ``None`` or ``inf``: unknown).
             logged: other scalars to record with a point closed here (e.g. the training loss).
         """
         if self.source == "train" and self._gate_handle is None:
             self.capture_enabled = False
         self._batches_since_start += 1
         index = self._batches_since_start - 1 if batch_idx is None else batch_idx
-        if not self.schedule.closes_at_batch(index, n_batches, step):
+        if not self.schedule.closes_at_batch(index, self._n_batches if n_batches is None else n_batches, step):
             return None
         compute = self.schedule.computes_at_batch()
         values = self.sample(epoch, step, logged=logged, compute=compute)
-        return self.log_point(values, on_step=True) if compute else None
+        if not compute:
+            return None
+        nulls = set(self._null_keys())  # by step, the noise floors are computed and logged at the epoch's end
+        return self.log_point({k: v for k, v in values.items() if k not in nulls}, on_step=True)
 
     def epoch_end(self, epoch: int, step: int, logged: Mapping[str, float] | None = None) -> LogPoint | None:
         """A training epoch ended: by epoch, close its last point and compute the measures; the values to log.
@@ -430,6 +435,17 @@ class DynamicsTracker:
         By step, the noise floors of the epoch's last point are computed here (at most once per epoch).
         """
         if self.schedule.closes_at_epoch_end():
+            if (
+                self._batches_since_start == 0
+                and self.config.points_per_epoch > 1
+                and ("batches", "") not in self._warned
+            ):
+                self._warned.add(("batches", ""))
+                self.warn(
+                    f"DynamicsTracker[{self.prefix}]: points_per_epoch={self.config.points_per_epoch}, but no batch "
+                    "end was reported in this epoch, so it has one sample point. Call batch_end after each batch "
+                    "(Fabric: on_train_batch_end with batch_idx and n_batches) for sub-epoch points. Said once."
+                )
             values = self.sample(epoch, step, logged=logged, compute=True)
             return self.log_point(values, on_step=False)
         if self.config.null_surrogates and self.history is not None and self.n_samples and self.computed[-1]:

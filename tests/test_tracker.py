@@ -1,0 +1,273 @@
+"""The framework-neutral core, no Lightning: the sampling loop, the registry, noise floors, files, state."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_dynamics import DynamicsConfig, DynamicsTracker
+from lightning_dynamics.capture import load_history
+from lightning_dynamics.functional import dynamics_measures, rolling_volatility, stability_index
+from lightning_dynamics.measure_registry import MEASURES, SamplePoint, compute_measures, measure_names, null_bands
+from lightning_dynamics.schedule import SampleSchedule
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 3))
+
+
+def _run(
+    tracker: DynamicsTracker,
+    epochs: int,
+    n_batches: int = 10,
+    history_dir: Path | None = None,
+    model: nn.Module | None = None,
+    lr: float = 0.05,
+    start_epoch: int = 0,
+) -> list:
+    """A plain loop driving the tracker as the adapters do; returns the log points."""
+    model = model or _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(1)
+    data = [
+        (torch.randn(8, 6, generator=generator), torch.randint(0, 3, (8,), generator=generator))
+        for _ in range(n_batches)
+    ]
+    tracker.begin_fit(model, history_dir=history_dir)
+    points, step = [], start_epoch * n_batches
+    for epoch in range(start_epoch, start_epoch + epochs):
+        tracker.epoch_start(epoch, step, n_batches)
+        for batch_idx, (x, y) in enumerate(data):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+            step += 1
+            point = tracker.batch_end(epoch, step, batch_idx, n_batches)
+            if point is not None:
+                points.append(point)
+        point = tracker.epoch_end(epoch, step)
+        if point is not None:
+            points.append(point)
+    tracker.end_fit()
+    return points
+
+
+@pytest.mark.parametrize(("points", "n_batches", "expected"), [(4, 10, [2, 4, 7]), (8, 4, [0, 1, 2]), (1, 10, [])])
+def test_schedule_spreads_points_evenly_and_ends_at_the_epoch_end(points: int, n_batches: int, expected: list) -> None:
+    schedule = SampleSchedule(points_per_epoch=points)
+    assert [b for b in range(n_batches) if schedule.closes_at_batch(b, n_batches, b + 1)] == expected
+    assert schedule.closes_at_epoch_end() and not schedule.computes_at_batch()
+    assert not SampleSchedule(points_per_epoch=8).closes_at_batch(0, float("inf"), 1)  # unknown length: epoch end only
+
+
+def test_schedule_by_step_never_samples_a_step_twice() -> None:
+    schedule = SampleSchedule(every_n_steps=2)
+    # Gradient accumulation: several batches end at the same optimizer step.
+    closes = [schedule.closes_at_batch(b, 10, step) for b, step in enumerate([1, 1, 2, 2, 3, 3, 4, 4])]
+    assert closes == [False, False, True, False, False, False, True, False]
+    assert not schedule.closes_at_epoch_end() and schedule.computes_at_batch()
+
+
+def test_default_sub_epoch_points_define_every_key_within_8_epochs(tmp_path: Path) -> None:
+    tracker = DynamicsTracker(verbose=False)
+    points = _run(tracker, epochs=8, n_batches=10, history_dir=tmp_path)
+    assert tracker.n_samples == 8 * 8 and len(points) == 8  # 8 points an epoch, measures once an epoch
+    assert tracker.history is not None and tracker.history.epochs[:9] == [0] * 8 + [1]
+    last = points[-1].values
+    for name in measure_names("default"):
+        assert f"dynamics/{name}" in last and math.isfinite(last[f"dynamics/{name}"]), name
+        for key in MEASURES[name].null_keys:
+            assert math.isfinite(last[f"dynamics/{key}"]), key
+    # Measures only at the epoch ends; NaN at the sub-epoch points.
+    assert tracker.computed == [i % 8 == 7 for i in range(64)]
+    assert all(math.isnan(v) for v, c in zip(tracker.metrics["metastability"], tracker.computed, strict=True) if not c)
+    saved = load_history(tmp_path / "dynamics_history.pt")
+    assert saved["values"].shape == (3, 64) and set(saved["metrics"]) == set(tracker.keys)
+
+
+def test_values_equal_the_registry_and_the_functional_api_on_the_history() -> None:
+    tracker = DynamicsTracker(verbose=False, config=DynamicsConfig(points_per_epoch=4, null_surrogates=None))
+    points = _run(tracker, epochs=12, n_batches=8)
+    assert tracker.history is not None
+    x = tracker.history.values
+    expected = dynamics_measures(x)
+    last = points[-1].values
+    for key in ("integration", "integration_alpha", "metastability", "synchrony", "phase_integration"):
+        assert last[f"dynamics/{key}"] == pytest.approx(float(getattr(expected, key)), rel=1e-5), key
+    assert last["dynamics/stability_index"] == pytest.approx(float(stability_index(x)[-1]), rel=1e-5)
+    # The volatility is over the last k computed points (epoch ends), as rolling_volatility of that series.
+    s = torch.tensor([v for v, c in zip(tracker.metrics["stability_index"], tracker.computed, strict=True) if c])
+    assert last["dynamics/stability_volatility"] == pytest.approx(float(rolling_volatility(s.double())[-1]), rel=1e-6)
+    assert not any(key.endswith("_null_lo") for key in last)  # noise floors off
+
+
+def test_a_key_is_logged_from_its_definition_on_never_before() -> None:
+    tracker = DynamicsTracker(verbose=False, config=DynamicsConfig(points_per_epoch=1, null_surrogates=None))
+    points = _run(tracker, epochs=22, n_batches=3)
+    first = {key: next(i for i, p in enumerate(points) if key in p.values) for key in points[-1].values}
+    needed = tracker.points_needed()
+    for name, n in needed.items():
+        assert first[f"dynamics/{name}"] == n - 1, name  # the epoch with n points
+    assert all(set(p.values) <= set(q.values) for p, q in itertools.pairwise(points))  # once defined, always logged
+
+
+def test_null_band_covers_independent_noise_and_excludes_coupled_layers() -> None:
+    """The noise floor is calibrated: independent layers sit inside it about 95% of the time; locked ones do not."""
+    config = DynamicsConfig()
+    names = ("metastability", "synchrony", "integration_alpha")
+    inside = dict.fromkeys(names, 0)
+    draws = 40
+    for seed in range(draws):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(8, 96, generator=g, dtype=torch.float64).cumsum(-1)  # independent random walks
+        values = compute_measures(SamplePoint(x, config), names)
+        bands = null_bands(x, config, names, 39, torch.Generator().manual_seed(100 + seed))
+        for name in names:
+            inside[name] += int(bands[name + "_null_lo"] <= values[name] <= bands[name + "_null_hi"])
+    for name in names:
+        assert inside[name] >= 0.8 * draws, (name, inside[name])  # nominal 95%; 80% allows for 40 draws
+    g = torch.Generator().manual_seed(0)
+    common = torch.randn(96, generator=g, dtype=torch.float64).cumsum(0)
+    coupled = common + 0.05 * torch.randn(8, 96, generator=g, dtype=torch.float64).cumsum(-1)
+    value = compute_measures(SamplePoint(coupled, config), ("synchrony",))["synchrony"]
+    band = null_bands(coupled, config, ("synchrony",), 39, torch.Generator().manual_seed(0))
+    assert value > band["synchrony_null_hi"]
+    # Layers whose differences are random walks (alpha ~ 1.5) sit far above the shuffle null (alpha ~ 0.5).
+    walks = torch.randn(8, 96, generator=g, dtype=torch.float64).cumsum(-1).cumsum(-1)
+    alpha = compute_measures(SamplePoint(walks, config), ("integration_alpha",))["integration_alpha"]
+    alpha_band = null_bands(walks, config, ("integration_alpha",), 39, torch.Generator().manual_seed(0))
+    assert alpha_band["integration_alpha_null_hi"] < 0.75 and alpha > 1.2
+
+
+def test_by_step_noise_floors_are_computed_once_per_epoch_at_its_end() -> None:
+    tracker = DynamicsTracker(verbose=False, config=DynamicsConfig(every_n_steps=1))
+    points = _run(tracker, epochs=4, n_batches=6)
+    assert tracker.n_samples == 24
+    on_step = [p for p in points if p.on_step]
+    on_epoch = [p for p in points if not p.on_step]
+    assert len(on_step) == 24 and not any("dynamics/metastability_null_lo" in p.values for p in on_step)
+    assert len(on_epoch) == 4  # the first epoch has 6 points: metastability (5 points) is defined at its end
+    assert all("dynamics/metastability_null_lo" in p.values for p in on_epoch)
+    lo = tracker.metrics["metastability_null_lo"]
+    assert [i for i, v in enumerate(lo) if not math.isnan(v)] == [5, 11, 17, 23]
+
+
+def test_nonfinite_counts_every_interval_since_the_last_computation() -> None:
+    model = _model()
+    tracker = DynamicsTracker(layers=["0", "2", "4"], verbose=False, config=DynamicsConfig(points_per_epoch=4))
+    tracker.begin_fit(model)
+    tracker.epoch_start(0, 0, 4)
+    for batch_idx in range(4):
+        x = torch.randn(4, 6)
+        if batch_idx == 1:
+            x[0, 0] = float("nan")
+        with pytest.warns(UserWarning) if batch_idx == 1 else _nothing():
+            model(x)
+            tracker.batch_end(0, batch_idx + 1, batch_idx, 4)
+    point = tracker.epoch_end(0, 4)
+    assert point is not None and point.values["dynamics/nonfinite"] == 3.0  # every layer, in interval 1 of 4
+    tracker.end_fit()
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def test_a_fit_without_sample_points_writes_no_file(tmp_path: Path) -> None:
+    tracker = DynamicsTracker(verbose=False)
+    tracker.begin_fit(_model(), history_dir=tmp_path)
+    assert tracker.end_fit() is None
+    assert list(tmp_path.iterdir()) == []  # neither a file nor a claim marker is left
+
+
+def test_a_failing_save_warns_once_with_the_cause_and_retries_quietly(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    tracker = DynamicsTracker(verbose=False, save_every_n_samples=1, config=DynamicsConfig(points_per_epoch=2))
+    tracker.begin_fit(_model())
+    tracker.history_path = blocker / "dynamics_history.pt"  # a directory that is a file: every save fails
+    with pytest.warns(UserWarning) as record:
+        tracker.epoch_start(0, 0, 4)
+        for batch_idx in range(4):
+            tracker.capture_enabled = True
+            tracker.batch_end(0, batch_idx + 1, batch_idx, 4)
+        tracker.epoch_end(0, 4)
+        tracker.epoch_start(1, 4, 4)
+        tracker.epoch_end(1, 4)
+    messages = [str(w.message) for w in record if "save" in str(w.message) or "history" in str(w.message)]
+    assert len([m for m in messages if "directory" in m or "not a directory" in m or "file" in m]) == 1, messages
+    assert any("retried quietly" in m for m in messages)
+    tracker.end_fit()
+
+
+def test_state_round_trip_resumes_identically(tmp_path: Path) -> None:
+    config = DynamicsConfig(points_per_epoch=4, null_surrogates=19)
+    full = DynamicsTracker(verbose=False, config=config)
+    _run(full, epochs=10, n_batches=8)
+    first = DynamicsTracker(verbose=False, config=config)
+    model = _model()
+    _run(first, epochs=5, n_batches=8, model=model)
+    resumed = DynamicsTracker(verbose=False, config=config)
+    resumed.load_state_dict(first.state_dict())
+    resumed.attach(model)
+    assert resumed.n_samples == 20 and resumed.computed == first.computed and resumed.defined == first.defined
+    _run(resumed, epochs=5, n_batches=8, model=model, start_epoch=5)
+    assert resumed.history is not None and full.history is not None
+    torch.testing.assert_close(resumed.history.values, full.history.values)
+    assert resumed.history.epochs == full.history.epochs and resumed.computed == full.computed
+    for key in full.keys:
+        torch.testing.assert_close(torch.tensor(resumed.metrics[key]), torch.tensor(full.metrics[key]), equal_nan=True)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("accumulator", None, "`accumulator` must be a dict"),
+        ("history", [], "`history` must be a dict"),
+        ("logged", [1, 2], "`logged` must be a dict"),
+        ("metrics", {"metastability": ["a"] * 4}, "must hold numbers"),
+        ("metrics", {"not_a_measure": [0.0] * 4}, "unknown measures"),
+        ("defined", 5, "`defined` must be a list"),
+        ("computed", [1, 0, 1, 0], "`computed` must be 4 booleans"),
+        ("schedule", {"points_per_epoch": 3}, "points_per_epoch=3"),
+        ("schedule", {"last_sample_step": "x"}, "`last_sample_step`"),
+        ("config", {"window": 24}, "window: checkpoint 24"),
+        ("version", 1, "state version 1"),
+    ],
+)
+def test_every_state_field_is_checked_at_restore(field: str, value: object, message: str) -> None:
+    config = DynamicsConfig(points_per_epoch=2, null_surrogates=None)
+    source = DynamicsTracker(verbose=False, config=config)
+    _run(source, epochs=2, n_batches=4)
+    state = source.state_dict()
+    state[field] = value
+    target = DynamicsTracker(verbose=False, config=config).attach(_model())
+    before = target.state_dict()
+    with pytest.raises(ValueError, match=message):
+        target.load_state_dict(state)
+    after = target.state_dict()
+    assert after["history"]["epochs"] == before["history"]["epochs"] and after["metrics"] == before["metrics"]
+
+
+def test_registry_is_the_one_list_of_measures() -> None:
+    config = DynamicsConfig(complexity_every_n_samples=2)
+    assert set(config.points_needed()) == set(MEASURES)
+    assert set(DynamicsConfig().points_needed()) == set(measure_names("default"))
+    for name, measure in MEASURES.items():
+        assert measure.name == name and measure.doc and measure.group in ("default", "complexity")
+        assert (measure.null is None) == (measure.null_keys == ())
+    x = torch.randn(6, 48, dtype=torch.float64).cumsum(-1)
+    values = compute_measures(SamplePoint(x, config), tuple(n for n, m in MEASURES.items() if m.compute))
+    assert all(v.shape == () for v in values.values())
+    batch = compute_measures(SamplePoint(x.expand(3, 6, 48), config), ("metastability", "integration"))
+    assert all(v.shape == (3,) for v in batch.values())  # every compute is batched (noise floors rely on it)
