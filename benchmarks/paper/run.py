@@ -305,7 +305,8 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"[{time.perf_counter() - start:7.1f} s] done {name}", flush=True)
         else:
             for job in jobs:
-                print(f"[{time.perf_counter() - start:7.1f} s] done {train_one(*job)}", flush=True)
+                name = train_one(*job)
+                print(f"[{time.perf_counter() - start:7.1f} s] done {name}", flush=True)
         print(f"training: {len(jobs)} runs in {time.perf_counter() - start:.1f} s", flush=True)
 
     stopping = None

@@ -536,7 +536,8 @@ def run_study(
                     print(f"[{time.perf_counter() - start:7.1f} s] done stopping/{name}", flush=True)
         else:
             for job in jobs:
-                print(f"[{time.perf_counter() - start:7.1f} s] done stopping/{train_stopping_run(*job)}", flush=True)
+                name = train_stopping_run(*job)
+                print(f"[{time.perf_counter() - start:7.1f} s] done stopping/{name}", flush=True)
     if not analyse:
         return [], {}
     runs = [
