@@ -651,12 +651,12 @@ def analyse(
         "architectures' differences (the architectures as units: with 3 the smallest possible p is 0.25).",
         "",
     ]
-    for contrast, (base, other) in CONTRASTS.items():
+    for contrast_name, (base, other) in CONTRASTS.items():
         if base not in tasks or other not in tasks:
             continue
         result: dict[str, Any] = {}
         lines += [
-            f"### {contrast}",
+            f"### {contrast_name}",
             "",
             *CONTRAST_HEADER,
         ]
@@ -671,7 +671,7 @@ def analyse(
             wn = {arch: noise[arch]["phase" if key == "alpha_phase" else "whole"]["layer_mean_sd"] for arch in archs}
             result[key], rows = contrast(label, values, wn if key != "integration" else None, n_permutations, rng)
             lines += rows
-        finding1["contrasts"][contrast] = result
+        finding1["contrasts"][contrast_name] = result
         lines.append("")
     summary["finding1"] = finding1
     lines.append("")
