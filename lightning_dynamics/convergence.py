@@ -66,9 +66,10 @@ class RelativeChangeRule:
     At each check, on the history ``x: [L, T]`` recorded so far (any number of sample points per epoch):
 
     1. Average the points of each epoch (:meth:`epoch_means`): one point per epoch, ``[L, E]``.
-    2. :math:`s` = median over layers of :func:`~lightning_dynamics.functional.relative_change` (the last ``w =``
-       ``window_epochs`` epoch-to-epoch changes' mean ``|diff|`` over the first half's), and its p-value under the time-shuffle null of the
-       increments (:func:`~lightning_dynamics.functional.relative_change_test`, ``n_permutations`` surrogates).
+    2. :math:`s` = median over layers of :func:`~lightning_dynamics.functional.relative_change` (mean ``|diff|``
+       of the last ``w =`` ``window_epochs`` epoch-to-epoch changes over that of the first half's), and its p-value
+       under the time-shuffle null of the changes (:func:`~lightning_dynamics.functional.relative_change_test`,
+       ``n_permutations`` surrogates).
     3. The check passes when :math:`s \le` ``ratio`` and :math:`p \le` ``alpha``; the rule stops after
        ``patience`` consecutive passing checks, not before ``min_epochs``. With ``stopping_threshold``, a check
        with :math:`s \le` ``stopping_threshold`` and :math:`p \le` ``alpha`` stops at once.
@@ -102,9 +103,9 @@ class RelativeChangeRule:
         >>> t = torch.arange(60, dtype=torch.float64)
         >>> x = torch.stack([s * (1 - torch.exp(-t / 6)) for s in (1.0, 2.0, 3.0)])  # three settling layers
         >>> rule = RelativeChangeRule(patience=2)
-        >>> [rule.update(x[:, : e + 1], list(range(e + 1)))[0] for e in range(20, 25)]
+        >>> [rule.update(x[:, : e + 1], list(range(e + 1)))[0] for e in range(13, 18)]
         [False, False, False, True, True]
-        >>> rule.update(x[:, :24], list(range(24)))[1].name
+        >>> rule.update(x[:, :19], list(range(19)))[1].name
         'RELATIVE_CHANGE'
     """
 
@@ -264,14 +265,11 @@ class VolatilityDropRule:
     wait_count: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.ratio < 1.0:
-            raise ValueError(f"`ratio` must be in (0, 1), got {self.ratio!r}.")
-        if int(self.patience) != self.patience or self.patience < 1:
-            raise ValueError(f"`patience` must be an integer >= 1, got {self.patience!r}.")
-        if int(self.min_epochs) != self.min_epochs or self.min_epochs < 0:
-            raise ValueError(f"`min_epochs` must be an integer >= 0, got {self.min_epochs!r}.")
-        if self.stopping_threshold is not None and not self.stopping_threshold >= 0:
-            raise ValueError(f"`stopping_threshold` must be >= 0 or None, got {self.stopping_threshold!r}.")
+        self.ratio = _check_probability("ratio", self.ratio)
+        self.patience = check_int("patience", self.patience, 1)  # type: ignore[assignment]
+        self.min_epochs = check_int("min_epochs", self.min_epochs, 0)  # type: ignore[assignment]
+        self.stopping_threshold = _check_threshold(self.stopping_threshold)
+        self.check_finite = _check_bool("check_finite", self.check_finite)
 
     def update(self, value: float, epoch: int) -> tuple[bool, DynamicsStoppingReason, str | None]:
         """Take one check's value; return ``(should_stop, reason, message)``."""
@@ -307,8 +305,14 @@ class VolatilityDropRule:
         return {"peak": self.peak, "wait_count": self.wait_count}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.peak = float(state["peak"])
-        self.wait_count = int(state["wait_count"])
+        """Restore :meth:`state_dict`; every field is checked (a ValueError names the field and the value)."""
+        if not isinstance(state, dict) or set(state) != {"peak", "wait_count"}:
+            raise ValueError(f"VolatilityDropRule state must be a dict with keys peak, wait_count; got {state!r}.")
+        peak = state["peak"]
+        if not isinstance(peak, (int, float)) or isinstance(peak, bool) or math.isnan(peak) or peak == math.inf:
+            raise ValueError(f"VolatilityDropRule state `peak` must be a finite number or -inf, got {peak!r}.")
+        self.wait_count = int(check_int("wait_count", state["wait_count"], 0) or 0)
+        self.peak = float(peak)
 
 
 def convergence_signal(

@@ -2,8 +2,10 @@
 
 Stock ``ModelCheckpoint(monitor="dynamics/stability_index")`` raises at the end of the first epoch of any run
 with a validation loop: the key is defined only after ``window`` sample points, and ModelCheckpoint treats a
-missing key as a misconfiguration once validation has run. This subclass waits for the key instead (saving
-``last`` checkpoints meanwhile if asked) and checks at the end of training epochs, where the monitor logs.
+missing key as a misconfiguration once validation has run. This subclass waits for the key instead and checks at
+the end of training epochs, where the monitor logs. It overrides public methods only (the hooks
+``on_train_epoch_end``, ``on_train_batch_end``, ``on_validation_end`` and ``check_monitor_top_k``), so a Lightning
+release that renames private methods cannot break it silently.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import math
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -19,19 +21,23 @@ from torch import Tensor
 
 from lightning_dynamics.callbacks.keys import find_producer, full_key
 from lightning_dynamics.callbacks.monitor import DynamicsMonitor
+from lightning_dynamics.config import check_choice, check_int
 
 
 class DynamicsModelCheckpoint(ModelCheckpoint):
     """Keep the best checkpoints by a :class:`DynamicsMonitor` key, waiting until the key is defined.
 
     Everything else is Lightning's ``ModelCheckpoint`` (file names, ``save_top_k``, ``save_last``, resume).
-    A sample point whose value is NaN (e.g. non-finite activations) never becomes the best checkpoint.
+    Until the key is logged, the saving hooks do nothing (each such check counts in :attr:`waited_checks`;
+    ``save_last`` still writes ``last.ckpt`` at the end of training). A sample point whose value is NaN (e.g.
+    non-finite activations) never becomes a top-k checkpoint.
 
     Args:
         monitor: the measure (``"stability_index"``) or a full ``<prefix>/<measure>`` key.
         prefix: the producing monitor's prefix.
         mode: ``"max"`` (default: a higher stability index is better) or ``"min"`` (e.g. volatility).
         strict: raise if no :class:`DynamicsMonitor` logs ``monitor``; otherwise warn and wait for the key.
+        save_top_k: an integer >= -1 (``-1``: keep all).
         dirpath, filename, save_top_k, save_last, save_weights_only, every_n_epochs, every_n_train_steps,
             train_time_interval, verbose, auto_insert_metric_name, enable_version_counter: as ``ModelCheckpoint``.
 
@@ -58,6 +64,21 @@ class DynamicsModelCheckpoint(ModelCheckpoint):
         auto_insert_metric_name: bool = True,
         enable_version_counter: bool = True,
     ) -> None:
+        save_top_k = check_int("save_top_k", save_top_k, -1)  # type: ignore[assignment]
+        check_choice("mode", mode, ("min", "max"))
+        for name, value in (
+            ("strict", strict),
+            ("save_weights_only", save_weights_only),
+            ("verbose", verbose),
+            ("auto_insert_metric_name", auto_insert_metric_name),
+            ("enable_version_counter", enable_version_counter),
+        ):
+            if not isinstance(value, bool):
+                raise ValueError(f"`{name}` must be True or False, got {value!r}.")
+        if not (save_last is None or isinstance(save_last, bool) or save_last == "link"):
+            raise ValueError(f"`save_last` must be True, False, None or 'link', got {save_last!r}.")
+        every_n_epochs = check_int("every_n_epochs", every_n_epochs, 0, allow_none=True)
+        every_n_train_steps = check_int("every_n_train_steps", every_n_train_steps, 0, allow_none=True)
         super().__init__(
             dirpath=dirpath,
             filename=filename,
@@ -83,10 +104,29 @@ class DynamicsModelCheckpoint(ModelCheckpoint):
         assert self.monitor is not None
         self._producer = find_producer(trainer.callbacks, self.monitor, "DynamicsModelCheckpoint", self.strict)  # type: ignore[attr-defined]
 
-    def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]) -> None:
-        assert self.monitor is not None
-        value = monitor_candidates.get(self.monitor)
-        if value is None or math.isnan(float(value)):
-            self.waited_checks += 1  # not defined yet, or undefined at this point: nothing to rank
-            return
-        super()._save_topk_checkpoint(trainer, monitor_candidates)
+    def _ready(self, trainer: pl.Trainer) -> bool:
+        """Whether the monitored key is logged (else count a waited check): before it is, ModelCheckpoint would
+        raise once validation has run."""
+        if self.monitor in trainer.callback_metrics:
+            return True
+        self.waited_checks += 1
+        return False
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._ready(trainer):
+            super().on_train_epoch_end(trainer, pl_module)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.monitor in trainer.callback_metrics:  # a step between sample points is not a waited check
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.monitor in trainer.callback_metrics:  # saves here only with save_on_train_epoch_end=False
+            super().on_validation_end(trainer, pl_module)
+
+    def check_monitor_top_k(self, trainer: pl.Trainer, current: Tensor | None = None) -> bool:
+        if current is None or math.isnan(float(current)):
+            return False  # undefined at this point: nothing to rank (the same on every process: values are global)
+        return super().check_monitor_top_k(trainer, current)

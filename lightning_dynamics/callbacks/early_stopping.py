@@ -1,125 +1,209 @@
-"""DynamicsEarlyStopping: stop when the stability index's volatility drops (docs/method.md section 8)."""
+"""DynamicsEarlyStopping: stop when the layers' summaries have settled (docs/method.md section 8).
+
+A plain Lightning ``Callback`` on public hooks only (``setup``, ``on_train_epoch_end``, ``state_dict`` /
+``load_state_dict``, ``state_key``, ``trainer.should_stop``, ``trainer.strategy.reduce_boolean_decision``): the
+decision lives in the framework-neutral rules of :mod:`lightning_dynamics.convergence`.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities import rank_zero_info
-from torch import Tensor
 
-from lightning_dynamics.callbacks.keys import find_producer, full_key
+from lightning_dynamics.callbacks.keys import RELATIVE_CHANGE, find_producer, find_producer_by_prefix, full_key
 from lightning_dynamics.callbacks.monitor import DynamicsMonitor
-from lightning_dynamics.convergence import DynamicsStoppingReason, VolatilityDropRule
+from lightning_dynamics.config import check_int
+from lightning_dynamics.convergence import DynamicsStoppingReason, RelativeChangeRule, VolatilityDropRule
 
 
-class DynamicsEarlyStopping(EarlyStopping):
-    r"""Stop training when the volatility of the dynamical stability index drops.
+def _check_bool(name: str, value: Any) -> bool:
+    # config.py has no bool check yet (the lead owns it); same message format as its helpers.
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be True or False, got {value!r}.")
+    return value
 
-    The rule (:class:`~lightning_dynamics.convergence.VolatilityDropRule`): stop once
-    :math:`V(t) \le \text{ratio} \cdot \max_{s \le t} V(s)` for ``patience`` consecutive checks, after
-    ``min_epochs``; or once :math:`V(t) \le` ``stopping_threshold``. Checked at the end of every training
-    epoch, after :class:`DynamicsMonitor` has logged (it is a monitoring callback, as Lightning's
-    ``EarlyStopping`` is); skipped during sanity checks; the decision is agreed across processes with
-    ``trainer.strategy.reduce_boolean_decision``. Only fresh values count: a check with no new sample point
-    since the previous one (e.g. ``every_n_steps`` sampling slower than epochs) waits and says so; a value
-    that is NaN after the key was defined (non-finite activations) stops with ``check_finite``.
-    Source: La Quang, Ugail, Howard et al., arXiv:2604.09716.
+
+class DynamicsEarlyStopping(pl.Callback):
+    r"""Stop training once the hooked layers' summaries have settled, beyond the run's own noise.
+
+    Default (``monitor="relative_change"``): :class:`~lightning_dynamics.convergence.RelativeChangeRule` on the
+    producing :class:`DynamicsMonitor`'s history (any number of sample points per epoch): the median over layers of
+    the last ``window_epochs`` epoch-to-epoch changes of each layer's summary, relative to the first half of the
+    history's, must be at most ``ratio`` and significant at ``alpha`` under a time-shuffle null, for ``patience``
+    consecutive checks, after ``min_epochs``. Measured false-positive rate on runs that never converge (white-noise
+    and random-walk histories at 40 and 200 epochs, random-walk weights at epoch and per-step sampling): 0%
+    (docs/early_stopping.md). Its statistic and p-value are logged as ``<prefix>/relative_change`` and
+    ``<prefix>/relative_change_p``.
+
+    Any other ``monitor`` (e.g. ``"stability_volatility"``) selects the legacy
+    :class:`~lightning_dynamics.convergence.VolatilityDropRule` on that logged key: stop once
+    :math:`V(t) \le \text{ratio} \cdot \max_{s \le t} V(s)` for ``patience`` checks, or :math:`V(t) \le`
+    ``stopping_threshold``. **It fires on noise** (random-walk histories: 39/200 at 40 epochs, 199/200 at 200);
+    use it to study the signal, not to save compute.
+
+    Checked at the end of every training epoch, after the other callbacks' ``on_train_epoch_end`` (at ``setup``
+    the stopper moves itself after every callback that is not a checkpoint callback in ``trainer.callbacks``, so a
+    monitor listed after it has already sampled). Only fresh values count: a check with no new sample point since
+    the previous one waits and says so. The decision is agreed across processes with
+    ``trainer.strategy.reduce_boolean_decision`` (one process that says stop stops all). With ``verbose=False``
+    it says once, on rank 0, why and when it stopped; ``verbose=True`` logs every check.
 
     Args:
-        monitor: the measure (``"stability_volatility"``) or a full ``<prefix>/<measure>`` key.
+        monitor: ``"relative_change"`` (default rule) or the measure / ``<prefix>/<measure>`` key of the legacy rule.
         prefix: the producing :class:`DynamicsMonitor`'s prefix.
-        ratio: relative drop, in ``(0, 1)``.
-        patience: consecutive checks the drop must hold.
-        min_epochs: never stop before this epoch.
-        stopping_threshold: also stop once the value is at or below this absolute level.
-        check_finite: stop when the value becomes NaN or infinite.
-        strict: raise if no :class:`DynamicsMonitor` logs ``monitor`` (a typo, another prefix, no monitor);
-            otherwise warn and wait for the key.
+        ratio: in ``(0, 1)``: largest median relative change that counts as settled (default rule), or the
+            volatility drop (legacy rule).
+        patience: consecutive passing checks (>= 1).
+        min_epochs: never stop before this epoch (>= 0).
+        stopping_threshold: ``None`` or a finite number >= 0: stop at once when the statistic is at or below it
+            (default rule: and significant).
+        check_finite: stop when the summaries (default rule) or the value (legacy rule) become non-finite.
+        alpha: significance level of the default rule's permutation test, in ``(0, 1)``.
+        window_epochs: the default rule's recent window, in epochs (>= 2).
+        strict: raise if no :class:`DynamicsMonitor` produces what ``monitor`` needs; otherwise warn and wait.
         verbose: log every decision.
 
     Attributes:
+        rule: the :class:`~lightning_dynamics.convergence.RelativeChangeRule` or ``VolatilityDropRule``.
         stopped_epoch: the epoch at which training was stopped (0 if it was not).
         stopping_reason: a :class:`~lightning_dynamics.convergence.DynamicsStoppingReason`.
         stopping_reason_message: the reason in words, also logged.
-        waited_checks: checks skipped because no fresh value was logged since the previous one.
+        waited_checks: checks skipped because no fresh value existed since the previous one.
     """
 
     def __init__(
         self,
-        monitor: str = "stability_volatility",
+        monitor: str = RELATIVE_CHANGE,
         prefix: str = "dynamics",
         ratio: float = 0.25,
         patience: int = 3,
         min_epochs: int = 0,
         stopping_threshold: float | None = None,
         check_finite: bool = True,
+        alpha: float = 0.01,
+        window_epochs: int = 5,
         strict: bool = True,
         verbose: bool = False,
-        log_rank_zero_only: bool = False,
     ) -> None:
-        self.rule = VolatilityDropRule(ratio, patience, min_epochs, stopping_threshold, check_finite)
-        super().__init__(
-            monitor=full_key(monitor, prefix),
-            patience=patience,
-            mode="min",
-            strict=strict,
-            check_finite=check_finite,
-            stopping_threshold=stopping_threshold,
-            verbose=verbose,
-            check_on_train_epoch_end=True,
-            log_rank_zero_only=log_rank_zero_only,
-        )
+        super().__init__()
+        self.monitor = full_key(monitor, prefix)
         self.prefix = self.monitor.split("/", 1)[0]
-        self.ratio = ratio
-        self.min_epochs = min_epochs
-        self.stopping_reason = DynamicsStoppingReason.NOT_STOPPED  # type: ignore[assignment]
+        self.uses_history = self.monitor == f"{self.prefix}/{RELATIVE_CHANGE}"
+        self.strict = _check_bool("strict", strict)
+        self.verbose = _check_bool("verbose", verbose)
+        check_finite = _check_bool("check_finite", check_finite)
+        self.rule: RelativeChangeRule | VolatilityDropRule
+        # Every argument is validated by the default rule, whichever rule runs (one rule set, one error format).
+        default_rule = RelativeChangeRule(
+            ratio=ratio,
+            alpha=alpha,
+            patience=patience,
+            window_epochs=window_epochs,
+            min_epochs=min_epochs,
+            stopping_threshold=stopping_threshold,
+            check_finite=check_finite,
+        )
+        if self.uses_history:
+            self.rule = default_rule
+        else:
+            self.rule = VolatilityDropRule(ratio, patience, min_epochs, stopping_threshold, check_finite)
+        self.ratio = float(ratio)
+        self.patience = int(patience)
+        self.min_epochs = int(min_epochs)
+        self.stopped_epoch = 0
+        self.stopping_reason = DynamicsStoppingReason.NOT_STOPPED
+        self.stopping_reason_message: str | None = None
         self.waited_checks = 0
         self._producer: DynamicsMonitor | None = None
         self._seen_samples = 0
-        self._epoch = 0
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(monitor=self.monitor, ratio=self.ratio)
+        # The format of Lightning's Callback._generate_state_key, written out to stay on the public surface.
+        return f"{type(self).__qualname__}{ {'monitor': self.monitor, 'ratio': self.ratio}!r}"
+
+    # ------------------------------------------------------------------ hooks
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
-        self._producer = find_producer(trainer.callbacks, self.monitor, "DynamicsEarlyStopping", self.strict)  # type: ignore[attr-defined]
+        callbacks = list(trainer.callbacks)  # type: ignore[attr-defined]
+        if self.uses_history:
+            self._producer = find_producer_by_prefix(callbacks, self.prefix, "DynamicsEarlyStopping", self.strict)
+        else:
+            self._producer = find_producer(callbacks, self.monitor, "DynamicsEarlyStopping", self.strict)
+        # Run after every other callback's epoch end (as Lightning runs its EarlyStopping), before checkpoints:
+        # a new list, so a hook loop iterating over the old one is not disturbed.
+        others = [c for c in callbacks if c is not self]
+        position = next((i for i, c in enumerate(others) if isinstance(c, Checkpoint)), len(others))
+        trainer.callbacks = [*others[:position], self, *others[position:]]  # type: ignore[attr-defined]
 
-    def _validate_condition_metric(self, logs: dict[str, Tensor]) -> bool:
-        # The key exists once enough sample points exist (the monitor says how many); until then, wait.
-        return self.monitor in logs
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        epoch = trainer.current_epoch
+        decision = self._check(trainer, pl_module, epoch)
+        should_stop = trainer.strategy.reduce_boolean_decision(decision[0], all=False)
+        if should_stop and not trainer.should_stop:
+            trainer.should_stop = True
+            self.stopped_epoch = epoch
+            reason, message = decision[1], decision[2]
+            if not decision[0]:  # this process's check did not say stop; another one's did
+                message = "the check of another process said stop (reduce_boolean_decision)."
+            self.stopping_reason = reason
+            self.stopping_reason_message = f"DynamicsEarlyStopping stopped training at epoch {epoch}: {message}"
+            rank_zero_info(self.stopping_reason_message)  # once, whatever `verbose` says
 
-    def _run_early_stopping_check(self, trainer: pl.Trainer) -> None:
-        self._epoch = trainer.current_epoch
+    # ------------------------------------------------------------------ the decision
+
+    def _check(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int
+    ) -> tuple[bool, DynamicsStoppingReason, str | None]:
+        not_stopped = (False, DynamicsStoppingReason.NOT_STOPPED, None)
         if self._producer is not None:
             samples = self._producer.tracker.n_samples
-            if samples == self._seen_samples or self.monitor not in trainer.callback_metrics:
-                if self.monitor in trainer.callback_metrics:
+            if samples == self._seen_samples:
+                if samples > 0 and (self.uses_history or self.monitor in trainer.callback_metrics):
                     self.waited_checks += 1
-                    if self.verbose:
-                        rank_zero_info(
-                            f"DynamicsEarlyStopping: no fresh {self.monitor} at epoch {self._epoch} (no sample point "
-                            "since the last check); waiting."
-                        )
-                return
+                    self._say(f"no new sample point of {self.prefix} since the last check at epoch {epoch}; waiting.")
+                return not_stopped
             self._seen_samples = samples
-        super()._run_early_stopping_check(trainer)
-
-    def _evaluate_stopping_criteria(self, current: Tensor) -> tuple[bool, str | None]:
-        should_stop, reason, message = self.rule.update(float(current), self._epoch)
-        self.wait_count = self.rule.wait_count
-        if should_stop:
-            self.stopping_reason = reason  # type: ignore[assignment]
-            message = f"DynamicsEarlyStopping at epoch {self._epoch}: {message} Signaling Trainer to stop."
-        elif self.verbose:
-            message = (
-                f"DynamicsEarlyStopping: {self.monitor} = {float(current):.4g}, peak {self.rule.peak:.4g}, "
+        if isinstance(self.rule, RelativeChangeRule):
+            if self._producer is None or self._producer.history is None:
+                return not_stopped
+            history = self._producer.history
+            decision = self.rule.update(history.values, list(history.epochs), epoch)
+            self._log_statistic(pl_module)
+            if not decision[0]:
+                self._say(
+                    f"epoch {epoch}: median relative change {self.rule.statistic:.3g} (p = {self.rule.p_value:.3g}), "
+                    f"{self.rule.wait_count}/{self.rule.patience} checks at or below {self.rule.ratio:g}."
+                )
+            return decision
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            return not_stopped
+        decision = self.rule.update(float(value), epoch)
+        if not decision[0]:
+            self._say(
+                f"{self.monitor} = {float(value):.4g}, peak {self.rule.peak:.4g}, "
                 f"{self.rule.wait_count}/{self.rule.patience} checks at or below {self.rule.ratio:g} x peak."
             )
-        return should_stop, message
+        return decision
+
+    def _log_statistic(self, pl_module: pl.LightningModule) -> None:
+        assert isinstance(self.rule, RelativeChangeRule)
+        for name, value in ((RELATIVE_CHANGE, self.rule.statistic), (f"{RELATIVE_CHANGE}_p", self.rule.p_value)):
+            if not math.isnan(value):  # identical on every process (the history is all-reduced)
+                pl_module.log(f"{self.prefix}/{name}", value, on_step=False, on_epoch=True, batch_size=1)
+
+    def _say(self, message: str) -> None:
+        if self.verbose:
+            rank_zero_info(f"DynamicsEarlyStopping: {message}")
+
+    # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -132,10 +216,33 @@ class DynamicsEarlyStopping(EarlyStopping):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.rule.load_state_dict(state_dict["rule"])
-        self.wait_count = self.rule.wait_count
-        self.stopped_epoch = int(state_dict["stopped_epoch"])
-        self.stopping_reason = DynamicsStoppingReason(state_dict["stopping_reason"])  # type: ignore[assignment]
-        self.stopping_reason_message = state_dict.get("stopping_reason_message")
-        self._seen_samples = int(state_dict.get("seen_samples", 0))
-        self.waited_checks = int(state_dict.get("waited_checks", 0))
+        """Restore :meth:`state_dict`; every field is checked, and a ValueError names the one that is wrong."""
+        where = "DynamicsEarlyStopping checkpoint state"
+        if not isinstance(state_dict, dict):
+            raise ValueError(f"{where} must be a dict, got {type(state_dict).__name__}.")
+        expected = {"rule", "stopped_epoch", "stopping_reason", "stopping_reason_message", "seen_samples"}
+        missing = expected - set(state_dict)
+        if missing:
+            raise ValueError(f"{where} lacks {sorted(missing)}; got keys {sorted(state_dict)}.")
+        rule_state = state_dict["rule"]
+        if not isinstance(rule_state, dict):
+            raise ValueError(f"{where} `rule` must be a dict, got {rule_state!r}.")
+        stopped_epoch = check_int("stopped_epoch", state_dict["stopped_epoch"], 0)
+        seen_samples = check_int("seen_samples", state_dict["seen_samples"], 0)
+        waited_checks = check_int("waited_checks", state_dict.get("waited_checks", 0), 0)
+        try:
+            reason = DynamicsStoppingReason(state_dict["stopping_reason"])
+        except ValueError:
+            allowed = [r.value for r in DynamicsStoppingReason]
+            raise ValueError(
+                f"{where} `stopping_reason` must be one of {allowed}, got {state_dict['stopping_reason']!r}."
+            ) from None
+        message = state_dict["stopping_reason_message"]
+        if message is not None and not isinstance(message, str):
+            raise ValueError(f"{where} `stopping_reason_message` must be a string or None, got {message!r}.")
+        self.rule.load_state_dict(rule_state)  # checks its own fields
+        self.stopped_epoch = int(stopped_epoch or 0)
+        self.stopping_reason = reason
+        self.stopping_reason_message = message
+        self._seen_samples = int(seen_samples or 0)
+        self.waited_checks = int(waited_checks or 0)

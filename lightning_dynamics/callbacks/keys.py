@@ -15,6 +15,9 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from lightning_dynamics.callbacks.monitor import DynamicsMonitor
 
+# The default rule's quantity: computed by the stopper from the monitor's history, logged under its prefix.
+RELATIVE_CHANGE = "relative_change"
+
 
 def full_key(monitor: str, prefix: str) -> str:
     """``monitor`` if it already holds a prefix (``"dynamics/stability_index"``), else ``<prefix>/<monitor>``.
@@ -56,4 +59,28 @@ def find_producer(callbacks: Iterable[Any], key: str, consumer: str, strict: boo
     if strict:
         raise ValueError(message + " Pass strict=False if another callback or the module logs this key.")
     rank_zero_warn(message + " Waiting for it to be logged by something else (strict=False).")
+    return None
+
+
+def find_producer_by_prefix(
+    callbacks: Iterable[Any], prefix: str, consumer: str, strict: bool
+) -> DynamicsMonitor | None:
+    """The :class:`DynamicsMonitor` among ``callbacks`` whose ``prefix`` is ``prefix`` (its history is the input).
+
+    Raises:
+        ValueError: with ``strict``, when no monitor has that prefix; the message lists the keys that exist. Without
+            ``strict`` it warns instead and returns ``None`` (nothing is checked until a monitor exists).
+    """
+    monitors = [c for c in callbacks if isinstance(c, DynamicsMonitor)]
+    for monitor in monitors:
+        if monitor.prefix == prefix:
+            return monitor
+    message = f"{consumer} reads the history of the DynamicsMonitor with prefix {prefix!r}, but " + (
+        f"no DynamicsMonitor has that prefix (their keys: {[k for m in monitors for k in m.keys]})."
+        if monitors
+        else "there is no DynamicsMonitor among the Trainer's callbacks."
+    )
+    if strict:
+        raise ValueError(message + " Add one, or pass the prefix of the one you have.")
+    rank_zero_warn(message + " Nothing is checked (strict=False).")
     return None
