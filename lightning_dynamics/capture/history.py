@@ -149,7 +149,13 @@ class SummaryHistory:
 
         Call it once the trainer's position is restored (e.g. Lightning's ``on_train_start``) with
         ``trainer.current_epoch`` and ``trainer.global_step``: a history recorded up to epoch 9 cannot continue
-        a run that resumes at epoch 3 (the checkpoint holds another run's or a later state).
+        a run that resumes at epoch 3 (the checkpoint holds another run's or a later state). Only the last
+        segment (the fit being resumed) counts; a new segment with no point yet is never ahead.
+
+        Args:
+            epoch: the trainer's current epoch.
+            step: the trainer's global (optimizer) step; ``None`` to check the epoch only.
+            where: how the message names the history.
 
         Raises:
             ValueError: the last segment's last epoch exceeds ``epoch``, or its last step exceeds ``step``.
@@ -230,6 +236,14 @@ def continuous_time(epochs: list[int], steps: list[int], segments: list[int]) ->
     a fit made after its last sample point are not known, so the step axis is a lower bound there). A segment
     that continues (a second ``fit`` of the same Trainer) is unchanged.
 
+    Args:
+        epochs: ``[T]`` epoch of each sample point (the history's ``epochs``).
+        steps: ``[T]`` optimizer step of each sample point.
+        segments: the sample index where each fit begins (the history's ``segments``).
+
+    Returns:
+        ``(epochs, steps)``, each ``[T]``, non-decreasing across the fits.
+
     Example:
         >>> continuous_time([0, 1, 2, 0, 1, 2], [4, 8, 12, 4, 8, 12], [0, 3])
         ([0, 1, 2, 3, 4, 5], [4, 8, 12, 16, 20, 24])
@@ -252,6 +266,12 @@ def validate_point_series(series_by_key: Any, n_points: int, where: str, group: 
     """Check a ``{name: series}`` dict of per-point values: string keys, each series ``n_points`` real numbers.
 
     A series is a 1-d real tensor or a list/tuple of ints and floats (NaN allowed).
+
+    Args:
+        series_by_key: the ``{name: series}`` dict to check.
+        n_points: the number of sample points each series must have.
+        where: how the message names the state (e.g. ``"the checkpoint"``).
+        group: the field's name in the state (``"metrics"``, ``"logged"``).
 
     Raises:
         ValueError: naming ``group`` and the key: not a dict, a non-string key, a series of another
@@ -459,6 +479,13 @@ def save_history(state: dict[str, Any], path: str | Path) -> Path:
     leaves a half-written history and readers see the old file or the new one. Writing in Python (not through
     ``torch.save`` onto the disk) keeps the system's error: a full disk is an ``ENOSPC``, not an iostream error.
     Once written, ``path``'s claim marker (:func:`claim_path`) is removed: the file itself holds the name.
+
+    Args:
+        state: a history state (:meth:`SummaryHistory.state_dict` plus optional series and settings).
+        path: where to write, normally a name returned by :func:`claim_path`.
+
+    Returns:
+        ``path``.
 
     Raises:
         HistorySaveError: the file cannot be written; the message says why in words (the disk is full,
