@@ -210,6 +210,10 @@ class SummaryAccumulator:
 
         ``shift`` and ``scaled`` may be absent (states saved before they existed: ``K = 0``, unscaled).
 
+        Args:
+            state: from :meth:`state_dict`.
+            where: how the message names the state.
+
         Raises:
             ValueError: naming the field: ``state`` is not a dict, or ``sums`` is not a floating-point tensor
                 of shape ``[L, k + 1]``, ``counts`` not ``L`` non-negative integers, ``shift`` not ``L``
@@ -296,6 +300,14 @@ def summarize(packed: Tensor, summary: str, dtype: torch.dtype = torch.float32) 
     (``std`` is shift-invariant: any ``K`` gives the same value.) A layer with ``n = 0`` (not called in the
     interval) gives NaN. Stateless; :meth:`SummaryAccumulator.summarize` also keeps the accumulator's
     accuracy state up to date and is what a training loop should call.
+
+    Args:
+        packed: ``[L, k + 1]`` sums with the counts last (:meth:`SummaryAccumulator.packed`, all-reduced).
+        summary: one of :data:`SUMMARY_CHOICES`.
+        dtype: of the result; float64 keeps the full accuracy of float64 sums.
+
+    Returns:
+        ``[L]`` summary values.
     """
     counts = packed[:, -1]
     n = torch.where(counts > 0, counts, torch.full_like(counts, float("nan")))
