@@ -72,7 +72,8 @@ class LyapunovMonitor(Callback):
 
     Args:
         d0: the separation after each renormalisation, relative to the current size of the largest block of the
-            state (weights, each optimizer-state field), in (0, 1). 1e-4: smaller values measure float32 rounding.
+            state (weights, each optimizer-state field), in (0, 1). 1e-3: at 1e-4 float32 rounding already adds
+            +7e-5 per step on a digits MLP (benchmarks/lyapunov.md).
         renorm_every: optimizer steps between renormalisations (an integer >= 1).
         prefix: logged key prefix (a non-empty name without '/').
         loss_fn: ``(pl_module, batch, batch_idx) -> loss``, instead of calling ``training_step``.
@@ -83,7 +84,7 @@ class LyapunovMonitor(Callback):
         duty_unit: ``"step"`` (optimizer steps) or ``"epoch"`` (training epochs), the unit of the duty cycle.
 
     Example:
-        >>> monitor = LyapunovMonitor(d0=1e-4, renorm_every=1)
+        >>> monitor = LyapunovMonitor(d0=1e-3, renorm_every=1)
         >>> monitor.key
         'dynamics/lyapunov'
         >>> LyapunovMonitor(seed=1.5)
