@@ -4,11 +4,12 @@ A small network on scikit-learn's digits (real, offline), plain SGD without mome
 one run per learning rate and seed with :class:`~lightning_dynamics.LyapunovMonitor`. For each learning rate:
 lambda per optimizer step (the monitor's slope estimate over the whole run), its mean, standard deviation and
 95% t-interval over the seeds, the second half's per-epoch estimates, the final validation accuracy and training
-loss; then whether lambda crosses 0 upwards between low and high learning rates (a sign change of the seed means,
-with a 95% interval below 0 at or below it and one above 0 at or above it), and whether that edge of chaos (arXiv:2506.08523) sits near the best
-learning rate of the sweep. Draws the loss curves and lambda against the learning rate (PNG) and writes a JSON
-summary. Danovski, Soriano & Lacasa, arXiv:2404.05782, report lambda < 0 at small and lambda > 0 at large
-learning rates. The duty cycle's cost and error: ``benchmarks/lyapunov_cost.py``. Results: ``benchmarks/lyapunov.md``.
+loss. Then: does lambda cross 0 upwards between low and high learning rates (a sign change of the seed means,
+with a 95% interval below 0 at or below it and one above 0 at or above it), and does that edge of chaos
+(arXiv:2506.08523) sit near the best learning rate of the sweep? Draws the loss curves and lambda against the
+learning rate (PNG) and writes a JSON summary. Danovski, Soriano & Lacasa, arXiv:2404.05782, report lambda < 0 at
+small and lambda > 0 at large learning rates. The duty cycle's cost and error: ``benchmarks/lyapunov_cost.py``.
+Results: ``benchmarks/lyapunov.md``.
 
 Run: ``nice -n 10 .venv/bin/python benchmarks/lyapunov_sweep.py [--epochs 20] [--seeds 0 1 2] [--out DIR]``
 (runs are cached in ``OUT/runs_*.json``: a second call with more seeds or learning rates only runs the new ones).
@@ -32,6 +33,7 @@ from scipy import stats
 
 from benchmarks.kit import DigitsDataModule, ImageClassifier, SmallCNN, SmallMLP, quiet_trainer
 from lightning_dynamics.callbacks import LyapunovMonitor
+from lightning_dynamics.twin_trajectory import DEFAULT_D0
 
 DEFAULT_LRS = (0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 2.0, 4.0)
 
@@ -194,7 +196,7 @@ def main() -> None:
     parser.add_argument("--lrs", type=float, nargs="+", default=list(DEFAULT_LRS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--d0", type=float, default=1e-4)
+    parser.add_argument("--d0", type=float, default=DEFAULT_D0)
     parser.add_argument("--momentum", type=float, default=0.0)
     parser.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
     parser.add_argument(
