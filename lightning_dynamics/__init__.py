@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         DynamicsMonitor,
         LyapunovMonitor,
     )
+    from lightning_dynamics.callbacks.hf import DynamicsTrainerCallback  # noqa: F401  (lazy, not in __all__)
 
 __version__ = "0.1.0"
 
@@ -33,6 +34,7 @@ _LIGHTNING_NAMES = {
     "DynamicsFabricMonitor",
     "DynamicsModelCheckpoint",
     "DynamicsMonitor",
+    "DynamicsTrainerCallback",  # needs the transformers extra: served on use, kept out of __all__
     "LyapunovMonitor",
 }
 

@@ -6,6 +6,15 @@ from lightning_dynamics.callbacks.fabric import DynamicsFabricMonitor
 from lightning_dynamics.callbacks.lyapunov import LyapunovMonitor
 from lightning_dynamics.callbacks.monitor import DynamicsMonitor
 
+
+def __getattr__(name: str) -> type:  # DynamicsTrainerCallback needs transformers: imported on use, kept out of __all__
+    if name == "DynamicsTrainerCallback":
+        from lightning_dynamics.callbacks.hf import DynamicsTrainerCallback
+
+        return DynamicsTrainerCallback
+    raise AttributeError(f"module 'lightning_dynamics.callbacks' has no attribute {name!r}")
+
+
 __all__ = [
     "DynamicsEarlyStopping",
     "DynamicsFabricMonitor",

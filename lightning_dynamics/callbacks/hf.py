@@ -1,0 +1,270 @@
+"""DynamicsTrainerCallback: the ``transformers`` Trainer adapter of :class:`~lightning_dynamics.DynamicsTracker`.
+
+The tracker owns the data flow and the sampling loop; this callback maps the Trainer's events onto it::
+
+    trainer = Trainer(model=model, args=TrainingArguments("runs/bert"), train_dataset=train)
+    monitor = DynamicsTrainerCallback().add_to(trainer)
+    trainer.train()  # <output_dir>/dynamics_history.pt; values in trainer.state.log_history and every report_to
+
+A "batch" of the tracker is one optimizer step (``on_step_end``, ``state.global_step``): with
+``gradient_accumulation_steps=k`` its summaries pool the ``k`` micro-batches' forwards, and an epoch has
+``ceil(len(train_dataloader) / k)`` of them. Forward calls in training mode are recorded; evaluation (eval mode) is not.
+
+Values go through ``Trainer.log``, the Trainer's public reporting method: it appends them to ``state.log_history``
+(saved in each checkpoint's ``trainer_state.json``) and hands them to every callback's ``on_log``, so the
+``report_to`` integrations (TensorBoard, W&B, MLflow, ...) and the progress bar receive them. A callback is given no
+Trainer by its events, hence :meth:`DynamicsTrainerCallback.add_to`. Putting the values into another event's ``logs``
+instead would miss the integrations, which the Trainer calls before any user callback.
+
+Resume: at each ``on_save`` the tracker's state goes beside HF's checkpoint, into
+``checkpoint-<step>/<prefix>_tracker_state.pt``, and ``trainer.train(resume_from_checkpoint=...)`` restores it. HF's
+``ExportableState`` does not fit: it stores JSON in ``trainer_state.json`` (no tensors) and, to restore, rebuilds the
+callback from constructor arguments (no predicates or probe functions) in place of the one the user holds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+from lightning.fabric.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from torch import Tensor, nn
+from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from lightning_dynamics.capture.layer_selection import LayerSelection
+from lightning_dynamics.config import (
+    DEFAULT_H_OPT,
+    DEFAULT_HISTORY_WINDOW,
+    DEFAULT_NULL_SURROGATES,
+    DEFAULT_POINTS_PER_EPOCH,
+    DEFAULT_SIGMA,
+    DEFAULT_WEIGHTS,
+    MAX_TIMEOUT_S,
+    DynamicsConfig,
+    check_bool,
+    check_finite_real,
+)
+from lightning_dynamics.functional.stability import DEFAULT_VOLATILITY_WINDOW, DEFAULT_WINDOW
+from lightning_dynamics.tracker import DynamicsTracker, LogPoint
+
+STATE_FILENAME = "{prefix}_tracker_state.pt"
+
+
+def hf_probe_forward(model: nn.Module, batch: Any) -> Any:
+    """The probe forward for a Trainer's batches: ``model(**batch)`` for a dict of inputs, else ``model(batch)``."""
+    return model(**batch) if isinstance(batch, Mapping) else model(batch)
+
+
+def _all_reduce_sum(packed: Tensor) -> Tensor:
+    packed = packed.clone()
+    dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+    return packed
+
+
+class DynamicsTrainerCallback(TrainerCallback):
+    """Watch a ``transformers`` Trainer's training as a dynamical system; every option of the Fabric adapter.
+
+    Args:
+        layers, max_layers, summary, every_n_steps, points_per_epoch, source, window, volatility_window, weights,
+            detrend, pad, h_opt, sigma, compute_phase_integration, history_window, null_surrogates,
+            complexity_every_n_samples, prefix, save_history, save_every_n_samples, checkpoint_probe_batch,
+            verbose: as :class:`~lightning_dynamics.DynamicsMonitor`; ``every_n_steps`` counts optimizer steps.
+        probe_batch: required with ``source="probe"`` (the Trainer's events do not show the batches): a batch as
+            the Trainer's collator makes it, e.g. ``data_collator([train[i] for i in range(8)])``.
+        probe_forward: ``(model, batch) -> output`` for the probe (default: :func:`hf_probe_forward`).
+        history_dir: where ``<prefix>_history.pt`` goes (default: ``args.output_dir``).
+        log_dashboard: at the end of training, draw the dashboard beside the history (``<prefix>_dashboard.png``).
+        ddp_timeout: with several processes, seconds each waits for the others before a sample point's all-reduce;
+            ``None``: ``TrainingArguments.ddp_timeout``.
+    """
+
+    def __init__(
+        self,
+        layers: LayerSelection = "auto",
+        max_layers: int | None = 64,
+        summary: Literal["rms", "mean", "abs_mean", "std"] = "rms",
+        every_n_steps: int | None = None,
+        points_per_epoch: int = DEFAULT_POINTS_PER_EPOCH,
+        source: Literal["train", "probe"] = "train",
+        probe_batch: Any = None,
+        probe_forward: Callable[[nn.Module, Any], Any] | None = hf_probe_forward,
+        window: int = DEFAULT_WINDOW,
+        volatility_window: int = DEFAULT_VOLATILITY_WINDOW,
+        weights: tuple[float, float] = DEFAULT_WEIGHTS,
+        detrend: Literal["diff", "linear", "mean"] | None = "diff",
+        pad: Literal["reflect"] | None = "reflect",
+        h_opt: float = DEFAULT_H_OPT,
+        sigma: float = DEFAULT_SIGMA,
+        compute_phase_integration: bool = True,
+        history_window: int | None = DEFAULT_HISTORY_WINDOW,
+        null_surrogates: int | None = DEFAULT_NULL_SURROGATES,
+        complexity_every_n_samples: int | None = None,
+        prefix: str = "dynamics",
+        history_dir: str | Path | None = None,
+        save_history: bool = True,
+        save_every_n_samples: int | None = None,
+        log_dashboard: bool = True,
+        checkpoint_probe_batch: bool = False,
+        ddp_timeout: float | None = None,
+        verbose: bool = True,
+    ) -> None:
+        if source == "probe" and probe_batch is None:
+            raise ValueError(
+                "`probe_batch` must be given with source='probe', got None: a Trainer callback never sees the "
+                "training batches. Pass one as the collator makes it, e.g. data_collator([train[i] for i in range(8)])."
+            )
+        config = DynamicsConfig(
+            summary=summary,
+            detrend=detrend,
+            pad=pad,
+            window=window,
+            volatility_window=volatility_window,
+            weights=weights,
+            h_opt=h_opt,
+            sigma=sigma,
+            history_window=history_window,
+            compute_phase_integration=compute_phase_integration,
+            every_n_steps=every_n_steps,
+            points_per_epoch=points_per_epoch,
+            null_surrogates=null_surrogates,
+            complexity_every_n_samples=complexity_every_n_samples,
+        )
+        self.tracker = DynamicsTracker(
+            layers=layers,
+            max_layers=max_layers,
+            config=config,
+            prefix=prefix,
+            source=source,
+            probe_batch=dict(probe_batch) if isinstance(probe_batch, Mapping) else probe_batch,  # a BatchEncoding
+            probe_forward=probe_forward,
+            save_history=save_history,
+            save_every_n_samples=save_every_n_samples,
+            verbose=verbose,
+            warn=rank_zero_warn,
+            info=rank_zero_info,
+        )
+        if history_dir is not None and not isinstance(history_dir, (str, Path)):
+            raise ValueError(f"`history_dir` must be a path or None, got {history_dir!r}.")
+        self.history_dir = history_dir
+        self.log_dashboard = check_bool("log_dashboard", log_dashboard)
+        self.checkpoint_probe_batch = check_bool("checkpoint_probe_batch", checkpoint_probe_batch)
+        self.ddp_timeout = check_finite_real(
+            "ddp_timeout", ddp_timeout, positive=True, maximum=MAX_TIMEOUT_S, allow_none=True
+        )
+        self.trainer: Trainer | None = None
+        self._epoch = 0
+        self._n_steps: int | None = None
+        self._logs_seen = 0
+
+    @property
+    def history_path(self) -> Path | None:
+        return self.tracker.history_path
+
+    def add_to(self, trainer: Trainer) -> DynamicsTrainerCallback:
+        """Register with ``trainer`` and report through its ``Trainer.log``; returns this callback."""
+        trainer.add_callback(self)
+        self.trainer = trainer
+        return self
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        """Attach to the model, claim the history file in the output folder and, on resume, restore the state."""
+        if self.trainer is None:
+            rank_zero_warn(
+                "DynamicsTrainerCallback has no Trainer: its values reach no report_to integration and no log_history "
+                "(they are in the history file). Register it with DynamicsTrainerCallback().add_to(trainer)."
+            )
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        self.tracker.begin_fit(
+            kwargs["model"],
+            reduce=_all_reduce_sum if distributed else None,
+            ddp_timeout=self.ddp_timeout or float(args.ddp_timeout),
+            history_dir=self.history_dir or args.output_dir or ".",
+            is_global_zero=state.is_world_process_zero,
+        )
+        self._logs_seen = len(state.log_history)
+        if state.global_step > 0:  # the Trainer restored a checkpoint
+            folders = [
+                args.resume_from_checkpoint,
+                Path(args.output_dir or ".") / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}",
+            ]
+            paths = [Path(f) / STATE_FILENAME.format(prefix=self.tracker.prefix) for f in folders if f]
+            found = next((path for path in paths if path.is_file()), None)
+            if found is None:
+                rank_zero_warn(
+                    f"DynamicsTrainerCallback: no dynamics state in {[str(p) for p in paths]}; "
+                    f"the history starts afresh at step {state.global_step}."
+                )
+                return
+            self.tracker.load_state_dict(torch.load(found, map_location="cpu", weights_only=True))
+            self.tracker.check_not_ahead(int(state.epoch or 0), state.global_step)
+
+    def on_epoch_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        """An epoch begins: its length in optimizer steps, when the train dataloader has a length."""
+        try:
+            self._n_steps = math.ceil(len(kwargs["train_dataloader"]) / args.gradient_accumulation_steps)
+        except (KeyError, TypeError):
+            self._n_steps = None
+        self._epoch = int(state.epoch or 0)
+        self.tracker.epoch_start(self._epoch, state.global_step, self._n_steps)
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        """After each optimizer step: a sample point closes if the schedule says so."""
+        # The step's index in its epoch from the global step, so that a run resumed mid-epoch samples as before.
+        index = None if self._n_steps is None else state.global_step - 1 - self._epoch * self._n_steps
+        self._close(
+            state,
+            lambda logged: self.tracker.batch_end(self._epoch, state.global_step, index, self._n_steps, logged=logged),
+        )
+
+    def on_epoch_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        """Close the epoch: its last sample point and the measures."""
+        self._close(state, lambda logged: self.tracker.epoch_end(self._epoch, state.global_step, logged=logged))
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        """Write the tracker's state into the checkpoint folder the Trainer has just written."""
+        if args.should_save:
+            folder = Path(args.output_dir or ".") / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            state_dict = self.tracker.state_dict(include_probe_batch=self.checkpoint_probe_batch)
+            torch.save(state_dict, folder / STATE_FILENAME.format(prefix=self.tracker.prefix))
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        """Remove the hooks, save the history and draw the dashboard beside it (first process)."""
+        path = self.tracker.end_fit()
+        if path is not None and self.log_dashboard:
+            try:
+                from lightning_dynamics.callbacks.figure_logging import dashboard_figure, dashboard_png_path
+
+                dashboard_figure(path).savefig(dashboard_png_path(path))
+            except Exception as error:  # a figure (or a missing matplotlib) must never fail a finished run
+                rank_zero_warn(f"DynamicsTrainerCallback: could not draw the dashboard figure: {error!r}")
+
+    def _close(self, state: TrainerState, close: Callable[[dict[str, float]], LogPoint | None]) -> None:
+        """Close a point with the scalars the Trainer logged since the previous one (loss, eval metrics); log it."""
+        logged = {
+            key: float(value)
+            for entry in state.log_history[self._logs_seen :]
+            for key, value in entry.items()
+            if isinstance(value, (int, float))
+            and key not in ("epoch", "step")
+            and not key.startswith(f"{self.tracker.prefix}/")
+        }
+        n_samples = self.tracker.n_samples
+        point = close(logged)
+        if self.tracker.n_samples > n_samples:
+            self._logs_seen = len(state.log_history)
+        if point is not None and point.values and self.trainer is not None:
+            self.trainer.log(dict(point.values))
