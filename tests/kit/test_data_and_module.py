@@ -81,3 +81,38 @@ def test_module_errors() -> None:
         ImageClassifier(SmallCNN(), schedule="cosine")
     with pytest.raises(ValueError, match="`n_val` must be a positive integer"):
         DigitPairsDataModule(n_val=0)
+
+
+def test_digits_width_16_is_the_same_digits_zero_padded_and_the_test_split_is_disjoint() -> None:
+    narrow, wide = DigitsDataModule(), DigitsDataModule(width=16, test_fraction=0.2)
+    narrow.setup()
+    wide.setup()
+    assert torch.equal(wide.val_set.tensors[0][..., :8], narrow.val_set.tensors[0])  # same validation images
+    assert torch.equal(wide.val_set.tensors[1], narrow.val_set.tensors[1])
+    assert not wide.val_set.tensors[0][..., 8:].any()  # zeros on the right
+    assert wide.test_set is not None and narrow.test_set is None
+    seen = {tuple(x.flatten().tolist()) for x in wide.train_set.tensors[0]}
+    seen_val = {tuple(x.flatten().tolist()) for x in wide.val_set.tensors[0]}
+    test = [tuple(x.flatten().tolist()) for x in wide.test_set.tensors[0]]
+    assert sum(t in seen or t in seen_val for t in test) <= 5  # load_digits holds a few duplicate images
+    total = len(wide.train_set) + len(wide.val_set) + len(wide.test_set)
+    assert total == 1797 and abs(len(wide.test_set) - 0.2 * 1797) <= 10
+    with pytest.raises(ValueError, match="width"):
+        DigitsDataModule(width=12)
+    with pytest.raises(ValueError, match="test_fraction"):
+        DigitsDataModule(val_fraction=0.5, test_fraction=0.6)
+
+
+def test_pairs_width_8_halves_each_digit() -> None:
+    from benchmarks.kit.data import _digits_split
+
+    wide, narrow = DigitPairsDataModule(n_train=50, n_val=20), DigitPairsDataModule(n_train=50, n_val=20, width=8)
+    wide.setup()
+    narrow.setup()
+    x_wide, y_wide = wide.train_set.tensors
+    x_narrow, y_narrow = narrow.train_set.tensors
+    assert x_narrow.shape == (50, 1, 8, 8) and torch.equal(y_wide, y_narrow)  # same draws, same labels
+    halved = (x_wide[..., 0::2] + x_wide[..., 1::2]) / 2  # adjacent columns averaged, per digit
+    assert torch.allclose(x_narrow, halved)
+    train_x, _, _, _ = _digits_split(0.25, 0)
+    assert x_wide.max() <= train_x.max()
