@@ -1,18 +1,20 @@
 """The three findings of arXiv:2604.09716 tested on the runs written by ``run.py``, with seeds and nulls.
 
-Per run (its ``[L, T]`` rms history, ``T`` = epochs), every measure comes with
-- a surrogate z-score: :func:`~lightning_dynamics.functional.surrogate_test` (phase-randomised layers:
-  same spectra, no cross-layer coupling; docs/method.md section 7) and, for the DFA exponent, which phase
-  surrogates keep by construction, a shuffle null (each layer's detrended series permuted in time: white
-  noise with the same values);
-- a bootstrap interval over layers (layers resampled with replacement, the measure recomputed).
-Per (architecture, task) cell: mean and sd over seeds and a bootstrap interval of the seed mean.
+Per run (its ``[L, T]`` rms history, ``T`` = epochs), every measure comes with a surrogate z-score
+(:func:`~lightning_dynamics.functional.surrogate_test`: phase-randomised layers, same spectra, no cross-layer
+coupling; docs/method.md section 7) and, for the DFA exponent, which phase surrogates keep by construction, a
+shuffle null (each layer's detrended series permuted in time: white noise with the same values). There is no
+per-run interval over layers (resampling layers with replacement duplicates a layer, which is phase-locked with
+itself): seeds are the units. Per (architecture, task) cell: mean, sd and Student-t interval over seeds.
 
-1. Integration separates the tasks: per architecture and pooled (task labels permuted within architecture),
-   exact / Monte-Carlo permutation tests of the difference of seed means.
+1. The task effect, in the 2x2 of input width x classes (``CONTRASTS``): alpha over a matched training phase
+   (primary; :func:`phase_window`), alpha and integration over the whole run; per architecture the exact
+   permutation test, the interval that inverts it (:func:`shift_interval`), Hedges' g, Holm over the
+   architectures; pooled (task labels permuted within architecture), leave-one-architecture-out, and an
+   architecture-level sign-flip test (:func:`contrast`). Units: white-noise sd and seed sd.
 2. The volatility signal comes before the accuracy plateau: lead = plateau epoch - signal epoch
-   (:mod:`lightning_dynamics.analysis`, :func:`~lightning_dynamics.convergence.convergence_signal`), its
-   distribution, a sign test, the signal-plateau rank correlation, and the signal on surrogate histories.
+   (:func:`~lightning_dynamics.convergence.convergence_signal`), its distribution, a sign test, the
+   signal-plateau rank correlation (NaN below 3 runs), and the signal on surrogate histories.
 3. Distinct training styles in the integration-metastability plane: each run's trajectory as the monitor
    logs it (measures over the history so far), the spread over sliding 16-epoch windows, and a permutation
    test of architecture separation on the whole-run points (raw and as surrogate z-scores, since

@@ -1,4 +1,4 @@
-"""The paper's experiments (arXiv:2604.09716) by one command, with seeds, surrogates and bootstrap intervals.
+"""The paper's experiments (arXiv:2604.09716) by one command, with seeds, nulls and a width control.
 
 Trains every (architecture, task, seed) of a preset with two :class:`~lightning_dynamics.DynamicsMonitor`
 callbacks (the default ``rms`` monitor, and ``summary="std"`` for the activation-std stopping rule), writes
@@ -7,14 +7,16 @@ early-stopping comparison (``findings.py``, ``stopping.py``) under ``--out``.
 
 Presets (``--scale``):
 
-- ``tiny``: the smoke setting (one small CNN, both offline tasks, 2 seeds, 22 epochs of 2 batches).
-- ``cpu``: offline stand-ins (digits: 10 classes; digit pairs: 100 classes), three timm architectures made
-  small (timm ResNet-18 at 1/8 width, a 4-block timm ViT with 4x4 patches) and a plain 8-layer CNN (VGG-like),
-  5 seeds, 40 epochs; within
-  30 minutes on an idle 2-core machine with ``--workers 2``.
+- ``tiny``: the smoke setting (one small CNN, the four offline tasks, 2 seeds, 22 epochs of 2 batches; a
+  3-seed, 4-epoch stopping study).
+- ``cpu``: offline stand-ins in a 2x2 of input width x classes (``digits`` 8x8/10, ``digits16`` 8x16/10,
+  ``pairs8`` 8x8/100, ``pairs`` 8x16/100; :data:`TASKS`), three architectures made small (timm ResNet-18 at
+  1/8 width, a 4-block timm ViT with 4x4 patches, a plain 8-layer CNN, VGG-like), 5 seeds, 40 epochs; then the
+  early-stopping study (``stopping.py``: SmallCNN on digits with a test split, 14 seeds). Estimated from
+  per-run costs on a quiet machine at about 30 minutes with ``--workers 2`` (not measured end to end).
 - ``full``: the paper's set-up on a GPU with CIFAR on disk (``--data-root``): ResNet-18, DenseNet-121,
   MobileNetV2, VGG-16-BN and a pretrained ViT-S/16 (``--vit-weights``, a local weights file) on CIFAR-10 and
-  CIFAR-100, 5 seeds, 50 epochs.
+  CIFAR-100, 5 seeds, 50 epochs (no stopping study).
 
 Run: ``.venv/bin/python -m benchmarks.paper.run --scale cpu --out runs/paper_cpu --workers 2``.
 Rerunning reuses finished runs (delete ``--out/runs/<run>`` to redo one); ``--analyse-only`` skips training.
