@@ -25,6 +25,7 @@ import numpy as np
 
 from lightning_dynamics.measure_registry import MEASURES, NULL_SUFFIXES
 from lightning_dynamics.report.dashboard_data import RunDashboard, epoch_of
+from lightning_dynamics.report.readings import first_reliable_point
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -44,6 +45,7 @@ PLATEAU_STYLE = {"color": "tab:green", "ls": ":", "lw": 1.6}
 BAND_STYLE = {"color": "0.55", "alpha": 0.25, "lw": 0}
 INSIDE_COLOR = "tab:orange"
 SHORT_COLOR = "tab:red"
+SHORT_SPAN_STYLE = {"color": "tab:red", "alpha": 0.06, "lw": 0}
 _DPI = 110
 
 
@@ -89,6 +91,18 @@ def _noise_band(ax: Axes, run: RunDashboard, key: str) -> bool:
         return False
     ax.fill_between(run.time[finite], lo[finite], hi[finite], **BAND_STYLE)  # type: ignore[arg-type]
     return True
+
+
+def _short_span(ax: Axes, run: RunDashboard, key: str) -> None:
+    """Shade the part of the time axis where the measure was computed on fewer points than its reliable minimum."""
+    reading = run.readings.get(key)
+    if reading is None or reading.reliable_min is None or run.n_points == 0:
+        return
+    first = first_reliable_point(key, run.n_points, run.config, reading.reliable_min)
+    if first == 0:
+        return
+    end = run.time[-1] if first is None else run.time[first]
+    ax.axvspan(float(run.time[0]), float(end), **SHORT_SPAN_STYLE)  # type: ignore[arg-type]
 
 
 def _reading_notes(ax: Axes, run: RunDashboard, key: str) -> None:
@@ -201,6 +215,7 @@ def _measure_panel(ax: Axes, run: RunDashboard, key: str, color: str = "tab:blue
         _missing(ax, f"{key} not in the history")
         return
     _noise_band(ax, run, key)
+    _short_span(ax, run, key)
     _line(ax, run.time, series, color=color)
     if key == "stability_volatility" and run.convergence.signal_index is not None:
         peak = np.fmax.accumulate(np.where(np.isfinite(series), series, -np.inf))
@@ -253,7 +268,8 @@ def plot_dashboard(run: RunDashboard, path: str | Path | None = None) -> Figure:
     loss where logged; the mean DFA exponent; layers left out; phase integration; layer freezing (where
     :mod:`lightning_dynamics.report.freezing_panel` exists; else synchrony). A measure with a null in the history
     gets its noise floor (the null's 95% band, grey) and a note: "inside noise floor" when its latest value sits in
-    the band; "short series" when that value was computed on fewer points than its estimator's reliable minimum.
+    the band; "short series" when that value was computed on fewer points than its estimator's reliable minimum,
+    and the stretch of time where that holds is shaded light red.
     Vertical lines: the volatility-drop signal (red dashed) and the accuracy plateau (green dotted), docs/method.md
     section 8.
 
@@ -330,8 +346,9 @@ def _draw_dashboard(run: RunDashboard) -> Figure:
             label=f"signal threshold: {run.convergence.ratio:g} x running peak of V",
         ),
         Patch(**BAND_STYLE, label="noise floor: 95% of the measure on surrogates"),  # type: ignore[arg-type]
+        Patch(**{**SHORT_SPAN_STYLE, "alpha": 0.15}, label="short series: fewer points than reliable"),  # type: ignore[arg-type]
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=9, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=9, frameon=False)
     fig.suptitle(f"{run.label}: {len(run.layer_names)} layers, {run.n_points} sample points ({_sampling(run)})")
     return fig
 

@@ -158,6 +158,27 @@ def points_read(measure: str, index: int, config: Mapping[str, Any]) -> int:
     return min(index + 1, int(history_window)) if history_window else index + 1
 
 
+def first_reliable_point(
+    measure: str, n_points: int, config: Mapping[str, Any], reliable_min: int | None
+) -> int | None:
+    """The first sample point at which ``measure`` reads at least ``reliable_min`` points; None if none of ``n_points``.
+
+    ``reliable_min=None`` (unknown) counts as reliable from the start (no flag without a number).
+
+    Example:
+        >>> first_reliable_point("integration", 30, {}, 20)
+        19
+        >>> first_reliable_point("stability_index", 30, {"window": 16}, 64) is None
+        True
+    """
+    if reliable_min is None:
+        return 0
+    for index in range(n_points):
+        if points_read(measure, index, config) >= reliable_min:
+            return index
+    return None
+
+
 def reading(
     metrics: Mapping[str, Any],
     measure: str,

@@ -108,6 +108,11 @@ def test_short_series_is_flagged_in_the_dashboard(tmp_path: Path, monkeypatch) -
     assert run.short_series() == ["integration"] and run.readings["integration"].points == N
     texts = [t.get_text() for t in _axes(plot_dashboard(run), "integration I").texts]
     assert f"short series: {N} < 64 points" in texts
+    # The stretch computed on fewer than 20 points is shaded: from the first point to point 19 (20 points read).
+    monkeypatch.setattr(readings_module, "reliable_points", {"integration": 20}.get)
+    run = load_run(tmp_path / "run")
+    (span,) = [p for p in _axes(plot_dashboard(run), "integration I").patches]
+    assert (span.get_x(), span.get_x() + span.get_width()) == (run.time[0], run.time[19])
     monkeypatch.setattr(readings_module, "reliable_points", {"integration": N}.get)
     assert load_run(tmp_path / "run").short_series() == []
 
