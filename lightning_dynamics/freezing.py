@@ -230,8 +230,9 @@ class LayerFreezer:
         check_finite_real("max_variance_ratio", self.max_variance_ratio, positive=True)
         check_int("lag", self.lag, 1)
         check_int("window", self.window, 3)
-        if not 0.0 < check_finite_real("horizon", self.horizon, positive=True) <= 1.0:
-            raise ValueError(f"`horizon` must be in (0, 1], got {self.horizon!r}.")
+        check_finite_real("horizon", self.horizon, positive=True)
+        if not 0.0 < self.horizon <= 1.0:
+            raise ValueError(f"`horizon` must be a number in (0, 1], got {self.horizon!r}.")
         check_int("patience", self.patience, 1)
         check_int("keep_trainable", self.keep_trainable, 1)
         check_int("min_samples", self.min_samples, 1, allow_none=True)

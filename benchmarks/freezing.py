@@ -1,0 +1,521 @@
+"""Layer freezing, measured: full training vs FreezeOut vs an AutoFreeze-style rule vs LayerFreezer (issue 22).
+
+Every method trains the same network with the same data order, SGD (momentum 0.9) and cosine learning rate
+per step, in a plain PyTorch loop (no Trainer overhead in the timings), and freezes prefixes of the same units:
+the monitored layers of :class:`~lightning_dynamics.DynamicsTracker` (``Conv2d`` and ``Linear``), each with the
+parameters :func:`~lightning_dynamics.freezing.prefix_parameter_groups` gives it. The last unit never freezes.
+
+- ``full``: no freezing.
+- ``freezeout``: FreezeOut's cubic schedule (Brock et al., arXiv:1706.04983; their code's ``how_scale="cubic"``):
+  unit ``i`` of ``n`` freezes at the fraction :math:`t_i = (t_0 + (1 - t_0) i / (n - 1))^3` of training, its
+  learning rate annealed by its own cosine to zero at :math:`t_i`; the knob is :math:`t_0`. (Their optional
+  ``scale_lr``, a larger initial rate for early-frozen layers, is not used.)
+- ``autofreeze``: AutoFreeze's rule (Liu et al., arXiv:2102.01386) with per-epoch intervals: each epoch, per unit,
+  the relative change of the gradient norm :math:`|g_e - g_{e-1}| / g_{e-1}` (``g_e``: root of the summed
+  squared gradient norms of the unit's parameters over epoch ``e``); the prefix of trainable units whose change
+  is below the ``percentile``-th percentile of the trainable units' changes is frozen. Knob: the percentile.
+- ``dynamics``: :class:`~lightning_dynamics.freezing.LayerFreezer` on a :class:`DynamicsTracker` sampled
+  ``samples_per_epoch`` times per epoch (the tracker's cost is inside its timings). Knob: ``change_tol``.
+
+Measured per run: training wall time (everything but validation and test evaluation, which every method does
+alike), backward+forward FLOPs (``torch.utils.flop_counter`` of one step at each frozen depth, weighted by the
+steps spent there), a *modelled* time (step time at each frozen depth, measured interleaved once per model on
+this machine, weighted the same way: robust to other load on a shared machine, unlike the wall time), and the
+test accuracy of the weights with the best validation accuracy (restore-best). Knobs are chosen on the tune seeds
+(the largest modelled saving whose mean accuracy cost against ``full`` is at most 0.5 points); every figure in
+the table is from the held-out seeds, with t-intervals over seeds of the paired difference to ``full``.
+
+Cases (``--cases``): ``cnn`` (SmallCNN on digits), ``deep_cnn`` (8 conv-BN-ReLU blocks on digits), ``resnet18``
+(timm ResNet-18 at 1/8 width on digits, from scratch), ``finetune`` (DeepCNN trained on digits by seed, then
+fine-tuned on digit pairs with a new 100-class head: a stand-in for a pretrained backbone).
+
+Run: ``nice -n 10 .venv/bin/python -m benchmarks.freezing --out runs/freezing`` (writes ``results.json`` and
+``summary.md``); ``--quick`` is the smoke setting the test suite runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lightning_dynamics import DynamicsTracker
+from lightning_dynamics.freezing import LayerFreezer, prefix_parameter_groups
+
+MONITORED = [nn.Conv2d, nn.Linear]
+
+
+@dataclass
+class Case:
+    model: str  # "cnn", "deep_cnn", "resnet18"
+    task: str  # "digits", "pairs" (pairs: fine-tuned from a digits model)
+    epochs: int
+    lr: float
+    pretrain_epochs: int = 0
+    batch_size: int = 64
+
+
+CASES: dict[str, Case] = {
+    "cnn": Case("cnn", "digits", epochs=24, lr=0.05),
+    "deep_cnn": Case("deep_cnn", "digits", epochs=24, lr=0.05),
+    "resnet18": Case("resnet18", "digits", epochs=24, lr=0.05),
+    "finetune": Case("deep_cnn", "pairs", epochs=24, lr=0.02, pretrain_epochs=10),
+}
+KNOBS: dict[str, list[float]] = {"full": [0.0], "freezeout": [0.5, 0.8], "autofreeze": [50.0], "dynamics": [0.1, 0.2]}
+
+
+@dataclass
+class Setting:
+    tune_seeds: tuple[int, ...] = (100,)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    samples_per_epoch: int = 8
+    max_steps_per_epoch: int | None = None
+    epochs: int | None = None  # overrides the case's
+    timing_steps: int = 20
+    freezer: dict[str, Any] = field(default_factory=dict)
+
+
+QUICK = Setting(tune_seeds=(100,), seeds=(0,), samples_per_epoch=4, max_steps_per_epoch=4, epochs=3, timing_steps=2)
+QUICK.freezer = dict(window=6, lag=2, patience=1)
+
+
+# ---------------------------------------------------------------------- data and models
+
+
+def load_task(task: str) -> dict[str, tuple[Tensor, Tensor]]:
+    """Train / validation / test tensors: digits split 60/20/20 by class; pairs built from each digits split."""
+    import numpy as np
+
+    from benchmarks.kit.data import _digits_split3, _pairs
+
+    tx, ty, vx, vy, sx, sy = _digits_split3(0.2, 0.2, 0)
+    if task == "digits":
+        return {"train": (tx, ty), "val": (vx, vy), "test": (sx, sy)}
+    rng = np.random.default_rng(1)
+    return {
+        "train": _pairs(tx, ty, len(ty), rng),
+        "val": _pairs(vx, vy, 500, rng),
+        "test": _pairs(sx, sy, 1000, rng),
+    }
+
+
+def build(name: str, num_classes: int) -> nn.Module:
+    from benchmarks.kit.models import DeepCNN, SmallCNN
+
+    if name == "cnn":
+        return SmallCNN(num_classes=num_classes)
+    if name == "deep_cnn":
+        return DeepCNN(num_classes=num_classes)
+    if name == "resnet18":
+        from benchmarks.kit.architectures import build_model
+
+        return build_model("resnet18", num_classes, in_channels=1, image_size=8, channels=(8, 16, 32, 64))
+    raise ValueError(f"`model` must be 'cnn', 'deep_cnn' or 'resnet18', got {name!r}.")
+
+
+def head_of(model: nn.Module) -> nn.Linear:
+    head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    return head
+
+
+def replace_head(model: nn.Module, num_classes: int) -> None:
+    for name, module in reversed(list(model.named_modules())):
+        if isinstance(module, nn.Linear):
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, nn.Linear(module.in_features, num_classes))
+            return
+
+
+def unit_names(model: nn.Module) -> list[str]:
+    """The freezing units: the tracker's monitored layers (Conv2d, Linear), in registration order."""
+    tracker = DynamicsTracker(layers=MONITORED, max_layers=None).attach(model)
+    names = tracker.layer_names
+    tracker.detach()
+    return names
+
+
+# ---------------------------------------------------------------------- cost per frozen depth
+
+
+def freeze_depth(model: nn.Module, groups: list[list[str]], depth: int) -> None:
+    params = dict(model.named_parameters())
+    for index, group in enumerate(groups):
+        for name in group:
+            params[name].requires_grad_(index >= depth)
+
+
+def step_costs(
+    model: nn.Module, groups: list[list[str]], batch: tuple[Tensor, Tensor], steps: int, rounds: int = 3
+) -> tuple[list[float], list[float]]:
+    """FLOPs and median seconds of one training step (forward, backward, SGD step) at each frozen depth.
+
+    Depths are timed interleaved (``rounds`` passes over all depths, ``steps`` steps each) so that other load on
+    the machine hits every depth alike.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = copy.deepcopy(model)
+    x, y = batch
+    depths = range(len(groups))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
+
+    def one_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    flops = []
+    for depth in depths:
+        freeze_depth(model, groups, depth)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            nn.functional.cross_entropy(model(x), y).backward()
+        flops.append(float(counter.get_total_flops()))
+    times: dict[int, list[float]] = {d: [] for d in depths}
+    for _ in range(rounds):
+        for depth in depths:
+            freeze_depth(model, groups, depth)
+            one_step()  # warm-up after the change
+            start = time.perf_counter()
+            for _ in range(steps):
+                one_step()
+            times[depth].append((time.perf_counter() - start) / steps)
+    return flops, [statistics.median(times[d]) for d in depths]
+
+
+# ---------------------------------------------------------------------- one run
+
+
+def accuracy(model: nn.Module, data: tuple[Tensor, Tensor]) -> float:
+    model.eval()
+    with torch.no_grad():
+        correct = (model(data[0]).argmax(-1) == data[1]).sum().item()
+    model.train()
+    return 100.0 * correct / len(data[1])
+
+
+def train_run(
+    case: Case,
+    method: str,
+    knob: float,
+    seed: int,
+    setting: Setting,
+    data: dict[str, tuple[Tensor, Tensor]],
+    init: Callable[[int], nn.Module],
+) -> dict[str, Any]:
+    """Train one (method, knob, seed); return the frozen depth per step, timings and restore-best test accuracy."""
+    torch.manual_seed(seed)
+    model = init(seed)
+    names = unit_names(model)
+    groups = prefix_parameter_groups(model, names)
+    params = dict(model.named_parameters())
+    epochs = setting.epochs or case.epochs
+    train_x, train_y = data["train"]
+    n_batches = math.ceil(len(train_y) / case.batch_size)
+    if setting.max_steps_per_epoch is not None:
+        n_batches = min(n_batches, setting.max_steps_per_epoch)
+    total = epochs * n_batches
+    n_units = len(groups)
+    # FreezeOut: per-unit freeze fraction and cosine to zero at it; the last unit trains to the end.
+    if method == "freezeout":
+        t_i = [(knob + (1 - knob) * i / (n_units - 1)) ** 3 if n_units > 1 else 1.0 for i in range(n_units)]
+        t_i[-1] = 1.0
+    else:
+        t_i = [1.0] * n_units
+    optimizer = torch.optim.SGD(
+        [{"params": [params[n] for n in group], "lr": case.lr} for group in groups], lr=case.lr, momentum=0.9
+    )
+    tracker = freezer = None
+    if method == "dynamics":
+        tracker = DynamicsTracker(layers=MONITORED, max_layers=None, prefix="dynamics").attach(model)
+        freezer = LayerFreezer(change_tol=knob, **setting.freezer).attach(model, tracker)
+    sample_every = max(1, n_batches // setting.samples_per_epoch)
+    grad_sq = [0.0] * n_units
+    previous_norms: list[float] | None = None
+    depth = 0
+    depth_per_step: list[int] = []
+    best_acc, best_state, best_epoch = -1.0, None, -1
+    generator = torch.Generator().manual_seed(seed)
+    train_seconds = 0.0
+    step = 0
+    for epoch in range(epochs):
+        order = torch.randperm(len(train_y), generator=generator)
+        start = time.perf_counter()
+        for b in range(n_batches):
+            index = order[b * case.batch_size : (b + 1) * case.batch_size]
+            progress = step / total
+            for i, group in enumerate(optimizer.param_groups):
+                group["lr"] = 0.5 * case.lr * (1 + math.cos(math.pi * min(progress / t_i[i], 1.0)))
+            if method == "freezeout":
+                new_depth = depth
+                while new_depth < n_units - 1 and progress >= t_i[new_depth]:
+                    new_depth += 1
+                if new_depth > depth:
+                    for name in (n for g in groups[depth:new_depth] for n in g):
+                        params[name].requires_grad_(False)
+                        params[name].grad = None
+                    depth = new_depth
+            optimizer.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(train_x[index]), train_y[index]).backward()
+            if method == "autofreeze":
+                for i, names_i in enumerate(groups[depth:], start=depth):
+                    grads = [params[n].grad for n in names_i]
+                    grad_sq[i] += sum(float(g.pow(2).sum()) for g in grads if g is not None)
+            optimizer.step()
+            depth_per_step.append(depth)
+            step += 1
+            if tracker is not None and freezer is not None and step % sample_every == 0:
+                # As DynamicsMonitor's default: sub-epoch points, the measures computed at the epoch's last one.
+                tracker.sample(epoch=epoch, step=step, compute=b + sample_every >= n_batches)
+                freezer.step(epoch=epoch, step=step)
+                depth = freezer.n_frozen
+        if method == "autofreeze":
+            norms = [math.sqrt(v) for v in grad_sq]
+            if previous_norms is not None and depth < n_units - 1:
+                changes = [
+                    abs(norms[i] - previous_norms[i]) / previous_norms[i] if previous_norms[i] > 0 else math.inf
+                    for i in range(depth, n_units)
+                ]
+                threshold = float(torch.tensor(changes).quantile(knob / 100.0))
+                new_depth = depth
+                while new_depth < n_units - 1 and changes[new_depth - depth] < threshold:
+                    new_depth += 1
+                for name in (n for g in groups[depth:new_depth] for n in g):
+                    params[name].requires_grad_(False)
+                    params[name].grad = None
+                depth = new_depth
+            previous_norms, grad_sq = norms, [0.0] * n_units
+        train_seconds += time.perf_counter() - start
+        val_acc = accuracy(model, data["val"])
+        if val_acc > best_acc:
+            best_acc, best_epoch = val_acc, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if tracker is not None:
+        tracker.detach()
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    return {
+        "method": method,
+        "knob": knob,
+        "seed": seed,
+        "train_seconds": train_seconds,
+        "depth_per_step": depth_per_step,
+        "final_depth": depth,
+        "units": n_units,
+        "best_epoch": best_epoch,
+        "val_acc": best_acc,
+        "test_acc": accuracy(model, data["test"]),
+        "events": [asdict(e) for e in freezer.events] if freezer is not None else [],
+    }
+
+
+# ---------------------------------------------------------------------- a case
+
+
+def pretrained_init(
+    case: Case, setting: Setting, digits: dict[str, tuple[Tensor, Tensor]]
+) -> Callable[[int], nn.Module]:
+    """For fine-tuning: a digits model per seed (trained ``pretrain_epochs``, cached), given a fresh pairs head."""
+    cache: dict[int, dict[str, Tensor]] = {}
+
+    def init(seed: int) -> nn.Module:
+        if seed not in cache:
+            base = Case(case.model, "digits", epochs=setting.epochs or case.pretrain_epochs, lr=0.05)
+            holder: dict[str, nn.Module] = {}
+
+            def fresh(s: int) -> nn.Module:
+                holder["m"] = build(case.model, 10)
+                return holder["m"]
+
+            train_run(base, "full", 0.0, seed + 1000, setting, digits, fresh)
+            cache[seed] = {k: v.clone() for k, v in holder["m"].state_dict().items()}
+        model = build(case.model, 10)
+        model.load_state_dict(cache[seed])
+        torch.manual_seed(seed)
+        replace_head(model, 100)
+        return model
+
+    return init
+
+
+def run_case(
+    name: str, setting: Setting, log: Callable[[str], None] = print, journal: Path | None = None
+) -> dict[str, Any]:
+    case = CASES[name]
+    data = load_task(case.task)
+    n_classes = 10 if case.task == "digits" else 100
+    init: Callable[[int], nn.Module]
+    if case.pretrain_epochs:
+        init = pretrained_init(case, setting, load_task("digits"))
+    else:
+
+        def init(seed: int) -> nn.Module:
+            return build(case.model, n_classes)
+
+    probe_model = init(setting.tune_seeds[0])
+    groups = prefix_parameter_groups(probe_model, unit_names(probe_model))
+    x, y = data["train"]
+    flops, seconds = step_costs(probe_model, groups, (x[: case.batch_size], y[: case.batch_size]), setting.timing_steps)
+    log(f"{name}: FLOPs per step by frozen depth {flops}; seconds {seconds}")
+    runs: list[dict[str, Any]] = []
+
+    def record(run: dict[str, Any]) -> None:
+        runs.append(run)
+        log(_line(name, run))
+        if journal is not None:  # every finished run, at once: a stopped benchmark keeps what it measured
+            with journal.open("a") as handle:
+                handle.write(json.dumps({"case": name, "flops": flops, "seconds": seconds, **run}) + "\n")
+
+    for method, knobs in KNOBS.items():
+        for knob in knobs:
+            for seed in setting.tune_seeds:
+                record({**train_run(case, method, knob, seed, setting, data, init), "split": "tune"})
+    chosen = {method: choose_knob(runs, method) for method in KNOBS}
+    for method in KNOBS:
+        for seed in setting.seeds:
+            record({**train_run(case, method, chosen[method], seed, setting, data, init), "split": "held_out"})
+    for run in runs:
+        steps = run["depth_per_step"]
+        run["flops"] = sum(flops[d] for d in steps)
+        run["modelled_seconds"] = sum(seconds[d] for d in steps)
+    return {
+        "case": asdict(case),
+        "units": len(groups),
+        "flops_per_depth": flops,
+        "seconds_per_depth": seconds,
+        "chosen": chosen,
+        "runs": runs,
+    }
+
+
+def _line(case: str, run: dict[str, Any]) -> str:
+    return (
+        f"{case} {run['split'] if 'split' in run else ''} {run['method']}({run['knob']}) seed {run['seed']}: "
+        f"test {run['test_acc']:.2f}, depth {run['final_depth']}/{run['units']}, {run['train_seconds']:.1f} s"
+    )
+
+
+def _modelled(run: dict[str, Any], seconds: list[float] | None = None) -> float:
+    return float(run.get("modelled_seconds", len(run["depth_per_step"])))
+
+
+def choose_knob(runs: list[dict[str, Any]], method: str) -> float:
+    """On the tune seeds: the knob with the most frozen steps whose mean accuracy cost vs full is <= 0.5 points."""
+    tune = [r for r in runs if r.get("split") == "tune"]
+    full = statistics.mean(r["test_acc"] for r in tune if r["method"] == "full")
+    best, best_saving = KNOBS[method][0], -1.0
+    for knob in KNOBS[method]:
+        mine = [r for r in tune if r["method"] == method and r["knob"] == knob]
+        cost = full - statistics.mean(r["test_acc"] for r in mine)
+        saving = statistics.mean(sum(r["depth_per_step"]) / max(1, len(r["depth_per_step"])) for r in mine)
+        if cost <= 0.5 and saving > best_saving:
+            best, best_saving = knob, saving
+    return best
+
+
+# ---------------------------------------------------------------------- summary
+
+
+def t_interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean and 95% t-interval over seeds."""
+    from scipy import stats
+
+    mean = statistics.mean(values)
+    if len(values) < 2:
+        return mean, math.nan, math.nan
+    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def summarise(result: dict[str, Any]) -> list[dict[str, Any]]:
+    held = [r for r in result["runs"] if r["split"] == "held_out"]
+    full = {r["seed"]: r for r in held if r["method"] == "full"}
+    rows = []
+    for method in KNOBS:
+        mine = sorted((r for r in held if r["method"] == method), key=lambda r: r["seed"])
+        if not mine:
+            continue
+
+        def paired(key: str, relative: bool = True, mine: list[dict[str, Any]] = mine) -> tuple[float, float, float]:
+            values = []
+            for r in mine:
+                ref = full[r["seed"]][key]
+                values.append(100.0 * (1 - r[key] / ref) if relative else r[key] - ref)
+            return t_interval(values)
+
+        rows.append(
+            {
+                "method": method,
+                "knob": result["chosen"][method],
+                "test_acc": t_interval([r["test_acc"] for r in mine]),
+                "acc_diff": paired("test_acc", relative=False),
+                "wall_saved_pct": paired("train_seconds"),
+                "modelled_saved_pct": paired("modelled_seconds"),
+                "flops_saved_pct": paired("flops"),
+                "final_depth": statistics.mean(r["final_depth"] for r in mine),
+            }
+        )
+    return rows
+
+
+def markdown(results: dict[str, Any]) -> str:
+    def fmt(triple: tuple[float, float, float], digits: int = 1) -> str:
+        mean, low, high = triple
+        return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+    lines = []
+    for name, result in results.items():
+        lines += [
+            f"### {name} ({result['units']} units; knobs chosen on seeds {result['tune_seeds']}, "
+            f"held-out seeds {result['seeds']})",
+            "",
+            "| method | knob | test acc | acc - full (points) | wall time saved % | modelled time saved % "
+            "| FLOPs saved % | units frozen at end |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in summarise(result):
+            lines.append(
+                f"| {row['method']} | {row['knob']:g} | {fmt(row['test_acc'], 2)} | {fmt(row['acc_diff'], 2)} | "
+                f"{fmt(row['wall_saved_pct'])} | {fmt(row['modelled_saved_pct'])} | {fmt(row['flops_saved_pct'])} "
+                f"| {row['final_depth']:.1f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", default=["cnn", "deep_cnn", "finetune", "resnet18"], choices=CASES)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--quick", action="store_true", help="smoke setting: 3 epochs of 4 steps, one seed each")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    setting = QUICK if args.quick else Setting()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {}
+    started = time.perf_counter()
+    for name in args.cases:
+        result = run_case(name, setting, journal=args.out / "runs.jsonl")
+        result["tune_seeds"], result["seeds"] = list(setting.tune_seeds), list(setting.seeds)
+        results[name] = result
+        (args.out / "results.json").write_text(json.dumps(results, indent=1))
+        (args.out / "summary.md").write_text(markdown(results))
+    print(markdown(results))
+    print(f"total wall time {time.perf_counter() - started:.0f} s")
+    return results
+
+
+if __name__ == "__main__":
+    main()
