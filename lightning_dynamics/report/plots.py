@@ -39,6 +39,7 @@ MEASURE_LABELS = {
     "integration_alpha": "mean DFA exponent α",
     "phase_integration": "phase integration",
     "synchrony": "synchrony (mean R)",
+    "relative_change": "relative change\n(median over layers)",
 }
 SIGNAL_STYLE = {"color": "tab:red", "ls": "--", "lw": 1.2}
 PLATEAU_STYLE = {"color": "tab:green", "ls": ":", "lw": 1.6}
@@ -263,10 +264,11 @@ def plot_dashboard(run: RunDashboard, path: str | Path | None = None) -> Figure:
     """Draw one run's dashboard: heatmap, trajectory, R(t), the measures with their noise floors, validation metrics.
 
     Panels: the ``[L, T]`` summaries z-scored per layer (layers top to bottom from the input side); the
-    integration-metastability trajectory coloured by epoch; :math:`R(t)` with its mean; integration; metastability;
-    the stability index; its volatility with the rule's threshold (0.25 x running peak); validation accuracy and
-    loss where logged; the mean DFA exponent; layers left out; phase integration; layer freezing (where
-    :mod:`lightning_dynamics.report.freezing_panel` exists; else synchrony). A measure with a null in the history
+    integration-metastability trajectory coloured by epoch; :math:`R(t)` with its mean; validation accuracy and loss
+    where logged; one panel per measure (:func:`dashboard_measures`: integration, metastability, the stability index,
+    its volatility with the rule's threshold (0.25 x running peak), the mean DFA exponent, and every other
+    registered measure the history holds, on the registry's bounds); layers left out; layer freezing (where
+    :mod:`lightning_dynamics.report.freezing_panel` exists). A measure with a null in the history
     gets its noise floor (the null's 95% band, grey) and a note: "inside noise floor" when its latest value sits in
     the band; "short series" when that value was computed on fewer points than its estimator's reliable minimum,
     and the stretch of time where that holds is shaded light red.
@@ -287,17 +289,33 @@ def plot_dashboard(run: RunDashboard, path: str | Path | None = None) -> Figure:
     return fig
 
 
+# Always drawn (a note says when the history lacks one); every other registered measure in the history gets a panel.
+CORE_MEASURES = ("integration", "metastability", "stability_index", "stability_volatility", "integration_alpha")
+COUNT_KEYS = ("n_excluded", "nonfinite")
+_PANEL_COLORS = ("tab:blue", "tab:brown", "tab:cyan", "tab:olive", "tab:pink", "tab:green", "tab:gray")
+
+
+def dashboard_measures(run: RunDashboard) -> list[str]:
+    """The measures that get a panel, in the registry's order: the core ones, and any other registered measure
+    the history holds (a measure added to :mod:`lightning_dynamics.measure_registry` appears without a change here)."""
+    present = set(CORE_MEASURES) | {key for key in run.metrics if key in MEASURES}
+    return [name for name in MEASURES if name in present and name not in COUNT_KEYS]
+
+
 def _draw_dashboard(run: RunDashboard) -> Figure:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    fig = _new_figure(13, 14)
-    grid = fig.add_gridspec(6, 2, height_ratios=[1.5, 1, 1, 1, 1, 1])
+    measures = dashboard_measures(run)
+    n_panels = 3 + len(measures) + 1  # R(t), validation, the measures, layers left out, freezing or spare
+    n_rows = math.ceil(n_panels / 2)
+    fig = _new_figure(13, 3.0 + 2.2 * n_rows)
+    grid = fig.add_gridspec(n_rows + 1, 2, height_ratios=[1.5] + [1] * n_rows)
     heat = fig.add_subplot(grid[0, 0])
     _heatmap(heat, run)
     _trajectory(fig.add_subplot(grid[0, 1]), run)
-    time_axes = [fig.add_subplot(grid[r, c], sharex=heat) for r in range(1, 6) for c in range(2)]
-    order, integration, metastability, index, volatility, validation, alpha, spare, phase, last = time_axes
+    time_axes = [fig.add_subplot(grid[1 + i // 2, i % 2], sharex=heat) for i in range(n_panels)]
+    order, validation, *measure_axes, spare, last = time_axes
     order.set_ylabel("order parameter R(t)\n(dotted: its mean)")
     order.set_ylim(0, 1)
     if np.isfinite(run.order_parameter).any():
@@ -305,18 +323,16 @@ def _draw_dashboard(run: RunDashboard) -> Figure:
         order.axhline(float(np.nanmean(run.order_parameter)), color="tab:purple", ls=":", lw=1)
     else:
         _missing(order, "too few sample points for phases")
-    _measure_panel(integration, run, "integration")
-    _measure_panel(metastability, run, "metastability")
-    _measure_panel(index, run, "stability_index")
-    _measure_panel(volatility, run, "stability_volatility")
     _validation_panel(validation, run)
-    _measure_panel(alpha, run, "integration_alpha", color="tab:brown")
-    alpha.set_ylabel("mean DFA exponent α\n(dotted: h_opt)")
-    alpha.axhline(float(run.config.get("h_opt", 0.7)), color="0.5", ls=":", lw=1)
+    for k, (ax, key) in enumerate(zip(measure_axes, measures, strict=True)):
+        _measure_panel(ax, run, key, color=_PANEL_COLORS[k % len(_PANEL_COLORS)])
+        if key == "integration_alpha":
+            ax.set_ylabel("mean DFA exponent α\n(dotted: h_opt)")
+            ax.axhline(float(run.config.get("h_opt", 0.7)), color="0.5", ls=":", lw=1)
     spare.set_ylabel("layers left out")
     spare.set_ylim(bottom=-0.5, top=len(run.layer_names) + 0.5)
     counts = [
-        (key, color) for key, color in (("n_excluded", "tab:gray"), ("nonfinite", "tab:red")) if key in run.metrics
+        (key, color) for key, color in zip(COUNT_KEYS, ("tab:gray", "tab:red"), strict=True) if key in run.metrics
     ]
     for key, color in counts:
         _line(spare, run.time, run.metrics[key], color=color, label=key)
@@ -324,9 +340,9 @@ def _draw_dashboard(run: RunDashboard) -> Figure:
         spare.legend(loc="upper right", fontsize=7)
     else:
         _missing(spare, "n_excluded / nonfinite not in the history")
-    _measure_panel(phase, run, "phase_integration", color="tab:cyan")
     if not _freezing_panel(last, run):
-        _measure_panel(last, run, "synchrony", color="tab:olive")
+        last.set_visible(False)
+        time_axes.remove(last)
     for ax in time_axes:
         _markers(ax, run)
         ax.grid(alpha=0.25)

@@ -157,7 +157,7 @@ def test_the_freezing_panel_is_drawn_where_its_module_exists(tmp_path: Path, mon
 
     run = load_run(save_history(_banded_state(), tmp_path / "run" / "dynamics_history.pt"))
     without = plot_dashboard(run)
-    assert any(ax.get_ylabel().startswith("synchrony") for ax in without.axes)  # no freezing module: synchrony
+    assert "frozen layers" not in [ax.get_ylabel() for ax in without.axes if ax.get_visible()]
     calls = []
     module = types.ModuleType("lightning_dynamics.report.freezing_panel")
 
@@ -169,8 +169,7 @@ def test_the_freezing_panel_is_drawn_where_its_module_exists(tmp_path: Path, mon
     monkeypatch.setitem(sys.modules, "lightning_dynamics.report.freezing_panel", module)
     figure = plot_dashboard(run)
     assert len(calls) == 1 and calls[0]["layer_names"] == run.layer_names  # the history as read
-    labels = [ax.get_ylabel() for ax in figure.axes]
-    assert "frozen layers" in labels and not any(label.startswith("synchrony") for label in labels)
+    assert "frozen layers" in [ax.get_ylabel() for ax in figure.axes if ax.get_visible()]
 
     def broken(ax, history_state) -> None:
         raise KeyError("segments")
@@ -178,3 +177,23 @@ def test_the_freezing_panel_is_drawn_where_its_module_exists(tmp_path: Path, mon
     module.draw_freezing = broken  # type: ignore[attr-defined]
     texts = [t.get_text() for ax in plot_dashboard(run).axes for t in ax.texts]
     assert any(t.startswith("layer freezing: could not draw (KeyError") for t in texts)
+
+
+def test_a_measure_added_to_the_registry_gets_its_panel_band_and_bounds(tmp_path: Path, monkeypatch) -> None:
+    """The dashboard reads the registry: a new measure needs no change in the report."""
+    from lightning_dynamics.measure_registry import MEASURES, Measure
+    from lightning_dynamics.report.plots import dashboard_measures
+
+    monkeypatch.setitem(
+        MEASURES, "my_measure", Measure("my_measure", "default", "a test measure", lambda c: 1, (0.0, 3.0))
+    )
+    state = _banded_state()
+    lo, hi = _band(1.0, 2.0)
+    state["metrics"].update(
+        my_measure=torch.full((N,), 2.5, dtype=torch.float64), my_measure_null_lo=lo, my_measure_null_hi=hi
+    )
+    run = load_run(save_history(state, tmp_path / "run" / "dynamics_history.pt"))
+    assert "my_measure" in dashboard_measures(run) and run.readings["my_measure"].inside_noise_floor is False
+    panel = _axes(plot_dashboard(run), "my_measure")
+    assert panel.get_ylim() == (0.0, 3.0) and len(panel.collections) == 1  # the registry's bounds, the band
+    assert "outside noise floor" in [t.get_text() for t in panel.texts]
