@@ -120,7 +120,7 @@ def dashboard_html(runs: Sequence[RunDashboard], png: bytes, title: str) -> str:
             f'<p class="note">Read from {sources}. Signal: volatility-drop rule (ratio {rule.ratio:g}, patience '
             f"{rule.patience}); plateau: first point within 0.5 percentage points of the best validation accuracy "
             "(docs/method.md section 8). Noise floor: the 95% band of the measure on surrogates of the run's own "
-            "history; a value inside it does not differ from that null at the 5% level (docs/method.md section 8b). "
+            "history; a value inside it lies among the central 95% of that null (docs/method.md section 8b). "
             "Short series: computed on fewer sample points than the estimator's reliable minimum.</p>"
         )
     parts.append("</body></html>")

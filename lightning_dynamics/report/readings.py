@@ -4,8 +4,8 @@ A reading means something only beside its null and its estimator's reliable leng
 issue 18 items 2 and 4). The tracker stores, for each measure that has a null, the series
 ``<measure>_null_lo`` and ``<measure>_null_hi`` in the history's ``metrics``: the 2.5% and 97.5% quantiles of the
 measure on surrogates of the run's own history, at the points where the measure is logged (NaN elsewhere).
-A latest value inside ``[null_lo, null_hi]`` at its point is *inside the noise floor*: at the 5% level it does
-not differ from what the same history with its structure destroyed gives. The reliable minimum length of each
+A latest value inside ``[null_lo, null_hi]`` at its point is *inside the noise floor*: it lies among the central
+95% of what the same history gives with its structure destroyed. The reliable minimum length of each
 estimator comes from :data:`lightning_dynamics.functional.reliability.RELIABLE_MIN_POINTS`; a measure computed on
 fewer sample points is a *short series*. Both come through the measure registry
 (:mod:`lightning_dynamics.measure_registry`).
