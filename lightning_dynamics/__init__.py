@@ -32,6 +32,7 @@ __version__ = "0.1.0"
 _LIGHTNING_NAMES = {
     "DynamicsEarlyStopping",
     "DynamicsFabricMonitor",
+    "DynamicsLayerFreezing",
     "DynamicsModelCheckpoint",
     "DynamicsMonitor",
     "DynamicsTrainerCallback",  # needs the transformers extra: served on use, kept out of __all__

@@ -313,3 +313,33 @@ def test_state_is_validated_by_field() -> None:
 def test_constructor_is_validated(name: str, value: float) -> None:
     with pytest.raises(ValueError, match=f"`{name}`.*{value}"):
         LayerFreezer(**{name: value})  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------- the dashboard panel
+
+
+def test_freezing_panel_draws_when_each_layer_froze() -> None:
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from lightning_dynamics.report.freezing_panel import draw_freezing, sample_time
+
+    state = {
+        "prefix": "dynamics",
+        "layer_names": ["conv1", "conv2", "head"],
+        "epochs": [0, 0, 1, 1, 2, 2],
+        "logged": {"dynamics/frozen_layers": [math.nan, 0.0, 1.0, 1.0, 2.0, 2.0]},
+    }
+    ax = Figure().add_subplot()
+    draw_freezing(ax, state)
+    frozen_bars = [p for p in ax.patches if p.get_facecolor()[:3] != matplotlib.colors.to_rgb("0.88")]
+    # conv1 from the 3rd point (epoch 1.5), conv2 from the 5th (epoch 2.5); the head never.
+    assert sorted((round(p.get_x(), 6), round(p.get_y() + p.get_height() / 2)) for p in frozen_bars) == [
+        (1.5, 0),
+        (2.5, 1),
+    ]
+    assert sample_time(state["epochs"]) == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+    empty = Figure().add_subplot()
+    draw_freezing(empty, {"layer_names": ["a"], "logged": {}})
+    assert "no layer freezing recorded" in [t.get_text() for t in empty.texts]

@@ -3,6 +3,7 @@
 from lightning_dynamics.callbacks.checkpoint import DynamicsModelCheckpoint
 from lightning_dynamics.callbacks.early_stopping import DynamicsEarlyStopping
 from lightning_dynamics.callbacks.fabric import DynamicsFabricMonitor
+from lightning_dynamics.callbacks.freezing import DynamicsLayerFreezing
 from lightning_dynamics.callbacks.lyapunov import LyapunovMonitor
 from lightning_dynamics.callbacks.monitor import DynamicsMonitor
 
@@ -18,6 +19,7 @@ def __getattr__(name: str) -> type:  # DynamicsTrainerCallback needs transformer
 __all__ = [
     "DynamicsEarlyStopping",
     "DynamicsFabricMonitor",
+    "DynamicsLayerFreezing",
     "DynamicsModelCheckpoint",
     "DynamicsMonitor",
     "LyapunovMonitor",
