@@ -32,7 +32,7 @@ import torch
 
 from benchmarks.kit import DigitsDataModule, ImageClassifier, SmallMLP, quiet_trainer
 from lightning_dynamics.callbacks import LyapunovMonitor
-from lightning_dynamics.twin_trajectory import TwinTrajectory
+from lightning_dynamics.twin_trajectory import DEFAULT_D0, TwinTrajectory
 
 # (duty_on, duty_period, duty_unit); None: always on.
 DUTY_CYCLES: tuple[tuple[int, int, str] | None, ...] = (
@@ -64,13 +64,13 @@ class StepTimer(pl.Callback):
         self.steps.append((time.perf_counter() - self._start, self._running))
 
 
-def run(lr: float, seed: int, epochs: int, duty: tuple[int, int, str] | None) -> dict[str, Any]:
+def run(lr: float, seed: int, epochs: int, duty: tuple[int, int, str] | None, d0: float) -> dict[str, Any]:
     pl.seed_everything(seed, verbose=False)
     module = ImageClassifier(SmallMLP(), lr=lr, momentum=0.0)
     if duty is None:
-        monitor = LyapunovMonitor()
+        monitor = LyapunovMonitor(d0=d0)
     else:
-        monitor = LyapunovMonitor(duty_on=duty[0], duty_period=duty[1], duty_unit=duty[2])  # type: ignore[arg-type]
+        monitor = LyapunovMonitor(d0=d0, duty_on=duty[0], duty_period=duty[1], duty_unit=duty[2])  # type: ignore[arg-type]
     timer = StepTimer(monitor)
     trainer = quiet_trainer(max_epochs=epochs, accelerator="cpu", callbacks=[monitor, timer], limit_val_batches=0)
     start = time.perf_counter()
@@ -120,6 +120,7 @@ def main() -> None:
     parser.add_argument("--lrs", type=float, nargs="+", default=[0.1, 1.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--d0", type=float, default=DEFAULT_D0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("runs/lyapunov_cost"))
     parser.add_argument(
@@ -135,7 +136,7 @@ def main() -> None:
         cycles = (None, *((int(on), int(period), unit) for on, period, unit in args.duty))
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    cache = args.out / f"runs_e{args.epochs}.json"
+    cache = args.out / f"runs_e{args.epochs}_d0{args.d0:g}.json"
     results: list[dict[str, Any]] = json.loads(cache.read_text()) if cache.exists() else []
     done = {(r["lr"], r["seed"], tuple(r["duty"]) if r["duty"] else None) for r in results}
     for lr in args.lrs:
@@ -143,7 +144,7 @@ def main() -> None:
             for duty in cycles:
                 if (lr, seed, duty) in done:
                     continue
-                results.append(run(lr, seed, args.epochs, duty))
+                results.append(run(lr, seed, args.epochs, duty, args.d0))
                 cache.write_text(json.dumps(results))
                 r = results[-1]
                 print(
@@ -151,7 +152,7 @@ def main() -> None:
                     f"{r['real_steps']} ({r['seconds']:.1f} s)",
                     flush=True,
                 )
-    print(f"\nSmallMLP, plain SGD, {args.epochs} epochs, seeds {args.seeds}; lambda per optimizer step")
+    print(f"\nSmallMLP, plain SGD, {args.epochs} epochs, seeds {args.seeds}, d0={args.d0:g}; lambda per optimizer step")
     print(
         f"{'lr':>5}  {'duty (on/period unit)':>22}  {'twin on':>7}  {'on/off step':>11}  {'run/off step':>12}  "
         f"{'lambda mean ± sd':>19}  {'duty - always-on: mean, max |.|':>31}"
@@ -179,7 +180,9 @@ def main() -> None:
         print(f"{'':>5}  seed-to-seed sd of the always-on lambda at lr {lr:g}: {spread:.5f}")
     memory = shadow_memory()
     print("\nshadow memory / parameter memory: " + ", ".join(f"{k} {v:.2f}x" for k, v in memory.items()))
-    (args.out / f"summary_e{args.epochs}.json").write_text(json.dumps({"runs": results, "memory": memory}))
+    (args.out / f"summary_e{args.epochs}_d0{args.d0:g}.json").write_text(
+        json.dumps({"runs": results, "memory": memory})
+    )
 
 
 if __name__ == "__main__":
