@@ -237,8 +237,8 @@ _MEASURES = (
     Measure(
         "relative_change",
         "default",
-        "median over layers of the recent mean |change| of each layer's summary over its first-half mean |change| "
-        "(scale-aware: about 1 while a layer moves as early on or drifts, towards 0 as it settles)",
+        "median over layers of each layer's recent mean absolute change over its first-half one (scale-aware: about 1 "
+        "while a layer moves as much as early on, towards 0 as it settles)",
         lambda config: min_relative_change_length(config.window),
         bounds=(0.0, 2.0),
         null="shuffle",
@@ -320,7 +320,7 @@ def null_bands(
     temporal correlations DFA reads). One batched pass per kind of null. The band is the central 95% of the values.
     """
     out: dict[str, Tensor] = {}
-    kinds = sorted({MEASURES[name].null for name in names if MEASURES[name].null is not None})
+    kinds = sorted({str(MEASURES[name].null) for name in names if MEASURES[name].null is not None})
     for kind in kinds:
         wanted = tuple(name for name in names if MEASURES[name].null == kind)
         window = x if config.history_window is None else x[..., -config.history_window :]

@@ -190,7 +190,7 @@ class DynamicsTracker:
         self._probe_context: Callable[[], Any] | None = None
         self._batches_since_start = 0
         self._n_batches: float | int | None = None
-        self._nonfinite_since_log: Tensor | None = None
+        self._flags_since_log: Tensor | None = None  # [3, L] layer flags of the points since the last computation
         self._save_failed = False
 
     # ------------------------------------------------------------------ views
@@ -566,43 +566,44 @@ class DynamicsTracker:
         return lambda: forward(model, batch)
 
     def _compute(self, column: Tensor, counts: Tensor, compute: bool) -> dict[str, float]:
-        """The point's values; one host synchronisation for the measures, and the noise floors where due."""
+        """The point's values: nothing but on-device bookkeeping at a point without measures; at a point with
+        measures, one host synchronisation for the measures and the layers' flags, and the noise floors."""
         assert self.history is not None
         cfg = self.config
         x = self.history.values
         n_layers, n_points = x.shape
-        missing = ~torch.isfinite(column) & (counts > 0)  # called, but NaN/Inf activations
-        nonfinite = missing if self._nonfinite_since_log is None else missing | self._nonfinite_since_log
-        self._nonfinite_since_log = None if compute else nonfinite
-        flags_of = [missing, counts == 0, counts.isnan()]
-        out: dict[str, Tensor] = {"nonfinite": nonfinite.sum().to(x.dtype)}
-        reason = None
-        valid = torch.ones(n_layers, dtype=torch.bool, device=x.device)
-        if compute:
-            point = SamplePoint(x, cfg)
-            complexity_due = bool(cfg.complexity_every_n_samples) and n_points % cfg.complexity_every_n_samples == 0
-            names = tuple(n for n in self.measure_names if MEASURES[n].group == "default" or complexity_due)
-            out.update(compute_measures(point, names))
-            if "cross_layer" in point.__dict__:  # the shared pass ran: its exclusions and reason
-                valid, reason = point.cross_layer.valid, point.cross_layer.reason
+        # Per layer, since the last computation: NaN/Inf activations, not called, disabled (a NaN count).
+        flags_now = torch.stack([~torch.isfinite(column) & (counts > 0), counts == 0, counts.isnan()])
+        flags_of = flags_now if self._flags_since_log is None else flags_now | self._flags_since_log
+        if not compute:
+            self._flags_since_log = flags_of
+            return {}
+        self._flags_since_log = None
+        out: dict[str, Tensor] = {"nonfinite": flags_of[0].sum().to(x.dtype)}
+        point = SamplePoint(x, cfg)
+        every = cfg.complexity_every_n_samples
+        complexity_due = every is not None and n_points % every == 0
+        names = tuple(n for n in self.measure_names if MEASURES[n].group == "default" or complexity_due)
+        out.update(compute_measures(point, names))
+        valid, reason = torch.ones(n_layers, dtype=torch.bool, device=x.device), None
+        if "cross_layer" in point.__dict__:  # the shared pass ran: its exclusions and reason
+            valid, reason = point.cross_layer.valid, point.cross_layer.reason
         keys = list(out)
         scalars = torch.stack([out[k].to(x.dtype) for k in keys])
         flat = torch.cat([scalars, *(flag.to(x.dtype) for flag in [*flags_of, ~valid])]).tolist()
         values = dict(zip(keys, flat[: len(keys)], strict=True))
         flags = flat[len(keys) :]
         self._warn_layers(*(flags[i * n_layers : (i + 1) * n_layers] for i in range(len(flags_of) + 1)))
-        if compute:
-            self._note_reason(reason, n_points)
-            stability = [v for v, c in zip(self.metrics["stability_index"], self.computed[:-1], strict=True) if c] + [
-                values.get("stability_index", math.nan)
-            ]
-            k = cfg.volatility_window
-            if len(stability) >= k:
-                recent = torch.tensor(stability[-k:], dtype=torch.float64)
-                values["stability_volatility"] = float(rolling_volatility(recent, window=k)[-1])
-            if cfg.null_surrogates and not self.schedule.by_step:  # by step: once per epoch, at its end
-                values.update(self._null_values())
-            self._note_short_series(values, n_points)
+        self._note_reason(reason, n_points)
+        computed = [v for v, c in zip(self.metrics["stability_index"], self.computed[:-1], strict=True) if c]
+        stability = [*computed, values.get("stability_index", math.nan)]
+        k = cfg.volatility_window
+        if len(stability) >= k:
+            recent = torch.tensor(stability[-k:], dtype=torch.float64)
+            values["stability_volatility"] = float(rolling_volatility(recent, window=k)[-1])
+        if cfg.null_surrogates and not self.schedule.by_step:  # by step: once per epoch, at its end
+            values.update(self._null_values())
+        self._note_short_series(values, n_points)
         return values
 
     def _null_keys(self) -> tuple[str, ...]:

@@ -76,19 +76,20 @@ def test_schedule_by_step_never_samples_a_step_twice() -> None:
 
 def test_default_sub_epoch_points_define_every_key_within_8_epochs(tmp_path: Path) -> None:
     tracker = DynamicsTracker(verbose=False)
-    points = _run(tracker, epochs=8, n_batches=10, history_dir=tmp_path)
-    assert tracker.n_samples == 8 * 8 and len(points) == 8  # 8 points an epoch, measures once an epoch
-    assert tracker.history is not None and tracker.history.epochs[:9] == [0] * 8 + [1]
+    points = _run(tracker, epochs=8, n_batches=40, history_dir=tmp_path)
+    per_epoch = DynamicsConfig().points_per_epoch
+    assert tracker.n_samples == 8 * per_epoch and len(points) == 8  # measures once an epoch
+    assert tracker.history is not None and tracker.history.epochs[: per_epoch + 1] == [0] * per_epoch + [1]
     last = points[-1].values
     for name in measure_names("default"):
         assert f"dynamics/{name}" in last and math.isfinite(last[f"dynamics/{name}"]), name
         for key in MEASURES[name].null_keys:
             assert math.isfinite(last[f"dynamics/{key}"]), key
     # Measures only at the epoch ends; NaN at the sub-epoch points.
-    assert tracker.computed == [i % 8 == 7 for i in range(64)]
+    assert tracker.computed == [i % per_epoch == per_epoch - 1 for i in range(8 * per_epoch)]
     assert all(math.isnan(v) for v, c in zip(tracker.metrics["metastability"], tracker.computed, strict=True) if not c)
     saved = load_history(tmp_path / "dynamics_history.pt")
-    assert saved["values"].shape == (3, 64) and set(saved["metrics"]) == set(tracker.keys)
+    assert saved["values"].shape == (3, 8 * per_epoch) and set(saved["metrics"]) == set(tracker.keys)
 
 
 def test_values_equal_the_registry_and_the_functional_api_on_the_history() -> None:

@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from benchmarks.kit import DigitsDataModule, SmallCNN
-from lightning_dynamics import DynamicsMonitor, DynamicsTracker
+from lightning_dynamics import DynamicsConfig, DynamicsMonitor, DynamicsTracker
 from lightning_dynamics.capture import load_history
 from lightning_dynamics.measure_registry import measure_names
 
@@ -134,7 +134,7 @@ def test_trainer_fabric_and_plain_loop_give_identical_histories_and_values(tmp_p
     fabric = _fabric_run(tmp_path / "fabric")
     reference = lightning_run.tracker
     assert reference.layer_names == plain.layer_names == fabric.tracker.layer_names
-    assert reference.history is not None and reference.history.length == EPOCHS * min(8, len(_data()[0]))
+    assert reference.history is not None and reference.history.length == EPOCHS * min(DynamicsConfig().points_per_epoch, len(_data()[0]))
     for other in (plain, fabric.tracker):
         assert other.history is not None
         torch.testing.assert_close(other.history.values, reference.history.values, rtol=1e-6, atol=0)

@@ -232,7 +232,7 @@ def test_module_reused_in_one_forward_counts_every_call(tmp_path: Path) -> None:
 
     monitor = DynamicsMonitor(points_per_epoch=1, layers=["net.shared"], verbose=False)
     fit(tmp_path, monitor, epochs=1, module=TinyModule(net=Twice()), limit_val_batches=0)
-    assert monitor.tracker._accumulator is not None
+    assert monitor.tracker.accumulator is not None
     # 4 batches of 16 rows x 8 features, two calls each: the count of the last interval before reset.
     assert monitor.history.length == 1
 
