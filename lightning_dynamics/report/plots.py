@@ -220,8 +220,8 @@ def _measure_panel(ax: Axes, run: RunDashboard, key: str, color: str = "tab:blue
     _line(ax, run.time, series, color=color)
     if key == "stability_volatility" and run.convergence.signal_index is not None:
         peak = np.fmax.accumulate(np.where(np.isfinite(series), series, -np.inf))
-        threshold = np.where(np.isfinite(peak) & np.isfinite(series), run.convergence.ratio * peak, np.nan)
-        _line(ax, run.time, threshold, color="tab:red", lw=0.8, alpha=0.6)
+        defined = np.isfinite(peak) & np.isfinite(series)
+        ax.plot(run.time[defined], run.convergence.ratio * peak[defined], color="tab:red", lw=0.8, alpha=0.6)
     if not np.isfinite(series).any():
         _missing(ax, "not defined yet (too few sample points)")
     _reading_notes(ax, run, key)
@@ -343,6 +343,7 @@ def _draw_dashboard(run: RunDashboard) -> Figure:
     if not _freezing_panel(last, run):
         last.set_visible(False)
         time_axes.remove(last)
+    time_axes = [ax for ax in time_axes if ax.axison]  # a panel that turned its axes off (nothing to show) stays bare
     for ax in time_axes:
         _markers(ax, run)
         ax.grid(alpha=0.25)
