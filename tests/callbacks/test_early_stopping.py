@@ -1,17 +1,23 @@
+import logging
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning.pytorch as pl
 import pytest
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_dynamics import DynamicsEarlyStopping, DynamicsMonitor, DynamicsStoppingReason
-from lightning_dynamics.convergence import VolatilityDropRule, convergence_signal
+from lightning_dynamics import DynamicsEarlyStopping, DynamicsModelCheckpoint, DynamicsMonitor, DynamicsStoppingReason
+from lightning_dynamics.convergence import RelativeChangeRule, VolatilityDropRule, convergence_signal
 from tests.helpers import ScriptedVolatility, TinyModule, loaders, trainer
 
 NAN = float("nan")
 # Volatility that appears at epoch 3, peaks at 0.4 (epoch 5), and drops below 0.25 x 0.4 = 0.1 from epoch 9.
 SERIES = [NAN, NAN, NAN, 0.2, 0.3, 0.4, 0.35, 0.3, 0.2, 0.09, 0.08, 0.07, 0.06, 0.05, 0.04, 0.03]
+LEGACY = {"monitor": "stability_volatility", "strict": False}
 
 
 def run(tmp_path: Path, stopper: DynamicsEarlyStopping, series: list[float] = SERIES, **kwargs) -> pl.Trainer:
@@ -23,8 +29,12 @@ def run(tmp_path: Path, stopper: DynamicsEarlyStopping, series: list[float] = SE
     return t
 
 
-def test_stops_at_the_expected_epoch_on_a_known_drop(tmp_path: Path) -> None:
-    stopper = DynamicsEarlyStopping(patience=3, strict=False)
+# ---------------------------------------------------------------- the legacy volatility rule (monitor=<key>)
+
+
+def test_legacy_rule_stops_at_the_expected_epoch_on_a_known_drop(tmp_path: Path) -> None:
+    stopper = DynamicsEarlyStopping(patience=3, **LEGACY)
+    assert isinstance(stopper.rule, VolatilityDropRule)
     t = run(tmp_path, stopper)
     assert stopper.stopped_epoch == 11  # 9, 10, 11: three consecutive checks at or below 0.1
     assert t.current_epoch == 12
@@ -33,57 +43,226 @@ def test_stops_at_the_expected_epoch_on_a_known_drop(tmp_path: Path) -> None:
     assert convergence_signal(SERIES, patience=3) == 11  # the analysis replay agrees with the callback
 
 
-def test_never_stops_before_min_epochs(tmp_path: Path) -> None:
-    stopper = DynamicsEarlyStopping(patience=1, min_epochs=13, strict=False)
+def test_legacy_rule_min_epochs_threshold_and_non_finite(tmp_path: Path) -> None:
+    stopper = DynamicsEarlyStopping(patience=1, min_epochs=13, **LEGACY)
     run(tmp_path, stopper)
     assert stopper.stopped_epoch == 13
-
-
-def test_absolute_threshold_and_non_finite(tmp_path: Path) -> None:
-    stopper = DynamicsEarlyStopping(stopping_threshold=0.25, strict=False)
-    run(tmp_path, stopper)
+    stopper = DynamicsEarlyStopping(stopping_threshold=0.25, **LEGACY)
+    run(tmp_path / "t", stopper)
     assert stopper.stopped_epoch == 3 and stopper.stopping_reason is DynamicsStoppingReason.STOPPING_THRESHOLD
-    stopper = DynamicsEarlyStopping(strict=False)
+    stopper = DynamicsEarlyStopping(**LEGACY)
     run(tmp_path / "inf", stopper, series=[0.2, 0.3, math.inf, 0.1, 0.1])
     assert stopper.stopped_epoch == 2 and stopper.stopping_reason is DynamicsStoppingReason.NON_FINITE_METRIC
 
 
-def test_resume_keeps_patience_state(tmp_path: Path) -> None:
+def test_legacy_rule_resume_keeps_patience_state(tmp_path: Path) -> None:
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_on_train_epoch_end=True)
-    first = DynamicsEarlyStopping(patience=3, strict=False)
+    first = DynamicsEarlyStopping(patience=3, **LEGACY)
     run(tmp_path / "a", first, max_epochs=11, callbacks=[checkpoint], enable_checkpointing=True)  # epochs 0..10
     assert first.rule.wait_count == 2 and first.rule.peak == pytest.approx(0.4) and first.stopped_epoch == 0
-    resumed = DynamicsEarlyStopping(patience=3, strict=False)
+    resumed = DynamicsEarlyStopping(patience=3, **LEGACY)
     run(tmp_path / "b", resumed, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"), enable_checkpointing=True)
     assert resumed.stopped_epoch == 11  # the third check, the first after resuming
 
 
+# ---------------------------------------------------------------- the default rule, through Lightning
+
+
 def test_strict_error_without_a_monitor(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="no DynamicsMonitor"):
+    with pytest.raises(ValueError, match="there is no DynamicsMonitor"):
         run(tmp_path, DynamicsEarlyStopping())
 
 
-def test_strict_with_a_monitor_waits_for_the_key(tmp_path: Path) -> None:
+def test_public_surface_only() -> None:
+    """A plain Callback: no Lightning EarlyStopping base, no private method of Lightning overridden."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    assert not isinstance(DynamicsEarlyStopping(), EarlyStopping)
+    own = {name for name in vars(DynamicsEarlyStopping) if name.startswith("_") and not name.startswith("__")}
+    assert all(not hasattr(pl.Callback, name) for name in own)
+    for cls, base in ((DynamicsModelCheckpoint, ModelCheckpoint),):
+        private = {n for n in vars(cls) if n.startswith("_") and not n.startswith("__") and hasattr(base, n)}
+        assert not private, private
+    assert (
+        DynamicsEarlyStopping().state_key
+        == "DynamicsEarlyStopping{'monitor': 'dynamics/relative_change', 'ratio': 0.25}"
+    )
+
+
+def _digits_loaders(n_val: int = 360) -> tuple[DataLoader, DataLoader]:
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.tensor(data.data, dtype=torch.float32) / 16.0
+    y = torch.tensor(data.target)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    x, y = x[order], y[order]
+    train = TensorDataset(x[n_val:], y[n_val:])
+    return DataLoader(train, batch_size=64, shuffle=True), DataLoader(TensorDataset(x[:n_val], y[:n_val]), 360)
+
+
+class DigitsMLP(TinyModule):
+    def __init__(self) -> None:
+        net = nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 10))
+        super().__init__(net=net, lr=0.02)
+
+
+@pytest.mark.integration
+def test_stops_a_plateauing_digits_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The MLP of benchmarks/early_stopping.py on digits settles within ~15 epochs (its accuracy within about 2
+    points of its best); the default rule stops it there, and says once why and when."""
+    pl.seed_everything(0)
     stopper = DynamicsEarlyStopping()
+    monitor = DynamicsMonitor(verbose=False, save_history=False, compute_phase_integration=False)
+    t = trainer(tmp_path, max_epochs=40, callbacks=[stopper, monitor])  # stopper first: it moves itself after
+    train, val = _digits_loaders()
+    with caplog.at_level(logging.INFO):
+        t.fit(DigitsMLP(), train, val)
+    assert 8 <= stopper.stopped_epoch <= 30 and t.current_epoch == stopper.stopped_epoch + 1
+    assert stopper.stopping_reason is DynamicsStoppingReason.RELATIVE_CHANGE
+    assert isinstance(stopper.rule, RelativeChangeRule) and stopper.rule.statistic <= 0.25
+    assert float(t.callback_metrics["dynamics/relative_change"]) == pytest.approx(stopper.rule.statistic)
+    said = [r.getMessage() for r in caplog.records if "DynamicsEarlyStopping stopped training" in r.getMessage()]
+    assert len(said) == 1 and f"at epoch {stopper.stopped_epoch}" in said[0]
+
+
+class RandomWalkWeights(TinyModule):
+    """Never converges: fixed inputs, and after every batch each weight takes a Gaussian step (no learning)."""
+
+    def __init__(self, sigma: float = 0.05) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.sigma = sigma
+        self.scale = {name: float(p.detach().square().mean().sqrt()) for name, p in self.named_parameters()}
+
+    def training_step(self, batch, batch_idx):
+        x, _ = batch
+        self(x)
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                p.add_(self.sigma * self.scale[name] * torch.randn_like(p))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("every_n_steps", [None, 1])
+def test_does_not_stop_a_random_walk_weights_run(tmp_path: Path, every_n_steps: int | None) -> None:
     pl.seed_everything(0)
-    t = trainer(tmp_path, max_epochs=8, callbacks=[stopper, DynamicsMonitor(verbose=False)])
-    t.fit(TinyModule(), loaders()[0])  # no key before epoch 19: no error, no stop
-    assert stopper.stopped_epoch == 0 and t.current_epoch == 8
+    stopper = DynamicsEarlyStopping(verbose=True)
+    monitor = DynamicsMonitor(
+        every_n_steps=every_n_steps, verbose=False, save_history=False, compute_phase_integration=False
+    )
+    x = torch.randn(16, 8, generator=torch.Generator().manual_seed(0))
+    fixed = DataLoader(TensorDataset(x.repeat(4, 1), torch.zeros(64, dtype=torch.long)), batch_size=16)
+    t = trainer(tmp_path, max_epochs=40, callbacks=[monitor, stopper])
+    t.fit(RandomWalkWeights(), fixed)
+    assert stopper.stopped_epoch == 0 and t.current_epoch == 40 and not t.should_stop
+    assert monitor.tracker.n_samples == (40 if every_n_steps is None else 160)
+    assert math.isfinite(stopper.rule.statistic) and stopper.rule.statistic > 0.25
 
 
-def test_skipped_during_sanity_check(tmp_path: Path) -> None:
-    stopper = DynamicsEarlyStopping(stopping_threshold=10.0, strict=False)
-    pl.seed_everything(0)
-    t = trainer(tmp_path, max_epochs=2, callbacks=[stopper], num_sanity_val_steps=2)
-    train, val = loaders()
-    t.fit(TinyModule(), train, val)
-    assert stopper.stopped_epoch == 0
+# ---------------------------------------------------------------- DDP agreement, state, arguments (no Trainer)
 
 
-def test_invalid_arguments() -> None:
-    with pytest.raises(ValueError, match="`ratio`"):
-        DynamicsEarlyStopping(ratio=1.5)
-    with pytest.raises(ValueError, match="`patience`"):
-        VolatilityDropRule(patience=0)
-    with pytest.raises(ValueError, match="`min_epochs`"):
-        DynamicsEarlyStopping(min_epochs=-1)
+def fake_trainer(other_rank_says_stop: bool, **metrics: float) -> SimpleNamespace:
+    def reduce_boolean_decision(decision: bool, all: bool = True) -> bool:
+        assert all is False  # one process that says stop stops every process
+        return decision or other_rank_says_stop
+
+    return SimpleNamespace(
+        sanity_checking=False,
+        current_epoch=7,
+        should_stop=False,
+        callback_metrics={k: torch.tensor(v) for k, v in metrics.items()},
+        strategy=SimpleNamespace(reduce_boolean_decision=reduce_boolean_decision),
+    )
+
+
+def test_ddp_agreement_through_reduce_boolean_decision() -> None:
+    module = SimpleNamespace(log=lambda *args, **kwargs: None)
+    quiet = DynamicsEarlyStopping(**LEGACY)
+    t = fake_trainer(other_rank_says_stop=True, **{"dynamics/stability_volatility": 0.4})
+    quiet.on_train_epoch_end(t, module)  # this rank's rule says go on; another rank's says stop
+    assert t.should_stop and quiet.stopped_epoch == 7 and "another process" in quiet.stopping_reason_message
+    keen = DynamicsEarlyStopping(stopping_threshold=0.5, **LEGACY)
+    t = fake_trainer(other_rank_says_stop=False, **{"dynamics/stability_volatility": 0.4})
+    keen.on_train_epoch_end(t, module)
+    assert t.should_stop and keen.stopping_reason is DynamicsStoppingReason.STOPPING_THRESHOLD
+    t = fake_trainer(other_rank_says_stop=False, **{"dynamics/stability_volatility": 0.4})
+    DynamicsEarlyStopping(**LEGACY).on_train_epoch_end(t, module)
+    assert not t.should_stop
+
+
+def test_state_round_trip_and_checked_fields() -> None:
+    stopper = DynamicsEarlyStopping()
+    stopper.rule.wait_count, stopper.stopped_epoch, stopper.waited_checks = 2, 0, 3
+    state = stopper.state_dict()
+    restored = DynamicsEarlyStopping()
+    restored.load_state_dict(state)
+    assert restored.state_dict() == state
+    bad = [
+        ({**state, "stopped_epoch": -1}, "`stopped_epoch`"),
+        ({**state, "seen_samples": 1.5}, "`seen_samples`"),
+        ({**state, "waited_checks": None}, "`waited_checks`"),
+        ({**state, "stopping_reason": 99}, "`stopping_reason` must be one of"),
+        ({**state, "stopping_reason_message": 3}, "`stopping_reason_message`"),
+        ({**state, "rule": {"peak": 0.1, "wait_count": 1}}, "lacks"),  # a volatility-rule state for this rule
+        ({k: v for k, v in state.items() if k != "rule"}, "lacks"),
+        ({**state, "rule": [1]}, "`rule` must be a dict"),
+    ]
+    for broken, match in bad:
+        with pytest.raises(ValueError, match=match):
+            DynamicsEarlyStopping().load_state_dict(broken)
+    with pytest.raises(ValueError, match="keys peak, wait_count"):
+        DynamicsEarlyStopping(**LEGACY).load_state_dict(state)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"stopping_threshold": math.inf}, "`stopping_threshold` must be a finite number, got inf"),
+        ({"stopping_threshold": "x"}, "`stopping_threshold` must be a finite number, got 'x'"),
+        ({"check_finite": math.nan}, "`check_finite` must be True or False, got nan"),
+        ({"patience": True}, "`patience` must be an integer >= 1, got True"),
+        ({"patience": math.nan}, "`patience` must be an integer >= 1, got nan"),
+        ({"patience": math.inf}, "`patience` must be an integer >= 1, got inf"),
+        ({"ratio": "x"}, "`ratio` must be a finite number, got 'x'"),
+        ({"ratio": None}, "`ratio` must be a finite number, got None"),
+        ({"ratio": 1.5}, r"`ratio` must be a number in \(0, 1\), got 1.5"),
+        ({"min_epochs": None}, "`min_epochs` must be an integer >= 0, got None"),
+        ({"min_epochs": -1}, "`min_epochs`"),
+        ({"alpha": 2}, "`alpha`"),
+        ({"window_epochs": 0}, "`window_epochs`"),
+        ({"strict": "yes"}, "`strict` must be True or False, got 'yes'"),
+        ({"verbose": None}, "`verbose` must be True or False"),
+        ({"monitor": ""}, "`monitor`"),
+        ({"prefix": "a/b"}, "`prefix`"),
+    ],
+)
+def test_invalid_arguments(kwargs: dict, match: str) -> None:
+    for extra in ({}, {"monitor": "stability_volatility"}):  # the same checks whichever rule runs
+        with pytest.raises(ValueError, match=match):
+            DynamicsEarlyStopping(**{**extra, **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"save_top_k": "x"}, "`save_top_k` must be an integer >= -1, got 'x'"),
+        ({"save_top_k": -2}, "`save_top_k`"),
+        ({"mode": "up"}, "`mode` must be one of"),
+        ({"strict": 1}, "`strict` must be True or False"),
+        ({"save_last": "yes"}, "`save_last`"),
+        ({"every_n_epochs": -1}, "`every_n_epochs`"),
+    ],
+)
+def test_checkpoint_invalid_arguments(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        DynamicsModelCheckpoint(**kwargs)
+
+
+def test_checkpoint_never_ranks_an_undefined_value() -> None:
+    checkpoint = DynamicsModelCheckpoint(save_top_k=-1)
+    t = fake_trainer(False)
+    assert not checkpoint.check_monitor_top_k(t, None)  # type: ignore[arg-type]
+    assert not checkpoint.check_monitor_top_k(t, torch.tensor(NAN))  # type: ignore[arg-type]
+    assert checkpoint.check_monitor_top_k(t, torch.tensor(0.3))  # type: ignore[arg-type]
