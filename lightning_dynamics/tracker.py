@@ -833,10 +833,19 @@ class DynamicsTracker:
         else:
             self._restore(state)
 
-    def check_not_ahead(self, epoch: int, step: int) -> None:
-        """Refuse a restored history whose last fit ran past where the trainer is now (call once it is restored)."""
-        if self.history is not None:
+    def training_position(self, epoch: int, step: int, resumed: bool) -> None:
+        """Where the trainer starts this fit, once its own state is restored (Lightning: ``on_train_start``).
+
+        Resuming from a checkpoint (``resumed``): a restored history whose last fit ran past this epoch or step
+        is refused (the state was saved later in training, or by another run). A fit that is not a resume (a new
+        Trainer, or a state loaded by hand) continues the history in a new segment, whatever its epochs.
+        """
+        if self.history is None:
+            return
+        if resumed:
             self.history.check_not_ahead(epoch, step, where=f"DynamicsTracker[{self.prefix}]'s restored history")
+        else:
+            self.history.start_segment()
 
     def _restore(self, state: dict[str, Any]) -> None:
         assert self.history is not None and self._accumulator is not None

@@ -134,8 +134,15 @@ class DynamicsFabricMonitor:
     def history_path(self) -> Path | None:
         return self.tracker.history_path
 
-    def on_train_start(self, fabric: Fabric, model: nn.Module, **kwargs: Any) -> None:
-        """Attach to ``model`` (a module returned by ``fabric.setup`` or the plain module)."""
+    def on_train_start(
+        self, fabric: Fabric, model: nn.Module, epoch: int = 0, step: int = 0, resumed: bool = False, **kwargs: Any
+    ) -> None:
+        """Attach to ``model`` (a module returned by ``fabric.setup`` or the plain module).
+
+        After :meth:`load_state_dict` from a checkpoint, pass the ``epoch`` and ``step`` training resumes at and
+        ``resumed=True``: a restored history that runs ahead of them is refused. Otherwise a restored history is
+        continued in a new segment (a new fit).
+        """
         module = getattr(model, "module", model) if type(model).__name__ == "_FabricModule" else model
         log_dir = getattr(fabric.logger, "log_dir", None) if fabric.loggers else None
         self._fabric = fabric
@@ -154,6 +161,7 @@ class DynamicsFabricMonitor:
             is_global_zero=fabric.is_global_zero,
             probe_context=fabric.autocast,
         )
+        self.tracker.training_position(epoch, step, resumed=resumed)
 
     def on_train_epoch_start(
         self, fabric: Fabric, epoch: int, step: int = 0, n_batches: int | None = None, **kwargs: Any

@@ -206,7 +206,10 @@ class DynamicsMonitor(Callback):
         self._recompile_if_compiled(trainer, pl_module)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.tracker.check_not_ahead(trainer.current_epoch, trainer.global_step)  # the trainer's state is restored
+        # The trainer's own state is restored by now: a resumed history must not run ahead of it.
+        self.tracker.training_position(
+            trainer.current_epoch, trainer.global_step, resumed=trainer.ckpt_path is not None
+        )
 
     def _recompile_if_compiled(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """torch.compile does not guard on module hooks: code compiled before they existed would skip them, so
