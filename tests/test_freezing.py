@@ -210,13 +210,16 @@ def _run(
     y = (x[:, 0] + x[:, 1] > 0).long()
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 2))
+    with torch.no_grad():  # small initial weights: every layer's summary grows well above its minibatch noise,
+        for layer in (model[0], model[2]):  # so there is a movement to settle from (a noise-only layer never freezes)
+            layer.weight.mul_(0.2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     tracker = DynamicsTracker(layers=[nn.Linear], config=CHEAP).attach(model)
     freezer = LayerFreezer(**settings).attach(model, tracker)
     saved: dict | None = None
     step = 0
     while step < steps:
-        batch = torch.randint(0, 256, (32,), generator=g)  # minibatch noise in the summaries, as in real training
+        batch = torch.randint(0, 256, (128,), generator=g)  # minibatch noise in the summaries, as in real training
         if walk:  # weights that never settle: a random walk, no training
             with torch.no_grad():
                 model(x[batch])
@@ -224,7 +227,7 @@ def _run(
                     p.add_(0.02 * torch.randn(p.shape, generator=g))
         else:
             for group in optimizer.param_groups:
-                group["lr"] = 0.025 * (1 + math.cos(math.pi * step / steps))
+                group["lr"] = 0.05 * (1 + math.cos(math.pi * step / steps))
             optimizer.zero_grad()
             nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
             optimizer.step()
@@ -258,7 +261,7 @@ def _run(
 
 
 def test_plain_loop_recipe_freezes_a_converging_network_and_logs_it() -> None:
-    freezer, tracker, model = _run(100, **FAST)
+    freezer, tracker, model = _run(160, every=2, **FAST)
     assert freezer.n_frozen >= 1, freezer.streaks
     assert freezer.events[0].layers[0] == "0" and freezer.events[0].epoch > 0
     assert not model[0].weight.requires_grad and model[4].weight.requires_grad
@@ -269,7 +272,7 @@ def test_plain_loop_recipe_freezes_a_converging_network_and_logs_it() -> None:
 
 
 def test_decisions_resume_exactly() -> None:
-    straight, _, model_a = _run(100, **FAST)
+    straight, _, model_a = _run(160, every=2, **FAST)
     assert straight.events, "the reference run must freeze something for the test to mean anything"
     resumed, _, model_b = _run(
         100, resume_at=straight.events[0].step - 5, **FAST
@@ -279,7 +282,7 @@ def test_decisions_resume_exactly() -> None:
     for (name, a), b in zip(model_a.named_parameters(), model_b.parameters(), strict=True):
         assert a.requires_grad == b.requires_grad, name
         torch.testing.assert_close(a, b)
-    after, _, _ = _run(100, resume_at=straight.events[0].step + 3, **FAST)  # saved after it: restored frozen at once
+    after, _, _ = _run(160, resume_at=straight.events[0].step + 3, every=2, **FAST)  # saved after it: restored frozen at once
     assert [vars(e) for e in after.events] == [vars(e) for e in straight.events]
 
 
