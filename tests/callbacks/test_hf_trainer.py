@@ -1,0 +1,211 @@
+"""The transformers Trainer adapter: same history as a plain loop over the tracker, reporting, resume (issue 21 item 9).
+
+A tiny BERT built from a config (no download, about 800 parameters), SGD at a constant rate, no dropout, no gradient
+clipping: the Trainer's training is then reproducible, and the plain loop replays the very batches the Trainer fed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+
+pytest.importorskip("transformers")
+from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+
+from lightning_dynamics import DynamicsTracker
+from lightning_dynamics.callbacks.hf import STATE_FILENAME, DynamicsTrainerCallback
+
+pytestmark = pytest.mark.integration
+
+EPOCHS = 5
+BATCH = 4
+N_EXAMPLES = 32  # 8 optimizer steps per epoch
+LR = 0.2
+NULL_SURROGATES = 9  # fewer than the default 39: the same code path at a quarter of the cost
+
+
+def _model() -> BertForSequenceClassification:
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=16,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=8,
+        max_position_embeddings=8,
+        type_vocab_size=1,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    return BertForSequenceClassification(config)
+
+
+def _dataset() -> list[dict[str, Tensor]]:
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 16, (N_EXAMPLES, 6), generator=generator)
+    labels = (ids[:, 0] > 7).long()  # learnable from the first token
+    return [
+        {"input_ids": i, "attention_mask": torch.ones(6, dtype=torch.long), "labels": y}
+        for i, y in zip(ids, labels, strict=True)
+    ]
+
+
+def _args(output_dir: Path, **overrides: Any) -> TrainingArguments:
+    settings: dict[str, Any] = {
+        "per_device_train_batch_size": BATCH,
+        "num_train_epochs": EPOCHS,
+        "lr_scheduler_type": "constant",
+        "max_grad_norm": 0.0,
+        "save_strategy": "no",
+        "report_to": "none",
+        "use_cpu": True,
+        "disable_tqdm": True,
+        "seed": 0,
+    }
+    settings.update(overrides)
+    return TrainingArguments(output_dir=str(output_dir), **settings)
+
+
+def _train(
+    output_dir: Path,
+    monitor: DynamicsTrainerCallback,
+    resume: str | None = None,
+    model: BertForSequenceClassification | None = None,
+    **overrides: Any,
+) -> Trainer:
+    model = model or _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    trainer = Trainer(
+        model=model, args=_args(output_dir, **overrides), train_dataset=_dataset(), optimizers=(optimizer, None)
+    )
+    monitor.add_to(trainer)
+    trainer.train(resume_from_checkpoint=resume)
+    return trainer
+
+
+def _assert_same_series(a: dict[str, list[float]], b: dict[str, list[float]]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-6, atol=1e-9, equal_nan=True, err_msg=key)
+
+
+def test_trainer_callback_matches_the_plain_loop(tmp_path: Path) -> None:
+    """Same model, same batches, same SGD: the Trainer adapter and a plain loop over the tracker agree point for
+    point (summaries rtol 1e-6, every measure), and the values reach the Trainer's log_history and output_dir."""
+    monitor = DynamicsTrainerCallback(null_surrogates=NULL_SURROGATES, verbose=False)
+    fed: list[dict[str, Any]] = []  # the Trainer's training batches, as the model received them
+
+    def record(module: torch.nn.Module, args: Any, kwargs: dict[str, Any]) -> None:
+        if module.training:
+            fed.append({k: v.detach().clone() if isinstance(v, Tensor) else v for k, v in kwargs.items()})
+
+    model = _model()
+    model.register_forward_pre_hook(record, with_kwargs=True)
+    trainer = _train(tmp_path, monitor, model=model)
+    steps_per_epoch = N_EXAMPLES // BATCH
+    assert len(fed) == EPOCHS * steps_per_epoch
+
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    tracker = DynamicsTracker(config=monitor.tracker.config, verbose=False)
+    tracker.begin_fit(model)
+    model.train()
+    step = 0
+    for epoch in range(EPOCHS):
+        tracker.epoch_start(epoch, step, n_batches=steps_per_epoch)
+        for batch_idx in range(steps_per_epoch):
+            model(**fed[epoch * steps_per_epoch + batch_idx]).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            step += 1
+            tracker.batch_end(epoch, step, batch_idx, steps_per_epoch)
+        tracker.epoch_end(epoch, step)
+    tracker.end_fit()
+
+    ours, plain = monitor.tracker, tracker
+    assert ours.history is not None and plain.history is not None
+    assert ours.n_samples == plain.n_samples == EPOCHS * 8  # the default 8 points per epoch
+    assert ours.history.epochs == plain.history.epochs and ours.history.steps == plain.history.steps
+    torch.testing.assert_close(ours.history.values, plain.history.values, rtol=1e-6, atol=1e-9, equal_nan=True)
+    _assert_same_series(ours.metrics, plain.metrics)
+    assert ours.defined == plain.defined
+    assert {"metastability", "integration", "stability_index", "relative_change"} <= ours.defined
+
+    # Reported through Trainer.log: one entry per epoch end, with the step and the last values.
+    reported = [entry for entry in trainer.state.log_history if "dynamics/metastability" in entry]
+    assert [entry["step"] for entry in reported] == [steps_per_epoch * (e + 1) for e in range(EPOCHS)]
+    for key in ("metastability", "integration", "stability_index"):
+        assert reported[-1][f"dynamics/{key}"] == pytest.approx(ours.metrics[key][-1], rel=1e-12)
+    # The other scalars the Trainer logged (its final train_loss) are recorded with the next point: none came after.
+    assert monitor.history_path == tmp_path / "dynamics_history.pt" and monitor.history_path.is_file()
+    saved = DynamicsTracker.load(monitor.history_path)
+    np.testing.assert_allclose(saved["metrics"]["metastability"], ours.metrics["metastability"], equal_nan=True)
+    assert (tmp_path / "dynamics_dashboard.png").is_file()
+
+
+@pytest.mark.parametrize("checkpoint_step", [11])  # mid-epoch, inside an open sample interval
+def test_trainer_callback_resumes_from_a_checkpoint(tmp_path: Path, checkpoint_step: int) -> None:
+    """A run resumed from an HF checkpoint ends with the history of the uninterrupted run, point for point."""
+    epochs = 3
+    full = DynamicsTrainerCallback(
+        points_per_epoch=4, null_surrogates=NULL_SURROGATES, log_dashboard=False, verbose=False
+    )
+    _train(tmp_path, full, num_train_epochs=epochs, save_strategy="steps", save_steps=checkpoint_step)
+    checkpoint = tmp_path / f"checkpoint-{checkpoint_step}"
+    assert (checkpoint / STATE_FILENAME.format(prefix="dynamics")).is_file()
+
+    resumed = DynamicsTrainerCallback(
+        points_per_epoch=4, null_surrogates=NULL_SURROGATES, log_dashboard=False, verbose=False
+    )
+    trainer = _train(tmp_path, resumed, resume=str(checkpoint), num_train_epochs=epochs, save_strategy="no")
+    a, b = full.tracker, resumed.tracker
+    assert a.history is not None and b.history is not None
+    assert b.n_samples == a.n_samples == epochs * 4
+    assert b.history.epochs == a.history.epochs and b.history.steps == a.history.steps
+    torch.testing.assert_close(b.history.values, a.history.values, rtol=1e-6, atol=1e-9, equal_nan=True)
+    _assert_same_series(b.metrics, a.metrics)
+    # The resumed run claims the next free name in output_dir; its file holds the whole history.
+    assert resumed.history_path == tmp_path / "dynamics_history-v1.pt"
+    saved = DynamicsTracker.load(resumed.history_path)
+    assert saved["steps"] == a.history.steps
+    assert any("dynamics/metastability" in entry for entry in trainer.state.log_history)
+
+
+def test_trainer_callback_probe_needs_a_batch() -> None:
+    with pytest.raises(ValueError, match="probe_batch"):
+        DynamicsTrainerCallback(source="probe")
+
+
+def test_trainer_callback_probe_logged_losses_and_a_warning_without_its_trainer(tmp_path: Path) -> None:
+    """source="probe" runs the model on a dict batch; a tracker batch is an optimizer step (gradient accumulation
+    of 2: 4 steps per epoch); the Trainer's logged loss is recorded with the next sample point (NaN where none was
+    logged since the previous point); without add_to, a warning says what is not reported."""
+    data = _dataset()
+    probe = {key: torch.stack([row[key] for row in data[:8]]) for key in data[0]}
+    monitor = DynamicsTrainerCallback(
+        source="probe", probe_batch=probe, points_per_epoch=2, log_dashboard=False, verbose=False
+    )
+    trainer = Trainer(
+        model=_model(),
+        args=_args(tmp_path, num_train_epochs=2, logging_steps=2, gradient_accumulation_steps=2),
+        train_dataset=data,
+    )
+    trainer.add_callback(monitor)  # not add_to: the callback cannot report
+    with pytest.warns(UserWarning, match=r"add_to\(trainer\)"):
+        trainer.train()
+    tracker = monitor.tracker
+    assert tracker.history is not None and tracker.n_samples == 4 and tracker.history.steps == [2, 4, 6, 8]
+    assert bool(torch.isfinite(tracker.history.values).all())
+    assert not any(key.startswith("dynamics/") for entry in trainer.state.log_history for key in entry)
+    # Points at steps 2 and 4 of each epoch; the Trainer logs the loss after step 2's point, before step 4's.
+    losses = {e["step"]: e["loss"] for e in trainer.state.log_history if "loss" in e}
+    assert sorted(losses) == [2, 4, 6, 8]
+    np.testing.assert_allclose(
+        tracker.logged["loss"], [math.nan, losses[4], math.nan, losses[8]], rtol=1e-12, equal_nan=True
+    )
