@@ -262,3 +262,14 @@ def test_ddp_both_ranks_log_the_same_exponent(tmp_path: Path) -> None:
     assert rank0["log_growth"] == rank1["log_growth"]
     assert rank0["logged"] == rank1["logged"]
     assert math.isfinite(rank0["logged"])
+
+
+def test_lightning_cli_parses_the_typed_arguments() -> None:
+    jsonargparse = pytest.importorskip("jsonargparse")
+    parser = jsonargparse.ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(LyapunovMonitor, "monitor")
+    config = parser.parse_args(["--monitor.duty_on=2", "--monitor.duty_period=10", "--monitor.duty_unit=epoch"])
+    monitor = parser.instantiate(config).monitor
+    assert (monitor.duty_on, monitor.duty_period, monitor.duty_unit) == (2, 10, "epoch")
+    with pytest.raises(jsonargparse.ArgumentError, match="duty_unit"):
+        parser.parse_args(["--monitor.duty_unit=batch"])
