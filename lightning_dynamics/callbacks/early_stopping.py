@@ -14,7 +14,14 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_dynamics.callbacks.keys import RELATIVE_CHANGE, find_producer, find_producer_by_prefix, full_key
+from lightning_dynamics.callbacks.keys import (
+    RELATIVE_CHANGE,
+    STOPPING_P_VALUE,
+    STOPPING_STATISTIC,
+    find_producer,
+    find_producer_by_prefix,
+    full_key,
+)
 from lightning_dynamics.callbacks.monitor import DynamicsMonitor
 from lightning_dynamics.config import check_int
 from lightning_dynamics.convergence import DynamicsStoppingReason, RelativeChangeRule, VolatilityDropRule
@@ -36,8 +43,9 @@ class DynamicsEarlyStopping(pl.Callback):
     history's, must be at most ``ratio`` and significant at ``alpha`` under a time-shuffle null, for ``patience``
     consecutive checks, after ``min_epochs``. Measured false-positive rate on runs that never converge (white-noise
     and random-walk histories at 40 and 200 epochs, random-walk weights at epoch and per-step sampling): 0%
-    (docs/early_stopping.md). Its statistic and p-value are logged as ``<prefix>/relative_change`` and
-    ``<prefix>/relative_change_p``.
+    (docs/early_stopping.md). Its statistic and p-value are logged as ``<prefix>/stopping_relative_change`` and
+    ``<prefix>/stopping_p_value`` (the monitor's own ``relative_change`` is the same quantity on the raw sample
+    points, for the dashboard).
 
     Any other ``monitor`` (e.g. ``"stability_volatility"``) selects the legacy
     :class:`~lightning_dynamics.convergence.VolatilityDropRule` on that logged key: stop once
@@ -171,9 +179,9 @@ class DynamicsEarlyStopping(pl.Callback):
                 return not_stopped
             self._seen_samples = samples
         if isinstance(self.rule, RelativeChangeRule):
-            if self._producer is None or self._producer.history is None:
+            history = None if self._producer is None else self._producer.tracker.history
+            if history is None:
                 return not_stopped
-            history = self._producer.history
             decision = self.rule.update(history.values, list(history.epochs), epoch)
             self._log_statistic(pl_module)
             if not decision[0]:
@@ -195,7 +203,7 @@ class DynamicsEarlyStopping(pl.Callback):
 
     def _log_statistic(self, pl_module: pl.LightningModule) -> None:
         assert isinstance(self.rule, RelativeChangeRule)
-        for name, value in ((RELATIVE_CHANGE, self.rule.statistic), (f"{RELATIVE_CHANGE}_p", self.rule.p_value)):
+        for name, value in ((STOPPING_STATISTIC, self.rule.statistic), (STOPPING_P_VALUE, self.rule.p_value)):
             if not math.isnan(value):  # identical on every process (the history is all-reduced)
                 pl_module.log(f"{self.prefix}/{name}", value, on_step=False, on_epoch=True, batch_size=1)
 

@@ -191,15 +191,14 @@ class DynamicsFabricMonitor:
         self._log(fabric, self.tracker.epoch_end(epoch, step), step)
 
     def on_train_end(self, fabric: Fabric, **kwargs: Any) -> None:
-        """Remove the hooks, save the history and log the dashboard (rank 0)."""
+        """Remove the hooks, save the history and hand it (and the dashboard) to the loggers (rank 0)."""
         path = self.tracker.end_fit()
-        if path is not None and self.log_dashboard and fabric.loggers:
-            try:
-                from lightning_dynamics.callbacks.figure_logging import log_dashboard_from_history
+        if path is not None:
+            from lightning_dynamics.callbacks.sinks import hand_to_loggers
 
-                log_dashboard_from_history(fabric.loggers, path, prefix=self.tracker.prefix)
-            except Exception as error:  # a figure must never fail a finished run
-                rank_zero_warn(f"DynamicsFabricMonitor: could not log the dashboard figure: {error!r}")
+            hand_to_loggers(
+                fabric.loggers, path, prefix=self.tracker.prefix, dashboard=self.log_dashboard, warn=rank_zero_warn
+            )
 
     def _log(self, fabric: Fabric, point: LogPoint | None, step: int) -> None:
         if point is not None and point.values and fabric.loggers:

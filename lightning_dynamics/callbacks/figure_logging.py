@@ -2,21 +2,20 @@
 
 Which logger gets what lives in one table, :mod:`lightning_dynamics.callbacks.sinks`;
 :func:`~lightning_dynamics.callbacks.sinks.hand_to_loggers` hands a finished run's history file and this figure to
-every logger. :func:`log_dashboard_from_history` is the figure half of it, the call the monitor makes today.
+every logger (the call both adapters make at the end of fit).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from lightning_dynamics.callbacks.sinks import DEFAULT_KEY, hand_to_loggers, log_figure
+from lightning_dynamics.callbacks.sinks import DEFAULT_KEY, log_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["DEFAULT_KEY", "dashboard_figure", "dashboard_png_path", "log_dashboard_from_history", "log_figure"]
+__all__ = ["DEFAULT_KEY", "dashboard_figure", "dashboard_png_path", "log_figure"]
 
 
 def dashboard_figure(history_path: str | Path) -> Figure:
@@ -44,22 +43,3 @@ def dashboard_png_path(history_path: str | Path) -> Path:
     from lightning_dynamics.report.dashboard_data import dashboard_stem
 
     return Path(history_path).with_name(dashboard_stem(history_path) + ".png")
-
-
-def log_dashboard_from_history(
-    loggers: Iterable[Any],
-    history_path: str | Path,
-    prefix: str = "dynamics",
-    step: int | None = None,
-    warn: Callable[[str], None] | None = None,
-) -> dict[str, str]:
-    """Draw the dashboard of a saved history and give it to the loggers under ``<prefix>/dashboard``.
-
-    The figure half of :func:`~lightning_dynamics.callbacks.sinks.hand_to_loggers` (the history file goes through
-    ``artifacts.log_history_artifact`` in today's monitor). Nothing is drawn without a logger or without
-    matplotlib.
-
-    Returns:
-        As :func:`~lightning_dynamics.callbacks.sinks.log_figure`; empty when nothing was drawn.
-    """
-    return hand_to_loggers(loggers, history_path, prefix=prefix, step=step, warn=warn, history=False)

@@ -189,21 +189,26 @@ class DynamicsTrainerCallback(TrainerCallback):
             is_global_zero=state.is_world_process_zero,
         )
         self._logs_seen = len(state.log_history)
-        if state.global_step > 0:  # the Trainer restored a checkpoint
+        resumed = state.global_step > 0  # the Trainer restored a checkpoint
+        if resumed:
             folders = [
                 args.resume_from_checkpoint,
                 Path(args.output_dir or ".") / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}",
             ]
-            paths = [Path(f) / STATE_FILENAME.format(prefix=self.tracker.prefix) for f in folders if f]
+            paths = [
+                Path(f) / STATE_FILENAME.format(prefix=self.tracker.prefix)
+                for f in folders
+                if isinstance(f, (str, Path)) and f
+            ]
             found = next((path for path in paths if path.is_file()), None)
             if found is None:
                 rank_zero_warn(
                     f"DynamicsTrainerCallback: no dynamics state in {[str(p) for p in paths]}; "
                     f"the history starts afresh at step {state.global_step}."
                 )
-                return
-            self.tracker.load_state_dict(torch.load(found, map_location="cpu", weights_only=True))
-            self.tracker.check_not_ahead(int(state.epoch or 0), state.global_step)
+            else:
+                self.tracker.load_state_dict(torch.load(found, map_location="cpu", weights_only=True))
+        self.tracker.training_position(int(state.epoch or 0), state.global_step, resumed=resumed)
 
     def on_epoch_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any

@@ -15,8 +15,13 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from lightning_dynamics.callbacks.monitor import DynamicsMonitor
 
-# The default rule's quantity: computed by the stopper from the monitor's history, logged under its prefix.
+# The default rule's name (its `monitor`). The stopper computes its own statistic from the monitor's history (on
+# per-epoch means, over `window_epochs` epochs) and logs it, with its p-value, under the monitor's prefix as
+# STOPPING_STATISTIC and STOPPING_P_VALUE; the monitor's own `relative_change` is the same quantity on the raw
+# sample points over `window` points, for the dashboard.
 RELATIVE_CHANGE = "relative_change"
+STOPPING_STATISTIC = "stopping_relative_change"
+STOPPING_P_VALUE = "stopping_p_value"
 
 
 def full_key(monitor: str, prefix: str) -> str:

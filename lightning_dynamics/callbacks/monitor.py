@@ -247,16 +247,11 @@ class DynamicsMonitor(Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         path = self.tracker.end_fit()
         if trainer.is_global_zero and path is not None:
-            from lightning_dynamics.callbacks.artifacts import log_history_artifact
+            from lightning_dynamics.callbacks.sinks import hand_to_loggers
 
-            log_history_artifact(trainer.loggers, path, warn=rank_zero_warn)
-            if self.log_dashboard:
-                try:
-                    from lightning_dynamics.callbacks.figure_logging import log_dashboard_from_history
-
-                    log_dashboard_from_history(trainer.loggers, path, prefix=self.prefix)
-                except Exception as error:  # a figure (or a missing matplotlib) must never fail a finished fit
-                    rank_zero_warn(f"DynamicsMonitor: could not log the dashboard figure: {error!r}")
+            hand_to_loggers(
+                trainer.loggers, path, prefix=self.prefix, dashboard=self.log_dashboard, warn=rank_zero_warn
+            )
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self.tracker.end_fit()  # never raises: a failing save must not mask the user's exception

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_dynamics.callbacks.figure_logging import dashboard_png_path, log_dashboard_from_history
+from lightning_dynamics.callbacks.figure_logging import dashboard_png_path
 from lightning_dynamics.callbacks.sinks import DEFAULT_KEY, SINKS, hand_to_loggers, log_figure, sink_of
 from lightning_dynamics.capture import save_history
 
@@ -122,9 +122,9 @@ def test_csv_logger_gets_the_dashboard_png_beside_the_history_and_failures_warn(
 
     history = _history(tmp_path)
     target = dashboard_png_path(history)
-    assert log_dashboard_from_history([], history) == {} and not target.exists()  # no logger: nothing drawn
+    assert hand_to_loggers([], history, history=False) == {} and not target.exists()  # no logger: nothing drawn
     # What the monitor calls at fit end: draws the saved history, a CSV logger gets the PNG beside it.
-    assert log_dashboard_from_history([CSVLogger(tmp_path)], history) == {"CSVLogger": f"png:{target}"}
+    assert hand_to_loggers([CSVLogger(tmp_path)], history, history=False) == {"CSVLogger": f"png:{target}"}
     assert _png_size(target.read_bytes()) == DASHBOARD_SIZE
 
     class TensorBoardLogger:  # same name as the real one, but its experiment cannot take a figure
