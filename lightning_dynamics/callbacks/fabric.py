@@ -11,8 +11,8 @@ forward calls in training mode are recorded (validation in eval mode is not)::
         fabric.call("on_train_epoch_start", fabric=fabric, epoch=epoch, step=step, n_batches=len(loader))
         for batch_idx, batch in enumerate(loader):
             ...  # forward, backward, optimizer step; step += 1
-            fabric.call("on_train_batch_end", fabric=fabric, epoch=epoch, step=step, batch_idx=batch_idx,
-                        n_batches=len(loader))
+            fabric.call("on_train_batch_end", fabric=fabric, outputs=loss, batch=batch, batch_idx=batch_idx,
+                        epoch=epoch, step=step)  # outputs, batch: a LightningModule's own hook takes them
         fabric.call("on_train_epoch_end", fabric=fabric, epoch=epoch, step=step)
     fabric.call("on_train_end", fabric=fabric)
 

@@ -116,8 +116,14 @@ def _fabric_run(tmp_path: Path):  # type: ignore[no-untyped-def]
             fabric.backward(nn.functional.cross_entropy(model(x), y))
             optimizer.step()
             step += 1
-            fabric.call(
-                "on_train_batch_end", fabric=fabric, epoch=epoch, step=step, batch_idx=batch_idx, n_batches=len(train)
+            fabric.call(  # outputs and batch too: Fabric also calls the LightningModule's own hook
+                "on_train_batch_end",
+                fabric=fabric,
+                outputs=None,
+                batch=(x, y),
+                batch_idx=batch_idx,
+                epoch=epoch,
+                step=step,
             )
         model.eval()
         with torch.no_grad():
@@ -134,7 +140,9 @@ def test_trainer_fabric_and_plain_loop_give_identical_histories_and_values(tmp_p
     fabric = _fabric_run(tmp_path / "fabric")
     reference = lightning_run.tracker
     assert reference.layer_names == plain.layer_names == fabric.tracker.layer_names
-    assert reference.history is not None and reference.history.length == EPOCHS * min(DynamicsConfig().points_per_epoch, len(_data()[0]))
+    assert reference.history is not None and reference.history.length == EPOCHS * min(
+        DynamicsConfig().points_per_epoch, len(_data()[0])
+    )
     for other in (plain, fabric.tracker):
         assert other.history is not None
         torch.testing.assert_close(other.history.values, reference.history.values, rtol=1e-6, atol=0)
