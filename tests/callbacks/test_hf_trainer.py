@@ -98,7 +98,7 @@ def _assert_same_series(a: dict[str, list[float]], b: dict[str, list[float]]) ->
 def test_trainer_callback_matches_the_plain_loop(tmp_path: Path) -> None:
     """Same model, same batches, same SGD: the Trainer adapter and a plain loop over the tracker agree point for
     point (summaries rtol 1e-6, every measure), and the values reach the Trainer's log_history and output_dir."""
-    monitor = DynamicsTrainerCallback(null_surrogates=NULL_SURROGATES, verbose=False)
+    monitor = DynamicsTrainerCallback(points_per_epoch=8, null_surrogates=NULL_SURROGATES, verbose=False)
     fed: list[dict[str, Any]] = []  # the Trainer's training batches, as the model received them
 
     def record(module: torch.nn.Module, args: Any, kwargs: dict[str, Any]) -> None:
@@ -130,7 +130,7 @@ def test_trainer_callback_matches_the_plain_loop(tmp_path: Path) -> None:
 
     ours, plain = monitor.tracker, tracker
     assert ours.history is not None and plain.history is not None
-    assert ours.n_samples == plain.n_samples == EPOCHS * 8  # the default 8 points per epoch
+    assert ours.n_samples == plain.n_samples == EPOCHS * 8
     assert ours.history.epochs == plain.history.epochs and ours.history.steps == plain.history.steps
     torch.testing.assert_close(ours.history.values, plain.history.values, rtol=1e-6, atol=1e-9, equal_nan=True)
     _assert_same_series(ours.metrics, plain.metrics)
