@@ -123,7 +123,7 @@ def on_pytorch_lightning(cls: type) -> Any:
         >>> from lightning_dynamics.callbacks import DynamicsEarlyStopping
         >>> PLDynamicsEarlyStopping = on_pytorch_lightning(DynamicsEarlyStopping)
         >>> stopping = PLDynamicsEarlyStopping(ratio=0.5)
-        >>> isinstance(stopping, pytorch_lightning.callbacks.EarlyStopping), isinstance(stopping, DynamicsEarlyStopping)
+        >>> isinstance(stopping, pytorch_lightning.Callback), isinstance(stopping, DynamicsEarlyStopping)
         (True, True)
         >>> stopping.ratio, stopping.state_key == DynamicsEarlyStopping(ratio=0.5).state_key
         (0.5, True)

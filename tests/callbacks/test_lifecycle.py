@@ -54,7 +54,7 @@ def test_non_strict_consumer_warns_and_waits(tmp_path: Path) -> None:
 
 def test_consumers_follow_the_monitor_prefix(tmp_path: Path) -> None:
     monitor = DynamicsMonitor(prefix="probe", source="probe", verbose=False)
-    stopper = DynamicsEarlyStopping(prefix="probe", stopping_threshold=10.0)
+    stopper = DynamicsEarlyStopping("stability_volatility", prefix="probe", stopping_threshold=10.0)
     checkpoint = DynamicsModelCheckpoint(prefix="probe", dirpath=tmp_path / "ckpt")
     t = trainer(tmp_path, max_epochs=30, callbacks=[monitor, stopper, checkpoint], enable_checkpointing=True)
     fit(t)

@@ -86,7 +86,7 @@ def test_history_file_detects_truncation_and_flipped_bits(tmp_path: Path) -> Non
 def test_early_stopping_counts_fresh_values_only(tmp_path: Path) -> None:
     """Sampling every 8 steps (2 epochs) while checking every epoch: every other check has no fresh value."""
     monitor = DynamicsMonitor(every_n_steps=8, verbose=False)
-    stopper = DynamicsEarlyStopping(ratio=0.01, patience=1000)  # never stops on the value
+    stopper = DynamicsEarlyStopping("stability_volatility", ratio=0.01, patience=1000)  # never stops on the value
     pl.seed_everything(0)
     t = trainer(tmp_path, max_epochs=48, callbacks=[monitor, stopper], log_every_n_steps=8)
     t.fit(TinyModule(), loaders()[0])
@@ -105,7 +105,7 @@ def test_nan_after_definition_is_logged_and_stops_with_check_finite(tmp_path: Pa
             return super().training_step(batch, batch_idx)
 
     monitor = DynamicsMonitor(verbose=False)
-    stopper = DynamicsEarlyStopping(ratio=0.01, patience=1000)  # only check_finite can stop it
+    stopper = DynamicsEarlyStopping("stability_volatility", ratio=0.01, patience=1000)  # only check_finite stops it
     pl.seed_everything(0)
     t = trainer(tmp_path, max_epochs=40, callbacks=[monitor, stopper])
     with pytest.warns(UserWarning):
