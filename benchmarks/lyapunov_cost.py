@@ -34,8 +34,9 @@ from benchmarks.kit import DigitsDataModule, ImageClassifier, SmallMLP, quiet_tr
 from lightning_dynamics.callbacks import LyapunovMonitor
 from lightning_dynamics.twin_trajectory import DEFAULT_D0, TwinTrajectory
 
-# (duty_on, duty_period, duty_unit); None: always on.
-DUTY_CYCLES: tuple[tuple[int, int, str] | None, ...] = (
+# (duty_on, duty_period, duty_unit[, warmup]); None: always on.
+Duty = tuple[Any, ...]
+DUTY_CYCLES: tuple[Duty | None, ...] = (
     None,
     (22, 88, "step"),  # one epoch's worth of steps in four
     (11, 44, "step"),
@@ -64,13 +65,14 @@ class StepTimer(pl.Callback):
         self.steps.append((time.perf_counter() - self._start, self._running))
 
 
-def run(lr: float, seed: int, epochs: int, duty: tuple[int, int, str] | None, d0: float) -> dict[str, Any]:
+def run(lr: float, seed: int, epochs: int, duty: Duty | None, d0: float) -> dict[str, Any]:
     pl.seed_everything(seed, verbose=False)
     module = ImageClassifier(SmallMLP(), lr=lr, momentum=0.0)
     if duty is None:
         monitor = LyapunovMonitor(d0=d0)
     else:
-        monitor = LyapunovMonitor(d0=d0, duty_on=duty[0], duty_period=duty[1], duty_unit=duty[2])  # type: ignore[arg-type]
+        warmup = duty[3] if len(duty) > 3 else 0
+        monitor = LyapunovMonitor(d0=d0, duty_on=duty[0], duty_period=duty[1], duty_unit=duty[2], warmup=warmup)
     timer = StepTimer(monitor)
     trainer = quiet_trainer(max_epochs=epochs, accelerator="cpu", callbacks=[monitor, timer], limit_val_batches=0)
     start = time.perf_counter()
@@ -130,10 +132,12 @@ def main() -> None:
         metavar=("ON", "PERIOD", "UNIT"),
         help="a duty cycle to run instead of the default ones (repeatable); the always-on run is always included",
     )
+    parser.add_argument("--warmup", type=int, default=0, help="warm-up steps of each window of the --duty cycles")
     args = parser.parse_args()
     cycles = DUTY_CYCLES
     if args.duty:
-        cycles = (None, *((int(on), int(period), unit) for on, period, unit in args.duty))
+        extra = (args.warmup,) if args.warmup else ()
+        cycles = (None, *((int(on), int(period), unit, *extra) for on, period, unit in args.duty))
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.out / f"runs_e{args.epochs}_d0{args.d0:g}.json"
@@ -171,6 +175,7 @@ def main() -> None:
             run_off = statistics.median(r["mean_step_s"] / r["median_off_s"] for r in runs)
             errors = [r["lambda"] - always[r["seed"]] for r in runs if r["seed"] in always]
             label = "always on" if duty is None else f"{duty[0]}/{duty[1]} {duty[2]}"
+            label += f" w{duty[3]}" if duty is not None and len(duty) > 3 else ""
             sd = statistics.stdev(lams) if len(lams) > 1 else math.nan
             print(
                 f"{lr:>5g}  {label:>22}  {share:>7.2f}  {on_off:>11.2f}  {run_off:>12.2f}  "

@@ -209,7 +209,10 @@ class TwinTrajectory:
     **Duty cycle** (``duty_on`` of every ``duty_period`` optimizer steps): outside its windows the shadow takes no
     step (the loss closure is not called: no cost but a counter). At each window start it is re-seeded from the
     real run's current state plus ``d0`` along the separation the previous window ended with (a random
-    direction the first time), which is close to the leading direction and shortens the transient.
+    direction the first time), which is close to the leading direction and shortens the transient. The first
+    ``warmup`` shadow steps of each window (and of the run) are left out of the estimate: a fresh separation
+    needs them to turn towards the fastest-growing direction, and short windows without a warm-up underestimate
+    :math:`\lambda` (benchmarks/lyapunov.md).
 
     Cost: memory of one more copy of the trained parameters, the buffers and the optimizer state (about
     1x the parameters for SGD, 2x with momentum, 3x for Adam/AdamW), plus the shadow's gradients while it
@@ -228,6 +231,8 @@ class TwinTrajectory:
         duty_on: with ``duty_period``, the twin runs ``duty_on`` of every ``duty_period`` optimizer steps
             (both None: always on).
         duty_period: see ``duty_on``.
+        warmup: shadow steps at the start of each window (and of the run) that run but are left out of the
+            estimate, while the separation turns towards the fastest-growing direction (an integer >= 0).
 
     Example:
         >>> import torch
@@ -253,6 +258,7 @@ class TwinTrajectory:
         sync_gradients: bool = True,
         duty_on: int | None = None,
         duty_period: int | None = None,
+        warmup: int = 0,
     ) -> None:
         self.d0 = check_d0(d0)
         renorm = check_int("renorm_every", renorm_every, 1)
@@ -263,6 +269,13 @@ class TwinTrajectory:
             raise ValueError(f"`sync_gradients` must be True or False, got {sync_gradients!r}.")
         self.sync_gradients = sync_gradients
         self.duty_on, self.duty_period = check_duty(duty_on, duty_period)
+        warm = check_int("warmup", warmup, 0)
+        assert warm is not None
+        if self.duty_on is not None and warm >= self.duty_on:
+            raise ValueError(
+                f"`warmup` must be < `duty_on` (steps left to measure), got warmup={warm}, duty_on={duty_on}."
+            )
+        self.warmup = warm
         self.model: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.running = False  # a window is open: the shadow exists and steps
@@ -387,8 +400,7 @@ class TwinTrajectory:
         self.kappa = {}
         self.separation0 = self._metric(self._separation_norms()[0])
         self.window_steps, self.window_log_growth = 0, 0.0
-        self.fit.add(0.0, 0.0)
-        self.fit_since_mark.add(0.0, 0.0)
+        self._record_point()
 
     @torch.no_grad()
     def end_window(self) -> float | None:
@@ -427,7 +439,7 @@ class TwinTrajectory:
         """Start :attr:`exponent_since_mark` afresh here (e.g. at an epoch start)."""
         self.fit_since_mark = PooledSlope()
         if self.running:
-            self.fit_since_mark.add(float(self.window_steps), self.window_log_growth)
+            self._record_point(run=False)
 
     # -- the step -------------------------------------------------------------------------------------------
 
@@ -582,10 +594,17 @@ class TwinTrajectory:
         self.window_log_growth += growth
         self.steps += self.pending
         self.sum_log_growth += growth
-        self.fit.add(float(self.window_steps), self.window_log_growth)
-        self.fit_since_mark.add(float(self.window_steps), self.window_log_growth)
+        self._record_point()
         self.pending = 0
         return growth
+
+    def _record_point(self, run: bool = True) -> None:
+        """Add the window's current ``(t, G(t))`` to the fits, once the window's warm-up is over."""
+        if self.window_steps < self.warmup:
+            return
+        if run:
+            self.fit.add(float(self.window_steps), self.window_log_growth)
+        self.fit_since_mark.add(float(self.window_steps), self.window_log_growth)
 
     @property
     def exponent(self) -> float:
@@ -619,6 +638,7 @@ class TwinTrajectory:
             "seed": self.seed,
             "duty_on": self.duty_on,
             "duty_period": self.duty_period,
+            "warmup": self.warmup,
             "running": self.running,
             "shadow_params": [t.detach().clone() for t in self.shadow_params],
             "shadow_buffers": [t.detach().clone() for t in self.shadow_buffers],
@@ -652,6 +672,7 @@ class TwinTrajectory:
             ("seed", self.seed),
             ("duty_on", self.duty_on),
             ("duty_period", self.duty_period),
+            ("warmup", self.warmup),
         ):
             saved = _require(state, name)
             if saved != ours or isinstance(saved, bool):

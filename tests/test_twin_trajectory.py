@@ -104,7 +104,7 @@ def test_separation_is_d0_relative_to_the_current_scale() -> None:
     assert twin.optimizer is not None
     (w,) = twin._params()
     assert float(w.detach().abs().max()) > 1e8
-    relative = float((twin.shadow_params[0] - w).norm() / w.norm())
+    relative = float((twin.shadow_params[0] - w.detach()).norm() / w.detach().norm())
     assert relative == pytest.approx(twin.d0, rel=1e-3)
 
 
@@ -140,6 +140,27 @@ def test_a_window_starts_along_the_separation_the_last_one_ended_with() -> None:
     now = torch.cat([twin.shadow_params[0] - w, twin.shadow_state[0]["momentum_buffer"] - buffer])
     assert float(torch.nn.functional.cosine_similarity(now, stored, dim=0)) == pytest.approx(1.0, abs=1e-9)
     assert twin.restarts == 1  # no new random direction
+
+
+def test_warmup_leaves_the_first_steps_of_each_window_out_of_the_slope() -> None:
+    a = (0.5, 1.0, 2.0, 30.0)
+    plain, _ = quadratic_run(a, 0.1, 0.0, 40)
+    warm, _ = quadratic_run(a, 0.1, 0.0, 40, warmup=10)
+    assert warm.log_growth == plain.log_growth  # the same run; only the fit differs
+    cumulative = np.concatenate([[0.0], np.cumsum(plain.log_growth)])
+    steps = np.arange(41)
+    assert warm.exponent == pytest.approx(np.polyfit(steps[10:], cumulative[10:], 1)[0], rel=1e-9)
+    assert abs(warm.exponent - math.log(2.0)) < abs(plain.exponent - math.log(2.0))
+    # In every duty window: windows of 8 steps from steps 0 and 16, the first 3 of each left out.
+    duty, _ = quadratic_run(a, 0.1, 0.0, 24, dtype=torch.float64, duty_on=8, duty_period=16, warmup=3)
+    first = np.concatenate([[0.0], np.cumsum(duty.log_growth[:8])])[3:]
+    second = np.concatenate([[0.0], np.cumsum(duty.log_growth[8:])])[3:]
+    fit = PooledSlope()
+    for window in (first, second):
+        for t, g in zip(range(3, 9), window, strict=True):
+            fit.add(float(t), float(g))
+        fit.close()
+    assert duty.exponent == pytest.approx(fit.slope, rel=1e-12)
 
 
 # -- the real run, divergence, optimizers -------------------------------------------------------------------
@@ -275,6 +296,9 @@ def test_resume_equals_uninterrupted(stop: int, duty: tuple[int | None, int | No
         ({"duty_on": 0, "duty_period": 4}, r"`duty_on` must be an integer >= 1, got 0"),
         ({"duty_on": 5, "duty_period": 4}, r"`duty_on` must be <= `duty_period`"),
         ({"duty_on": 1, "duty_period": 2.5}, r"`duty_period` must be an integer >= 1, got 2.5"),
+        ({"warmup": -1}, r"`warmup` must be an integer >= 0, got -1"),
+        ({"warmup": 1.5}, r"`warmup` must be an integer >= 0, got 1.5"),
+        ({"warmup": 4, "duty_on": 4, "duty_period": 8}, r"`warmup` must be < `duty_on`"),
     ],
 )
 def test_arguments_are_validated(kwargs: dict[str, Any], match: str) -> None:
@@ -309,6 +333,7 @@ def _corrupt(state: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
         ("d0", 1e-4, "d0"),
         ("renorm_every", 1, "renorm_every"),
         ("duty_period", 4, "duty_period"),
+        ("warmup", 2, "warmup"),
         ("pending", 3, "pending"),
         ("pending", -1, "pending"),
         ("steps", 100, "steps"),
