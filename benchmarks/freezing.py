@@ -460,7 +460,7 @@ def summarise(result: dict[str, Any]) -> list[dict[str, Any]]:
 
         def paired(key: str, relative: bool = True, mine: list[dict[str, Any]] = mine) -> tuple[float, float, float]:
             values = []
-            for r in mine:
+            for r in (r for r in mine if r["seed"] in full):
                 ref = full[r["seed"]][key]
                 values.append(100.0 * (1 - r[key] / ref) if relative else r[key] - ref)
             return t_interval(values)
@@ -505,14 +505,82 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def compile_check(steps: int = 6) -> dict[str, float]:
+    """Seconds per training step of a compiled SmallCNN (inductor) before, at and after a freezing decision.
+
+    Compiled code guards on ``requires_grad``: the first step after the trainable set changes recompiles. Returns
+    the first compiled step (the compilation), the steady step before freezing, the first step after freezing (the
+    recompilation) and the steady step after it.
+    """
+    from benchmarks.kit.models import SmallCNN
+
+    torch.manual_seed(0)
+    model = SmallCNN()
+    groups = prefix_parameter_groups(model, unit_names(model))
+    compiled = torch.compile(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
+
+    def timed() -> float:
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(compiled(x), y).backward()
+        optimizer.step()
+        return time.perf_counter() - start
+
+    first = timed()
+    before = statistics.median(timed() for _ in range(steps))
+    freeze_depth(model, groups, 2)
+    for group in groups[:2]:
+        for name in group:
+            model.get_parameter(name).grad = None
+    recompile = timed()
+    after = statistics.median(timed() for _ in range(steps))
+    return {"first_step": first, "steady_before": before, "first_after_freeze": recompile, "steady_after": after}
+
+
+def results_from_journals(paths: list[Path]) -> dict[str, Any]:
+    """Rebuild the per-case results from ``runs.jsonl`` journals (e.g. of cases run in separate processes)."""
+    results: dict[str, Any] = {}
+    for path in paths:
+        for line in path.read_text().splitlines():
+            run = json.loads(line)
+            name = run.pop("case")
+            flops, seconds = run.pop("flops"), run.pop("seconds")
+            case = results.setdefault(
+                name, {"units": len(flops), "flops_per_depth": flops, "seconds_per_depth": seconds, "runs": []}
+            )
+            run["flops"] = sum(flops[d] for d in run["depth_per_step"])
+            run["modelled_seconds"] = sum(seconds[d] for d in run["depth_per_step"])
+            case["runs"].append(run)
+    for case in results.values():
+        held = [r for r in case["runs"] if r["split"] == "held_out"]
+        case["chosen"] = {r["method"]: r["knob"] for r in held}
+        case["tune_seeds"] = sorted({r["seed"] for r in case["runs"] if r["split"] == "tune"})
+        case["seeds"] = sorted({r["seed"] for r in held})
+    return results
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=["cnn", "deep_cnn", "finetune", "resnet18"], choices=CASES)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--quick", action="store_true", help="smoke setting: 3 epochs of 4 steps, one seed each")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--compile-check", action="store_true", help="only time the recompilation after freezing")
+    parser.add_argument("--from-journals", type=Path, nargs="+", help="only summarise these runs.jsonl files")
     args = parser.parse_args(argv)
+    if args.from_journals:
+        merged = results_from_journals(args.from_journals)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "summary.md").write_text(markdown(merged))
+        print(markdown(merged))
+        return merged
     torch.set_num_threads(args.threads)
+    if args.compile_check:
+        timings = compile_check()
+        print(json.dumps(timings, indent=1))
+        return timings
     setting = QUICK if args.quick else Setting()
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}

@@ -4,6 +4,7 @@ plain-loop recipe, exact resume and validated state."""
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -260,8 +261,14 @@ def _run(
     return freezer, tracker, model
 
 
+@functools.cache
+def _converging() -> tuple[LayerFreezer, DynamicsTracker, nn.Module]:
+    """The reference converging run (shared by the tests that only read it)."""
+    return _run(160, every=2, **FAST)
+
+
 def test_plain_loop_recipe_freezes_a_converging_network_and_logs_it() -> None:
-    freezer, tracker, model = _run(160, every=2, **FAST)
+    freezer, tracker, model = _converging()
     assert freezer.n_frozen >= 1, freezer.streaks
     assert freezer.events[0].layers[0] == "0" and freezer.events[0].epoch > 0
     assert not model[0].weight.requires_grad and model[4].weight.requires_grad
@@ -271,18 +278,19 @@ def test_plain_loop_recipe_freezes_a_converging_network_and_logs_it() -> None:
     assert first[0] == freezer.events[0].sample and first[2] is None
 
 
+@pytest.mark.slow
 def test_decisions_resume_exactly() -> None:
-    straight, _, model_a = _run(160, every=2, **FAST)
+    straight, _, model_a = _converging()
     assert straight.events, "the reference run must freeze something for the test to mean anything"
-    resumed, _, model_b = _run(
-        100, resume_at=straight.events[0].step - 5, **FAST
-    )  # state saved before the first freeze
+    # The state saved before the first freeze:
+    resumed, _, model_b = _run(160, resume_at=straight.events[0].step - 5, every=2, **FAST)
     assert [vars(e) for e in resumed.events] == [vars(e) for e in straight.events]
     assert resumed.streaks == straight.streaks
     for (name, a), b in zip(model_a.named_parameters(), model_b.parameters(), strict=True):
         assert a.requires_grad == b.requires_grad, name
         torch.testing.assert_close(a, b)
-    after, _, _ = _run(160, resume_at=straight.events[0].step + 3, every=2, **FAST)  # saved after it: restored frozen at once
+    # The state saved after it: the prefix is frozen again at once.
+    after, _, _ = _run(160, resume_at=straight.events[0].step + 3, every=2, **FAST)
     assert [vars(e) for e in after.events] == [vars(e) for e in straight.events]
 
 
@@ -346,3 +354,31 @@ def test_freezing_panel_draws_when_each_layer_froze() -> None:
     empty = Figure().add_subplot()
     draw_freezing(empty, {"layer_names": ["a"], "logged": {}})
     assert "no layer freezing recorded" in [t.get_text() for t in empty.texts]
+
+
+# ---------------------------------------------------------------------- the benchmark's smoke setting
+
+
+@pytest.mark.slow
+def test_benchmark_smoke_setting(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """benchmarks/freezing.py --quick end to end on the small CNN: every method trains, knobs are chosen on the
+    tune seed, the summary table has a row per method, and the frozen depth is reflected in FLOPs."""
+    benchmark = pytest.importorskip("benchmarks.freezing")
+    pytest.importorskip("sklearn")
+    monkeypatch.setattr(
+        benchmark, "KNOBS", {"full": [0.0], "freezeout": [0.5], "autofreeze": [50.0], "dynamics": [0.1]}
+    )
+    results = benchmark.main(["--quick", "--cases", "cnn", "--out", str(tmp_path)])
+    runs = results["cnn"]["runs"]
+    assert {r["method"] for r in runs} == {"full", "freezeout", "autofreeze", "dynamics"}
+    assert {r["split"] for r in runs} == {"tune", "held_out"}
+    flops = results["cnn"]["flops_per_depth"]
+    assert flops == sorted(flops, reverse=True) and flops[-1] < flops[0]  # freezing more saves backward FLOPs
+    for run in runs:
+        assert run["flops"] == sum(flops[d] for d in run["depth_per_step"])
+        assert 0.0 <= run["test_acc"] <= 100.0
+    freezeout = next(r for r in runs if r["method"] == "freezeout")
+    assert freezeout["final_depth"] == results["cnn"]["units"] - 1  # the cubic schedule freezes all but the last
+    table = (tmp_path / "summary.md").read_text()
+    assert all(f"| {m} |" in table for m in ("full", "freezeout", "autofreeze", "dynamics"))
+    assert (tmp_path / "runs.jsonl").read_text().count("\n") == len(runs)

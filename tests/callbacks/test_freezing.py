@@ -16,7 +16,14 @@ from lightning_dynamics import DynamicsMonitor
 from lightning_dynamics.callbacks.freezing import DynamicsLayerFreezing
 from tests.helpers import TinyModule, loaders, trainer
 
-FAST = dict(window=8, lag=2, patience=2)
+FAST = dict(window=8, lag=4, patience=2)
+
+
+def _monitor() -> DynamicsMonitor:
+    # One point per batch (4 per epoch); the freezer reads the history, so the costlier measures are off.
+    return DynamicsMonitor(
+        points_per_epoch=4, null_surrogates=None, compute_phase_integration=False, verbose=False, log_dashboard=False
+    )
 
 
 def _fit(tmp_path: Path, epochs: int, freezing: DynamicsLayerFreezing, **kwargs) -> tuple[pl.Trainer, TinyModule]:
@@ -25,7 +32,7 @@ def _fit(tmp_path: Path, epochs: int, freezing: DynamicsLayerFreezing, **kwargs)
     fit_trainer = trainer(
         tmp_path,
         max_epochs=epochs,
-        callbacks=[DynamicsMonitor(every_n_steps=1, verbose=False, log_dashboard=False), freezing],
+        callbacks=[_monitor(), freezing],
         **kwargs,
     )
     fit_trainer.fit(module, *loaders(n=64, batch_size=16))
@@ -56,7 +63,7 @@ def test_checkpoint_resume_restores_the_decisions(tmp_path: Path) -> None:
     resumed = DynamicsLayerFreezing(**FAST, verbose=False)
     torch.manual_seed(0)
     module = TinyModule(lr=0.05)
-    callbacks = [DynamicsMonitor(every_n_steps=1, verbose=False, log_dashboard=False), resumed]
+    callbacks = [_monitor(), resumed]
     trainer(tmp_path / "c", max_epochs=30, callbacks=callbacks).fit(
         module, *loaders(n=64, batch_size=16), ckpt_path=ckpt
     )
@@ -101,3 +108,44 @@ def test_ddp_ranks_agree(tmp_path: Path) -> None:
     assert rank0["snapshot"]
     for name, value in rank0["snapshot"].items():
         assert torch.equal(rank0["params"][name], value), f"{name} moved after it was frozen"
+
+
+@pytest.mark.integration
+def test_fabric_recipe(tmp_path: Path) -> None:
+    """The Fabric recipe of docs/freezing.md: the freezer on the DynamicsFabricMonitor's tracker, after each batch."""
+    from lightning.fabric import Fabric
+    from torch import nn
+
+    from lightning_dynamics import DynamicsFabricMonitor
+    from lightning_dynamics.freezing import LayerFreezer
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(256, 8, generator=g)
+    y = (x[:, 0] + x[:, 1] > 0).long()
+    net = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 2))
+    with torch.no_grad():
+        for layer in (net[0], net[2]):
+            layer.weight.mul_(0.2)
+    monitor = DynamicsFabricMonitor(every_n_steps=2, history_dir=str(tmp_path), log_dashboard=False)
+    fabric = Fabric(accelerator="cpu", devices=1, callbacks=[monitor])
+    model, optimizer = fabric.setup(net, torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9))
+    fabric.call("on_train_start", fabric=fabric, model=model)
+    freezer = LayerFreezer(window=16, lag=4, patience=2).attach(model.module, monitor.tracker)
+    steps, step = 160, 0
+    for epoch in range(20):
+        fabric.call("on_train_epoch_start", fabric=fabric, epoch=epoch, step=step, n_batches=8)
+        for batch_idx in range(8):
+            for group in optimizer.param_groups:
+                group["lr"] = 0.05 * (1 + torch.cos(torch.tensor(torch.pi * step / steps)).item())
+            batch = torch.randint(0, 256, (128,), generator=g)
+            optimizer.zero_grad()
+            fabric.backward(nn.functional.cross_entropy(model(x[batch]), y[batch]))
+            optimizer.step()
+            step += 1
+            fabric.call("on_train_batch_end", fabric=fabric, epoch=epoch, step=step, batch_idx=batch_idx, n_batches=8)
+            freezer.step(epoch, step, agree=lambda n: fabric.broadcast(n, src=0))
+        fabric.call("on_train_epoch_end", fabric=fabric, epoch=epoch, step=step)
+    fabric.call("on_train_end", fabric=fabric)
+    assert freezer.n_frozen >= 1 and not net[0].weight.requires_grad and net[4].weight.requires_grad
+    assert monitor.tracker.logged["dynamics/frozen_layers"][-1] == freezer.n_frozen
