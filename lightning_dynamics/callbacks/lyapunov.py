@@ -84,8 +84,9 @@ class LyapunovMonitor(Callback):
         duty_unit: ``"step"`` (optimizer steps) or ``"epoch"`` (training epochs), the unit of the duty cycle.
         warmup: optimizer steps at the start of each window (and of the run) that the twin runs but leaves out of
             the estimate while its separation turns towards the fastest-growing direction (an integer >= 0; with
-            step duty cycles, < ``duty_on``). On a digits MLP, 44 of 88-step windows cut the duty cycle's bias from
-            -30% to about -10% (benchmarks/lyapunov.md).
+            step duty cycles, < ``duty_on``). On a digits MLP, a warm-up of 44 in 88-step windows moved the duty
+            cycle's error from -25%..-34% to -11%..+14%; in windows of 22-44 steps it did not help
+            (benchmarks/lyapunov.md).
 
     Example:
         >>> monitor = LyapunovMonitor(d0=1e-3, renorm_every=1)
