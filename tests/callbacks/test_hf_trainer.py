@@ -7,6 +7,9 @@ clipping: the Trainer's training is then reproducible, and the plain loop replay
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,8 @@ from lightning_dynamics import DynamicsTracker
 from lightning_dynamics.callbacks.hf import STATE_FILENAME, DynamicsTrainerCallback
 
 pytestmark = pytest.mark.integration
+
+DDP_SCRIPT = Path(__file__).with_name("hf_ddp_script.py")
 
 EPOCHS = 5
 BATCH = 4
@@ -209,3 +214,20 @@ def test_trainer_callback_probe_logged_losses_and_a_warning_without_its_trainer(
     np.testing.assert_allclose(
         tracker.logged["loss"], [math.nan, losses[4], math.nan, losses[8]], rtol=1e-12, equal_nan=True
     )
+
+
+@pytest.mark.slow
+def test_trainer_callback_under_ddp(tmp_path: Path) -> None:
+    """torchrun, two CPU processes (gloo): one all-reduce per sample point, the same history and values on both ranks,
+    one history file (rank 0). About a minute on the loaded 2-core machine."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_"))}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(DDP_SCRIPT)]
+    result = subprocess.run([*command, str(tmp_path)], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert rank0["world_size"] == 2 and rank0["reduces"] == rank1["reduces"] == 8  # 2 epochs x 4 points
+    assert rank0["steps"] == rank1["steps"] == list(range(1, 9))  # 32 examples / (2 processes x 4) per epoch
+    assert torch.equal(rank0["values"], rank1["values"])
+    _assert_same_series(rank0["metrics"], rank1["metrics"])
+    assert rank0["history_path"] == str(tmp_path / "dynamics_history.pt") and rank1["history_path"] == "None"
+    assert sorted(p.name for p in tmp_path.glob("dynamics_history*")) == ["dynamics_history.pt"]
