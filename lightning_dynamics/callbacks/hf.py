@@ -69,6 +69,8 @@ def _all_reduce_sum(packed: Tensor) -> Tensor:
 class DynamicsTrainerCallback(TrainerCallback):
     """Watch a ``transformers`` Trainer's training as a dynamical system; every option of the Fabric adapter.
 
+    Method and formulas: La Quang, Ugail, Howard et al., arXiv:2604.09716; docs/method.md.
+
     Args:
         layers, max_layers, summary, every_n_steps, points_per_epoch, source, window, volatility_window, weights,
             detrend, pad, h_opt, sigma, compute_phase_integration, history_window, null_surrogates,
