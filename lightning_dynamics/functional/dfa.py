@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from lightning_dynamics.functional._checks import as_float_series, row_blocks, shape_cache, warn_insufficient
+from lightning_dynamics.functional._least_squares import log_log_slope
 
 MIN_SCALE = 4
 N_DEFAULT_SCALES = 10
@@ -151,20 +152,6 @@ def _chord_ramp(size: int, order: int, dtype: torch.dtype, device: torch.device)
     return torch.linspace(0.0, 1.0, size, dtype=dtype, device=device)
 
 
-def _log_log_slope(scales: Sequence[int], fluctuation: Tensor) -> Tensor:
-    """Least-squares slope of log F against log s, skipping scales where F is zero or non-finite."""
-    log_s = torch.log(torch.tensor(scales, dtype=fluctuation.dtype, device=fluctuation.device))
-    usable = (fluctuation > 0) & torch.isfinite(fluctuation)
-    weight = usable.to(fluctuation.dtype)
-    log_f = torch.where(usable, torch.log(torch.where(usable, fluctuation, torch.ones_like(fluctuation))), 0.0)
-    count = weight.sum(dim=-1, keepdim=True)
-    mean_s = (weight * log_s).sum(dim=-1, keepdim=True) / count
-    mean_f = (weight * log_f).sum(dim=-1, keepdim=True) / count
-    ds = weight * (log_s - mean_s)
-    slope = (ds * (log_f - mean_f)).sum(dim=-1) / ds.square().sum(dim=-1)
-    return torch.where(count.squeeze(-1) >= 2, slope, torch.full_like(slope, float("nan")))
-
-
 def dfa(x: Tensor, scales: Sequence[int] | None = None, order: int = 1) -> Tensor:
     r"""DFA scaling exponent :math:`\alpha` of each series, batched over leading dimensions.
 
@@ -209,4 +196,4 @@ def dfa(x: Tensor, scales: Sequence[int] | None = None, order: int = 1) -> Tenso
         scales = [s for s in scales if s >= order + 2]
     else:
         scales = _check_scales(scales, n, order, min_count=2)
-    return _log_log_slope(scales, fluctuation_function(x, scales, order))
+    return log_log_slope(scales, fluctuation_function(x, scales, order))

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from lightning_dynamics.functional._checks import as_float_series, warn_insufficient
+from lightning_dynamics.functional._least_squares import masked_slope
 
 
 def min_higuchi_length(kmax: int = 10) -> int:
@@ -24,19 +25,6 @@ def min_higuchi_length(kmax: int = 10) -> int:
         20
     """
     return 2 * kmax
-
-
-def _masked_slope(x: Tensor, y: Tensor) -> Tensor:
-    """Least-squares slope of ``y: [..., K]`` against ``x: [K]``, over the finite entries of ``y`` (NaN if < 2)."""
-    usable = torch.isfinite(y)
-    weight = usable.to(y.dtype)
-    y = torch.where(usable, y, torch.zeros_like(y))
-    count = weight.sum(dim=-1, keepdim=True)
-    mean_x = (weight * x).sum(dim=-1, keepdim=True) / count
-    mean_y = (weight * y).sum(dim=-1, keepdim=True) / count
-    dx = weight * (x - mean_x)
-    slope = (dx * (y - mean_y)).sum(dim=-1) / dx.square().sum(dim=-1)
-    return torch.where(count.squeeze(-1) >= 2, slope, torch.full_like(slope, float("nan")))
 
 
 def higuchi_curve_length(x: Tensor, kmax: int = 10) -> Tensor:
@@ -113,7 +101,7 @@ def higuchi_fd(x: Tensor, kmax: int = 10) -> Tensor:
     lengths = higuchi_curve_length(x, kmax)
     log_inv_k = -torch.log(torch.arange(1, kmax + 1, dtype=x.dtype, device=x.device))
     log_length = torch.where(lengths > 0, torch.log(lengths), torch.full_like(lengths, float("nan")))
-    slope = _masked_slope(log_inv_k, log_length)
+    slope = masked_slope(log_inv_k, log_length)
     # antropy fits through log(0) = -inf when a lag has zero length; any such series gets NaN here instead.
     return torch.where(torch.isfinite(log_length).all(dim=-1), slope, torch.full_like(slope, float("nan")))
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from lightning_dynamics.functional._checks import as_float_series, warn_insufficient
-from lightning_dynamics.functional.fractal import _masked_slope
+from lightning_dynamics.functional._least_squares import masked_slope
 
 # nolds caps the automatic Theiler window at a quarter of the series.
 _MAX_TSEP_FACTOR = 0.25
@@ -170,7 +170,7 @@ def lyapunov_rosenstein(
     for block in rows.split(max(1, _BLOCK_BYTES // per_row)):
         size = block.shape[0]
         divergence = _divergence(block, tsep[start : start + size], emb_dim, lag, trajectory_len)
-        out[start : start + size] = _masked_slope(steps[fit_offset:], divergence[:, fit_offset:]) / tau
+        out[start : start + size] = masked_slope(steps[fit_offset:], divergence[:, fit_offset:]) / tau
         start += size
     return out.reshape(batch_shape)
 

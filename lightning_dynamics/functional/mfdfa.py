@@ -14,10 +14,10 @@ import torch
 from torch import Tensor
 
 from lightning_dynamics.functional._checks import as_float_series, row_blocks, warn_insufficient
+from lightning_dynamics.functional._least_squares import log_log_slope
 from lightning_dynamics.functional.dfa import (
     MIN_SCALES,
     _check_scales,
-    _log_log_slope,
     _segment_mean_squares,
     dfa_scales,
     min_dfa_length,
@@ -205,7 +205,7 @@ def mfdfa(
     else:
         scales = _check_scales(scales, n, order, min_count=2)
     fluctuation = generalized_fluctuation(x, scales, moments, order, both_ends)  # [..., S, Q]
-    h = _log_log_slope(scales, fluctuation.transpose(-1, -2))
+    h = log_log_slope(scales, fluctuation.transpose(-1, -2))
     return _spectrum(moments, h)
 
 
