@@ -142,6 +142,7 @@ class RandomWalkWeights(TinyModule):
         with torch.no_grad():
             for name, p in self.named_parameters():
                 p.add_(self.sigma * self.scale[name] * torch.randn_like(p))
+        self.optimizers().step()  # no gradients: changes nothing, but counts the step (every_n_steps sampling)
 
 
 @pytest.mark.slow
