@@ -3,6 +3,7 @@ resumes its decisions, validates its arguments, and agrees across two DDP proces
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -11,10 +12,11 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from lightning_dynamics import DynamicsMonitor
 from lightning_dynamics.callbacks.freezing import DynamicsLayerFreezing
-from tests.helpers import TinyModule, loaders, trainer
+from tests.helpers import TinyModule, random_classification, trainer
 
 FAST = dict(window=8, lag=4, patience=2)
 
@@ -26,47 +28,65 @@ def _monitor() -> DynamicsMonitor:
     )
 
 
+EPOCHS = 20  # 8 batches per epoch, a point per 2 batches: 80 points, as the plain-loop test
+
+
+class Converging(TinyModule):
+    """TinyModule with small initial weights (each layer's summary grows well above its minibatch noise) and a
+    cosine learning rate to 0 over the run: its layers settle."""
+
+    def __init__(self) -> None:
+        super().__init__(lr=0.1)
+        with torch.no_grad():
+            self.net.fc1.weight.mul_(0.2)
+            self.net.fc2.weight.mul_(0.2)
+
+    def configure_optimizers(self):  # type: ignore[override]
+        optimizer = torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
+        total = EPOCHS * 8
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def _data() -> DataLoader:
+    data = random_classification(512, seed=1)
+    return DataLoader(data, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(0))
+
+
 def _fit(tmp_path: Path, epochs: int, freezing: DynamicsLayerFreezing, **kwargs) -> tuple[pl.Trainer, TinyModule]:
     torch.manual_seed(0)
-    module = TinyModule(lr=0.05)
-    fit_trainer = trainer(
-        tmp_path,
-        max_epochs=epochs,
-        callbacks=[_monitor(), freezing],
-        **kwargs,
-    )
-    fit_trainer.fit(module, *loaders(n=64, batch_size=16))
+    module = Converging()
+    fit_trainer = trainer(tmp_path, max_epochs=epochs, callbacks=[_monitor(), freezing], **kwargs)
+    fit_trainer.fit(module, _data())
     return fit_trainer, module
 
 
 @pytest.mark.integration
 def test_freezes_under_the_trainer_logs_and_stops_updates(tmp_path: Path) -> None:
     freezing = DynamicsLayerFreezing(**FAST, verbose=False)
-    fit_trainer, module = _fit(tmp_path, 30, freezing)
+    fit_trainer, module = _fit(tmp_path, EPOCHS, freezing)
     assert freezing.n_frozen >= 1 and freezing.frozen_layers[0] == "net.fc1"
     assert not module.net.fc1.weight.requires_grad and module.net.head.weight.requires_grad
     assert float(fit_trainer.callback_metrics["dynamics/frozen_layers"]) == freezing.n_frozen
     series = fit_trainer.callbacks[0].tracker.logged["dynamics/frozen_layers"]  # type: ignore[attr-defined]
-    assert series[-1] == freezing.n_frozen and len(series) == 30 * 4
+    assert series[-1] == freezing.n_frozen and len(series) == EPOCHS * 4
 
 
 @pytest.mark.integration
 def test_checkpoint_resume_restores_the_decisions(tmp_path: Path) -> None:
     reference = DynamicsLayerFreezing(**FAST, verbose=False)
-    _fit(tmp_path / "a", 30, reference)
+    _fit(tmp_path / "a", EPOCHS, reference)
     first = reference.freezer.events[0]
-    # Stop after the first freeze's epoch, save, resume to 30 epochs: the same events, the prefix frozen at once.
+    # Stop after the first freeze's epoch, save, resume to the end: the same events, the prefix frozen at once.
     partial = DynamicsLayerFreezing(**FAST, verbose=False)
     stop_trainer, _ = _fit(tmp_path / "b", first.epoch + 1, partial)
     ckpt = tmp_path / "b" / "mid.ckpt"
     stop_trainer.save_checkpoint(ckpt)
     resumed = DynamicsLayerFreezing(**FAST, verbose=False)
     torch.manual_seed(0)
-    module = TinyModule(lr=0.05)
+    module = Converging()
     callbacks = [_monitor(), resumed]
-    trainer(tmp_path / "c", max_epochs=30, callbacks=callbacks).fit(
-        module, *loaders(n=64, batch_size=16), ckpt_path=ckpt
-    )
+    trainer(tmp_path / "c", max_epochs=EPOCHS, callbacks=callbacks).fit(module, _data(), ckpt_path=ckpt)
     assert [vars(e) for e in resumed.freezer.events][: len(partial.freezer.events)] == [
         vars(e) for e in partial.freezer.events
     ]
