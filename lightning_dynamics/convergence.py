@@ -103,16 +103,16 @@ class RelativeChangeRule:
         >>> t = torch.arange(60, dtype=torch.float64)
         >>> x = torch.stack([s * (1 - torch.exp(-t / 6)) for s in (1.0, 2.0, 3.0)])  # three settling layers
         >>> rule = RelativeChangeRule(patience=2)
-        >>> [rule.update(x[:, : e + 1], list(range(e + 1)))[0] for e in range(13, 18)]
+        >>> [rule.update(x[:, : e + 1], list(range(e + 1)))[0] for e in range(15, 20)]
         [False, False, False, True, True]
-        >>> rule.update(x[:, :19], list(range(19)))[1].name
+        >>> rule.update(x[:, :20], list(range(20)))[1].name
         'RELATIVE_CHANGE'
     """
 
     ratio: float = 0.25
     alpha: float = 0.01
     patience: int = 3
-    window_epochs: int = 5
+    window_epochs: int = 8
     min_epochs: int = 0
     stopping_threshold: float | None = None
     check_finite: bool = True

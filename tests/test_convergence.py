@@ -65,7 +65,7 @@ def settling(n_epochs: int, per_epoch: int = 1, tau: float = 4.0, noise: float =
     return levels * (1 - torch.exp(-t / tau)) + noise * torch.randn(22, len(t), generator=g, dtype=torch.float64)
 
 
-def first_below(x: torch.Tensor, ratio: float = 0.25, window: int = 5) -> int:
+def first_below(x: torch.Tensor, ratio: float = 0.25, window: int = 8) -> int:
     """The first epoch whose median relative change is <= ratio, by the formula written out (one point per epoch)."""
     changes = (x[:, 1:] - x[:, :-1]).abs().numpy()
     for epoch in range(2 * window, x.shape[1]):
@@ -77,7 +77,7 @@ def first_below(x: torch.Tensor, ratio: float = 0.25, window: int = 5) -> int:
 
 
 def test_fires_on_a_converging_history_at_the_expected_epoch() -> None:
-    x = settling(60, noise=0.0)
+    x = settling(60, tau=6.0, noise=0.0)
     expected = first_below(x) + 2  # patience 3: that check and the next two (the p-value is 1/200 here)
     rule = RelativeChangeRule()
     assert replay(rule, x, list(range(60))) == expected
@@ -86,7 +86,7 @@ def test_fires_on_a_converging_history_at_the_expected_epoch() -> None:
     assert not probe.update(x[:, : expected - 2], list(range(expected - 2)))[0] and probe.statistic > 0.25
     assert probe.update(x[:, : expected - 1], list(range(expected - 1)))[0] and probe.p_value <= 0.01
     # With noise and 8 points per epoch it still fires, within a few epochs of the noiseless stop.
-    noisy = settling(60, per_epoch=8, noise=2e-3)
+    noisy = settling(60, per_epoch=8, tau=6.0, noise=2e-3)
     stop = replay(RelativeChangeRule(), noisy, [i // 8 for i in range(480)])
     assert stop is not None and expected - 2 <= stop <= expected + 5
 
@@ -112,7 +112,7 @@ def test_epoch_means_and_window() -> None:
     torch.testing.assert_close(RelativeChangeRule.epoch_means(x, [0, 0, 1, 1, 3]), torch.tensor([[2.0, 5.5, 8.0]]))
     rule = RelativeChangeRule(window_epochs=5)
     rule.update(torch.randn(3, 10 * 4), [i // 4 for i in range(40)])  # 10 epochs: fewer than 2 * 5 + 1
-    assert math.isnan(rule.statistic) and rule.window == 5
+    assert math.isnan(rule.statistic) and rule.window == 5 and RelativeChangeRule().window_epochs == 8
     rule.update(torch.randn(3, 11 * 4), [i // 4 for i in range(44)])
     assert math.isfinite(rule.statistic)
 

@@ -93,7 +93,7 @@ class DynamicsEarlyStopping(pl.Callback):
         stopping_threshold: float | None = None,
         check_finite: bool = True,
         alpha: float = 0.01,
-        window_epochs: int = 5,
+        window_epochs: int = 8,
         strict: bool = True,
         verbose: bool = False,
     ) -> None:
