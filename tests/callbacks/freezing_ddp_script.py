@@ -1,7 +1,7 @@
 """Train TinyModule with DynamicsMonitor + DynamicsLayerFreezing on 2 CPU processes (gloo); save each rank's decisions.
 
-Run by tests/callbacks/test_freezing.py as ``python freezing_ddp_script.py OUT_DIR``. Each rank adds its own noise to
-the freezer's history copy before deciding, so without the broadcast from rank 0 the ranks could disagree.
+Run by tests/callbacks/test_freezing.py as ``python freezing_ddp_script.py OUT_DIR``. The ranks' proposals are
+made to differ (RankSkewedFreezer), so only the callback's broadcast from rank 0 makes them agree.
 """
 
 import sys
@@ -20,13 +20,16 @@ from tests.helpers import TinyModule, random_classification
 
 
 class RankSkewedFreezer(LayerFreezer):
-    """Rank 1 decides on a history it sees as settled everywhere: only the broadcast keeps the ranks together."""
+    """From the 20th point on, rank 0 proposes freezing the first layer and rank 1 all but the head: only the
+    broadcast of rank 0's decision keeps the ranks together (the real histories are identical on both)."""
 
     rank = 0
 
     def decide(self, values: torch.Tensor) -> int:
         proposed = super().decide(values)
-        return len(self.layer_names) - 1 if self.rank == 1 and values.shape[-1] >= 20 else proposed
+        if values.shape[-1] < 20:
+            return proposed
+        return max(proposed, 1) if self.rank == 0 else len(self.layer_names) - 1
 
 
 class SnapshotAtFreeze(pl.Callback):
@@ -60,7 +63,17 @@ def main(out_dir: str) -> None:
         devices=2,
         strategy="ddp_find_unused_parameters_true",
         logger=False,
-        callbacks=[DynamicsMonitor(every_n_steps=1, verbose=False, log_dashboard=False), freezing, snapshot],
+        callbacks=[
+            DynamicsMonitor(
+                points_per_epoch=4,
+                null_surrogates=None,
+                compute_phase_integration=False,
+                verbose=False,
+                log_dashboard=False,
+            ),
+            freezing,
+            snapshot,
+        ],
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,

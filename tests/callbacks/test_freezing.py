@@ -121,7 +121,9 @@ def test_ddp_ranks_agree(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-4000:]
     rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
-    assert rank0["events"] and rank0["events"] == rank1["events"]  # rank 1's own proposal was overruled
+    # Rank 1 proposed freezing all but the head; rank 0's decision (the first layer) holds on both.
+    assert rank0["events"] and rank0["events"] == rank1["events"]
+    assert rank0["events"][0]["layers"] == ["net.fc1"] and rank0["events"][-1]["n_frozen"] == 1
     assert rank0["requires_grad"] == rank1["requires_grad"]
     for name, value in rank0["params"].items():
         torch.testing.assert_close(value, rank1["params"][name])
