@@ -460,13 +460,11 @@ def reanalyse(summary_path: Path, n_permutations: int = 20000) -> list[str]:
     ]
     result = {}
     for key, label in (("integration_alpha", "alpha, whole run"), ("integration", "integration, whole run")):
-        values = {
-            arch: tuple(
-                [runs[name]["measures"][key]["value"] for (a, t), name in parsed if a == arch and t == task]
-                for task in ("digits", "pairs")
-            )
-            for arch in archs
-        }
+
+        def of(arch: str, task: str, measure: str = key) -> list[float]:
+            return [float(runs[n]["measures"][measure]["value"]) for (a, t), n in parsed if a == arch and t == task]
+
+        values = {arch: (of(arch, "digits"), of(arch, "pairs")) for arch in archs}
         layers = {arch: next(runs[n]["layers"] for (a, _), n in parsed if a == arch) for arch in archs}
         points = next(iter(runs.values()))["points"]
         wn = {arch: white_noise_alpha(layers[arch], points)["layer_mean_sd"] for arch in archs}
