@@ -59,7 +59,7 @@ def main(out_dir: str, devices: int) -> None:
             sampler = DistributedSampler(data, self.trainer.world_size, self.trainer.global_rank, shuffle=False)
             return DataLoader(data, batch_size=global_batch // devices, sampler=sampler)
 
-    monitor = CountingMonitor(verbose=False)
+    monitor = CountingMonitor(points_per_epoch=1, verbose=False)
     # Early-stopping agreement: only rank 1 sees its (scripted) key drop, at the last epoch; every rank must stop.
     stopper = DynamicsEarlyStopping(monitor="scripted/volatility", patience=1, strict=False)
 

@@ -50,7 +50,7 @@ def trainer_run(mode: str, root: str) -> None:
         strategy="ddp",
         default_root_dir=root,
         logger=False,
-        callbacks=[DynamicsMonitor(verbose=False, ddp_timeout=3.0)],
+        callbacks=[DynamicsMonitor(points_per_epoch=1, verbose=False, ddp_timeout=3.0)],
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,

@@ -14,7 +14,7 @@ BACKEND = "inductor"  # the default backend, compiled to C++ on CPU
 
 
 def _eager_history(tmp_path: Path, source: str) -> torch.Tensor:
-    monitor = DynamicsMonitor(source=source, verbose=False)
+    monitor = DynamicsMonitor(points_per_epoch=1, source=source, verbose=False)
     pl.seed_everything(0)
     trainer(tmp_path / "eager", max_epochs=3, callbacks=[monitor]).fit(TinyModule(), loaders()[0])
     return monitor.history.values
@@ -34,7 +34,7 @@ def test_submodule_compiled_before_the_callback_attaches(tmp_path: Path, source:
     module = TinyModule()
     module.net = torch.compile(module.net, backend=BACKEND)
     module.net(torch.randn(16, 8)).sum().backward()  # compiled for the training batch shape, before any hook
-    monitor = DynamicsMonitor(source=source, verbose=False)
+    monitor = DynamicsMonitor(points_per_epoch=1, source=source, verbose=False)
     trainer(tmp_path / "compiled", max_epochs=3, callbacks=[monitor]).fit(module, loaders()[0])
     assert monitor.layer_names == ["net.fc1", "net.fc2", "net.head"]  # no `_orig_mod` in the names
     torch.testing.assert_close(monitor.history.values, eager, rtol=1e-4, atol=1e-5)
@@ -48,7 +48,7 @@ def test_module_compiled_after_the_callback_attaches(tmp_path: Path) -> None:
             self.net = torch.compile(self.net, backend=BACKEND)
 
     pl.seed_everything(0)
-    monitor = DynamicsMonitor(verbose=False)
+    monitor = DynamicsMonitor(points_per_epoch=1, verbose=False)
     trainer(tmp_path / "late", max_epochs=3, callbacks=[monitor]).fit(CompileOnTrainStart(), loaders()[0])
     torch.testing.assert_close(monitor.history.values, eager, rtol=1e-4, atol=1e-5)
 

@@ -74,7 +74,10 @@ class RecordSteps(pl.Callback):
 @pytest.mark.parametrize("config", [{}, {"layers": "all", "max_layers": None}, {"summary": "std"}])
 def test_monitor_adds_no_syncing_operator_to_training_steps(tmp_path: Path, config: dict) -> None:
     counts, dispatched = {}, {}
-    for name, callbacks in (("off", []), ("on", [DynamicsMonitor(verbose=False, save_history=False, **config)])):
+    for name, callbacks in (
+        ("off", []),
+        ("on", [DynamicsMonitor(points_per_epoch=1, verbose=False, save_history=False, **config)]),
+    ):
         pl.seed_everything(0)
         record = RecordSteps()
         # The recorder comes last, so it wraps the monitor's own step hooks too.

@@ -39,21 +39,21 @@ def test_early_stopping_with_a_typo_or_another_prefix_is_an_error(tmp_path: Path
         (DynamicsEarlyStopping(monitor="stability_volatilty"), "did you mean 'dynamics/stability_volatility'"),
         (DynamicsEarlyStopping(prefix="probe"), "their keys"),
     ):
-        t = trainer(tmp_path, max_epochs=1, callbacks=[DynamicsMonitor(verbose=False), stopper])
+        t = trainer(tmp_path, max_epochs=1, callbacks=[DynamicsMonitor(points_per_epoch=1, verbose=False), stopper])
         with pytest.raises(ValueError, match=hint):
             fit(t)
 
 
 def test_non_strict_consumer_warns_and_waits(tmp_path: Path) -> None:
     stopper = DynamicsEarlyStopping(monitor="stability_volatilty", strict=False)
-    t = trainer(tmp_path, max_epochs=2, callbacks=[DynamicsMonitor(verbose=False), stopper])
+    t = trainer(tmp_path, max_epochs=2, callbacks=[DynamicsMonitor(points_per_epoch=1, verbose=False), stopper])
     with pytest.warns(UserWarning, match="no DynamicsMonitor logs it"):
         fit(t)
     assert t.current_epoch == 2
 
 
 def test_consumers_follow_the_monitor_prefix(tmp_path: Path) -> None:
-    monitor = DynamicsMonitor(prefix="probe", source="probe", verbose=False)
+    monitor = DynamicsMonitor(points_per_epoch=1, prefix="probe", source="probe", verbose=False)
     stopper = DynamicsEarlyStopping("stability_volatility", prefix="probe", stopping_threshold=10.0)
     checkpoint = DynamicsModelCheckpoint(prefix="probe", dirpath=tmp_path / "ckpt")
     t = trainer(tmp_path, max_epochs=30, callbacks=[monitor, stopper, checkpoint], enable_checkpointing=True)
@@ -64,13 +64,23 @@ def test_consumers_follow_the_monitor_prefix(tmp_path: Path) -> None:
 
 
 def test_two_monitors_with_one_prefix_is_an_error(tmp_path: Path) -> None:
-    train, probe = DynamicsMonitor(verbose=False), DynamicsMonitor(source="probe", layers=["net.fc1"], verbose=False)
+    train, probe = (
+        DynamicsMonitor(points_per_epoch=1, verbose=False),
+        DynamicsMonitor(points_per_epoch=1, source="probe", layers=["net.fc1"], verbose=False),
+    )
     t = trainer(tmp_path, max_epochs=1, callbacks=[train, probe])
     with pytest.raises(ValueError, match="2 DynamicsMonitor callbacks share prefix='dynamics'"):
         fit(t)
     # Two identical monitors are refused even earlier, by Lightning, for their identical state keys.
     with pytest.raises(RuntimeError, match="state_key"):
-        trainer(tmp_path, max_epochs=1, callbacks=[DynamicsMonitor(verbose=False), DynamicsMonitor(verbose=False)])
+        trainer(
+            tmp_path,
+            max_epochs=1,
+            callbacks=[
+                DynamicsMonitor(points_per_epoch=1, verbose=False),
+                DynamicsMonitor(points_per_epoch=1, verbose=False),
+            ],
+        )
 
 
 def test_convergence_report_takes_the_prefix(tmp_path: Path) -> None:
@@ -93,7 +103,10 @@ def test_convergence_report_takes_the_prefix(tmp_path: Path) -> None:
 def test_readme_checkpoint_recipe_with_a_validation_loop(tmp_path: Path) -> None:
     checkpoint = DynamicsModelCheckpoint(monitor="stability_index", mode="max", dirpath=tmp_path / "ckpt")
     t = trainer(
-        tmp_path, max_epochs=22, callbacks=[DynamicsMonitor(verbose=False), checkpoint], enable_checkpointing=True
+        tmp_path,
+        max_epochs=22,
+        callbacks=[DynamicsMonitor(points_per_epoch=1, verbose=False), checkpoint],
+        enable_checkpointing=True,
     )
     fit(t)  # stock ModelCheckpoint raises at epoch 0 here: the key exists from epoch 15 on
     assert checkpoint.best_model_score is not None and 0.0 <= float(checkpoint.best_model_score) <= 1.0
@@ -105,7 +118,10 @@ def test_stock_model_checkpoint_fails_with_a_validation_loop_as_the_readme_says(
 
     checkpoint = ModelCheckpoint(monitor="dynamics/stability_index", mode="max", save_on_train_epoch_end=True)
     t = trainer(
-        tmp_path, max_epochs=2, callbacks=[DynamicsMonitor(verbose=False), checkpoint], enable_checkpointing=True
+        tmp_path,
+        max_epochs=2,
+        callbacks=[DynamicsMonitor(points_per_epoch=1, verbose=False), checkpoint],
+        enable_checkpointing=True,
     )
     with pytest.raises(MisconfigurationException, match="could not find the monitored key"):
         fit(t)
@@ -116,7 +132,7 @@ def test_readme_early_stopping_recipes_with_a_validation_loop(tmp_path: Path) ->
         monitor="dynamics/stability_volatility", mode="min", check_on_train_epoch_end=True, strict=False
     )
     ours = DynamicsEarlyStopping(ratio=0.25, patience=3)
-    t = trainer(tmp_path, max_epochs=24, callbacks=[DynamicsMonitor(verbose=False), stock, ours])
+    t = trainer(tmp_path, max_epochs=24, callbacks=[DynamicsMonitor(points_per_epoch=1, verbose=False), stock, ours])
     fit(t)
     assert "dynamics/stability_volatility" in t.callback_metrics and "val_loss" in t.callback_metrics
 
@@ -126,7 +142,7 @@ def test_recipes_with_logger_false_another_logger_and_a_second_fit(tmp_path: Pat
     from lightning.pytorch.loggers import TensorBoardLogger
 
     for logger in (False, TensorBoardLogger(tmp_path / "tb"), CSVLogger(tmp_path / "csv")):
-        monitor = DynamicsMonitor(verbose=False)
+        monitor = DynamicsMonitor(points_per_epoch=1, verbose=False)
         t = trainer(tmp_path / "root", max_epochs=17, logger=logger, callbacks=[monitor])
         module = fit(t)
         first = monitor.history_path
@@ -145,7 +161,7 @@ def test_recipes_with_logger_false_another_logger_and_a_second_fit(tmp_path: Pat
 def test_runs_without_a_log_dir_never_overwrite_each_other(tmp_path: Path) -> None:
     paths = []
     for _ in range(3):
-        monitor = DynamicsMonitor(verbose=False)
+        monitor = DynamicsMonitor(points_per_epoch=1, verbose=False)
         fit(trainer(tmp_path, max_epochs=2, callbacks=[monitor]))  # logger=False: all in default_root_dir
         paths.append(monitor.history_path)
     assert [p.name for p in paths] == ["dynamics_history.pt", "dynamics_history-v1.pt", "dynamics_history-v2.pt"]
@@ -153,7 +169,7 @@ def test_runs_without_a_log_dir_never_overwrite_each_other(tmp_path: Path) -> No
 
 
 def test_a_new_model_on_the_same_monitor_starts_a_fresh_history(tmp_path: Path) -> None:
-    monitor = DynamicsMonitor(verbose=False)
+    monitor = DynamicsMonitor(points_per_epoch=1, verbose=False)
     fit(trainer(tmp_path, max_epochs=3, callbacks=[monitor]))
     fit(trainer(tmp_path, max_epochs=2, callbacks=[monitor]), module=TinyModule())
     assert monitor.history.length == 2
@@ -164,9 +180,9 @@ def test_predicate_layers_keep_a_stable_state_key_and_resume(tmp_path: Path) -> 
         return lambda name, module: isinstance(module, torch.nn.Linear)
 
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_on_train_epoch_end=True)
-    first = DynamicsMonitor(layers=linear_layers(), verbose=False)
+    first = DynamicsMonitor(points_per_epoch=1, layers=linear_layers(), verbose=False)
     fit(trainer(tmp_path / "a", max_epochs=4, callbacks=[first, checkpoint], enable_checkpointing=True))
-    resumed = DynamicsMonitor(layers=linear_layers(), verbose=False)
+    resumed = DynamicsMonitor(points_per_epoch=1, layers=linear_layers(), verbose=False)
     assert resumed.state_key == first.state_key and "0x" not in resumed.state_key
     t = trainer(tmp_path / "b", max_epochs=6, callbacks=[resumed], enable_checkpointing=True)
     fit(t, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
@@ -174,7 +190,7 @@ def test_predicate_layers_keep_a_stable_state_key_and_resume(tmp_path: Path) -> 
 
 
 def test_failing_save_at_fit_end_warns_with_the_path_and_the_fit_succeeds(tmp_path: Path) -> None:
-    monitor = DynamicsMonitor(verbose=False)
+    monitor = DynamicsMonitor(points_per_epoch=1, verbose=False)
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
 
@@ -204,7 +220,7 @@ def test_periodic_flush_survives_kill_9(tmp_path: Path) -> None:
                     if trainer.current_epoch == 7:
                         os.kill(os.getpid(), signal.SIGKILL)
 
-            monitor = DynamicsMonitor(save_every_n_samples=3, verbose=False)
+            monitor = DynamicsMonitor(points_per_epoch=1, save_every_n_samples=3, verbose=False)
             pl.seed_everything(0)
             trainer({str(tmp_path)!r}, max_epochs=20, callbacks=[monitor, Kill()]).fit(TinyModule(), loaders()[0])
             """
@@ -235,7 +251,7 @@ def test_history_is_logged_as_a_run_artifact(tmp_path: Path, logger_kind: str, m
         monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb_data"))  # artifact staging, kept in tmp_path
         monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb_cache"))
         logger = WandbLogger(save_dir=str(tmp_path), project="dynamics-test")
-    monitor = DynamicsMonitor(verbose=False, log_dashboard=False)
+    monitor = DynamicsMonitor(points_per_epoch=1, verbose=False, log_dashboard=False)
     fit(trainer(tmp_path, max_epochs=3, logger=logger, callbacks=[monitor]))
     name = monitor.history_path.name
     data = monitor.history_path.read_bytes()
@@ -250,15 +266,17 @@ def test_history_is_logged_as_a_run_artifact(tmp_path: Path, logger_kind: str, m
         assert staged, "the history was not staged as a W&B artifact"
 
 
-def test_opt_in_complexity_and_surrogate_measures_are_logged(tmp_path: Path) -> None:
-    monitor = DynamicsMonitor(complexity_every_n_samples=2, surrogates_every_n_samples=4, verbose=False)
+def test_opt_in_complexity_and_the_noise_floors_are_logged(tmp_path: Path) -> None:
+    monitor = DynamicsMonitor(points_per_epoch=1, complexity_every_n_samples=2, verbose=False)
     t = trainer(tmp_path, max_epochs=28, callbacks=[monitor])
     fit(t, val=False)
-    for key in ("higuchi_fd", "katz_fd", "mfdfa_width", "metastability_z", "integration_z"):
+    for key in ("higuchi_fd", "katz_fd", "mfdfa_width", "metastability_null_lo", "integration_null_hi"):
         series = monitor.metrics[key]
         assert len(series) == 28 and f"dynamics/{key}" in t.callback_metrics, key
     assert 1.0 <= monitor.metrics["higuchi_fd"][27] <= 2.5 and torch.isnan(
         torch.tensor(monitor.metrics["higuchi_fd"][26])
     )
-    assert not torch.isnan(torch.tensor(monitor.metrics["metastability_z"][27]))
+    lo, hi = monitor.metrics["metastability_null_lo"][27], monitor.metrics["metastability_null_hi"][27]
+    assert 0.0 <= lo <= hi <= 0.5
     assert "dynamics/higuchi_fd" not in DynamicsMonitor(verbose=False).keys  # off by default
+    assert "dynamics/metastability_null_lo" not in DynamicsMonitor(null_surrogates=None, verbose=False).keys

@@ -60,7 +60,7 @@ def _nan_output_hook(net: Troubled):
 def test_nonfinite_layers_skipped_intervals_constant_and_integer_outputs(tmp_path: Path) -> None:
     net = Troubled(nan_epoch=3)
     net.side.register_forward_hook(_nan_output_hook(net))  # registered first: the monitor sees NaN that epoch
-    monitor = DynamicsMonitor(layers="all", max_layers=None, verbose=False)
+    monitor = DynamicsMonitor(points_per_epoch=1, layers="all", max_layers=None, verbose=False)
     pl.seed_everything(0)
     t = trainer(tmp_path, max_epochs=22, callbacks=[EpochSetter(), monitor])
     with pytest.warns(UserWarning) as record:
@@ -94,7 +94,7 @@ def test_nonfinite_layers_skipped_intervals_constant_and_integer_outputs(tmp_pat
 def test_too_short_run_logs_nothing_fake_and_says_how_many_points(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monitor = DynamicsMonitor()
+    monitor = DynamicsMonitor(points_per_epoch=1)
     pl.seed_everything(0)
     t = trainer(tmp_path, max_epochs=3, callbacks=[monitor])
     with caplog.at_level(logging.INFO):
@@ -106,13 +106,15 @@ def test_too_short_run_logs_nothing_fake_and_says_how_many_points(
 
 
 def test_empty_layer_selection_is_an_error_at_setup(tmp_path: Path) -> None:
-    t = trainer(tmp_path, max_epochs=1, callbacks=[DynamicsMonitor(layers=lambda name, module: False)])
+    t = trainer(
+        tmp_path, max_epochs=1, callbacks=[DynamicsMonitor(points_per_epoch=1, layers=lambda name, module: False)]
+    )
     with pytest.raises(ValueError, match="selects no module"):
         t.fit(TinyModule(), loaders()[0])
 
 
 def test_checkpoint_from_an_older_format_is_a_clear_error(tmp_path: Path) -> None:
-    monitor = DynamicsMonitor(verbose=False)
+    monitor = DynamicsMonitor(points_per_epoch=1, verbose=False)
     monitor.load_state_dict({"version": 0, "history": {}})
     t = trainer(tmp_path, max_epochs=1, callbacks=[monitor])
     module = TinyModule()
@@ -129,7 +131,7 @@ def test_exception_in_validation_removes_hooks_saves_history_and_is_not_masked(t
             return super().validation_step(batch, batch_idx)
 
     module = FailingValidation()
-    monitor = DynamicsMonitor(verbose=False)
+    monitor = DynamicsMonitor(points_per_epoch=1, verbose=False)
     train, val = loaders()
     t = trainer(tmp_path, max_epochs=5, callbacks=[monitor])
     with pytest.raises(KeyError, match="user bug in validation"):
@@ -140,7 +142,7 @@ def test_exception_in_validation_removes_hooks_saves_history_and_is_not_masked(t
 
 def test_failing_history_save_does_not_mask_the_user_exception(tmp_path: Path) -> None:
     module = TinyModule(fail_at_step=5)
-    monitor = DynamicsMonitor(verbose=False)
+    monitor = DynamicsMonitor(points_per_epoch=1, verbose=False)
     blocker = tmp_path / "not_a_dir"
     blocker.write_text("x")
 
@@ -161,7 +163,7 @@ def test_failure_inside_the_monitor_never_stops_training(tmp_path: Path, monkeyp
         raise FloatingPointError("simulated bug in a measure")
 
     monkeypatch.setattr(monitor_module, "dynamics_measures", broken)
-    monitor = DynamicsMonitor(verbose=False)
+    monitor = DynamicsMonitor(points_per_epoch=1, verbose=False)
     t = trainer(tmp_path, max_epochs=6, callbacks=[monitor])
     with pytest.warns(UserWarning, match="simulated bug in a measure"):
         t.fit(TinyModule(), loaders()[0])

@@ -18,7 +18,7 @@ from tests.helpers import TinyModule, forward_hook_count, loaders, trainer
 def _checkpointed_state(tmp_path: Path, **monitor_kwargs) -> tuple[dict, Path]:
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_on_train_epoch_end=True)
     pl.seed_everything(0)
-    monitor = DynamicsMonitor(verbose=False, **monitor_kwargs)
+    monitor = DynamicsMonitor(points_per_epoch=1, verbose=False, **monitor_kwargs)
     t = trainer(tmp_path, max_epochs=3, callbacks=[monitor, checkpoint], enable_checkpointing=True)
     t.fit(TinyModule(), loaders()[0])
     path = tmp_path / "ckpt" / "last.ckpt"
@@ -42,7 +42,7 @@ def _checkpointed_state(tmp_path: Path, **monitor_kwargs) -> tuple[dict, Path]:
 def test_corrupt_checkpoint_state_is_a_clear_error(tmp_path: Path, corrupt, match: str) -> None:
     state, _ = _checkpointed_state(tmp_path)
     corrupt(state)
-    monitor = DynamicsMonitor(verbose=False)
+    monitor = DynamicsMonitor(points_per_epoch=1, verbose=False)
     monitor.load_state_dict(state)
     module = TinyModule()
     with pytest.raises(ValueError, match=match):
@@ -104,7 +104,7 @@ def test_nan_after_definition_is_logged_and_stops_with_check_finite(tmp_path: Pa
                         p.fill_(math.nan)
             return super().training_step(batch, batch_idx)
 
-    monitor = DynamicsMonitor(verbose=False)
+    monitor = DynamicsMonitor(points_per_epoch=1, verbose=False)
     stopper = DynamicsEarlyStopping("stability_volatility", ratio=0.01, patience=1000)  # only check_finite stops it
     pl.seed_everything(0)
     t = trainer(tmp_path, max_epochs=40, callbacks=[monitor, stopper])
@@ -119,7 +119,7 @@ def test_a_failing_probe_forward_warns_and_training_goes_on(tmp_path: Path) -> N
     def broken(pl_module, batch):
         raise RuntimeError("probe exploded")
 
-    monitor = DynamicsMonitor(source="probe", probe_forward=broken, verbose=False)
+    monitor = DynamicsMonitor(points_per_epoch=1, source="probe", probe_forward=broken, verbose=False)
     pl.seed_everything(0)
     t = trainer(tmp_path, max_epochs=4, callbacks=[monitor])
     module = TinyModule()

@@ -24,7 +24,7 @@ def _images(n: int = 16) -> DataLoader:
 def test_resnet18(tmp_path: Path) -> None:
     pl.seed_everything(0)
     module = TinyModule(net=timm.create_model("resnet18", pretrained=False, num_classes=10), lr=0.01)
-    monitor = DynamicsMonitor(verbose=False)
+    monitor = DynamicsMonitor(points_per_epoch=1, verbose=False)
     trainer(tmp_path, max_epochs=2, callbacks=[monitor]).fit(module, _images())
     names = monitor.layer_names
     assert names[0] == "net.conv1" and names[-1] == "net.fc"
@@ -39,7 +39,7 @@ def test_small_vit_includes_attention_blocks(tmp_path: Path) -> None:
     pl.seed_everything(0)
     vit = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=10)
     module = TinyModule(net=vit, lr=0.01)
-    monitor = DynamicsMonitor(verbose=False, max_layers=None)
+    monitor = DynamicsMonitor(points_per_epoch=1, verbose=False, max_layers=None)
     trainer(tmp_path, max_epochs=2, callbacks=[monitor]).fit(module, _images())
     names = monitor.layer_names
     assert "net.blocks.0.attn" in names and "net.blocks.1.mlp.fc2" in names and names[0] == "net.patch_embed.proj"
