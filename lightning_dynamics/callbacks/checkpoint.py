@@ -105,11 +105,12 @@ class DynamicsModelCheckpoint(ModelCheckpoint):
         self._producer = find_producer(trainer.callbacks, self.monitor, "DynamicsModelCheckpoint", self.strict)  # type: ignore[attr-defined]
 
     def _ready(self, trainer: pl.Trainer) -> bool:
-        """Whether the monitored key is logged (else count a waited check): before it is, ModelCheckpoint would
-        raise once validation has run."""
-        if self.monitor in trainer.callback_metrics:
+        """Whether the monitored key holds a number (else count a waited check): before the key is logged,
+        ModelCheckpoint would raise once validation has run."""
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is not None and not math.isnan(float(value)):
             return True
-        self.waited_checks += 1
+        self.waited_checks += 1  # not defined yet, or undefined at this point: nothing to rank
         return False
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
