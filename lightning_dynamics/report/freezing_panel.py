@@ -15,7 +15,7 @@ start.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from matplotlib.axes import Axes
@@ -38,22 +38,17 @@ def freeze_record(state: Mapping[str, Any]) -> list[float] | None:
     return [float(v) for v in series]
 
 
-def sample_time(epochs: Sequence[int]) -> list[float]:
-    """Fractional epochs of the sample points: the ``k``-th of ``n`` points in epoch ``e`` sits at ``e + (k+1)/n``.
+def _dashboard_time(state: Mapping[str, Any], n_points: int) -> list[float]:
+    """The other panels' time axis (epochs continued across fits, ``e + j/n`` within an epoch), so they line up."""
+    from lightning_dynamics.capture.history import history_segments
+    from lightning_dynamics.report.dashboard_data import epoch_axis
 
-    Example:
-        >>> sample_time([0, 0, 1, 1])
-        [0.5, 1.0, 1.5, 2.0]
-    """
-    counts: dict[int, int] = {}
-    for epoch in epochs:
-        counts[epoch] = counts.get(epoch, 0) + 1
-    seen: dict[int, int] = {}
-    out = []
-    for epoch in epochs:
-        seen[epoch] = seen.get(epoch, 0) + 1
-        out.append(epoch + seen[epoch] / counts[epoch])
-    return out
+    epochs = list(state.get("epochs", range(n_points)))
+    steps = list(state.get("steps", epochs))
+    segments = history_segments(
+        {"epochs": epochs, "steps": steps, **({"segments": state["segments"]} if "segments" in state else {})}
+    )
+    return [float(t) for t in epoch_axis(epochs, steps, segments)[0]]
 
 
 def draw_freezing(ax: Axes, state: Mapping[str, Any]) -> None:
@@ -71,7 +66,7 @@ def draw_freezing(ax: Axes, state: Mapping[str, Any]) -> None:
         ax.text(0.5, 0.5, "no layer freezing recorded", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
         return
-    time = sample_time(list(state.get("epochs", range(len(record)))))
+    time = _dashboard_time(state, len(record))
     start, end = (0.0, time[-1]) if time else (0.0, 1.0)
     first = frozen_at_from_series(record, len(names))
     for layer, at in enumerate(first):
