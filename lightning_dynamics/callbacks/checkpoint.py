@@ -107,7 +107,7 @@ class DynamicsModelCheckpoint(ModelCheckpoint):
     def _ready(self, trainer: pl.Trainer) -> bool:
         """Whether the monitored key holds a number (else count a waited check): before the key is logged,
         ModelCheckpoint would raise once validation has run."""
-        value = trainer.callback_metrics.get(self.monitor)
+        value = trainer.callback_metrics.get(self.monitor or "")
         if value is not None and not math.isnan(float(value)):
             return True
         self.waited_checks += 1  # not defined yet, or undefined at this point: nothing to rank
