@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_dynamics.config import check_finite_real, check_int
+from lightning_dynamics.config import check_bool, check_finite_real, check_int
 from lightning_dynamics.functional.change import median_relative_change, relative_change_test
 
 
@@ -41,12 +41,6 @@ def _check_probability(name: str, value: Any) -> float:
     value = check_finite_real(name, value)
     if not 0.0 < value < 1.0:
         raise ValueError(f"`{name}` must be a number in (0, 1), got {value!r}.")
-    return value
-
-
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"`{name}` must be True or False, got {value!r}.")
     return value
 
 
@@ -130,7 +124,7 @@ class RelativeChangeRule:
         self.window_epochs = check_int("window_epochs", self.window_epochs, 2)  # type: ignore[assignment]
         self.min_epochs = check_int("min_epochs", self.min_epochs, 0)  # type: ignore[assignment]
         self.stopping_threshold = _check_threshold(self.stopping_threshold)
-        self.check_finite = _check_bool("check_finite", self.check_finite)
+        self.check_finite = check_bool("check_finite", self.check_finite)
         self.n_permutations = check_int("n_permutations", self.n_permutations, 1)  # type: ignore[assignment]
         self.seed = check_int("seed", self.seed, 0)  # type: ignore[assignment]
         if self.alpha < 1.0 / (1 + self.n_permutations):
@@ -269,7 +263,7 @@ class VolatilityDropRule:
         self.patience = check_int("patience", self.patience, 1)  # type: ignore[assignment]
         self.min_epochs = check_int("min_epochs", self.min_epochs, 0)  # type: ignore[assignment]
         self.stopping_threshold = _check_threshold(self.stopping_threshold)
-        self.check_finite = _check_bool("check_finite", self.check_finite)
+        self.check_finite = check_bool("check_finite", self.check_finite)
 
     def update(self, value: float, epoch: int) -> tuple[bool, DynamicsStoppingReason, str | None]:
         """Take one check's value; return ``(should_stop, reason, message)``."""

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_dynamics.config import check_finite_real, check_int
+from lightning_dynamics.config import check_bool, check_finite_real, check_int
 
 STATE_VERSION = 1
 #: The key of the frozen-layer count in the tracker's ``logged`` series (under its prefix): one value per
@@ -236,8 +236,7 @@ class LayerFreezer:
         check_int("patience", self.patience, 1)
         check_int("keep_trainable", self.keep_trainable, 1)
         check_int("min_samples", self.min_samples, 1, allow_none=True)
-        if not isinstance(self.freeze_norm_stats, bool):
-            raise ValueError(f"`freeze_norm_stats` must be True or False, got {self.freeze_norm_stats!r}.")
+        check_bool("freeze_norm_stats", self.freeze_norm_stats)
         self.change_tol = float(self.change_tol)
         self.max_variance_ratio = float(self.max_variance_ratio)
         self._model: nn.Module | None = None

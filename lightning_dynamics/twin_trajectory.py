@@ -31,7 +31,7 @@ from typing import Any, TypeGuard
 import torch
 from torch import Tensor, nn
 
-from lightning_dynamics.config import check_finite_real, check_int
+from lightning_dynamics.config import check_bool, check_finite_real, check_int
 
 # Relative separation kept at every renormalisation. Float32 rounding adds spurious growth that falls as d0 grows:
 # on digits (benchmarks/lyapunov.md, SmallMLP, plain SGD, 20 epochs) lambda at lr 0.01 was 1.1e-4 in float64
@@ -265,8 +265,7 @@ class TwinTrajectory:
         assert renorm is not None
         self.renorm_every = renorm
         self.seed = check_seed(seed)
-        if not isinstance(sync_gradients, bool):
-            raise ValueError(f"`sync_gradients` must be True or False, got {sync_gradients!r}.")
+        check_bool("sync_gradients", sync_gradients)
         self.sync_gradients = sync_gradients
         self.duty_on, self.duty_period = check_duty(duty_on, duty_period)
         warm = check_int("warmup", warmup, 0)
@@ -678,8 +677,7 @@ class TwinTrajectory:
             if saved != ours or isinstance(saved, bool):
                 raise ValueError(f"`{name}` of the saved twin trajectory is {saved!r}; this one has {name}={ours!r}.")
         running = _require(state, "running")
-        if not isinstance(running, bool):
-            raise ValueError(f"`running` must be True or False, got {running!r}.")
+        check_bool("running", running)
         real_steps = _int_field(state, "real_steps", 0)
         restarts = _int_field(state, "restarts", 0)
         steps = _int_field(state, "steps", 0)

@@ -23,15 +23,8 @@ from lightning_dynamics.callbacks.keys import (
     full_key,
 )
 from lightning_dynamics.callbacks.monitor import DynamicsMonitor
-from lightning_dynamics.config import check_int
+from lightning_dynamics.config import check_bool, check_int
 from lightning_dynamics.convergence import DynamicsStoppingReason, RelativeChangeRule, VolatilityDropRule
-
-
-def _check_bool(name: str, value: Any) -> bool:
-    # config.py has no bool check yet (the lead owns it); same message format as its helpers.
-    if not isinstance(value, bool):
-        raise ValueError(f"`{name}` must be True or False, got {value!r}.")
-    return value
 
 
 class DynamicsEarlyStopping(pl.Callback):
@@ -101,9 +94,9 @@ class DynamicsEarlyStopping(pl.Callback):
         self.monitor = full_key(monitor, prefix)
         self.prefix = self.monitor.split("/", 1)[0]
         self.uses_history = self.monitor == f"{self.prefix}/{RELATIVE_CHANGE}"
-        self.strict = _check_bool("strict", strict)
-        self.verbose = _check_bool("verbose", verbose)
-        check_finite = _check_bool("check_finite", check_finite)
+        self.strict = check_bool("strict", strict)
+        self.verbose = check_bool("verbose", verbose)
+        check_finite = check_bool("check_finite", check_finite)
         self.rule: RelativeChangeRule | VolatilityDropRule
         # Every argument is validated by the default rule, whichever rule runs (one rule set, one error format).
         default_rule = RelativeChangeRule(

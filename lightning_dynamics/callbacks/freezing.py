@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lightning_dynamics.callbacks.monitor import DynamicsMonitor
+from lightning_dynamics.config import check_bool
 from lightning_dynamics.freezing import FROZEN_LAYERS_KEY, LayerFreezer
 
 
@@ -70,8 +71,7 @@ class DynamicsLayerFreezing(Callback):
         super().__init__()
         if not isinstance(prefix, str) or not prefix or "/" in prefix:
             raise ValueError(f"`prefix` must be a non-empty name without '/', got {prefix!r}.")
-        if not isinstance(verbose, bool):
-            raise ValueError(f"`verbose` must be True or False, got {verbose!r}.")
+        check_bool("verbose", verbose)
         self.freezer = LayerFreezer(  # validates every setting
             change_tol=change_tol,
             max_variance_ratio=max_variance_ratio,

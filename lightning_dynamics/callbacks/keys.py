@@ -14,6 +14,7 @@ from typing import Any
 from lightning.pytorch.utilities import rank_zero_warn
 
 from lightning_dynamics.callbacks.monitor import DynamicsMonitor
+from lightning_dynamics.config import check_prefix
 
 # The default rule's name (its `monitor`). The stopper computes its own statistic from the monitor's history (on
 # per-epoch means, over `window_epochs` epochs) and logs it, with its p-value, under the monitor's prefix as
@@ -33,8 +34,7 @@ def full_key(monitor: str, prefix: str) -> str:
     """
     if not isinstance(monitor, str) or not monitor:
         raise ValueError(f"`monitor` must be a measure name or a '<prefix>/<measure>' key, got {monitor!r}.")
-    if not isinstance(prefix, str) or not prefix or "/" in prefix:
-        raise ValueError(f"`prefix` must be a non-empty name without '/', got {prefix!r}.")
+    check_prefix("prefix", prefix)  # the one prefix rule of the package
     return monitor if "/" in monitor else f"{prefix}/{monitor}"
 
 

@@ -215,7 +215,8 @@ class DynamicsMonitor(Callback):
         """torch.compile does not guard on module hooks: code compiled before they existed would skip them, so
         dynamo's caches are reset and the next call recompiles with the hooks traced in (a one-off cost)."""
         model = trainer.model if trainer.model is not None else pl_module
-        if getattr(pl_module, "_compiler_ctx", None) is not None or is_compiled_module(model):
+        compiled = getattr(pl_module, "_compiler_ctx", None) is not None or is_compiled_module(model)
+        if compiled or any(is_compiled_module(m) for m in pl_module.modules()):  # a submodule compiled by the user
             torch._dynamo.reset()
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -26,7 +26,7 @@ class CountingMonitor(DynamicsMonitor):
         super().__init__(**kwargs)
         self.collectives: list[int] = []
 
-    def _sample(self, trainer, pl_module, on_step):
+    def on_train_epoch_end(self, trainer, pl_module):  # the epoch's one sample point (points_per_epoch=1)
         count = [0]
         originals = {name: getattr(torch.distributed, name) for name in self.COLLECTIVES}
 
@@ -40,7 +40,7 @@ class CountingMonitor(DynamicsMonitor):
         for name, original in originals.items():
             setattr(torch.distributed, name, counting(original))
         try:
-            super()._sample(trainer, pl_module, on_step)
+            super().on_train_epoch_end(trainer, pl_module)
         finally:
             for name, original in originals.items():
                 setattr(torch.distributed, name, original)

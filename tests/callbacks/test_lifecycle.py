@@ -199,7 +199,7 @@ def test_failing_save_at_fit_end_warns_with_the_path_and_the_fit_succeeds(tmp_pa
             monitor.history_path = blocker / "history.pt"  # cannot be created: its parent is a file
 
     t = trainer(tmp_path, max_epochs=2, callbacks=[monitor, Redirect()])
-    with pytest.warns(UserWarning, match=re.escape(f"could not save the history to {blocker / 'history.pt'}")):
+    with pytest.warns(UserWarning, match=re.escape(f"could not save the dynamics history to {blocker / 'history.pt'}")):
         fit(t)
     assert t.state.finished and monitor.history.length == 2
 

@@ -101,8 +101,8 @@ def test_too_short_run_logs_nothing_fake_and_says_how_many_points(
         t.fit(TinyModule(), loaders()[0])
     logged = {k for k in t.callback_metrics if k.startswith("dynamics/")}
     assert logged == {"dynamics/nonfinite"}  # a count of the data, not a measure
-    needs = [r.message for r in caplog.records if "appear once enough sample points" in r.message]
-    assert len(needs) == 1 and "stability_volatility after 20" in needs[0]
+    needs = [r.message for r in caplog.records if "appear once they are defined" in r.message]
+    assert len(needs) == 1 and "stability_volatility 20" in needs[0]
 
 
 def test_empty_layer_selection_is_an_error_at_setup(tmp_path: Path) -> None:
@@ -151,13 +151,16 @@ def test_failing_history_save_does_not_mask_the_user_exception(tmp_path: Path) -
             monitor.history_path = blocker / "history.pt"  # cannot be created: its parent is a file
 
     t = trainer(tmp_path, max_epochs=3, callbacks=[monitor, Redirect()])
-    with pytest.warns(UserWarning, match="could not save the history"), pytest.raises(RuntimeError, match="boom"):
+    with (
+        pytest.warns(UserWarning, match="could not save the dynamics history"),
+        pytest.raises(RuntimeError, match="boom"),
+    ):
         t.fit(module, loaders()[0])
     assert forward_hook_count(module) == 0
 
 
 def test_failure_inside_the_monitor_never_stops_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import lightning_dynamics.tracker as monitor_module
+    import lightning_dynamics.measure_registry as monitor_module
 
     def broken(*args, **kwargs):
         raise FloatingPointError("simulated bug in a measure")

@@ -33,9 +33,9 @@ def _checkpointed_state(tmp_path: Path, **monitor_kwargs) -> tuple[dict, Path]:
         (lambda s: s["history"].update(values=torch.zeros(3, 4)), "one entry per sample point"),
         (lambda s: s["history"].update(values=torch.zeros(4, 3)), "4 rows but there are 3 layer names"),
         (lambda s: s["accumulator"].update(counts=[-1, 0, 0]), "non-negative integers"),
-        (lambda s: s["accumulator"].update(sums=torch.zeros(3, 5)), "partial sums have shape"),
+        (lambda s: s["accumulator"].update(sums=torch.zeros(3, 5)), r"`sums` must be .* of shape \(3, 1\)"),
         (lambda s: s["metrics"]["metastability"].append(0.5), "4 values for 3 sample points"),
-        (lambda s: s.update(every_n_steps=2), "every_n_steps=2"),
+        (lambda s: s["config"].update(every_n_steps=2), "every_n_steps: checkpoint 2"),
         (lambda s: s["history"].update(epochs=[0, 2, 1]), "non-decreasing"),
     ],
 )
