@@ -153,3 +153,17 @@ def test_two_layers_named_with_dollars_draw_literally(tmp_path: Path) -> None:
     trainer(run_dir, max_epochs=6, callbacks=[monitor]).fit(Named(net=net), *loaders())
     assert "net.$\\foo{$" in monitor.layer_names
     assert report_main(["report", str(monitor.history_path.parent)]) == 0
+
+
+def test_values_reach_the_logger_under_lightnings_default_logging_interval(tmp_path: Path) -> None:
+    """Issue 18 item 0: every_n_steps=2 used to write no metrics.csv under log_every_n_steps=50 (the default)."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    monitor = DynamicsMonitor(every_n_steps=2, verbose=False)
+    t = trainer(tmp_path, max_epochs=4, callbacks=[monitor], logger=CSVLogger(tmp_path))  # log_every_n_steps=50
+    t.fit(TinyModule(), *loaders())
+    rows = list(csv.DictReader(open(Path(t.logger.log_dir) / "metrics.csv")))
+    logged = [r for r in rows if r.get("dynamics/metastability")]
+    assert len(logged) == monitor.tracker.n_samples - 5 + 1  # every computation from the 5th point on
