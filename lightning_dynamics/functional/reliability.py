@@ -47,6 +47,8 @@ RELIABLE_MIN_POINTS: dict[str, int] = {
     "mfdfa_width": 200,
     "lyapunov_rosenstein": 32,
 }
+"""Shortest history (sample points) from which each measure's estimator is reliable (criterion: module docstring;
+:data:`NEVER_RELIABLE` where no measured length qualifies). The tracker flags a measure computed on fewer points."""
 
 # The same criterion with the means at each T as the truths: from these lengths on, the panel's signals are told
 # apart when a reading is compared with a null of the same length (a surrogate band), though not with a
