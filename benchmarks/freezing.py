@@ -75,15 +75,26 @@ CASES: dict[str, Case] = {
 KNOBS: dict[str, list[float]] = {
     "full": [0.0],
     "freezeout": [0.5, 0.8, 0.9],
-    "autofreeze": [50.0],
-    "dynamics": [0.1, 0.2],
+    "autofreeze": [25.0, 50.0],
+    "dynamics": [1.0, 2.0, 3.0],
+}
+#: The dynamics rule's knob: a level of readiness to call a layer settled (``LayerFreezer`` settings). Level 1 is
+#: the package default, calibrated not to fire on random walks; levels 2 and 3 fire sooner and on more noise.
+#: Each level's false-freeze rate on simulated random walks of the case's length is measured with the results
+#: (:func:`null_freeze_rate`) and printed beside its savings.
+DYNAMICS_LEVELS: dict[float, dict[str, Any]] = {
+    1.0: {},
+    2.0: dict(change_tol=0.2, max_variance_ratio=2.0, patience=3),
+    3.0: dict(change_tol=0.3, max_variance_ratio=4.0, patience=2, window=32),
 }
 
 
 @dataclass
 class Setting:
-    tune_seeds: tuple[int, ...] = (100,)
+    tune_seeds: tuple[int, ...] = (100, 101)
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    #: also run every knob (not only the chosen one) on the held-out seeds, for the savings/accuracy front
+    front: bool = True
     samples_per_epoch: int = 8
     max_steps_per_epoch: int | None = None
     epochs: int | None = None  # overrides the case's
@@ -91,7 +102,9 @@ class Setting:
     freezer: dict[str, Any] = field(default_factory=dict)
 
 
-QUICK = Setting(tune_seeds=(100,), seeds=(0,), samples_per_epoch=4, max_steps_per_epoch=4, epochs=3, timing_steps=2)
+QUICK = Setting(
+    tune_seeds=(100,), seeds=(0,), samples_per_epoch=4, max_steps_per_epoch=4, epochs=3, timing_steps=2, front=False
+)
 QUICK.freezer = dict(window=6, lag=2, patience=1)
 
 
@@ -247,7 +260,7 @@ def train_run(
     tracker = freezer = None
     if method == "dynamics":
         tracker = DynamicsTracker(layers=MONITORED, max_layers=None, prefix="dynamics").attach(model)
-        freezer = LayerFreezer(change_tol=knob, **setting.freezer).attach(model, tracker)
+        freezer = LayerFreezer(**{**DYNAMICS_LEVELS[knob], **setting.freezer}).attach(model, tracker)
     sample_every = max(1, n_batches // setting.samples_per_epoch)
     grad_sq = [0.0] * n_units
     previous_norms: list[float] | None = None
@@ -325,6 +338,7 @@ def train_run(
         "val_acc": best_acc,
         "test_acc": accuracy(model, data["test"]),
         "events": [asdict(e) for e in freezer.events] if freezer is not None else [],
+        "sample_points": tracker.n_samples if tracker is not None else 0,
     }
 
 
@@ -390,21 +404,52 @@ def run_case(
             for seed in setting.tune_seeds:
                 record({**train_run(case, method, knob, seed, setting, data, init), "split": "tune"})
     chosen = {method: choose_knob(runs, method) for method in KNOBS}
-    for method in KNOBS:
+    # The chosen knobs first (the table), then, for the front, every other knob on the same held-out seeds.
+    plan = [(m, chosen[m], True) for m in KNOBS]
+    if setting.front:
+        plan += [(m, k, False) for m, knobs in KNOBS.items() for k in knobs if k != chosen[m]]
+    for method, knob, is_chosen in plan:
         for seed in setting.seeds:
-            record({**train_run(case, method, chosen[method], seed, setting, data, init), "split": "held_out"})
+            run = train_run(case, method, knob, seed, setting, data, init)
+            record({**run, "split": "held_out", "chosen": is_chosen})
     for run in runs:
         steps = run["depth_per_step"]
         run["flops"] = sum(flops[d] for d in steps)
         run["modelled_seconds"] = sum(seconds[d] for d in steps)
+    n_points = max(r["sample_points"] for r in runs if r["method"] == "dynamics")
     return {
         "case": asdict(case),
         "units": len(groups),
         "flops_per_depth": flops,
         "seconds_per_depth": seconds,
         "chosen": chosen,
+        "null_freeze_rate": {
+            str(level): null_freeze_rate(n_points, {**DYNAMICS_LEVELS[level], **setting.freezer})
+            for level in KNOBS["dynamics"]
+        },
         "runs": runs,
     }
+
+
+def null_freeze_rate(n_points: int, settings: dict[str, Any], n: int = 500, seed: int = 0) -> float:
+    """The fraction of ``n`` simulated random walks of ``n_points`` on which ``LayerFreezer(**settings)`` fires.
+
+    The rule's false-freeze rate on a layer that never settles, at the length of a benchmark run, checked at every
+    point as the freezer checks it (:func:`~lightning_dynamics.freezing.settled_layers` with its patience).
+    """
+    from lightning_dynamics.freezing import settled_layers
+
+    freezer = LayerFreezer(**settings)
+    walks = torch.randn(n, n_points, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).cumsum(-1)
+    streak = torch.zeros(n, dtype=torch.long)
+    fired = torch.zeros(n, dtype=torch.bool)
+    for t in range(freezer.samples_needed, n_points + 1):
+        ok = settled_layers(
+            walks[:, :t], freezer.lag, freezer.window, freezer.change_tol, freezer.max_variance_ratio, freezer.horizon
+        )
+        streak = torch.where(ok, streak + 1, torch.zeros_like(streak))
+        fired |= streak >= freezer.patience
+    return float(fired.double().mean())
 
 
 def _line(case: str, run: dict[str, Any]) -> str:
@@ -449,41 +494,65 @@ def t_interval(values: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def summarise(result: dict[str, Any]) -> list[dict[str, Any]]:
+def summarise(result: dict[str, Any], front: bool = False) -> list[dict[str, Any]]:
+    """Held-out rows: one per method at its chosen knob, or (``front``) one per method and knob run held out.
+
+    Every figure is a mean over held-out seeds with a 95% t-interval; savings and accuracy are paired by seed with
+    ``full``.
+    """
     held = [r for r in result["runs"] if r["split"] == "held_out"]
     full = {r["seed"]: r for r in held if r["method"] == "full"}
     rows = []
     for method in KNOBS:
-        mine = sorted((r for r in held if r["method"] == method), key=lambda r: r["seed"])
-        if not mine:
-            continue
+        knobs = sorted({r["knob"] for r in held if r["method"] == method}) if front else [result["chosen"][method]]
+        for knob in knobs:
+            mine = sorted((r for r in held if r["method"] == method and r["knob"] == knob), key=lambda r: r["seed"])
+            if not mine:
+                continue
 
-        def paired(key: str, relative: bool = True, mine: list[dict[str, Any]] = mine) -> tuple[float, float, float]:
-            values = []
-            for r in (r for r in mine if r["seed"] in full):
-                ref = full[r["seed"]][key]
-                values.append(100.0 * (1 - r[key] / ref) if relative else r[key] - ref)
-            return t_interval(values)
+            def paired(key: str, relative: bool = True, mine: list[dict[str, Any]] = mine) -> tuple[float, ...]:
+                values = []
+                for r in (r for r in mine if r["seed"] in full):
+                    ref = full[r["seed"]][key]
+                    values.append(100.0 * (1 - r[key] / ref) if relative else r[key] - ref)
+                return t_interval(values)
 
-        rows.append(
-            {
-                "method": method,
-                "knob": result["chosen"][method],
-                "test_acc": t_interval([r["test_acc"] for r in mine]),
-                "acc_diff": paired("test_acc", relative=False),
-                "wall_saved_pct": paired("train_seconds"),
-                "modelled_saved_pct": paired("modelled_seconds"),
-                "flops_saved_pct": paired("flops"),
-                "final_depth": statistics.mean(r["final_depth"] for r in mine),
-            }
-        )
+            rows.append(
+                {
+                    "method": method,
+                    "knob": knob,
+                    "chosen": knob == result["chosen"][method],
+                    "seeds": len(mine),
+                    "test_acc": t_interval([r["test_acc"] for r in mine]),
+                    "acc_diff": paired("test_acc", relative=False),
+                    "wall_saved_pct": paired("train_seconds"),
+                    "modelled_saved_pct": paired("modelled_seconds"),
+                    "flops_saved_pct": paired("flops"),
+                    "final_depth": statistics.mean(r["final_depth"] for r in mine),
+                    "null_rate": result.get("null_freeze_rate", {}).get(str(knob)) if method == "dynamics" else None,
+                }
+            )
     return rows
 
 
 def markdown(results: dict[str, Any]) -> str:
-    def fmt(triple: tuple[float, float, float], digits: int = 1) -> str:
+    def fmt(triple: tuple[float, ...], digits: int = 1) -> str:
         mean, low, high = triple
         return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+    header = [
+        "| method | knob | test acc | acc - full (points) | wall time saved % | modelled time saved % "
+        "| FLOPs saved % | units frozen at end | random-walk false-freeze rate |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def line(row: dict[str, Any]) -> str:
+        null = "" if row["null_rate"] is None else f"{100 * row['null_rate']:.1f}%"
+        return (
+            f"| {row['method']} | {row['knob']:g}{'' if row['chosen'] else ' (front)'} | {fmt(row['test_acc'], 2)} | "
+            f"{fmt(row['acc_diff'], 2)} | {fmt(row['wall_saved_pct'])} | {fmt(row['modelled_saved_pct'])} | "
+            f"{fmt(row['flops_saved_pct'])} | {row['final_depth']:.1f} | {null} |"
+        )
 
     lines = []
     for name, result in results.items():
@@ -491,18 +560,87 @@ def markdown(results: dict[str, Any]) -> str:
             f"### {name} ({result['units']} units; knobs chosen on seeds {result['tune_seeds']}, "
             f"held-out seeds {result['seeds']})",
             "",
-            "| method | knob | test acc | acc - full (points) | wall time saved % | modelled time saved % "
-            "| FLOPs saved % | units frozen at end |",
-            "|---|---|---|---|---|---|---|---|",
+            *header,
+            *(line(row) for row in summarise(result)),
         ]
-        for row in summarise(result):
-            lines.append(
-                f"| {row['method']} | {row['knob']:g} | {fmt(row['test_acc'], 2)} | {fmt(row['acc_diff'], 2)} | "
-                f"{fmt(row['wall_saved_pct'])} | {fmt(row['modelled_saved_pct'])} | {fmt(row['flops_saved_pct'])} "
-                f"| {row['final_depth']:.1f} |"
-            )
+        others = [row for row in summarise(result, front=True) if not row["chosen"]]
+        if others:
+            lines += ["", "Every other knob on the same held-out seeds (the front of the figure):", "", *header]
+            lines += [line(row) for row in others]
         lines.append("")
     return "\n".join(lines)
+
+
+#: Marker and colour of each method in the front figure.
+STYLE = {
+    "full": ("k", "s"),
+    "freezeout": ("tab:blue", "^"),
+    "autofreeze": ("tab:orange", "v"),
+    "dynamics": ("tab:green", "o"),
+}
+
+
+def front_figure(results: dict[str, Any], path: Path) -> None:
+    """Accuracy cost against compute saved, every method and knob, on the held-out seeds (mean and 95% interval).
+
+    One column per case; top row FLOPs saved, bottom row measured wall time saved. The chosen knob (picked on the
+    tune seeds) is drawn filled, the others hollow; the dashed line is the 0.5-point accuracy budget.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    fig, axes = plt.subplots(2, len(names), figsize=(4.2 * len(names), 7.0), squeeze=False)
+    for column, name in enumerate(names):
+        rows = summarise(results[name], front=True)
+        for row_index, key in enumerate(("flops_saved_pct", "wall_saved_pct")):
+            ax = axes[row_index][column]
+            for method, (color, marker) in STYLE.items():
+                mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r[key][0])
+                if not mine:
+                    continue
+                xs = [r[key][0] for r in mine]
+                ys = [r["acc_diff"][0] for r in mine]
+                ax.plot(xs, ys, color=color, alpha=0.4, lw=1)
+                for r, x, y in zip(mine, xs, ys, strict=True):
+                    low, high = r["acc_diff"][1:]
+                    xlow, xhigh = r[key][1:]
+                    ax.errorbar(
+                        x,
+                        y,
+                        yerr=[[y - low], [high - y]],
+                        xerr=[[x - xlow], [xhigh - x]],
+                        color=color,
+                        alpha=0.35,
+                        lw=0.8,
+                        capsize=0,
+                    )
+                    ax.scatter(
+                        [x],
+                        [y],
+                        color=color if r["chosen"] else "white",
+                        edgecolor=color,
+                        marker=marker,
+                        s=46,
+                        zorder=3,
+                        label=method if r["chosen"] else None,
+                    )
+                    if method != "full":
+                        ax.annotate(f"{r['knob']:g}", (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+            ax.axhline(-0.5, color="grey", ls="--", lw=0.8)
+            ax.axvline(20.0, color="grey", ls=":", lw=0.8)
+            ax.set_xlabel(("FLOPs" if row_index == 0 else "wall time") + " saved vs full (%)")
+            if column == 0:
+                ax.set_ylabel("test accuracy - full (points)")
+            if row_index == 0:
+                ax.set_title(f"{name} (held-out seeds {results[name]['seeds']})", fontsize=9)
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    fig.suptitle("Layer freezing: accuracy cost against compute saved (goal: right of 20%, above -0.5)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def compile_check(steps: int = 6) -> dict[str, float]:
@@ -555,10 +693,20 @@ def results_from_journals(paths: list[Path]) -> dict[str, Any]:
             case["runs"].append(run)
     for case in results.values():
         held = [r for r in case["runs"] if r["split"] == "held_out"]
-        case["chosen"] = {r["method"]: r["knob"] for r in held}
+        case["chosen"] = {r["method"]: r["knob"] for r in held if r.get("chosen", True)}
         case["tune_seeds"] = sorted({r["seed"] for r in case["runs"] if r["split"] == "tune"})
         case["seeds"] = sorted({r["seed"] for r in held})
+        n_points = max((r.get("sample_points", 0) for r in case["runs"] if r["method"] == "dynamics"), default=0)
+        levels = sorted({r["knob"] for r in case["runs"] if r["method"] == "dynamics" and r["knob"] in DYNAMICS_LEVELS})
+        case["null_freeze_rate"] = {str(k): null_freeze_rate(n_points, DYNAMICS_LEVELS[k]) for k in levels if n_points}
     return results
+
+
+def write_outputs(results: dict[str, Any], out: Path) -> None:
+    """``summary.md`` (the tables) and ``front.png`` (the figure) into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.md").write_text(markdown(results))
+    front_figure(results, out / "front.png")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -572,8 +720,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.from_journals:
         merged = results_from_journals(args.from_journals)
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "summary.md").write_text(markdown(merged))
+        write_outputs(merged, args.out)
         print(markdown(merged))
         return merged
     torch.set_num_threads(args.threads)
@@ -590,7 +737,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["tune_seeds"], result["seeds"] = list(setting.tune_seeds), list(setting.seeds)
         results[name] = result
         (args.out / "results.json").write_text(json.dumps(results, indent=1))
-        (args.out / "summary.md").write_text(markdown(results))
+        write_outputs(results, args.out)
     print(markdown(results))
     print(f"total wall time {time.perf_counter() - started:.0f} s")
     return results

@@ -411,15 +411,10 @@ class LayerFreezer:
             torch._dynamo.reset()
 
     def _record(self, n_samples: int) -> None:
-        """The frozen-layer count of this sample point into the tracker's ``logged`` series (the history file)."""
-        logged = getattr(self._tracker, "logged", None)
-        if not isinstance(logged, dict):
-            return
-        key = f"{self._tracker.prefix}/{FROZEN_LAYERS_KEY}"
-        series = logged.setdefault(key, [])
-        series.extend([math.nan] * (n_samples - len(series)))
-        del series[n_samples:]
-        series[n_samples - 1] = float(self.n_frozen)
+        """The frozen-layer count of this sample point into the tracker's history (``logged`` series)."""
+        record = getattr(self._tracker, "record", None)
+        if record is not None:
+            record(f"{self._tracker.prefix}/{FROZEN_LAYERS_KEY}", float(self.n_frozen), n_samples - 1)
 
     def detach(self) -> None:
         """Remove the normalisation hooks (the parameters stay frozen: freezing is never undone behind your back)."""

@@ -704,6 +704,42 @@ class DynamicsTracker:
                 )
                 self.warn(f"DynamicsTracker[{self.prefix}]: layers {shown} {kinds[kind]}. Said once per layer.")
 
+    def record(self, key: str, value: float, point: int = -1) -> None:
+        """Record ``value`` under ``key`` against a sample point already taken (default: the last one).
+
+        For decisions made from a point after :meth:`sample` closed it (e.g. the frozen-layer count of
+        :class:`~lightning_dynamics.freezing.LayerFreezer`): the value goes into the history file's ``logged``
+        series (NaN at the points where nothing was recorded), so reports can tell where it changed. Unlike the
+        ``logged`` argument of :meth:`sample`, the key may be under this tracker's prefix.
+
+        Args:
+            key: the series name, e.g. ``"dynamics/frozen_layers"``.
+            value: a real number (NaN allowed: "nothing recorded here").
+            point: the sample point's index (negative counts from the end).
+
+        Raises:
+            ValueError: an empty key, a non-real value, or a point that was not taken.
+
+        Example:
+            >>> tracker = DynamicsTracker()
+            >>> tracker.record("dynamics/frozen_layers", 1.0)
+            Traceback (most recent call last):
+                ...
+            ValueError: DynamicsTracker.record: point -1 is not a sample point taken so far (0 taken).
+        """
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"DynamicsTracker.record: `key` must be a non-empty string, got {key!r}.")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"DynamicsTracker.record: `value` must be a real number, got {value!r}.")
+        length = self.n_samples
+        if isinstance(point, bool) or not isinstance(point, int) or not -length <= point < length:
+            raise ValueError(
+                f"DynamicsTracker.record: point {point!r} is not a sample point taken so far ({length} taken)."
+            )
+        series = self.logged.setdefault(key, [])
+        series.extend([math.nan] * (length - len(series)))
+        series[point] = float(value)
+
     def _record_logged(self, logged: Mapping[str, float]) -> None:
         length = self.n_samples
         for key, value in logged.items():

@@ -366,12 +366,17 @@ def test_benchmark_smoke_setting(tmp_path, monkeypatch: pytest.MonkeyPatch) -> N
     benchmark = pytest.importorskip("benchmarks.freezing")
     pytest.importorskip("sklearn")
     monkeypatch.setattr(
-        benchmark, "KNOBS", {"full": [0.0], "freezeout": [0.5], "autofreeze": [50.0], "dynamics": [0.1]}
+        benchmark, "KNOBS", {"full": [0.0], "freezeout": [0.5, 0.9], "autofreeze": [50.0], "dynamics": [1.0]}
     )
+    monkeypatch.setattr(benchmark.QUICK, "front", True)
     results = benchmark.main(["--quick", "--cases", "cnn", "--out", str(tmp_path)])
     runs = results["cnn"]["runs"]
     assert {r["method"] for r in runs} == {"full", "freezeout", "autofreeze", "dynamics"}
     assert {r["split"] for r in runs} == {"tune", "held_out"}
+    held_freezeout = {r["knob"] for r in runs if r["split"] == "held_out" and r["method"] == "freezeout"}
+    assert held_freezeout == {0.5, 0.9}  # the front: every knob on the held-out seeds too
+    assert (tmp_path / "front.png").stat().st_size > 10_000
+    assert 0.0 <= results["cnn"]["null_freeze_rate"]["1.0"] <= 1.0
     flops = results["cnn"]["flops_per_depth"]
     assert flops == sorted(flops, reverse=True) and flops[-1] < flops[0]  # freezing more saves backward FLOPs
     for run in runs:
@@ -382,3 +387,17 @@ def test_benchmark_smoke_setting(tmp_path, monkeypatch: pytest.MonkeyPatch) -> N
     table = (tmp_path / "summary.md").read_text()
     assert all(f"| {m} |" in table for m in ("full", "freezeout", "autofreeze", "dynamics"))
     assert (tmp_path / "runs.jsonl").read_text().count("\n") == len(runs)
+    rebuilt = benchmark.results_from_journals([tmp_path / "runs.jsonl"])["cnn"]
+    assert rebuilt["chosen"] == results["cnn"]["chosen"]
+    for a, b in zip(benchmark.summarise(rebuilt), benchmark.summarise(results["cnn"]), strict=True):
+        assert (a["method"], a["knob"]) == (b["method"], b["knob"])
+        assert a["acc_diff"][0] == b["acc_diff"][0] and a["flops_saved_pct"][0] == b["flops_saved_pct"][0]
+
+
+def test_benchmark_null_freeze_rate_orders_the_levels() -> None:
+    """The benchmark's dynamics levels: the default (level 1) is calibrated on random walks at a run's length
+    (<= 2% at 192 points, 24 epochs of 8 points), the faster-firing levels fire on more of them."""
+    benchmark = pytest.importorskip("benchmarks.freezing")
+    rates = [benchmark.null_freeze_rate(192, benchmark.DYNAMICS_LEVELS[k], n=300) for k in (1.0, 2.0, 3.0)]
+    assert rates[0] <= 0.02
+    assert rates[0] < rates[1] < rates[2]

@@ -280,3 +280,28 @@ def test_null_band_is_a_5_percent_rank_test_when_the_null_holds() -> None:
         outside += int(not band["relative_change_null_lo"] <= value <= band["relative_change_null_hi"])
     # Binomial(400, 0.05): mean 20, sd 4.4; [8, 34] is +-3 sd. The old interpolated-quantile band gave about 10%.
     assert 8 <= outside <= 34, outside
+
+
+def test_record_writes_a_value_against_a_taken_point_and_reaches_the_history_file(tmp_path: Path) -> None:
+    tracker = DynamicsTracker(config=DynamicsConfig(points_per_epoch=2, null_surrogates=None), save_history=False)
+    with pytest.raises(ValueError, match="0 taken"):
+        tracker.record("dynamics/frozen_layers", 1.0)
+    _run(tracker, epochs=2, n_batches=4)
+    n = tracker.n_samples
+    tracker.record("dynamics/frozen_layers", 0.0, point=1)
+    tracker.record("dynamics/frozen_layers", 2.0)  # the last point
+    series = tracker.logged["dynamics/frozen_layers"]
+    assert len(series) == n and series[1] == 0.0 and series[-1] == 2.0
+    assert all(math.isnan(v) for i, v in enumerate(series) if i not in (1, n - 1))
+    path = tracker.save(tmp_path / "h.pt")
+    assert path is not None
+    assert load_history(path)["logged"]["dynamics/frozen_layers"][-1] == 2.0
+    for key, value, point, message in [
+        ("", 1.0, -1, "non-empty string"),
+        ("k", "1", -1, "real number"),
+        ("k", True, -1, "real number"),
+        ("k", 1.0, n, "not a sample point"),
+        ("k", 1.0, -n - 1, "not a sample point"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            tracker.record(key, value, point)  # type: ignore[arg-type]
