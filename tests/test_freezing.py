@@ -162,6 +162,56 @@ def test_frozen_layers_get_no_gradient_and_no_update(optimizer_name: str, genera
     tracker.detach()
 
 
+@pytest.mark.slow
+def test_compiled_model_freezes_with_one_recompilation(generator: torch.Generator) -> None:
+    """torch.compile: the freezer on the compiled module (``_orig_mod`` names) stops gradients and updates of the
+    prefix, holds its BatchNorm statistics, and the change of the trainable set costs one recompilation (dynamo
+    guards on ``requires_grad``); training steps after it reuse the new graph."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    compiled = torch.compile(Net(), backend="aot_eager")
+    tracker, freezer = _attached(compiled, freeze_norm_stats=True)
+    assert tracker.layer_names == ["conv1", "conv2", "head"]
+    optimizer = torch.optim.SGD(compiled.parameters(), lr=0.1, momentum=0.9)
+    x, y = torch.randn(8, 1, 6, 6, generator=generator), torch.randint(0, 3, (8,), generator=generator)
+
+    def train_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(compiled(x), y).backward()
+        optimizer.step()
+
+    for _ in range(3):
+        train_step()
+    compiles_before = counters["stats"]["unique_graphs"]
+    assert freezer.freeze_prefix(1, epoch=0, step=3) == ["conv1"]
+    frozen = {n: p.detach().clone() for n, p in compiled.named_parameters() if n in freezer.frozen_parameter_names()}
+    assert {n.replace("_orig_mod.", "") for n in frozen} == {
+        "scale",
+        "conv1.weight",
+        "conv1.bias",
+        "bn1.weight",
+        "bn1.bias",
+    }
+    running_mean = compiled.get_submodule("_orig_mod.bn1").running_mean.clone()
+    head_before = compiled.get_parameter("_orig_mod.head.weight").detach().clone()
+    train_step()
+    compiles_after_freeze = counters["stats"]["unique_graphs"]
+    for _ in range(4):
+        train_step()
+    assert counters["stats"]["unique_graphs"] == compiles_after_freeze  # no recompilation per step
+    assert compiles_before == 1  # the monitor's hooks trace once
+    assert compiles_after_freeze == 2  # one recompilation for the new trainable set
+    for name, before in frozen.items():
+        assert compiled.get_parameter(name).grad is None and torch.equal(compiled.get_parameter(name), before), name
+    assert torch.equal(compiled.get_submodule("_orig_mod.bn1").running_mean, running_mean)
+    assert not torch.equal(compiled.get_parameter("_orig_mod.head.weight"), head_before)  # the head still trains
+    tracker.detach()
+    torch._dynamo.reset()
+
+
 def test_user_frozen_parameters_are_respected_and_nothing_unfreezes() -> None:
     model = Net()
     model.conv2.weight.requires_grad_(False)  # the user's choice

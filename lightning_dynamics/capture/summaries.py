@@ -52,7 +52,9 @@ class SummaryAccumulator:
 
     ``sums[:, 0]`` holds the main sum (``sum a^2`` for ``rms``, ``sum a`` for ``mean``, ``sum |a|`` for
     ``abs_mean``, ``sum (a - K)`` for ``std``), ``sums[:, 1]`` ``sum (a - K)^2`` for ``std``. Sums are
-    float64 on the device (float32 where the device has no float64, e.g. MPS); counts are host integers.
+    float64 on the device (float32 where the device has no float64, e.g. MPS), and so are the element counts
+    (``count_sums``; :attr:`counts` reads them to the host): nothing in :meth:`add` is a Python number that
+    changes from step to step, so ``torch.compile`` traces the hooks once instead of recompiling at every step.
     :meth:`packed` is sum-reducible: under DDP one all-reduce with a plain SUM gives the global sums.
 
     Each output is reduced in float64 if it is float64 (``precision="64-true"``, ``model.double()``), in
@@ -93,7 +95,7 @@ class SummaryAccumulator:
         self.n_layers = n_layers
         dtype = torch.float32 if device.type == "mps" else torch.float64
         self.sums = torch.zeros(n_layers, 2 if summary == "std" else 1, dtype=dtype, device=device)
-        self.counts = [0] * n_layers
+        self.count_sums = torch.zeros(n_layers, dtype=dtype, device=device)
         # std: per-layer shift K (float64 where available); rms: layers summed with scaling (host flags).
         self.shift = torch.zeros(n_layers, dtype=dtype, device=device)
         self.scaled = [False] * n_layers
@@ -134,12 +136,17 @@ class SummaryAccumulator:
             n = a.numel()
             offset = (first.to(row.dtype) - self.shift[index : index + 1]) + mean.to(row.dtype)  # mean - K
             row.add_(torch.cat([offset * n, (var.to(row.dtype) + offset.square()) * n]))
-        self.counts[index] += a.numel()
+        self.count_sums[index].add_(a.numel())
+
+    @property
+    def counts(self) -> list[int]:
+        """The elements summed per layer in this interval (reads the device: for tests and checkpoints)."""
+        return [int(c) for c in self.count_sums.tolist()]
 
     def discard(self, index: int) -> None:
         """Drop what layer ``index`` accumulated in this interval (its point becomes missing); no host sync."""
         self.sums[index].zero_()
-        self.counts[index] = 0
+        self.count_sums[index].zero_()
 
     def disable(self, index: int) -> None:
         """Drop layer ``index``'s interval and mark it missing from now on, on every rank (count NaN)."""
@@ -151,8 +158,10 @@ class SummaryAccumulator:
 
         A disabled layer's count is NaN: after the all-reduce its value is NaN on every rank.
         """
-        marked = [math.nan if off else float(n) for n, off in zip(self.counts, self.disabled, strict=True)]
-        counts = torch.tensor(marked, dtype=self.sums.dtype).to(self.sums.device, non_blocking=True)
+        counts = self.count_sums
+        if any(self.disabled):
+            off = torch.tensor(self.disabled, dtype=torch.bool).to(counts.device, non_blocking=True)
+            counts = torch.where(off, torch.full_like(counts, math.nan), counts)
         return torch.cat([self.sums, counts.unsqueeze(-1)], dim=-1)
 
     def summarize(self, packed: Tensor) -> Tensor:
@@ -190,12 +199,12 @@ class SummaryAccumulator:
     def reset(self) -> None:
         """Zero the sums and counts for the next sample interval (the ``std`` shift and ``rms`` flags stay)."""
         self.sums.zero_()
-        self.counts = [0] * self.n_layers
+        self.count_sums.zero_()
 
     @property
     def nbytes(self) -> int:
-        """Bytes the accumulator holds on its device (sums and ``std`` shift; the counts live on the host)."""
-        return self.sums.numel() * self.sums.element_size() + self.shift.numel() * self.shift.element_size()
+        """Bytes the accumulator holds on its device (sums, counts and the ``std`` shift)."""
+        return sum(t.numel() * t.element_size() for t in (self.sums, self.count_sums, self.shift))
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -247,7 +256,7 @@ class SummaryAccumulator:
         if not isinstance(scaled, (list, tuple)) or len(scaled) != n or not all(isinstance(f, bool) for f in scaled):
             raise ValueError(f"{where}: `scaled` must be {n} booleans (one per layer), got {_shown(scaled)}.")
         self.sums.copy_(sums.to(self.sums))
-        self.counts = [int(c) for c in counts]
+        self.count_sums.copy_(torch.tensor([float(c) for c in counts], dtype=self.count_sums.dtype))
         self.shift.copy_(shift.to(self.shift))
         self.scaled = list(scaled)
 

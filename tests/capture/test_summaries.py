@@ -399,4 +399,22 @@ def test_an_accumulator_state_round_trips_and_old_states_without_shift_or_flags_
     assert restored.scaled == [True, False] and restored.counts == [0, 4]
     old = {"sums": acc.sums.clone(), "counts": [0, 4]}
     SummaryAccumulator(2, "rms", torch.device("cpu")).load_state_dict(old)
-    assert acc.nbytes == 2 * 1 * 8 + 2 * 8  # float64 sums [2, 1] and shift [2]
+    assert acc.nbytes == 2 * 1 * 8 + 2 * 8 + 2 * 8  # float64 sums [2, 1], counts [2] and shift [2]
+
+
+def test_compiled_hooks_trace_once_not_once_per_step() -> None:
+    """The hooks' running sums and counts are device tensors: torch.compile traces them once. (With host-integer
+    counts, dynamo guarded on their value and recompiled at every step until its limit, then ran eagerly.)"""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    acc = SummaryAccumulator(2, "rms", torch.device("cpu"))
+    compiled = torch.compile(net, backend="aot_eager")
+    with ActivationCapture([("0", net[0]), ("2", net[2])], acc) as capture, capture.capturing():
+        for _ in range(10):
+            compiled(torch.randn(5, 3)).sum().backward()
+    assert counters["stats"]["unique_graphs"] == 1
+    assert acc.counts == [10 * 20, 10 * 10]
+    torch._dynamo.reset()
