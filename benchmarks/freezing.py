@@ -68,13 +68,13 @@ class Case:
 CASES: dict[str, Case] = {
     "cnn": Case("cnn", "digits", epochs=24, lr=0.05),
     "deep_cnn": Case("deep_cnn", "digits", epochs=24, lr=0.05),
-    "resnet18": Case("resnet18", "digits", epochs=12, lr=0.05),  # 12 epochs: ~4x the step cost of cnn
+    "resnet18": Case("resnet18", "digits", epochs=24, lr=0.05),
     # Smaller and shorter than the from-scratch cases, to fit the shared 2-core machine (see benchmarks/freezing.md).
     "finetune": Case("deep_cnn_small", "pairs", epochs=12, lr=0.02, pretrain_epochs=8),
 }
 KNOBS: dict[str, list[float]] = {
     "full": [0.0],
-    "freezeout": [0.5, 0.8, 0.9],
+    "freezeout": [0.5, 0.8, 0.9, 0.95],
     "autofreeze": [25.0, 50.0],
     "dynamics": [1.0, 2.0, 3.0],
 }
@@ -95,6 +95,10 @@ class Setting:
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     #: also run every knob (not only the chosen one) on the held-out seeds, for the savings/accuracy front
     front: bool = True
+    #: also compute the monitor's measures (and their noise floors) once per epoch in the dynamics runs. Off: the
+    #: tracker only records the history the freezer reads (hooks and per-point summaries), the freezing rule's
+    #: own cost; on: what a user pays who also watches the measures (on these tiny models it is most of it).
+    measures: bool = False
     samples_per_epoch: int = 8
     max_steps_per_epoch: int | None = None
     epochs: int | None = None  # overrides the case's
@@ -297,8 +301,8 @@ def train_run(
             depth_per_step.append(depth)
             step += 1
             if tracker is not None and freezer is not None and step % sample_every == 0:
-                # As DynamicsMonitor's default: sub-epoch points, the measures computed at the epoch's last one.
-                tracker.sample(epoch=epoch, step=step, compute=b + sample_every >= n_batches)
+                # Sub-epoch points as DynamicsMonitor's; the measures only with `Setting.measures` (at the epoch's end).
+                tracker.sample(epoch=epoch, step=step, compute=setting.measures and b + sample_every >= n_batches)
                 freezer.step(epoch=epoch, step=step)
                 depth = freezer.n_frozen
         if method == "autofreeze":
@@ -649,18 +653,24 @@ def front_figure(results: dict[str, Any], path: Path) -> None:
 
 
 def compile_check(steps: int = 6) -> dict[str, float]:
-    """Seconds per training step of a compiled SmallCNN (inductor) before, at and after a freezing decision.
+    """Seconds per training step of a compiled SmallCNN (inductor), watched by a tracker, around a freezing decision.
 
     Compiled code guards on ``requires_grad``: the first step after the trainable set changes recompiles. Returns
     the first compiled step (the compilation), the steady step before freezing, the first step after freezing (the
-    recompilation) and the steady step after it.
+    recompilation), the steady step after it, and dynamo's graph count before and after (1 and 2 when the hooks
+    trace once and freezing recompiles once).
     """
+    from torch._dynamo.utils import counters
+
     from benchmarks.kit.models import SmallCNN
 
     torch.manual_seed(0)
+    torch._dynamo.reset()
+    counters.clear()
     model = SmallCNN()
-    groups = prefix_parameter_groups(model, unit_names(model))
     compiled = torch.compile(model)
+    tracker = DynamicsTracker(layers=MONITORED, max_layers=None, save_history=False).attach(compiled)
+    freezer = LayerFreezer().attach(compiled, tracker)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
 
@@ -673,20 +683,30 @@ def compile_check(steps: int = 6) -> dict[str, float]:
 
     first = timed()
     before = statistics.median(timed() for _ in range(steps))
-    freeze_depth(model, groups, 2)
-    for group in groups[:2]:
-        for name in group:
-            model.get_parameter(name).grad = None
+    graphs_before = counters["stats"]["unique_graphs"]
+    freezer.freeze_prefix(2)
     recompile = timed()
     after = statistics.median(timed() for _ in range(steps))
-    return {"first_step": first, "steady_before": before, "first_after_freeze": recompile, "steady_after": after}
+    tracker.detach()
+    return {
+        "first_step": first,
+        "steady_before": before,
+        "first_after_freeze": recompile,
+        "steady_after": after,
+        "graphs_before_freeze": float(graphs_before),
+        "graphs_after_freeze": float(counters["stats"]["unique_graphs"]),
+    }
 
 
 def results_from_journals(paths: list[Path]) -> dict[str, Any]:
-    """Rebuild the per-case results from ``runs.jsonl`` journals (e.g. of cases run in separate processes)."""
+    """Rebuild the per-case results from ``runs.jsonl`` journals (or gzipped ``.jsonl.gz``; e.g. of cases run in
+    separate processes, or the committed ones in ``benchmarks/results/freezing``)."""
+    import gzip
+
     results: dict[str, Any] = {}
     for path in paths:
-        for line in path.read_text().splitlines():
+        text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+        for line in text.splitlines():
             run = json.loads(line)
             name = run.pop("case")
             flops, seconds = run.pop("flops"), run.pop("seconds")
@@ -724,6 +744,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seeds", type=int, nargs="+", help="held-out seeds (default 0-4)")
     parser.add_argument("--epochs", type=int, help="override the cases' epochs")
     parser.add_argument("--no-front", action="store_true", help="run only the chosen knobs on the held-out seeds")
+    parser.add_argument("--with-measures", action="store_true", help="dynamics runs also compute the measures")
     parser.add_argument("--compile-check", action="store_true", help="only time the recompilation after freezing")
     parser.add_argument("--from-journals", type=Path, nargs="+", help="only summarise these runs.jsonl files")
     args = parser.parse_args(argv)
@@ -746,6 +767,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         setting.epochs = args.epochs
     if args.no_front:
         setting.front = False
+    if args.with_measures:
+        setting.measures = True
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     started = time.perf_counter()

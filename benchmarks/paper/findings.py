@@ -63,7 +63,6 @@ def load_run(run_dir: Path) -> dict[str, Any]:
 
     record = json.loads((run_dir / "metrics.json").read_text())
     record["x"] = load_history(history_file(run_dir, "dynamics"))["values"].double()
-    record["act_std"] = load_history(history_file(run_dir, "act_std"))["values"].double()
     record["name"] = run_dir.name
     return record
 

@@ -1,9 +1,9 @@
 """The paper's experiments (arXiv:2604.09716) by one command, with seeds, nulls and a width control.
 
-Trains every (architecture, task, seed) of a preset with two :class:`~lightning_dynamics.DynamicsMonitor`
-callbacks (the default ``rms`` monitor, and ``summary="std"`` for the activation-std stopping rule), writes
-per-run histories and metrics under ``--out/runs``, then the summary of the three findings and the
-early-stopping comparison (``findings.py``, ``stopping.py``) under ``--out``.
+Trains every (architecture, task, seed) of a preset with a :class:`~lightning_dynamics.DynamicsMonitor` (the
+default ``rms`` summary, one sample point per epoch as in the paper), writes per-run histories and metrics under
+``--out/runs``, then the summary of the three findings and, in presets that have it, the early-stopping
+comparison (``findings.py``, ``stopping.py``) under ``--out``.
 
 Presets (``--scale``):
 
@@ -11,9 +11,10 @@ Presets (``--scale``):
   3-seed, 4-epoch stopping study).
 - ``cpu``: offline stand-ins in a 2x2 of input width x classes (``digits`` 8x8/10, ``digits16`` 8x16/10,
   ``pairs8`` 8x8/100, ``pairs`` 8x16/100; :data:`TASKS`), three architectures made small (timm ResNet-18 at
-  1/8 width, a 4-block timm ViT with 4x4 patches, a plain 8-layer CNN, VGG-like), 5 seeds, 40 epochs; then the
-  early-stopping study (``stopping.py``: SmallCNN on digits with a test split, 14 seeds). Estimated from
-  per-run costs on a quiet machine at about 30 minutes with ``--workers 2`` (not measured end to end).
+  1/8 width, a 4-block timm ViT with 4x4 patches, a plain 8-layer CNN, VGG-like), 5 seeds, 40 epochs, and the
+  findings (60 runs; within 30 minutes with ``--workers 2`` on a quiet 2-core machine, benchmarks/paper/README.md).
+- ``cpu-full``: ``cpu`` and the early-stopping study (``stopping.py``: SmallCNN on digits with a test split,
+  14 seeds; about 4 minutes more).
 - ``full``: the paper's set-up on a GPU with CIFAR on disk (``--data-root``): ResNet-18, DenseNet-121,
   MobileNetV2, VGG-16-BN and a pretrained ViT-S/16 (``--vit-weights``, a local weights file) on CIFAR-10 and
   CIFAR-100, 5 seeds, 50 epochs (no stopping study).
@@ -89,8 +90,8 @@ PRESETS: dict[str, Preset] = {
         tasks=("digits", "digits16", "pairs8", "pairs"),
         seeds=(0, 1, 2, 3, 4),
         epochs=40,
-        stopping=dict(seeds=tuple(range(14)), tune_seeds=(0, 1, 2, 3), epochs=40),
     ),
+    # `cpu-full` (below): `cpu` and the early-stopping study.
     "full": Preset(
         archs={
             "resnet18": Arch("resnet18"),
@@ -112,6 +113,7 @@ PRESETS: dict[str, Preset] = {
         batch_size=128,
     ),
 }
+PRESETS["cpu-full"] = replace(PRESETS["cpu"], stopping=dict(seeds=tuple(range(14)), tune_seeds=(0, 1, 2, 3), epochs=40))
 #: Task name -> (number of classes, input channels, image size). The offline tasks form a 2x2 of input width
 #: x classes: ``digits`` (8x8, 10; the stand-in for CIFAR-10), ``digits16`` (the same digits zero-padded to
 #: 8x16), ``pairs8`` (two real digits each halved in width, 8x8, 100 classes) and ``pairs`` (two digits side by
@@ -205,10 +207,10 @@ def train_one(
 ) -> str:
     """Train one run and write its histories and ``metrics.json`` into ``out/runs/<run>``; return its name.
 
-    The histories are the package's history files (:meth:`~lightning_dynamics.DynamicsTracker.save`):
-    ``dynamics_history.pt`` (the default rms monitor, read by ``lightning-dynamics report``/``compare`` on the
-    run folder) and ``act_std/act_std_history.pt`` (the activation-std monitor, one folder down so that the
-    run folder holds one run's history).
+    The history is the package's history file (:meth:`~lightning_dynamics.DynamicsTracker.save`),
+    ``dynamics_history.pt``, read by ``lightning-dynamics report``/``compare`` on the run folder. (Runs of the
+    first study also hold ``act_std/act_std_history.pt``: the findings never read it, and it cost a fifth of the
+    training time, so it is gone; the stopping study keeps its own activation-std monitor.)
     """
     import lightning.pytorch as pl
 
@@ -225,10 +227,7 @@ def train_one(
             raise ValueError(f"{run_dir} holds a {cached}-epoch run, not {preset.epochs}: use another --out.")
         return name
     pl.seed_everything(seed, verbose=False)
-    monitors = {
-        "dynamics": paper_monitor(),
-        "act_std": paper_monitor(summary="std", prefix="act_std", compute_phase_integration=False),
-    }
+    monitors = {"dynamics": paper_monitor()}  # the stopping study adds its own (stopping.py)
     recorder = EpochMetrics()
     accelerator = "gpu" if torch.cuda.is_available() else "cpu"
     trainer = quiet_trainer(

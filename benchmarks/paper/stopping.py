@@ -167,12 +167,14 @@ def _rules(epochs: int) -> dict[str, list[tuple[str, Rule]]]:
             run["x_step"], run["x_step_epochs"], ratio=ratio, patience=patience
         )
 
-    fractions = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
+    fractions = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 0.95)
     return {
         "fixed_epoch": _grid(fixed, epoch=sorted({max(1, round(f * epochs)) for f in fractions})),
         "val_loss": _grid(val_loss, patience=(1, 2, 3, 5, 8, 12, 16)),
         "dynamics": _grid(dynamics, ratio=(0.1, 0.25, 0.4, 0.6, 0.8, 0.95), patience=(1, 2, 3, 5)),
-        "dynamics_step": _grid(dynamics_step, ratio=(0.1, 0.25, 0.4, 0.6, 0.8, 0.95), patience=(3, 6, 12, 24)),
+        "dynamics_step": _grid(
+            dynamics_step, ratio=(0.02, 0.05, 0.1, 0.25, 0.4, 0.6, 0.8, 0.95), patience=(3, 6, 12, 24)
+        ),
         "act_std": _grid(act_std, tol=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)),
         "eb": _grid(eb, threshold=(-0.6, -0.4, -0.2, 0.0, 0.2, 0.4), patience=(1, 3)),
         "relative_change": _grid(relative_change, ratio=(0.1, 0.25, 0.4, 0.6, 0.8), patience=(1, 2, 3, 5)),
@@ -230,13 +232,23 @@ def _pareto(points: list[tuple[str, str, float, float, int]]) -> list[tuple[str,
     return front
 
 
+#: Axis values that are the smallest possible, not an edge the grid chose: a choice there is not flagged.
+NATURAL_BOUNDS = {"patience": "1"}
+
+
 def _on_edge(label: str, grid: Sequence[tuple[str, Rule]]) -> bool:
-    """Whether a chosen knob sits at the edge of one of its grid's axes."""
+    """Whether a chosen knob sits at the edge of one of its grid's axes (``patience=1`` is the lowest possible).
+
+    Example:
+        >>> grid = [(f"ratio={r},patience={p}", None) for r in (0.1, 0.5, 0.9) for p in (1, 2, 3)]
+        >>> _on_edge("ratio=0.5,patience=1", grid), _on_edge("ratio=0.9,patience=2", grid)
+        (False, True)
+    """
     chosen = dict(part.split("=") for part in label.split(","))
     labels = [dict(part.split("=") for part in other.split(",")) for other, _ in grid]
     for axis, value in chosen.items():
         values = list(dict.fromkeys(lab[axis] for lab in labels))
-        if len(values) > 2 and value in (values[0], values[-1]):
+        if len(values) > 2 and value in (values[0], values[-1]) and NATURAL_BOUNDS.get(axis) != value:
             return True
     return False
 
