@@ -55,6 +55,7 @@ from lightning_dynamics.capture.layer_selection import LayerSelection
 from lightning_dynamics.config import DynamicsConfig, check_bool, check_choice, check_int, check_layers, check_prefix
 from lightning_dynamics.distributed import StoreRendezvous
 from lightning_dynamics.functional import rolling_volatility
+from lightning_dynamics.functional.reliability import NEVER_RELIABLE
 from lightning_dynamics.measure_registry import (
     MEASURES,
     SamplePoint,
@@ -647,7 +648,11 @@ class DynamicsTracker:
                 and ("short", name) not in self._warned
             ):
                 self._warned.add(("short", name))
-                short.append(f"{name} (reliable from {needed})")
+                short.append(
+                    f"{name} (not reliable at any length measured, up to 1000)"
+                    if needed >= NEVER_RELIABLE
+                    else f"{name} (reliable from {needed})"
+                )
         if short:
             self.info(
                 f"DynamicsTracker[{self.prefix}]: computed on {window} sample points, fewer than their estimators "

@@ -305,3 +305,13 @@ def test_record_writes_a_value_against_a_taken_point_and_reaches_the_history_fil
     ]:
         with pytest.raises(ValueError, match=message):
             tracker.record(key, value, point)  # type: ignore[arg-type]
+
+
+def test_short_series_note_says_never_reliable_in_words() -> None:
+    messages: list[str] = []
+    tracker = DynamicsTracker(config=DynamicsConfig(null_surrogates=None), save_history=False, info=messages.append)
+    _run(tracker, epochs=3)
+    notes = " ".join(m for m in messages if "fewer than their estimators" in m)
+    assert "integration (not reliable at any length measured, up to 1000)" in notes
+    assert "metastability (reliable from 200)" in notes
+    assert str(10**9) not in notes
