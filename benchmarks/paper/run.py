@@ -12,7 +12,7 @@ Presets (``--scale``):
 - ``cpu``: offline stand-ins in a 2x2 of input width x classes (``digits`` 8x8/10, ``digits16`` 8x16/10,
   ``pairs8`` 8x8/100, ``pairs`` 8x16/100; :data:`TASKS`), three architectures made small (timm ResNet-18 at
   1/8 width, a 4-block timm ViT with 4x4 patches, a plain 8-layer CNN, VGG-like), 5 seeds, 40 epochs, and the
-  findings (60 runs; within 30 minutes with ``--workers 2`` on a quiet 2-core machine, benchmarks/paper/README.md).
+  findings (60 runs; 21 minutes with ``--workers 2`` on an idle 2-core machine, benchmarks/paper/README.md).
 - ``cpu-full``: ``cpu`` and the early-stopping study (``stopping.py``: SmallCNN on digits with a test split,
   14 seeds; about 4 minutes more).
 - ``full``: the paper's set-up on a GPU with CIFAR on disk (``--data-root``): ResNet-18, DenseNet-121,
