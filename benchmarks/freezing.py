@@ -15,15 +15,18 @@ parameters :func:`~lightning_dynamics.freezing.prefix_parameter_groups` gives it
   squared gradient norms of the unit's parameters over epoch ``e``); the prefix of trainable units whose change
   is below the ``percentile``-th percentile of the trainable units' changes is frozen. Knob: the percentile.
 - ``dynamics``: :class:`~lightning_dynamics.freezing.LayerFreezer` on a :class:`DynamicsTracker` sampled
-  ``samples_per_epoch`` times per epoch (the tracker's cost is inside its timings). Knob: ``change_tol``.
+  ``samples_per_epoch`` times per epoch (the tracker's cost is inside its timings; no measures are computed unless
+  ``--with-measures``). Knob: the readiness level (:data:`DYNAMICS_LEVELS`), each with its false-freeze rate on
+  random walks (:func:`null_freeze_rate`).
 
 Measured per run: training wall time (everything but validation and test evaluation, which every method does
 alike), backward+forward FLOPs (``torch.utils.flop_counter`` of one step at each frozen depth, weighted by the
 steps spent there), a *modelled* time (step time at each frozen depth, measured interleaved once per model on
 this machine, weighted the same way: robust to other load on a shared machine, unlike the wall time), and the
 test accuracy of the weights with the best validation accuracy (restore-best). Knobs are chosen on the tune seeds
-(the largest modelled saving whose mean accuracy cost against ``full`` is at most 0.5 points); every figure in
-the table is from the held-out seeds, with t-intervals over seeds of the paired difference to ``full``.
+(the largest mean frozen depth per step whose mean accuracy cost against ``full`` is at most 0.5 points); every
+figure in the tables is from the held-out seeds, with t-intervals over seeds of the paired difference to ``full``;
+with ``Setting.front`` every other knob runs on the same held-out seeds too (the front figure).
 
 Cases (``--cases``): ``cnn`` (SmallCNN on digits), ``deep_cnn`` (8 conv-BN-ReLU blocks on digits), ``resnet18``
 (timm ResNet-18 at 1/8 width on digits, from scratch), ``finetune`` (DeepCNN trained on digits by seed, then
