@@ -42,5 +42,6 @@ def test_interleaved_measurement_reports_every_config(tiny: str) -> None:
     rows = overhead.measure_model(tiny, ["default", "all_leaves"], rounds=1, steps=4, accelerator="cpu")
     assert [r["config"] for r in rows] == ["default", "all_leaves"]
     assert all(r["steps"] > 0 for r in rows)
-    # 4 points fit the history's first 64 columns: 3 layers x 64 float32, plus float64 sums and shift per layer
-    assert rows[0]["layers"] == 3 and rows[0]["monitor_kib"] * 1024 == 3 * 64 * 4 + 3 * 8 + 3 * 8
+    # 4 points fit the history's first 64 columns: 3 layers x 64 float32, plus float64 sums, counts and shift per
+    # layer
+    assert rows[0]["layers"] == 3 and rows[0]["monitor_kib"] * 1024 == 3 * 64 * 4 + 3 * 8 + 3 * 8 + 3 * 8
