@@ -44,5 +44,8 @@ def test_2000_sample_points_keep_memory_flat(n_points: int) -> None:
     assert tracker.n_samples == n_points and tracker.history.values.shape == (3, n_points)
     assert all(len(series) == n_points for series in tracker.metrics.values())
     assert torch.tensor(tracker.metrics["metastability"][7::8][-12:]).isfinite().all()  # computed at every 8th
-    assert len({count for _, count, _ in census}) == 1, census  # no tensor accumulates
-    assert len({size for _, _, size in census}) == 1, census  # beyond the history buffer, not one byte more
+    # No tensor accumulates, beyond the history buffer not one byte more. The census counts every tensor of the
+    # process, so garbage of earlier tests may be freed in between (a drop); a leak can only show as a rise.
+    counts, sizes = [c for _, c, _ in census], [b for _, _, b in census]
+    assert all(later <= earlier for earlier, later in zip(counts, counts[1:])), census
+    assert all(later <= earlier for earlier, later in zip(sizes, sizes[1:])), census
