@@ -7,6 +7,7 @@ tier, 2000 marked slow.
 """
 
 import gc
+import itertools
 import warnings
 
 import pytest
@@ -47,5 +48,5 @@ def test_2000_sample_points_keep_memory_flat(n_points: int) -> None:
     # No tensor accumulates, beyond the history buffer not one byte more. The census counts every tensor of the
     # process, so garbage of earlier tests may be freed in between (a drop); a leak can only show as a rise.
     counts, sizes = [c for _, c, _ in census], [b for _, _, b in census]
-    assert all(later <= earlier for earlier, later in zip(counts, counts[1:])), census
-    assert all(later <= earlier for earlier, later in zip(sizes, sizes[1:])), census
+    assert all(later <= earlier for earlier, later in itertools.pairwise(counts)), census
+    assert all(later <= earlier for earlier, later in itertools.pairwise(sizes)), census
