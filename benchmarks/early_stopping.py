@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks.kit.models import DeepCNN, SmallCNN, SmallMLP
-from lightning_dynamics.convergence import RelativeChangeRule, convergence_signal
+from lightning_dynamics.decisions.stopping import RelativeChangeRule, convergence_signal
 from lightning_dynamics.functional import rolling_volatility, stability_index
 
 ARCHS = {"cnn": SmallCNN, "mlp": SmallMLP, "deep": DeepCNN}

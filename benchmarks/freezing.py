@@ -3,7 +3,7 @@
 Every method trains the same network with the same data order, SGD (momentum 0.9) and cosine learning rate
 per step, in a plain PyTorch loop (no Trainer overhead in the timings), and freezes prefixes of the same units:
 the monitored layers of :class:`~lightning_dynamics.DynamicsTracker` (``Conv2d`` and ``Linear``), each with the
-parameters :func:`~lightning_dynamics.freezing.prefix_parameter_groups` gives it. The last unit never freezes.
+parameters :func:`~lightning_dynamics.decisions.freezing.prefix_parameter_groups` gives it. The last unit never freezes.
 
 - ``full``: no freezing.
 - ``freezeout``: FreezeOut's cubic schedule (Brock et al., arXiv:1706.04983; their code's ``how_scale="cubic"``):
@@ -14,7 +14,7 @@ parameters :func:`~lightning_dynamics.freezing.prefix_parameter_groups` gives it
   the relative change of the gradient norm :math:`|g_e - g_{e-1}| / g_{e-1}` (``g_e``: root of the summed
   squared gradient norms of the unit's parameters over epoch ``e``); the prefix of trainable units whose change
   is below the ``percentile``-th percentile of the trainable units' changes is frozen. Knob: the percentile.
-- ``dynamics``: :class:`~lightning_dynamics.freezing.LayerFreezer` on a :class:`DynamicsTracker` sampled
+- ``dynamics``: :class:`~lightning_dynamics.decisions.freezing.LayerFreezer` on a :class:`DynamicsTracker` sampled
   ``samples_per_epoch`` times per epoch (the tracker's cost is inside its timings; no measures are computed unless
   ``--with-measures``). Knob: the readiness level (:data:`DYNAMICS_LEVELS`), each with its false-freeze rate on
   random walks (:func:`null_freeze_rate`).
@@ -53,7 +53,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_dynamics import DynamicsTracker
-from lightning_dynamics.freezing import LayerFreezer, prefix_parameter_groups
+from lightning_dynamics.decisions.freezing import LayerFreezer, prefix_parameter_groups
 
 MONITORED = [nn.Conv2d, nn.Linear]
 
@@ -445,9 +445,9 @@ def null_freeze_rate(n_points: int, settings: dict[str, Any], n: int = 500, seed
     """The fraction of ``n`` simulated random walks of ``n_points`` on which ``LayerFreezer(**settings)`` fires.
 
     The rule's false-freeze rate on a layer that never settles, at the length of a benchmark run, checked at every
-    point as the freezer checks it (:func:`~lightning_dynamics.freezing.settled_layers` with its patience).
+    point as the freezer checks it (:func:`~lightning_dynamics.decisions.freezing.settled_layers` with its patience).
     """
-    from lightning_dynamics.freezing import settled_layers
+    from lightning_dynamics.decisions.freezing import settled_layers
 
     freezer = LayerFreezer(**settings)
     walks = torch.randn(n, n_points, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).cumsum(-1)

@@ -54,7 +54,8 @@ from scipy.sparse.csgraph import connected_components
 
 import lightning_dynamics.functional as ldf
 from lightning_dynamics import DynamicsConfig
-from lightning_dynamics.measure_registry import SamplePoint, compute_measures
+from lightning_dynamics.measures.context import MeasureContext
+from lightning_dynamics.measures.registry import compute_measures
 
 LAYERS = (16, 64, 256)
 LENGTHS = (64, 1024, 4096)
@@ -207,7 +208,7 @@ def ref_default_set(x: np.ndarray, s: np.ndarray) -> dict[str, Any]:
 def torch_default_set(x: torch.Tensor, s: torch.Tensor) -> dict[str, Any]:
     # Exactly what the tracker computes at a sample point (the registry's default measures; noise floors apart).
     config = DynamicsConfig(window=WINDOW, volatility_window=VOLATILITY_WINDOW)
-    out = compute_measures(SamplePoint(x, config), config.measure_names())
+    out = compute_measures(MeasureContext(x, config), config.measure_names())
     keys = ("metastability", "synchrony", "integration_alpha", "integration", "phase_integration")
     return {
         **{key: out[key] for key in keys},

@@ -32,7 +32,7 @@ import torch
 
 from benchmarks.kit import DigitsDataModule, ImageClassifier, SmallMLP, quiet_trainer
 from lightning_dynamics.callbacks import LyapunovMonitor
-from lightning_dynamics.twin_trajectory import DEFAULT_D0, TwinTrajectory
+from lightning_dynamics.decisions.lyapunov import DEFAULT_D0, TwinTrajectory
 
 # (duty_on, duty_period, duty_unit[, warmup]); None: always on.
 Duty = tuple[Any, ...]

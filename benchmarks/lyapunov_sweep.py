@@ -33,7 +33,7 @@ from scipy import stats
 
 from benchmarks.kit import DigitsDataModule, ImageClassifier, SmallCNN, SmallMLP, quiet_trainer
 from lightning_dynamics.callbacks import LyapunovMonitor
-from lightning_dynamics.twin_trajectory import DEFAULT_D0
+from lightning_dynamics.decisions.lyapunov import DEFAULT_D0
 
 DEFAULT_LRS = (0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 2.0, 4.0)
 

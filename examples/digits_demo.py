@@ -52,7 +52,7 @@ def main() -> None:
     print("\nLast epochs (dynamics keys appear once enough epochs exist):")
     print(per_epoch[[k for k in keys if k in per_epoch]].tail(8).to_string(float_format=lambda v: f"{v:.4f}"))
     # The monitor drew the run's one dashboard beside its history at fit end (`lightning-dynamics report` redraws it).
-    from lightning_dynamics.callbacks.figure_logging import dashboard_png_path
+    from lightning_dynamics.callbacks.sinks import dashboard_png_path
 
     figure = dashboard_png_path(monitor.history_path) if monitor.history_path is not None else None
     figure = figure if figure is not None and figure.is_file() else None

@@ -11,10 +11,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from lightning_dynamics.config import DynamicsConfig
-from lightning_dynamics.convergence import DynamicsStoppingReason
-from lightning_dynamics.distributed import DistributedMismatchError
-from lightning_dynamics.tracker import DynamicsTracker
+from lightning_dynamics.decisions.stopping import DynamicsStoppingReason
+from lightning_dynamics.measures.config import DynamicsConfig
+from lightning_dynamics.tracking.distributed import DistributedMismatchError
+from lightning_dynamics.tracking.tracker import DynamicsTracker
 
 if TYPE_CHECKING:
     from lightning_dynamics.callbacks import (

@@ -9,7 +9,7 @@ import pytest
 
 from lightning_dynamics import DynamicsConfig, DynamicsTracker
 from lightning_dynamics import functional as F
-from lightning_dynamics.config import check_layers, layers_key
+from lightning_dynamics.validation import check_layers, layers_key
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_dynamics.convergence import DynamicsStoppingReason, RelativeChangeRule, VolatilityDropRule
+from lightning_dynamics.decisions.stopping import DynamicsStoppingReason, RelativeChangeRule, VolatilityDropRule
 
 
 def replay(rule: RelativeChangeRule, x: torch.Tensor, epochs: list[int]) -> int | None:
@@ -46,7 +46,7 @@ def test_at_most_5_percent_false_positives_on_never_converging_histories(
 @pytest.mark.slow
 def test_the_legacy_volatility_rule_is_not_quiet_on_noise() -> None:
     """Why the default changed: the same walks make the volatility rule fire (docs/early_stopping.md)."""
-    from lightning_dynamics.convergence import convergence_signal
+    from lightning_dynamics.decisions.stopping import convergence_signal
     from lightning_dynamics.functional import rolling_volatility, stability_index
 
     generator = torch.Generator().manual_seed(2026)

@@ -17,7 +17,7 @@ import pytest
 import torch.distributed as dist
 
 from lightning_dynamics import DistributedMismatchError
-from lightning_dynamics.distributed import StoreRendezvous, process_group_timeout
+from lightning_dynamics.tracking.distributed import StoreRendezvous, process_group_timeout
 
 
 def _free_port() -> int:

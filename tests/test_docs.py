@@ -59,7 +59,7 @@ def test_api_reference_documents_the_packages(site: Path) -> None:
         "lightning_dynamics.DynamicsMonitor",
         "lightning_dynamics.DynamicsEarlyStopping",
         "lightning_dynamics.capture.load_history",
-        "lightning_dynamics.convergence.VolatilityDropRule",
+        "lightning_dynamics.decisions.stopping.VolatilityDropRule",
         "lightning_dynamics.report.analysis.convergence_report",
         "lightning_dynamics.pytorch_lightning.on_pytorch_lightning",
     ):

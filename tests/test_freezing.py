@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from lightning_dynamics import DynamicsConfig, DynamicsTracker
-from lightning_dynamics.freezing import (
+from lightning_dynamics.decisions.freezing import (
     LayerFreezer,
     frozen_at_from_series,
     layer_change,

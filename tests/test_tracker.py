@@ -13,8 +13,9 @@ from torch import nn
 from lightning_dynamics import DynamicsConfig, DynamicsTracker
 from lightning_dynamics.capture import load_history
 from lightning_dynamics.functional import dynamics_measures, rolling_volatility, stability_index
-from lightning_dynamics.measure_registry import MEASURES, SamplePoint, compute_measures, measure_names, null_bands
-from lightning_dynamics.schedule import SampleSchedule
+from lightning_dynamics.measures.context import MeasureContext
+from lightning_dynamics.measures.registry import MEASURES, compute_measures, measure_names, null_bands
+from lightning_dynamics.tracking.schedule import SampleSchedule
 
 
 def _model() -> nn.Module:
@@ -127,7 +128,7 @@ def test_null_band_covers_independent_noise_and_excludes_coupled_layers() -> Non
     for seed in range(draws):
         g = torch.Generator().manual_seed(seed)
         x = torch.randn(8, 96, generator=g, dtype=torch.float64).cumsum(-1)  # independent random walks
-        values = compute_measures(SamplePoint(x, config), names)
+        values = compute_measures(MeasureContext(x, config), names)
         bands = null_bands(x, config, names, 39, torch.Generator().manual_seed(100 + seed))
         for name in names:
             inside[name] += int(bands[name + "_null_lo"] <= values[name] <= bands[name + "_null_hi"])
@@ -136,12 +137,12 @@ def test_null_band_covers_independent_noise_and_excludes_coupled_layers() -> Non
     g = torch.Generator().manual_seed(0)
     common = torch.randn(96, generator=g, dtype=torch.float64).cumsum(0)
     coupled = common + 0.05 * torch.randn(8, 96, generator=g, dtype=torch.float64).cumsum(-1)
-    value = compute_measures(SamplePoint(coupled, config), ("synchrony",))["synchrony"]
+    value = compute_measures(MeasureContext(coupled, config), ("synchrony",))["synchrony"]
     band = null_bands(coupled, config, ("synchrony",), 39, torch.Generator().manual_seed(0))
     assert value > band["synchrony_null_hi"]
     # Layers whose differences are random walks (alpha ~ 1.5) sit far above the shuffle null (alpha ~ 0.5).
     walks = torch.randn(8, 96, generator=g, dtype=torch.float64).cumsum(-1).cumsum(-1)
-    alpha = compute_measures(SamplePoint(walks, config), ("integration_alpha",))["integration_alpha"]
+    alpha = compute_measures(MeasureContext(walks, config), ("integration_alpha",))["integration_alpha"]
     alpha_band = null_bands(walks, config, ("integration_alpha",), 39, torch.Generator().manual_seed(0))
     assert alpha_band["integration_alpha_null_hi"] < 0.75 and alpha > 1.2
 
@@ -261,9 +262,9 @@ def test_registry_is_the_one_list_of_measures() -> None:
         assert measure.name == name and measure.doc and measure.group in ("default", "complexity")
         assert (measure.null is None) == (measure.null_keys == ())
     x = torch.randn(6, 48, dtype=torch.float64).cumsum(-1)
-    values = compute_measures(SamplePoint(x, config), tuple(n for n, m in MEASURES.items() if m.compute))
+    values = compute_measures(MeasureContext(x, config), tuple(n for n, m in MEASURES.items() if m.compute))
     assert all(v.shape == () for v in values.values())
-    batch = compute_measures(SamplePoint(x.expand(3, 6, 48), config), ("metastability", "integration"))
+    batch = compute_measures(MeasureContext(x.expand(3, 6, 48), config), ("metastability", "integration"))
     assert all(v.shape == (3,) for v in batch.values())  # every compute is batched (noise floors rely on it)
 
 
@@ -275,7 +276,7 @@ def test_null_band_is_a_5_percent_rank_test_when_the_null_holds() -> None:
     for seed in range(draws):
         g = torch.Generator().manual_seed(seed)
         x = torch.randn(6, 64, generator=g, dtype=torch.float64).cumsum(-1)
-        value = compute_measures(SamplePoint(x, config), ("relative_change",))["relative_change"]
+        value = compute_measures(MeasureContext(x, config), ("relative_change",))["relative_change"]
         band = null_bands(x, config, ("relative_change",), 39, torch.Generator().manual_seed(10_000 + seed))
         outside += int(not band["relative_change_null_lo"] <= value <= band["relative_change_null_hi"])
     # Binomial(400, 0.05): mean 20, sd 4.4; [8, 34] is +-3 sd. The old interpolated-quantile band gave about 10%.

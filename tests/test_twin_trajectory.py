@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_dynamics.twin_trajectory import PooledSlope, TwinTrajectory
+from lightning_dynamics.decisions.lyapunov import PooledSlope, TwinTrajectory
 
 
 def spectral_radius_log(a: tuple[float, ...], lr: float, momentum: float) -> float:

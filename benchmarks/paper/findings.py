@@ -13,7 +13,7 @@ itself): seeds are the units. Per (architecture, task) cell: mean, sd and Studen
    architectures; pooled (task labels permuted within architecture), leave-one-architecture-out, and an
    architecture-level sign-flip test (:func:`contrast`). Units: white-noise sd and seed sd.
 2. The volatility signal comes before the accuracy plateau: lead = plateau epoch - signal epoch
-   (:func:`~lightning_dynamics.convergence.convergence_signal`), its distribution, a sign test, the
+   (:func:`~lightning_dynamics.decisions.stopping.convergence_signal`), its distribution, a sign test, the
    signal-plateau rank correlation (NaN below 3 runs), and the signal on surrogate histories.
 3. Distinct training styles in the integration-metastability plane: each run's trajectory as the monitor
    logs it (measures over the history so far), the spread over sliding 16-epoch windows, and a permutation
@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from lightning_dynamics.capture import load_history
-from lightning_dynamics.convergence import convergence_signal
+from lightning_dynamics.decisions.stopping import convergence_signal
 from lightning_dynamics.functional import (
     detrend,
     integration,

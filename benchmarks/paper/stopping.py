@@ -15,11 +15,11 @@ the run records validation loss and accuracy, test accuracy, and the series ever
 
 Rules (each a function ``run -> stop epoch or None`` with a grid of knobs, :data:`RULES`; a new rule plugs in
 by one entry): fixed epoch; Lightning's ``EarlyStopping(monitor="val_loss")`` by patience;
-DynamicsEarlyStopping's rule (:func:`~lightning_dynamics.convergence.convergence_signal`) on the per-epoch
+DynamicsEarlyStopping's rule (:func:`~lightning_dynamics.decisions.stopping.convergence_signal`) on the per-epoch
 volatility and on the per-step one (the signal's sample point mapped to the end of its epoch); the
 activation-std rule of Ahmad, Trahan & Islam (arXiv:2403.02473) as we read it; the EB-criterion (stop once its
 per-epoch mean stays above a threshold for ``patience`` epochs; the paper's threshold is 0); the calibrated
-:class:`~lightning_dynamics.convergence.RelativeChangeRule` (median relative change of the layer summaries
+:class:`~lightning_dynamics.decisions.stopping.RelativeChangeRule` (median relative change of the layer summaries
 beyond its time-shuffle null) on the per-epoch and on the per-step history.
 
 Outcome of a stop at epoch ``e`` of ``E``: epochs used ``(e + 1) / E``; the checkpoint restored is the epoch of
@@ -44,7 +44,7 @@ from typing import Any
 
 import torch
 
-from lightning_dynamics.convergence import convergence_signal
+from lightning_dynamics.decisions.stopping import convergence_signal
 from lightning_dynamics.report.analysis import val_loss_stop_epoch
 
 MAX_COST = 0.5  # percentage points of test accuracy: the tolerance a chosen knob must meet on the tuning seeds
@@ -106,7 +106,7 @@ def step_signal_epoch(
 
 
 def relative_change_stop_epoch(x: torch.Tensor, epochs: Sequence[int], **knob: Any) -> int | None:
-    """Replay :class:`~lightning_dynamics.convergence.RelativeChangeRule` once per epoch over a saved history.
+    """Replay :class:`~lightning_dynamics.decisions.stopping.RelativeChangeRule` once per epoch over a saved history.
 
     ``x``: the ``[L, T]`` layer-summary history, ``epochs``: the epoch of each sample point; at the end of each
     epoch the rule sees every point up to it, as the callback does. Returns the epoch it stops at, or None.
@@ -117,7 +117,7 @@ def relative_change_stop_epoch(x: torch.Tensor, epochs: Sequence[int], **knob: A
         >>> relative_change_stop_epoch(x, list(range(40)), patience=2, window_epochs=5)
         12
     """
-    from lightning_dynamics.convergence import RelativeChangeRule
+    from lightning_dynamics.decisions.stopping import RelativeChangeRule
 
     rule = RelativeChangeRule(**knob)
     epoch_of = [int(e) for e in epochs]

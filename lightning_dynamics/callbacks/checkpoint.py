@@ -21,7 +21,7 @@ from torch import Tensor
 
 from lightning_dynamics.callbacks.keys import find_producer, full_key
 from lightning_dynamics.callbacks.monitor import DynamicsMonitor
-from lightning_dynamics.config import check_choice, check_int
+from lightning_dynamics.validation import check_choice, check_int
 
 
 class DynamicsModelCheckpoint(ModelCheckpoint):

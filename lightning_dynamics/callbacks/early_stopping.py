@@ -2,7 +2,7 @@
 
 A plain Lightning ``Callback`` on public hooks only (``setup``, ``on_train_epoch_end``, ``state_dict`` /
 ``load_state_dict``, ``state_key``, ``trainer.should_stop``, ``trainer.strategy.reduce_boolean_decision``): the
-decision lives in the framework-neutral rules of :mod:`lightning_dynamics.convergence`.
+decision lives in the framework-neutral rules of :mod:`lightning_dynamics.decisions.stopping`.
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ from lightning_dynamics.callbacks.keys import (
     full_key,
 )
 from lightning_dynamics.callbacks.monitor import DynamicsMonitor
-from lightning_dynamics.config import check_bool, check_int
-from lightning_dynamics.convergence import DynamicsStoppingReason, RelativeChangeRule, VolatilityDropRule
+from lightning_dynamics.decisions.stopping import DynamicsStoppingReason, RelativeChangeRule, VolatilityDropRule
+from lightning_dynamics.validation import check_bool, check_int
 
 
 class DynamicsEarlyStopping(pl.Callback):
     r"""Stop training once the hooked layers' summaries have settled, beyond the run's own noise.
 
-    Default (``monitor="relative_change"``): :class:`~lightning_dynamics.convergence.RelativeChangeRule` on the
+    Default (``monitor="relative_change"``): :class:`~lightning_dynamics.decisions.stopping.RelativeChangeRule` on the
     producing :class:`DynamicsMonitor`'s history (any number of sample points per epoch): the median over layers of
     the last ``window_epochs`` epoch-to-epoch changes of each layer's summary, relative to the first half of the
     history's, must be at most ``ratio`` and significant at ``alpha`` under a time-shuffle null, for ``patience``
@@ -41,7 +41,7 @@ class DynamicsEarlyStopping(pl.Callback):
     points, for the dashboard).
 
     Any other ``monitor`` (e.g. ``"stability_volatility"``) selects the legacy
-    :class:`~lightning_dynamics.convergence.VolatilityDropRule` on that logged key: stop once
+    :class:`~lightning_dynamics.decisions.stopping.VolatilityDropRule` on that logged key: stop once
     :math:`V(t) \le \text{ratio} \cdot \max_{s \le t} V(s)` for ``patience`` checks, or :math:`V(t) \le`
     ``stopping_threshold``. **It fires on noise** (random-walk histories: 39/200 at 40 epochs, 199/200 at 200);
     use it to study the signal, not to save compute.
@@ -69,9 +69,9 @@ class DynamicsEarlyStopping(pl.Callback):
         verbose: log every decision.
 
     Attributes:
-        rule: the :class:`~lightning_dynamics.convergence.RelativeChangeRule` or ``VolatilityDropRule``.
+        rule: the :class:`~lightning_dynamics.decisions.stopping.RelativeChangeRule` or ``VolatilityDropRule``.
         stopped_epoch: the epoch at which training was stopped (0 if it was not).
-        stopping_reason: a :class:`~lightning_dynamics.convergence.DynamicsStoppingReason`.
+        stopping_reason: a :class:`~lightning_dynamics.decisions.stopping.DynamicsStoppingReason`.
         stopping_reason_message: the reason in words, also logged.
         waited_checks: checks skipped because no fresh value existed since the previous one.
     """

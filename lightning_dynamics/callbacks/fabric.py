@@ -30,21 +30,19 @@ from lightning.fabric.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_dynamics.capture.layer_selection import LayerSelection
-from lightning_dynamics.config import (
+from lightning_dynamics.functional.stability import DEFAULT_VOLATILITY_WINDOW, DEFAULT_WINDOW
+from lightning_dynamics.measures.config import (
     DEFAULT_H_OPT,
     DEFAULT_HISTORY_WINDOW,
     DEFAULT_NULL_SURROGATES,
     DEFAULT_POINTS_PER_EPOCH,
     DEFAULT_SIGMA,
     DEFAULT_WEIGHTS,
-    MAX_TIMEOUT_S,
     DynamicsConfig,
-    check_bool,
-    check_finite_real,
 )
-from lightning_dynamics.distributed import process_group_timeout
-from lightning_dynamics.functional.stability import DEFAULT_VOLATILITY_WINDOW, DEFAULT_WINDOW
-from lightning_dynamics.tracker import DynamicsTracker, LogPoint
+from lightning_dynamics.tracking.distributed import process_group_timeout
+from lightning_dynamics.tracking.tracker import DynamicsTracker, LogPoint
+from lightning_dynamics.validation import MAX_TIMEOUT_S, check_bool, check_finite_real
 
 
 class DynamicsFabricMonitor:

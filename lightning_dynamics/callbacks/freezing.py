@@ -1,4 +1,4 @@
-"""DynamicsLayerFreezing: the Lightning adapter of :class:`~lightning_dynamics.freezing.LayerFreezer`.
+"""DynamicsLayerFreezing: the Lightning adapter of :class:`~lightning_dynamics.decisions.freezing.LayerFreezer`.
 
 It reads the history of the :class:`~lightning_dynamics.DynamicsMonitor` with the same prefix and, after each of
 its sample points, freezes the converged prefix of the network (front to back; never unfreezes). The decision and
@@ -16,8 +16,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lightning_dynamics.callbacks.monitor import DynamicsMonitor
-from lightning_dynamics.config import check_bool
-from lightning_dynamics.freezing import FROZEN_LAYERS_KEY, LayerFreezer
+from lightning_dynamics.decisions.freezing import FROZEN_LAYERS_KEY, LayerFreezer
+from lightning_dynamics.validation import check_bool
 
 
 class DynamicsLayerFreezing(Callback):
@@ -30,9 +30,9 @@ class DynamicsLayerFreezing(Callback):
     consecutive checks is converged; the longest converged run of layers from the front is frozen:
     ``requires_grad=False`` and ``.grad = None`` on its parameters (and eval-mode normalisation statistics with
     ``freeze_norm_stats``), so backward stops at the first trainable layer and no optimizer updates them. Layers
-    are mapped to parameters by :func:`~lightning_dynamics.freezing.prefix_parameter_groups` (parameters outside
-    monitored layers go with the monitored layer registered before them). Nothing is ever unfrozen. Formulas and
-    calibration: docs/freezing.md.
+    are mapped to parameters by :func:`~lightning_dynamics.decisions.freezing.prefix_parameter_groups`
+    (parameters outside monitored layers go with the monitored layer registered before them). Nothing is ever
+    unfrozen. Formulas and calibration: docs/freezing.md.
 
     The monitor should sample several times per epoch (``DynamicsMonitor(every_n_steps=...)``): the defaults
     need ``window = 48`` sample points before the first decision. Place this callback after the monitor in

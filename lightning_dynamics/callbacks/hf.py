@@ -37,20 +37,18 @@ from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState,
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from lightning_dynamics.capture.layer_selection import LayerSelection
-from lightning_dynamics.config import (
+from lightning_dynamics.functional.stability import DEFAULT_VOLATILITY_WINDOW, DEFAULT_WINDOW
+from lightning_dynamics.measures.config import (
     DEFAULT_H_OPT,
     DEFAULT_HISTORY_WINDOW,
     DEFAULT_NULL_SURROGATES,
     DEFAULT_POINTS_PER_EPOCH,
     DEFAULT_SIGMA,
     DEFAULT_WEIGHTS,
-    MAX_TIMEOUT_S,
     DynamicsConfig,
-    check_bool,
-    check_finite_real,
 )
-from lightning_dynamics.functional.stability import DEFAULT_VOLATILITY_WINDOW, DEFAULT_WINDOW
-from lightning_dynamics.tracker import DynamicsTracker, LogPoint
+from lightning_dynamics.tracking.tracker import DynamicsTracker, LogPoint
+from lightning_dynamics.validation import MAX_TIMEOUT_S, check_bool, check_finite_real
 
 STATE_FILENAME = "{prefix}_tracker_state.pt"
 
@@ -253,7 +251,7 @@ class DynamicsTrainerCallback(TrainerCallback):
         path = self.tracker.end_fit()
         if path is not None and self.log_dashboard:
             try:
-                from lightning_dynamics.callbacks.figure_logging import dashboard_figure, dashboard_png_path
+                from lightning_dynamics.callbacks.sinks import dashboard_figure, dashboard_png_path
 
                 dashboard_figure(path).savefig(dashboard_png_path(path))
             except Exception as error:  # a figure (or a missing matplotlib) must never fail a finished run

@@ -14,7 +14,7 @@ from typing import Any
 from lightning.pytorch.utilities import rank_zero_warn
 
 from lightning_dynamics.callbacks.monitor import DynamicsMonitor
-from lightning_dynamics.config import check_prefix
+from lightning_dynamics.validation import check_prefix
 
 # The default rule's name (its `monitor`). The stopper computes its own statistic from the monitor's history (on
 # per-epoch means, over `window_epochs` epochs) and logs it, with its p-value, under the monitor's prefix as

@@ -13,8 +13,8 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from lightning_dynamics.callbacks.keys import full_key
-from lightning_dynamics.config import check_choice
-from lightning_dynamics.twin_trajectory import DEFAULT_D0, DEFAULT_RENORM_EVERY, TwinTrajectory, check_duty
+from lightning_dynamics.decisions.lyapunov import DEFAULT_D0, DEFAULT_RENORM_EVERY, TwinTrajectory, check_duty
+from lightning_dynamics.validation import check_choice
 
 LossFn = Callable[[pl.LightningModule, Any, int], Tensor]
 
@@ -28,7 +28,7 @@ class LyapunovMonitor(Callback):
     A shadow copy of the trained parameters, buffers and optimizer state starts at relative distance ``d0``
     from the real run, takes an optimizer step on every batch the real run trains on, and is pulled back to
     ``d0`` relative to the current scale every ``renorm_every`` steps (Benettin renormalisation of the whole
-    state, weights and optimizer state alike, :class:`~lightning_dynamics.twin_trajectory.TwinTrajectory`,
+    state, weights and optimizer state alike, :class:`~lightning_dynamics.decisions.lyapunov.TwinTrajectory`,
     docs/method.md section 9). :math:`\lambda` is the least-squares slope of the cumulative log-growth
     :math:`G(t) = \sum_j \ln(d_j / d_{start})` against the optimizer step:
 

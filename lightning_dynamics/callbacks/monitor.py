@@ -21,22 +21,19 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from lightning_dynamics.capture.layer_selection import LayerSelection, is_compiled_module
-from lightning_dynamics.config import (
+from lightning_dynamics.functional.stability import DEFAULT_VOLATILITY_WINDOW, DEFAULT_WINDOW
+from lightning_dynamics.measures.config import (
     DEFAULT_H_OPT,
     DEFAULT_HISTORY_WINDOW,
     DEFAULT_NULL_SURROGATES,
     DEFAULT_POINTS_PER_EPOCH,
     DEFAULT_SIGMA,
     DEFAULT_WEIGHTS,
-    MAX_TIMEOUT_S,
     DynamicsConfig,
-    check_bool,
-    check_finite_real,
-    layers_key,
 )
-from lightning_dynamics.distributed import process_group_timeout
-from lightning_dynamics.functional.stability import DEFAULT_VOLATILITY_WINDOW, DEFAULT_WINDOW
-from lightning_dynamics.tracker import DynamicsTracker, LogPoint
+from lightning_dynamics.tracking.distributed import process_group_timeout
+from lightning_dynamics.tracking.tracker import DynamicsTracker, LogPoint
+from lightning_dynamics.validation import MAX_TIMEOUT_S, check_bool, check_finite_real, layers_key
 
 
 class DynamicsMonitor(Callback):
@@ -44,7 +41,7 @@ class DynamicsMonitor(Callback):
 
     Forward hooks on the chosen layers accumulate a scalar summary of each layer's output on the model's device
     (one fused reduction per output, no host synchronisation, no activation kept). By default each epoch gives
-    ``points_per_epoch`` sample points; at its end the measures of :mod:`lightning_dynamics.measure_registry` and
+    ``points_per_epoch`` sample points; at its end the measures of :mod:`lightning_dynamics.measures.registry` and
     their noise floors (``<measure>_null_lo``/``_null_hi``: the central 95% of the measure on surrogates of the
     run's own history) are computed on the device and logged under ``<prefix>/``. A key is first logged once it
     is defined, then at every computation, NaN included, so ``callback_metrics`` never holds a stale value. All of
@@ -72,7 +69,8 @@ class DynamicsMonitor(Callback):
         checkpoint_probe_batch: store the probe batch in checkpoints (off: it may be large or private).
         ddp_timeout: with several processes, seconds each waits for the others before a sample point's all-reduce
             (and at each epoch start), then fails with a
-            :class:`~lightning_dynamics.distributed.DistributedMismatchError`; ``None``: the strategy's timeout.
+            :class:`~lightning_dynamics.tracking.distributed.DistributedMismatchError`; ``None``: the strategy's
+            timeout.
         verbose: announce the layers, when each measure appears, and the file written.
 
     Example::

@@ -19,7 +19,7 @@ any other (CSV, ...)      kept in its ``log_dir``                     the PNG be
 Loggers are matched by class name, so the ``lightning.pytorch`` and the standalone ``pytorch_lightning`` loggers
 both work. A logger that fails warns and the others go on: this runs after a finished fit. The figure is drawn
 only when some logger is there to take it, and only when matplotlib is installed (the ``examples`` extra).
-:func:`hand_to_loggers` is what the monitor calls.
+:func:`hand_to_loggers` is what the monitor calls; :func:`dashboard_figure` draws a saved history's figure.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def log_figure(
 
     Args:
         loggers: the trainer's loggers (``trainer.loggers``).
-        figure: a matplotlib figure, e.g. :func:`lightning_dynamics.callbacks.figure_logging.dashboard_figure`.
+        figure: a matplotlib figure, e.g. :func:`lightning_dynamics.callbacks.sinks.dashboard_figure`.
         history_path: the saved history; loggers without images (and no logger at all) get
             ``<prefix>_dashboard[-vN].png`` beside it. ``None``: no file is written.
         key: image tag / key / artifact name (``".png"`` is appended for MLflow).
@@ -216,8 +216,6 @@ def hand_to_loggers(
     done = log_history_file(loggers, history_path, warn) if history else {}
     if not dashboard or not loggers or importlib.util.find_spec("matplotlib") is None:
         return done
-    from lightning_dynamics.callbacks.figure_logging import dashboard_figure
-
     try:
         figure = dashboard_figure(history_path)
     except Exception as error:  # a figure must never fail a finished fit
@@ -228,3 +226,30 @@ def hand_to_loggers(
     ).items():
         done[kind] = f"{done[kind]}+{what}" if kind in done else what
     return done
+
+
+def dashboard_figure(history_path: str | Path) -> Figure:
+    """The dashboard of the run whose history is ``history_path`` (as ``lightning-dynamics report`` draws it).
+
+    Raises:
+        FileNotFoundError: no history at ``history_path``.
+        lightning_dynamics.report.HistoryError: the file is not a history this version reads.
+    """
+    from lightning_dynamics.report.dashboard_data import load_run
+    from lightning_dynamics.report.plots import plot_dashboard
+
+    return plot_dashboard(load_run(history_path))
+
+
+def dashboard_png_path(history_path: str | Path) -> Path:
+    """The run's one dashboard PNG: ``<prefix>_history[-vN].pt`` -> ``<prefix>_dashboard[-vN].png`` beside it.
+
+    ``lightning-dynamics report`` writes the same file (and its HTML page beside it).
+
+    Example:
+        >>> dashboard_png_path("logs/version_0/dynamics_history-v1.pt").as_posix()
+        'logs/version_0/dynamics_dashboard-v1.png'
+    """
+    from lightning_dynamics.report.dashboard_data import dashboard_stem
+
+    return Path(history_path).with_name(dashboard_stem(history_path) + ".png")

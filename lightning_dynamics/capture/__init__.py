@@ -1,19 +1,21 @@
-"""Hooks' side of the data flow: layer selection, on-device summaries and the [L, T] history.
+"""Hooks' side of the data flow: layer selection, on-device summaries, the [L, T] history and its file.
 
 No Lightning import: usable with any torch training loop.
 """
 
 from lightning_dynamics.capture.history import (
     HISTORY_FORMAT_VERSION,
-    HistorySaveError,
     SummaryHistory,
-    claim_path,
     continuous_time,
     history_segments,
+    validate_point_series,
+)
+from lightning_dynamics.capture.history_file import (
+    HistorySaveError,
+    claim_path,
     load_history,
     release_claim,
     save_history,
-    validate_point_series,
 )
 from lightning_dynamics.capture.hooks import ActivationCapture, LayerCaptureWarning
 from lightning_dynamics.capture.layer_selection import (

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lightning_dynamics.validation import is_count
+
 SUMMARY_CHOICES = ("rms", "mean", "abs_mean", "std")
 
 # rms: a layer whose last value lies outside [2^-50, 2^50] (or whose sum of squares overflowed or was 0) is
@@ -241,7 +243,7 @@ class SummaryAccumulator:
                 f"{where}: `sums` must be a floating-point tensor of shape {tuple(self.sums.shape)} (layers x "
                 f"sums of {self.summary!r}), got {got}."
             )
-        if not isinstance(counts, (list, tuple)) or len(counts) != n or not all(_is_count(c) for c in counts):
+        if not isinstance(counts, (list, tuple)) or len(counts) != n or not all(is_count(c) for c in counts):
             raise ValueError(f"{where}: `counts` must be {n} non-negative integers, got {_shown(counts)}.")
         shift = state.get("shift", torch.zeros(n))
         if (
@@ -259,10 +261,6 @@ class SummaryAccumulator:
         self.count_sums.copy_(torch.tensor([float(c) for c in counts], dtype=self.count_sums.dtype))
         self.shift.copy_(shift.to(self.shift))
         self.scaled = list(scaled)
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _shown(value: Any) -> str:

@@ -1,7 +1,7 @@
 """When did a run converge? The convergence-signal point, the accuracy-plateau point and the lead between.
 
 The one place that answers it for reports (docs/method.md section 8): the signal replays the stopping rule of
-:class:`~lightning_dynamics.DynamicsEarlyStopping` with :func:`lightning_dynamics.convergence.convergence_signal`
+:class:`~lightning_dynamics.DynamicsEarlyStopping` with :func:`lightning_dynamics.decisions.stopping.convergence_signal`
 over the logged volatility; the plateau is the first point whose validation accuracy is within ``eps``
 percentage points of the run's best; ``lead = plateau - signal`` in epochs (positive: the signal came first).
 :func:`convergence_points` computes it from per-point series; the dashboard
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lightning_dynamics.convergence import convergence_signal
+from lightning_dynamics.decisions.stopping import convergence_signal
 from lightning_dynamics.report.logs import epoch_metrics, read_metrics
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ import math
 import sys
 from pathlib import Path
 
-from lightning_dynamics.measure_registry import MEASURES, measure_names
+from lightning_dynamics.measures.registry import MEASURES, measure_names
 from lightning_dynamics.report.dashboard_data import (
     HistoryError,
     RunDashboard,

@@ -4,7 +4,7 @@ The history that :class:`~lightning_dynamics.DynamicsMonitor` saves at fit end (
 holds every series, whatever the logger, so the report reads it rather than a logger's files. This module finds
 the file, checks it, and computes the dashboard's quantities: the z-scored layer summaries, the Kuramoto order
 parameter :math:`R(t)` of the history, the logged measures with their noise floors and reliable lengths
-(:mod:`~lightning_dynamics.report.readings`), validation metrics, and the convergence-signal and accuracy-plateau
+(:mod:`~lightning_dynamics.measures.readings`), validation metrics, and the convergence-signal and accuracy-plateau
 markers (:mod:`~lightning_dynamics.report.analysis`; docs/method.md sections 3, 6, 8 and 8b). Drawing is
 :mod:`lightning_dynamics.report.plots`, after Cockpit's split of quantities from instruments.
 
@@ -27,8 +27,8 @@ import torch
 from lightning_dynamics.capture import HISTORY_FORMAT_VERSION, continuous_time, load_history
 from lightning_dynamics.capture.history import history_segments
 from lightning_dynamics.functional import detrend, instantaneous_phase, kuramoto_order_parameter
+from lightning_dynamics.measures.readings import Reading, readings
 from lightning_dynamics.report.analysis import ConvergenceReport, convergence_points
-from lightning_dynamics.report.readings import Reading, readings
 
 SUPPORTED_FORMAT_VERSIONS = tuple(range(1, HISTORY_FORMAT_VERSION + 1))
 REQUIRED_KEYS = ("format_version", "layer_names", "summary", "values", "epochs", "steps")
@@ -66,7 +66,7 @@ class RunDashboard:
         loss_key: the key of ``logged`` used as validation loss, or None.
         convergence: signal, plateau and lead (:func:`lightning_dynamics.report.analysis.convergence_points`).
         readings: each measure's latest value beside its noise floor and reliable length
-            (:mod:`lightning_dynamics.report.readings`).
+            (:mod:`lightning_dynamics.measures.readings`).
         config: the monitor's configuration (format 2; empty for format 1).
         state: the history as read (for panels that draw from it).
     """

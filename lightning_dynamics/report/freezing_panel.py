@@ -1,10 +1,10 @@
 """The layer-freezing panel of the dashboard: when each monitored layer was frozen, beside the per-layer heatmap.
 
-Reads the freeze record that :class:`~lightning_dynamics.freezing.LayerFreezer` (and so
+Reads the freeze record that :class:`~lightning_dynamics.decisions.freezing.LayerFreezer` (and so
 :class:`~lightning_dynamics.callbacks.freezing.DynamicsLayerFreezing`) writes into the history file: the series
 ``logged["<prefix>/frozen_layers"]``, the number of monitored layers frozen at each sample point (NaN before the
 first check). Since freezing is a front-to-back prefix, layer ``l`` froze at the first point where that count
-exceeds ``l`` (:func:`~lightning_dynamics.freezing.frozen_at_from_series`).
+exceeds ``l`` (:func:`~lightning_dynamics.decisions.freezing.frozen_at_from_series`).
 
 The dashboard calls :func:`draw_freezing` with an Axes and the history as read (``run.state``); the panel shares
 the heatmap's conventions: one row per monitored layer, the first (input-side) layer on top, the epoch on the
@@ -20,7 +20,7 @@ from typing import Any
 
 from matplotlib.axes import Axes
 
-from lightning_dynamics.freezing import FROZEN_LAYERS_KEY, frozen_at_from_series
+from lightning_dynamics.decisions.freezing import FROZEN_LAYERS_KEY, frozen_at_from_series
 
 
 def freeze_record(state: Mapping[str, Any]) -> list[float] | None:

@@ -8,7 +8,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from lightning_dynamics.measure_registry import MEASURES, NULL_SUFFIXES
+from lightning_dynamics.measures.registry import MEASURES, NULL_SUFFIXES
 from lightning_dynamics.report.dashboard_data import RunDashboard, epoch_of
 
 _STYLE = (

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lightning_dynamics.measure_registry import MEASURES, NULL_SUFFIXES
+from lightning_dynamics.measures.readings import first_reliable_point
+from lightning_dynamics.measures.registry import MEASURES, NULL_SUFFIXES
 from lightning_dynamics.report.dashboard_data import RunDashboard, epoch_of
-from lightning_dynamics.report.readings import first_reliable_point
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -297,7 +297,7 @@ _PANEL_COLORS = ("tab:blue", "tab:brown", "tab:cyan", "tab:olive", "tab:pink", "
 
 def dashboard_measures(run: RunDashboard) -> list[str]:
     """The measures that get a panel, in the registry's order: the core ones, and any other registered measure
-    the history holds (a measure added to :mod:`lightning_dynamics.measure_registry` appears without a change here)."""
+    the history holds (a measure added to :mod:`lightning_dynamics.measures.registry` appears without a change here)."""
     present = set(CORE_MEASURES) | {key for key in run.metrics if key in MEASURES}
     return [name for name in MEASURES if name in present and name not in COUNT_KEYS]
 

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from lightning_dynamics import DynamicsMonitor
 from lightning_dynamics.callbacks.freezing import DynamicsLayerFreezing
-from lightning_dynamics.freezing import LayerFreezer
+from lightning_dynamics.decisions.freezing import LayerFreezer
 from tests.helpers import TinyModule, random_classification
 
 

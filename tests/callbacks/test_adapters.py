@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from benchmarks.kit import DigitsDataModule, SmallCNN
 from lightning_dynamics import DynamicsConfig, DynamicsMonitor, DynamicsTracker
 from lightning_dynamics.capture import load_history
-from lightning_dynamics.measure_registry import measure_names
+from lightning_dynamics.measures.registry import measure_names
 
 MEASURE_KEYS = measure_names("default")
 

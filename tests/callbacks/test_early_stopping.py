@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_dynamics import DynamicsEarlyStopping, DynamicsModelCheckpoint, DynamicsMonitor, DynamicsStoppingReason
-from lightning_dynamics.convergence import RelativeChangeRule, VolatilityDropRule, convergence_signal
+from lightning_dynamics.decisions.stopping import RelativeChangeRule, VolatilityDropRule, convergence_signal
 from tests.helpers import ScriptedVolatility, TinyModule, loaders, trainer
 
 NAN = float("nan")

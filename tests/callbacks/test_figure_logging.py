@@ -8,8 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_dynamics.callbacks.figure_logging import dashboard_png_path
-from lightning_dynamics.callbacks.sinks import DEFAULT_KEY, SINKS, hand_to_loggers, log_figure, sink_of
+from lightning_dynamics.callbacks.sinks import (
+    DEFAULT_KEY,
+    SINKS,
+    dashboard_png_path,
+    hand_to_loggers,
+    log_figure,
+    sink_of,
+)
 from lightning_dynamics.capture import save_history
 
 pytest.importorskip("matplotlib")

@@ -139,7 +139,7 @@ def test_fabric_recipe(tmp_path: Path) -> None:
     from torch import nn
 
     from lightning_dynamics import DynamicsFabricMonitor
-    from lightning_dynamics.freezing import LayerFreezer
+    from lightning_dynamics.decisions.freezing import LayerFreezer
 
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_dynamics.callbacks import LyapunovMonitor
-from lightning_dynamics.twin_trajectory import TwinTrajectory
+from lightning_dynamics.decisions.lyapunov import TwinTrajectory
 from tests.helpers import TinyModule, TinyNet, loaders, trainer
 
 SCRIPT = Path(__file__).with_name("lyapunov_ddp_script.py")

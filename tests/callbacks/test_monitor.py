@@ -13,7 +13,7 @@ from lightning_dynamics import DynamicsMonitor
 from lightning_dynamics.capture import load_history
 from lightning_dynamics.functional import dynamics_measures, rolling_volatility, stability_index
 from lightning_dynamics.functional._checks import clear_shape_caches
-from lightning_dynamics.measure_registry import measure_names
+from lightning_dynamics.measures.registry import measure_names
 from tests.helpers import TinyModule, TinyNet, forward_hook_count, loaders, trainer
 
 MEASURE_KEYS = measure_names("default")

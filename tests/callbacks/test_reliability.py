@@ -160,12 +160,12 @@ def test_failing_history_save_does_not_mask_the_user_exception(tmp_path: Path) -
 
 
 def test_failure_inside_the_monitor_never_stops_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import lightning_dynamics.measure_registry as monitor_module
+    import lightning_dynamics.measures.context as context_module
 
     def broken(*args, **kwargs):
         raise FloatingPointError("simulated bug in a measure")
 
-    monkeypatch.setattr(monitor_module, "dynamics_measures", broken)
+    monkeypatch.setattr(context_module, "dynamics_measures", broken)
     monitor = DynamicsMonitor(points_per_epoch=1, verbose=False)
     t = trainer(tmp_path, max_epochs=6, callbacks=[monitor])
     with pytest.warns(UserWarning, match="simulated bug in a measure"):

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-import lightning_dynamics.capture.history as history_module
+import lightning_dynamics.capture.history_file as history_file_module
 from lightning_dynamics.capture import (
     HistorySaveError,
     SummaryHistory,
@@ -20,7 +20,8 @@ from lightning_dynamics.capture import (
     release_claim,
     save_history,
 )
-from lightning_dynamics.capture.history import claim_marker, validate_history_state, versioned_path
+from lightning_dynamics.capture.history import validate_history_state
+from lightning_dynamics.capture.history_file import claim_marker, versioned_path
 
 NAME = "dynamics_history.pt"
 
@@ -130,7 +131,7 @@ def test_a_failed_write_names_the_cause_in_words_and_the_path(
     def fail(fd: int, data: memoryview) -> None:
         raise OSError(code, "simulated")
 
-    monkeypatch.setattr(history_module, "_write_all", fail)
+    monkeypatch.setattr(history_file_module, "_write_all", fail)
     with pytest.raises(HistorySaveError) as caught:
         save_history(_state(epochs=[0, 1, 1]), path)
     error = caught.value

@@ -3,7 +3,7 @@ import math
 import pandas as pd
 import pytest
 
-from lightning_dynamics.convergence import convergence_signal
+from lightning_dynamics.decisions.stopping import convergence_signal
 from lightning_dynamics.report.analysis import (
     accuracy_plateau_epoch,
     convergence_points,

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from lightning_dynamics.capture import save_history
+from lightning_dynamics.measures.readings import reading, readings
 from lightning_dynamics.report import load_run, load_runs, noise_floor_summary
 from lightning_dynamics.report.cli import main
 from lightning_dynamics.report.plots import plot_comparison, plot_dashboard
-from lightning_dynamics.report.readings import reading, readings
 from tests.report.test_dashboard import _axes, _state
 
 pytest.importorskip("matplotlib")
@@ -70,7 +70,7 @@ def test_points_read_and_short_series_against_the_reliable_minimum() -> None:
 
 
 def test_dashboard_draws_the_band_and_marks_inside_and_outside(tmp_path: Path, capsys, monkeypatch) -> None:
-    from lightning_dynamics.report import readings as readings_module
+    from lightning_dynamics.measures import readings as readings_module
 
     monkeypatch.setattr(readings_module, "reliable_points", {}.get)  # no short-series flags in this test
     path = save_history(_banded_state(), tmp_path / "run" / "dynamics_history.pt")
@@ -101,7 +101,7 @@ def test_dashboard_draws_the_band_and_marks_inside_and_outside(tmp_path: Path, c
 
 
 def test_short_series_is_flagged_in_the_dashboard(tmp_path: Path, monkeypatch) -> None:
-    from lightning_dynamics.report import readings as readings_module
+    from lightning_dynamics.measures import readings as readings_module
 
     monkeypatch.setattr(readings_module, "reliable_points", {"integration": 64}.get)
     run = load_run(save_history(_banded_state(), tmp_path / "run" / "dynamics_history.pt"))
@@ -118,7 +118,7 @@ def test_short_series_is_flagged_in_the_dashboard(tmp_path: Path, monkeypatch) -
 
 
 def test_noise_floor_summary_one_sentence_per_measure_with_a_null(monkeypatch) -> None:
-    from lightning_dynamics.report import readings as readings_module
+    from lightning_dynamics.measures import readings as readings_module
 
     monkeypatch.setattr(readings_module, "_never_reliable", lambda: 10**9)  # the reliability table's mark
     state = _banded_state()
@@ -181,7 +181,7 @@ def test_the_freezing_panel_is_drawn_where_its_module_exists(tmp_path: Path, mon
 
 def test_a_measure_added_to_the_registry_gets_its_panel_band_and_bounds(tmp_path: Path, monkeypatch) -> None:
     """The dashboard reads the registry: a new measure needs no change in the report."""
-    from lightning_dynamics.measure_registry import MEASURES, Measure
+    from lightning_dynamics.measures.registry import MEASURES, Measure
     from lightning_dynamics.report.plots import dashboard_measures
 
     monkeypatch.setitem(

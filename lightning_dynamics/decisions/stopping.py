@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_dynamics.config import check_bool, check_finite_real, check_int
 from lightning_dynamics.functional.change import median_relative_change, relative_change_test
+from lightning_dynamics.validation import check_bool, check_finite_real, check_int
 
 
 class DynamicsStoppingReason(Enum):

@@ -8,7 +8,7 @@ A latest value inside ``[null_lo, null_hi]`` at its point is *inside the noise f
 95% of what the same history gives with its structure destroyed. The reliable minimum length of each
 estimator comes from :data:`lightning_dynamics.functional.reliability.RELIABLE_MIN_POINTS`; a measure computed on
 fewer sample points is a *short series*. Both come through the measure registry
-(:mod:`lightning_dynamics.measure_registry`).
+(:mod:`lightning_dynamics.measures.registry`).
 
 This module only reads plain series (numpy arrays, tensors or lists), so the tracker can call
 :func:`noise_floor_summary` on its in-memory history at the end of fit; the dashboard, the report table and the
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from lightning_dynamics.measure_registry import MEASURES, NULL_SUFFIXES, reliable_points
+from lightning_dynamics.measures.registry import MEASURES, NULL_SUFFIXES, reliable_points
 
 NULL_LO_SUFFIX, NULL_HI_SUFFIX = NULL_SUFFIXES
 # Measures computed on the last `window` points at each sample point (docs/method.md section 6); every other
@@ -112,7 +112,7 @@ def _never_reliable() -> int | None:
 def reliable_min_points() -> dict[str, int]:
     """Each registered measure's reliable minimum length, where known.
 
-    From :func:`lightning_dynamics.measure_registry.reliable_points`.
+    From :func:`lightning_dynamics.measures.registry.reliable_points`.
     """
     table = {name: reliable_points(name) for name in MEASURES}
     return {name: points for name, points in table.items() if points is not None}

@@ -2,8 +2,8 @@
 
 One object owns the whole data flow of a run (docs/method.md sections 0-8):
 hooks -> per-layer summaries (on the model's device) -> the ``[L, T]`` history -> the measures and their noise
-floors (:mod:`lightning_dynamics.measure_registry`) -> the logged series -> the history file; and the sampling loop
-that decides when each of these happens (:class:`~lightning_dynamics.schedule.SampleSchedule`), the processes'
+floors (:mod:`lightning_dynamics.measures.registry`) -> the logged series -> the history file; and the sampling loop
+that decides when each of these happens (:class:`~lightning_dynamics.tracking.schedule.SampleSchedule`), the processes'
 agreement before each all-reduce, the claim of the history file and the state to resume from.
 
 The adapters only map a framework's hooks onto five calls and log what comes back: the Lightning callback
@@ -52,18 +52,14 @@ from lightning_dynamics.capture import (
 )
 from lightning_dynamics.capture.history import nan_padded, validate_point_series
 from lightning_dynamics.capture.layer_selection import LayerSelection
-from lightning_dynamics.config import DynamicsConfig, check_bool, check_choice, check_int, check_layers, check_prefix
-from lightning_dynamics.distributed import StoreRendezvous
 from lightning_dynamics.functional import rolling_volatility
 from lightning_dynamics.functional.reliability import NEVER_RELIABLE
-from lightning_dynamics.measure_registry import (
-    MEASURES,
-    SamplePoint,
-    compute_measures,
-    null_bands,
-    reliable_points,
-)
-from lightning_dynamics.schedule import SampleSchedule
+from lightning_dynamics.measures.config import DynamicsConfig
+from lightning_dynamics.measures.context import MeasureContext
+from lightning_dynamics.measures.registry import MEASURES, compute_measures, null_bands, reliable_points
+from lightning_dynamics.tracking.distributed import StoreRendezvous
+from lightning_dynamics.tracking.schedule import SampleSchedule
+from lightning_dynamics.validation import check_bool, check_choice, check_int, check_layers, check_prefix
 
 HISTORY_FILENAME = "{prefix}_history.pt"
 STATE_VERSION = 3
@@ -340,7 +336,7 @@ class DynamicsTracker:
             reduce: sums a tensor across processes (one collective); ``None`` in one process.
             ddp_timeout: with several processes, seconds each waits for the others before a sample point's
                 all-reduce and at each epoch start, then fails with a
-                :class:`~lightning_dynamics.distributed.DistributedMismatchError` instead of hanging.
+                :class:`~lightning_dynamics.tracking.distributed.DistributedMismatchError` instead of hanging.
             history_dir: where ``<prefix>_history.pt`` goes (claimed now, versioned ``-v1``, ... when taken);
                 ``None``: no file.
             is_global_zero: only the first process claims and writes the file.
@@ -581,7 +577,7 @@ class DynamicsTracker:
             return {}
         self._flags_since_log = None
         out: dict[str, Tensor] = {"nonfinite": flags_of[0].sum().to(x.dtype)}
-        point = SamplePoint(x, cfg)
+        point = MeasureContext(x, cfg)
         every = cfg.complexity_every_n_samples
         complexity_due = every is not None and n_points % every == 0
         names = tuple(n for n in self.measure_names if MEASURES[n].group == "default" or complexity_due)
@@ -664,7 +660,7 @@ class DynamicsTracker:
     def noise_floor_summary(self) -> str | None:
         """One line per run: which measures sit inside their noise floor at the last computed point."""
         try:
-            from lightning_dynamics.report import noise_floor_summary
+            from lightning_dynamics.measures.readings import noise_floor_summary
         except ImportError:
             return None
         try:
@@ -713,7 +709,7 @@ class DynamicsTracker:
         """Record ``value`` under ``key`` against a sample point already taken (default: the last one).
 
         For decisions made from a point after :meth:`sample` closed it (e.g. the frozen-layer count of
-        :class:`~lightning_dynamics.freezing.LayerFreezer`): the value goes into the history file's ``logged``
+        :class:`~lightning_dynamics.decisions.freezing.LayerFreezer`): the value goes into the history file's ``logged``
         series (NaN at the points where nothing was recorded), so reports can tell where it changed. Unlike the
         ``logged`` argument of :meth:`sample`, the key may be under this tracker's prefix.
 

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from lightning_dynamics.config import check_int
+from lightning_dynamics.validation import check_int
 
 
 @dataclass

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_dynamics.config import check_bool, check_finite_real, check_int
+from lightning_dynamics.validation import check_bool, check_finite_real, check_int
 
 STATE_VERSION = 1
 #: The key of the frozen-layer count in the tracker's ``logged`` series (under its prefix): one value per

@@ -31,7 +31,7 @@ from typing import Any, TypeGuard
 import torch
 from torch import Tensor, nn
 
-from lightning_dynamics.config import check_bool, check_finite_real, check_int
+from lightning_dynamics.validation import check_bool, check_finite_real, check_int, is_real
 
 # Relative separation kept at every renormalisation. Float32 rounding adds spurious growth that falls as d0 grows:
 # on digits (benchmarks/lyapunov.md, SmallMLP, plain SGD, 20 epochs) lambda at lr 0.01 was 1.1e-4 in float64
@@ -695,16 +695,16 @@ class TwinTrajectory:
         sum_log_growth = _float_field(state, "sum_log_growth")
         window_log_growth = _float_field(state, "window_log_growth")
         separation0 = _require(state, "separation0")
-        if running and not (_is_real(separation0) and math.isfinite(separation0) and separation0 > 0):
+        if running and not (is_real(separation0) and math.isfinite(separation0) and separation0 > 0):
             raise ValueError(f"`separation0` must be a finite number > 0 while a window runs, got {separation0!r}.")
-        if not running and not (_is_real(separation0) and math.isnan(separation0)):
+        if not running and not (is_real(separation0) and math.isnan(separation0)):
             raise ValueError(f"`separation0` must be NaN between windows, got {separation0!r}.")
         log_growth = _require(state, "log_growth")
-        if not isinstance(log_growth, list) or not all(_is_real(g) for g in log_growth):
+        if not isinstance(log_growth, list) or not all(is_real(g) for g in log_growth):
             raise ValueError(f"`log_growth` must be a list of numbers, got {_describe(log_growth)}.")
         kappa = _require(state, "kappa")
         if not isinstance(kappa, Mapping) or not all(
-            isinstance(k, str) and _is_real(v) and math.isfinite(v) and v > 0 for k, v in kappa.items()
+            isinstance(k, str) and is_real(v) and math.isfinite(v) and v > 0 for k, v in kappa.items()
         ):
             raise ValueError(f"`kappa` must map state-field names to finite numbers > 0, got {_describe(kappa)}.")
         shadow_params = _tensor_list(state, "shadow_params", floating=True)
@@ -770,10 +770,6 @@ class TwinTrajectory:
 # -- helpers ------------------------------------------------------------------------------------------------
 
 
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _describe(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else f"{type(value).__name__} {text[:77]}..."
@@ -794,7 +790,7 @@ def _int_field(state: Mapping[str, Any], name: str, minimum: int, prefix: str = 
 
 def _float_field(state: Mapping[str, Any], name: str, prefix: str = "") -> float:
     value = _require(state, name, prefix)
-    if not _is_real(value) or not math.isfinite(value):
+    if not is_real(value) or not math.isfinite(value):
         raise ValueError(f"`{prefix}{name}` must be a finite number, got {_describe(value)}.")
     return float(value)
 

@@ -3,7 +3,7 @@
 The tracker, the config's ``points_needed``, the report, the command line and the docs read this table; nothing
 else lists measures. Adding a measure touches its functional file, its entry here, its test and its doc page.
 
-A :class:`Measure` computes from a :class:`SamplePoint`, which shares the expensive passes between measures
+A :class:`Measure` computes from a :class:`MeasureContext`, which shares the expensive passes between measures
 (detrending, Hilbert phases and DFA are computed once per history by
 :func:`~lightning_dynamics.functional.dynamics_measures`). Every ``compute`` is batched: the same function runs on
 the history ``[L, T]`` and on a batch of null histories ``[n, L, T]`` (the noise floor, docs/method.md sections 7
@@ -12,27 +12,23 @@ and 8b). No Lightning import.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
 from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
 
 from lightning_dynamics.functional import (
-    DynamicsMeasures,
-    dynamics_measures,
     median_relative_change,
     min_points,
-    stability_index,
     surrogate_histories,
 )
 from lightning_dynamics.functional.change import min_relative_change_length
+from lightning_dynamics.measures.context import MeasureContext
 
 if TYPE_CHECKING:
-    from lightning_dynamics.config import DynamicsConfig
+    from lightning_dynamics.measures.config import DynamicsConfig
 
 Group = Literal["default", "complexity"]
 NullKind = Literal["phase", "shuffle"]
@@ -41,51 +37,6 @@ NULL_SUFFIXES = ("_null_lo", "_null_hi")
 # smallest and k-th largest values, k = max(1, floor(0.025 (n + 1))); under the null the data's value falls outside
 # with probability 2k / (n + 1): 5% for n = 39 (the default, edges = min and max), 10% for n = 19.
 NULL_LEVEL = 0.05
-
-
-class SamplePoint:
-    """What one sample point's measures share, computed lazily and once: a history ``x: [..., L, T]``.
-
-    Args:
-        x: the history (or a batch of null histories), on its device.
-        config: the measures' settings; ``history_window`` is applied here.
-    """
-
-    def __init__(self, x: Tensor, config: DynamicsConfig) -> None:
-        self.config = config
-        self.full = x
-        self.x = x if config.history_window is None else x[..., -config.history_window :]
-        self.n_points = x.shape[-1]
-
-    @cached_property
-    def cross_layer(self) -> DynamicsMeasures:
-        """Integration, alpha, metastability, synchrony and phase integration in one pass (shared phases)."""
-        cfg = self.config
-        return dynamics_measures(
-            self.x,
-            detrend=cfg.detrend,
-            pad=cfg.pad,
-            h_opt=cfg.h_opt,
-            sigma=cfg.sigma,
-            include_phase_integration=cfg.compute_phase_integration,
-        )
-
-    @cached_property
-    def stability(self) -> Tensor:
-        """The stability index of the last ``window`` points (docs/method.md section 6)."""
-        cfg = self.config
-        return stability_index(
-            self.full[..., -cfg.window :],
-            window=cfg.window,
-            weights=cfg.weights,
-            detrend=cfg.detrend,
-            pad=cfg.pad,
-            h_opt=cfg.h_opt,
-            sigma=cfg.sigma,
-        )[..., -1]
-
-    def nan(self) -> Tensor:
-        return torch.full(self.x.shape[:-2], math.nan, dtype=self.x.dtype, device=self.x.device)
 
 
 @dataclass(frozen=True)
@@ -101,7 +52,7 @@ class Measure:
         null: the noise floor computed from the run's own history: ``"phase"`` (phase-randomised surrogates: keep
             each layer's spectrum, destroy the coupling), ``"shuffle"`` (time shuffles of the detrended series:
             destroy the temporal correlations that alpha reads) or ``None`` (a count or a diagnostic; no null).
-        compute: ``SamplePoint -> Tensor`` of the point's batch shape; ``None`` for values the tracker fills
+        compute: ``MeasureContext -> Tensor`` of the point's batch shape; ``None`` for values the tracker fills
             itself (``nonfinite`` from the summaries, ``stability_volatility`` from the logged series).
     """
 
@@ -111,7 +62,7 @@ class Measure:
     points_needed: Callable[[DynamicsConfig], int]
     bounds: tuple[float, float] | None = None
     null: NullKind | None = None
-    compute: Callable[[SamplePoint], Tensor] | None = None
+    compute: Callable[[MeasureContext], Tensor] | None = None
 
     @property
     def null_keys(self) -> tuple[str, ...]:
@@ -133,24 +84,24 @@ def _complexity_points(config: DynamicsConfig) -> int:
     return max(complexity_min_points(config.detrend).values())
 
 
-def _cross(field: str) -> Callable[[SamplePoint], Tensor]:
-    def compute(point: SamplePoint) -> Tensor:
+def _cross(field: str) -> Callable[[MeasureContext], Tensor]:
+    def compute(point: MeasureContext) -> Tensor:
         return getattr(point.cross_layer, field).to(point.x.dtype)
 
     compute.__qualname__ = f"cross_layer.{field}"
     return compute
 
 
-def _stability(point: SamplePoint) -> Tensor:
+def _stability(point: MeasureContext) -> Tensor:
     return point.stability if point.n_points >= point.config.window else point.nan()
 
 
-def _relative_change(point: SamplePoint) -> Tensor:
+def _relative_change(point: MeasureContext) -> Tensor:
     return median_relative_change(point.x, point.config.window)
 
 
-def _complexity(key: str) -> Callable[[SamplePoint], Tensor]:
-    def compute(point: SamplePoint) -> Tensor:
+def _complexity(key: str) -> Callable[[MeasureContext], Tensor]:
+    def compute(point: MeasureContext) -> Tensor:
         from lightning_dynamics.functional import history_complexity
 
         per_layer = history_complexity(point.x.double(), detrend=point.config.detrend)[key]
@@ -296,7 +247,7 @@ def reliable_points(name: str) -> int | None:
     return int(value) if value is not None else None
 
 
-def compute_measures(point: SamplePoint, names: tuple[str, ...]) -> dict[str, Tensor]:
+def compute_measures(point: MeasureContext, names: tuple[str, ...]) -> dict[str, Tensor]:
     """``{name: value}`` of the named measures that compute from the history, on its device, no host sync."""
     out = {}
     for name in names:
@@ -331,7 +282,7 @@ def null_bands(
         if kind == "shuffle" and "stability_index" in wanted:
             window = x[..., -max(config.window, window.shape[-1]) :]
         histories = surrogate_histories(window, n, method=kind, detrend=config.detrend, generator=generator)
-        values = compute_measures(SamplePoint(histories, config), wanted)
+        values = compute_measures(MeasureContext(histories, config), wanted)
         k = max(1, int(NULL_LEVEL / 2 * (n + 1)))
         for name, batch in values.items():
             ordered = batch.sort(dim=0).values  # NaN sorts last: a NaN surrogate widens the band, never narrows it

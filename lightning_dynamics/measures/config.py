@@ -10,18 +10,16 @@ No Lightning import.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from torch import nn
-
 from lightning_dynamics.capture.summaries import SUMMARY_CHOICES
-from lightning_dynamics.functional._checks import check_choice
 from lightning_dynamics.functional.detrend import DETREND_CHOICES
 from lightning_dynamics.functional.hilbert import PAD_CHOICES
 from lightning_dynamics.functional.integration import H_OPT, SIGMA
 from lightning_dynamics.functional.stability import DEFAULT_VOLATILITY_WINDOW, DEFAULT_WINDOW
+from lightning_dynamics.measures.registry import MEASURES, measure_names, null_keys
+from lightning_dynamics.validation import check_bool, check_choice, check_finite_real, check_int, is_int, is_real
 
 # The integration map of Ugail & Howard (arXiv:2512.10972): H_eff optimum and width (docs/method.md section 5).
 DEFAULT_H_OPT = H_OPT
@@ -39,134 +37,8 @@ DEFAULT_POINTS_PER_EPOCH = 32
 DEFAULT_HISTORY_WINDOW = 1024
 # Surrogates per noise floor (docs/method.md section 7): 39 puts a 95% band's edges at the 1st and 39th values.
 DEFAULT_NULL_SURROGATES = 39
-# Largest timeout a process group accepts without overflowing (a year, in seconds).
-MAX_TIMEOUT_S = 365 * 24 * 3600.0
 # The shortest window DFA accepts with the default scales: 3 scales of >= 2 segments (docs/method.md section 4).
 MIN_WINDOW = 16
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> int | None:
-    """``value`` as an int ``>= minimum`` (or None where allowed); a ValueError naming ``name`` otherwise."""
-    if value is None and allow_none:
-        return None
-    if not _is_int(value) or value < minimum:
-        allowed = f"an integer >= {minimum}" + (" or None" if allow_none else "")
-        raise ValueError(f"`{name}` must be {allowed}, got {value!r}.")
-    return int(value)
-
-
-def check_finite_real(
-    name: str,
-    value: Any,
-    positive: bool = False,
-    minimum: float | None = None,
-    maximum: float | None = None,
-    allow_none: bool = False,
-) -> float | None:
-    """``value`` as a finite float (``> 0`` if ``positive``, within ``[minimum, maximum]``; None where allowed);
-    a ValueError naming ``name``, the value and what is allowed otherwise.
-
-    Example:
-        >>> check_finite_real("h_opt", 1e30, minimum=0.0, maximum=2.0)
-        Traceback (most recent call last):
-        ...
-        ValueError: `h_opt` must be a finite number in [0.0, 2.0], got 1e+30.
-    """
-    if value is None and allow_none:
-        return None
-    bad = not _is_real(value) or not math.isfinite(value) or (positive and value <= 0)
-    bad = bad or (minimum is not None and value < minimum) or (maximum is not None and value > maximum)
-    if bad:
-        allowed = "a finite number" + (" > 0" if positive else "")
-        if minimum is not None or maximum is not None:
-            allowed += f" in [{'-inf' if minimum is None else minimum}, {'inf' if maximum is None else maximum}]"
-        raise ValueError(f"`{name}` must be {allowed + (' or None' if allow_none else '')}, got {value!r}.")
-    return float(value)
-
-
-def check_bool(name: str, value: Any) -> bool:
-    """``value`` if it is ``True`` or ``False``; a ValueError naming ``name`` otherwise (no truthiness).
-
-    Example:
-        >>> check_bool("save_history", "x")
-        Traceback (most recent call last):
-        ...
-        ValueError: `save_history` must be True or False, got 'x'.
-    """
-    if not isinstance(value, bool):
-        raise ValueError(f"`{name}` must be True or False, got {value!r}.")
-    return value
-
-
-def check_prefix(name: str, value: Any) -> str:
-    """A logging prefix: a non-empty name without ``/`` (keys are ``<prefix>/<measure>``)."""
-    if not isinstance(value, str) or not value or "/" in value or value != value.strip():
-        raise ValueError(f"`{name}` must be a non-empty name without '/' or surrounding spaces, got {value!r}.")
-    return value
-
-
-def check_layers(layers: Any) -> Any:
-    """Validate a layer selection: ``"auto"``, ``"all"``, one module name or pattern, a non-empty list of
-    names/patterns/module types/predicates, or a predicate ``(name, module) -> bool``.
-
-    Example:
-        >>> check_layers(123)  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        ValueError: `layers` must be 'auto', 'all', a module name or pattern, ... got 123.
-    """
-    if isinstance(layers, str):
-        if not layers:
-            raise ValueError("`layers` must not be an empty string; use 'auto', 'all' or a module name.")
-        return layers  # "auto", "all", or one module name / fnmatch pattern
-    if callable(layers) and not isinstance(layers, type):
-        return layers
-    if isinstance(layers, (list, tuple)):
-        if not layers:
-            raise ValueError("`layers` must not be an empty list; use 'auto' or name at least one module.")
-        for item in layers:
-            is_module_type = isinstance(item, type) and issubclass(item, nn.Module)
-            if not (isinstance(item, str) or is_module_type or (callable(item) and not isinstance(item, type))):
-                raise ValueError(
-                    "`layers` entries must be module names, fnmatch patterns, nn.Module subclasses or predicates, "
-                    f"got {item!r} in {layers!r}."
-                )
-        return list(layers)
-    raise ValueError(
-        "`layers` must be 'auto', 'all', a module name or pattern, a list of module names/patterns/nn.Module types, "
-        "or a predicate "
-        f"(name, module) -> bool, got {layers!r}."
-    )
-
-
-def layers_key(layers: Any) -> str:
-    """A description of a layer selection that is the same in every process (no memory addresses).
-
-    Used in state keys: a predicate is named by its module and qualified name, so a resumed run finds its state.
-
-    Example:
-        >>> layers_key(["fc*", nn.Linear])
-        "['fc*', 'torch.nn.modules.linear.Linear']"
-        >>> layers_key(lambda name, module: True)
-        'lightning_dynamics.config.<lambda>'
-    """
-    if isinstance(layers, str):
-        return layers
-    if isinstance(layers, (list, tuple)):
-        return repr([item if isinstance(item, str) else _callable_key(item) for item in layers])
-    return _callable_key(layers)
-
-
-def _callable_key(function: Callable[..., Any]) -> str:
-    return f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', type(function).__name__)}"
 
 
 @dataclass(frozen=True)
@@ -224,13 +96,13 @@ class DynamicsConfig:
         check_choice("summary", self.summary, SUMMARY_CHOICES)
         check_choice("detrend", self.detrend, DETREND_CHOICES)
         check_choice("pad", self.pad, PAD_CHOICES)
-        if not _is_int(self.window) or self.window < MIN_WINDOW:
+        if not is_int(self.window) or self.window < MIN_WINDOW:
             raise ValueError(
                 f"`window` must be an integer >= {MIN_WINDOW} (DFA needs at least 3 scales of >= 2 segments), "
                 f"got {self.window!r}."
             )
         check_int("volatility_window", self.volatility_window, 2)
-        if self.history_window is not None and (not _is_int(self.history_window) or self.history_window < MIN_WINDOW):
+        if self.history_window is not None and (not is_int(self.history_window) or self.history_window < MIN_WINDOW):
             raise ValueError(
                 f"`history_window` must be None or an integer >= {MIN_WINDOW} (the stability window's minimum), "
                 f"got {self.history_window!r}."
@@ -239,7 +111,7 @@ class DynamicsConfig:
         if (
             not isinstance(weights, (tuple, list))
             or len(weights) != 2
-            or not all(_is_real(w) and math.isfinite(w) and w >= 0 for w in weights)
+            or not all(is_real(w) and math.isfinite(w) and w >= 0 for w in weights)
             or abs(float(weights[0]) + float(weights[1]) - 1.0) > 1e-9
         ):
             raise ValueError(
@@ -259,23 +131,17 @@ class DynamicsConfig:
     def points_needed(self) -> dict[str, int]:
         """Sample points before each measure this config computes is first defined (NaN, and not logged, before).
 
-        Read from :data:`lightning_dynamics.measure_registry.MEASURES`. With epoch sampling the measures are
+        Read from :data:`lightning_dynamics.measures.registry.MEASURES`. With epoch sampling the measures are
         computed at each epoch's last point, so a measure appears at the first epoch end with this many points.
         """
-        from lightning_dynamics.measure_registry import MEASURES
-
         return {name: m.points_needed(self) for name, m in MEASURES.items() if name in self.measure_names()}
 
     def measure_names(self) -> tuple[str, ...]:
         """The measures computed with this config: the default group, plus the complexity group when asked for."""
-        from lightning_dynamics.measure_registry import measure_names
-
         return measure_names("default") + (measure_names("complexity") if self.complexity_every_n_samples else ())
 
     def logged_keys(self) -> tuple[str, ...]:
         """Every series the tracker records: the measures and, with noise floors on, their null bands."""
-        from lightning_dynamics.measure_registry import null_keys
-
         names = self.measure_names()
         return names + (null_keys(names) if self.null_surrogates else ())
 

@@ -1,0 +1,13 @@
+"""The framework-neutral loop: when to sample, what to record, and how processes agree (no Lightning import).
+
+:class:`DynamicsTracker` runs the one-way flow (hooks -> summaries -> history -> measures -> readings -> log points)
+for any training loop; the adapters in :mod:`lightning_dynamics.callbacks` only map their framework's hooks onto it.
+:class:`SampleSchedule` decides when a sample point is taken; :mod:`~lightning_dynamics.tracking.distributed` is the
+DDP rendezvous.
+"""
+
+from lightning_dynamics.tracking.distributed import DistributedMismatchError, StoreRendezvous
+from lightning_dynamics.tracking.schedule import SampleSchedule
+from lightning_dynamics.tracking.tracker import DynamicsTracker, LogPoint
+
+__all__ = ["DistributedMismatchError", "DynamicsTracker", "LogPoint", "SampleSchedule", "StoreRendezvous"]
