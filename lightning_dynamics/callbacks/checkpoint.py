@@ -21,7 +21,7 @@ from torch import Tensor
 
 from lightning_dynamics.callbacks.keys import find_producer, full_key
 from lightning_dynamics.callbacks.monitor import DynamicsMonitor
-from lightning_dynamics.validation import check_choice, check_int
+from lightning_dynamics.validation import check_bool, check_choice, check_int
 
 
 class DynamicsModelCheckpoint(ModelCheckpoint):
@@ -73,8 +73,7 @@ class DynamicsModelCheckpoint(ModelCheckpoint):
             ("auto_insert_metric_name", auto_insert_metric_name),
             ("enable_version_counter", enable_version_counter),
         ):
-            if not isinstance(value, bool):
-                raise ValueError(f"`{name}` must be True or False, got {value!r}.")
+            check_bool(name, value)
         if not (save_last is None or isinstance(save_last, bool) or save_last == "link"):
             raise ValueError(f"`save_last` must be True, False, None or 'link', got {save_last!r}.")
         every_n_epochs = check_int("every_n_epochs", every_n_epochs, 0, allow_none=True)

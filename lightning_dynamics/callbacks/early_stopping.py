@@ -24,7 +24,16 @@ from lightning_dynamics.callbacks.keys import (
 )
 from lightning_dynamics.callbacks.monitor import DynamicsMonitor
 from lightning_dynamics.decisions.stopping import DynamicsStoppingReason, RelativeChangeRule, VolatilityDropRule
-from lightning_dynamics.validation import check_bool, check_int
+from lightning_dynamics.validation import (
+    ANY_DICT,
+    Choice,
+    Default,
+    Int,
+    OrNone,
+    Str,
+    check_bool,
+    check_state,
+)
 
 
 class DynamicsEarlyStopping(pl.Callback):
@@ -218,32 +227,18 @@ class DynamicsEarlyStopping(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; every field is checked, and a ValueError names the one that is wrong."""
-        where = "DynamicsEarlyStopping checkpoint state"
-        if not isinstance(state_dict, dict):
-            raise ValueError(f"{where} must be a dict, got {type(state_dict).__name__}.")
-        expected = {"rule", "stopped_epoch", "stopping_reason", "stopping_reason_message", "seen_samples"}
-        missing = expected - set(state_dict)
-        if missing:
-            raise ValueError(f"{where} lacks {sorted(missing)}; got keys {sorted(state_dict)}.")
-        rule_state = state_dict["rule"]
-        if not isinstance(rule_state, dict):
-            raise ValueError(f"{where} `rule` must be a dict, got {rule_state!r}.")
-        stopped_epoch = check_int("stopped_epoch", state_dict["stopped_epoch"], 0)
-        seen_samples = check_int("seen_samples", state_dict["seen_samples"], 0)
-        waited_checks = check_int("waited_checks", state_dict.get("waited_checks", 0), 0)
-        try:
-            reason = DynamicsStoppingReason(state_dict["stopping_reason"])
-        except ValueError:
-            allowed = [r.value for r in DynamicsStoppingReason]
-            raise ValueError(
-                f"{where} `stopping_reason` must be one of {allowed}, got {state_dict['stopping_reason']!r}."
-            ) from None
-        message = state_dict["stopping_reason_message"]
-        if message is not None and not isinstance(message, str):
-            raise ValueError(f"{where} `stopping_reason_message` must be a string or None, got {message!r}.")
+        schema = {
+            "rule": ANY_DICT,  # the rule checks its own fields
+            "stopped_epoch": Int(0),
+            "stopping_reason": Choice([r.value for r in DynamicsStoppingReason]),
+            "stopping_reason_message": OrNone(Str()),
+            "seen_samples": Int(0),
+            "waited_checks": Default(Int(0), 0),
+        }
+        rule_state, stopped_epoch, reason, message, seen_samples, waited_checks = check_state(
+            state_dict, schema, "DynamicsEarlyStopping checkpoint state"
+        ).values()
         self.rule.load_state_dict(rule_state)  # checks its own fields
-        self.stopped_epoch = int(stopped_epoch or 0)
-        self.stopping_reason = reason
+        self.stopped_epoch, self.stopping_reason = stopped_epoch, DynamicsStoppingReason(reason)
         self.stopping_reason_message = message
-        self._seen_samples = int(seen_samples or 0)
-        self.waited_checks = int(waited_checks or 0)
+        self._seen_samples, self.waited_checks = seen_samples, waited_checks

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from lightning_dynamics.callbacks.keys import full_key
 from lightning_dynamics.decisions.lyapunov import DEFAULT_D0, DEFAULT_RENORM_EVERY, TwinTrajectory, check_duty
-from lightning_dynamics.validation import check_choice
+from lightning_dynamics.validation import ANY_DICT, ListOf, Real, check_choice, check_state
 
 LossFn = Callable[[pl.LightningModule, Any, int], Tensor]
 
@@ -245,16 +245,8 @@ class LyapunovMonitor(Callback):
         """Restore :meth:`state_dict`: every field is checked here, at restore (a ValueError naming the field)."""
         if not state_dict:
             return
-        if not isinstance(state_dict, Mapping):
-            raise ValueError(f"The LyapunovMonitor state must be a dict, got {type(state_dict).__name__}.")
-        for name in ("twin", "epoch_exponents"):
-            if name not in state_dict:
-                raise ValueError(f"`{name}` is missing from the saved LyapunovMonitor state.")
-        epochs = state_dict["epoch_exponents"]
-        if not isinstance(epochs, list) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in epochs
-        ):
-            raise ValueError(f"`epoch_exponents` must be a list of numbers, got {epochs!r:.80}.")
+        schema = {"twin": ANY_DICT, "epoch_exponents": ListOf(Real(nan=True, neg_inf=True, pos_inf=True))}
+        twin_state, epochs = check_state(state_dict, schema, "The LyapunovMonitor state").values()
         twin = TwinTrajectory(
             d0=self.twin.d0,
             renorm_every=self.twin.renorm_every,
@@ -263,7 +255,7 @@ class LyapunovMonitor(Callback):
             duty_period=self.twin.duty_period,
             warmup=self.twin.warmup,
         )
-        twin.load_state_dict(state_dict["twin"])  # raises, naming the field, before anything here changes
+        twin.load_state_dict(twin_state)  # raises, naming the field, before anything here changes
         shapes = sorted(twin.trainable_shapes())
         if self._trainable_shapes is not None and shapes and shapes != self._trainable_shapes:
             raise ValueError(

@@ -23,7 +23,20 @@ import torch
 from torch import Tensor
 
 from lightning_dynamics.capture.summaries import SUMMARY_CHOICES
-from lightning_dynamics.validation import is_count, is_real
+from lightning_dynamics.validation import (
+    Choice,
+    Constrained,
+    Default,
+    DictOf,
+    Int,
+    ListOf,
+    Series,
+    Str,
+    TensorOf,
+    check_state,
+    check_value,
+    field_error,
+)
 
 HISTORY_FORMAT_VERSION = 3
 READABLE_FORMAT_VERSIONS = (1, 2, 3)
@@ -224,27 +237,7 @@ def validate_point_series(series_by_key: Any, n_points: int, where: str, group: 
         ValueError: naming ``group`` and the key: not a dict, a non-string key, a series of another
             length or holding something other than numbers (strings, ``None``, nested lists).
     """
-    if not isinstance(series_by_key, dict):
-        raise ValueError(f"{where}: `{group}` must be a dict of per-point series, got {type(series_by_key).__name__}.")
-    for key, series in series_by_key.items():
-        if not isinstance(key, str):
-            raise ValueError(f"{where}: `{group}` keys must be strings, got {key!r}.")
-        if isinstance(series, Tensor):
-            if series.ndim != 1 or series.is_complex() or series.dtype == torch.bool:
-                raise ValueError(
-                    f"{where}: `{group}[{key!r}]` must be a 1-d real tensor, got {series.dtype} of shape "
-                    f"{tuple(series.shape)}."
-                )
-        elif isinstance(series, (list, tuple)):
-            bad = [v for v in series if not is_real(v)]
-            if bad:
-                raise ValueError(f"{where}: `{group}[{key!r}]` must hold numbers, found {bad[0]!r}.")
-        else:
-            raise ValueError(
-                f"{where}: `{group}[{key!r}]` must be a list or 1-d tensor of numbers, got {type(series).__name__}."
-            )
-        if len(series) != n_points:
-            raise ValueError(f"{where}: `{group}[{key!r}]` has {len(series)} values for {n_points} sample points.")
+    check_value(group, series_by_key, DictOf(Series(n_points)), where)
 
 
 def validate_history_state(state: Any, where: str = "the dynamics history") -> None:
@@ -259,65 +252,54 @@ def validate_history_state(state: Any, where: str = "the dynamics history") -> N
     Raises:
         ValueError: the first field that is missing, of the wrong type or inconsistent, by name.
     """
-    if not isinstance(state, dict):
-        raise ValueError(f"{where} is not a dict of a dynamics history (got {type(state).__name__}).")
+    check_state(state, {}, where)
     version = state.get("format_version")
     if isinstance(version, bool) or version not in READABLE_FORMAT_VERSIONS:
         raise ValueError(
             f"{where} has format version {version!r}; this version of lightning_dynamics reads "
             f"{list(READABLE_FORMAT_VERSIONS)}. Start a fresh history (drop the callback state from the checkpoint)."
         )
-    required = ("layer_names", "summary", "values", "epochs", "steps") + (("segments",) if version >= 3 else ())
-    missing = [key for key in required if key not in state]
-    if missing:
-        raise ValueError(f"{where} lacks {missing}.")
-    names, values, summary = state["layer_names"], state["values"], state["summary"]
-    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
-        raise ValueError(f"{where}: `layer_names` must be a list of strings, got {type(names).__name__}.")
-    if not isinstance(summary, str) or summary not in SUMMARY_CHOICES:
-        raise ValueError(f"{where}: `summary` must be one of {SUMMARY_CHOICES}, got {summary!r}.")
-    if not isinstance(values, Tensor) or values.ndim != 2 or not values.is_floating_point():
-        shape = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
-        raise ValueError(f"{where}: `values` must be a floating-point [L, T] tensor, got {shape}.")
+    layout = {
+        "layer_names": ListOf(Str()),
+        "summary": Choice(SUMMARY_CHOICES),
+        "values": TensorOf(ndim=2, floating=True),
+    }
+    names, _, values = check_state(state, layout, where).values()
     if values.shape[0] != len(names):
-        raise ValueError(
-            f"{where}: `values` has {values.shape[0]} rows but there are {len(names)} layer names; "
-            "the state is corrupt or was edited."
+        raise field_error(
+            where,
+            "values",
+            f"has {values.shape[0]} rows but there are {len(names)} layer names; the state is corrupt or was edited",
         )
-    n_points = values.shape[1]
+    n = values.shape[1]
+    segments = Constrained(
+        ListOf(Int(0)),
+        lambda s: list(s[:1]) == [0] and all(a < b for a, b in itertools.pairwise(s)) and (s[-1] < n or len(s) == 1),
+        "the sample indices where each fit begins: integers starting at 0, increasing, each below the "
+        f"{n} sample points",
+    )
+    series = ListOf(Int(0), length=n, each="sample point")
+    check_state(
+        state,
+        {
+            "epochs": series,
+            "steps": series,
+            "segments": segments if version >= 3 else Default(segments, [0]),
+            "metrics": Default(DictOf(Series(n)), {}),
+            "logged": Default(DictOf(Series(n)), {}),
+        },
+        where,
+    )
+    bounds = [*history_segments(state), n]
     for key in ("epochs", "steps"):
-        series: Any = state[key]
-        if not isinstance(series, (list, tuple)) or len(series) != n_points:
-            length = len(series) if isinstance(series, (list, tuple)) else type(series).__name__
-            raise ValueError(f"{where}: `{key}` must list one entry per sample point ({n_points}), got {length}.")
-        if not all(is_count(v) for v in series):
-            bad = next(v for v in series if not is_count(v))
-            raise ValueError(f"{where}: `{key}` must be non-negative integers, found {bad!r}.")
-    segments: Any = state.get("segments", [0])
-    if (
-        not isinstance(segments, (list, tuple))
-        or not segments
-        or not all(is_count(s) for s in segments)
-        or segments[0] != 0
-        or any(b <= a for a, b in itertools.pairwise(segments))
-        or (n_points > 0 and segments[-1] >= n_points)
-        or (n_points == 0 and len(segments) > 1)
-    ):
-        raise ValueError(
-            f"{where}: `segments` must be the sample indices where each fit begins: integers starting at 0, "
-            f"increasing, each below the {n_points} sample points; got {segments!r}."
-        )
-    bounds = [*history_segments(state), n_points]
-    for key in ("epochs", "steps"):
-        series = state[key]
         for begin, end in itertools.pairwise(bounds):
-            if any(b < a for a, b in itertools.pairwise(series[begin:end])):
-                raise ValueError(
-                    f"{where}: `{key}` must be non-decreasing within each fit (sample points are in time order; "
-                    f"`segments` = {bounds[:-1]} marks where each fit begins)."
+            if any(b < a for a, b in itertools.pairwise(state[key][begin:end])):
+                raise field_error(
+                    where,
+                    key,
+                    "must be non-decreasing within each fit (sample points are in time order; "
+                    f"`segments` = {bounds[:-1]} marks where each fit begins)",
                 )
-    for group in ("metrics", "logged"):
-        validate_point_series(state.get(group, {}), n_points, where, group)
 
 
 def nan_padded(values: list[float], length: int) -> Tensor:

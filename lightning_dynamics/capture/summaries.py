@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_dynamics.validation import is_count
+from lightning_dynamics.validation import Bool, Default, Int, ListOf, TensorOf, check_state
 
 SUMMARY_CHOICES = ("rms", "mean", "abs_mean", "std")
 
@@ -230,42 +230,18 @@ class SummaryAccumulator:
                 of shape ``[L, k + 1]``, ``counts`` not ``L`` non-negative integers, ``shift`` not ``L``
                 finite floats, ``scaled`` not ``L`` booleans.
         """
-        if not isinstance(state, dict):
-            raise ValueError(f"{where} is not a dict of partial sums (got {type(state).__name__}).")
-        missing = [key for key in ("sums", "counts") if key not in state]
-        if missing:
-            raise ValueError(f"{where} lacks {missing}.")
         n = self.n_layers
-        sums, counts = state["sums"], state["counts"]
-        if not isinstance(sums, Tensor) or not sums.is_floating_point() or sums.shape != self.sums.shape:
-            got = f"{sums.dtype} of shape {tuple(sums.shape)}" if isinstance(sums, Tensor) else type(sums).__name__
-            raise ValueError(
-                f"{where}: `sums` must be a floating-point tensor of shape {tuple(self.sums.shape)} (layers x "
-                f"sums of {self.summary!r}), got {got}."
-            )
-        if not isinstance(counts, (list, tuple)) or len(counts) != n or not all(is_count(c) for c in counts):
-            raise ValueError(f"{where}: `counts` must be {n} non-negative integers, got {_shown(counts)}.")
-        shift = state.get("shift", torch.zeros(n))
-        if (
-            not isinstance(shift, Tensor)
-            or not shift.is_floating_point()
-            or shift.shape != (n,)
-            or not bool(torch.isfinite(shift).all())
-        ):
-            got = f"{shift.dtype} of shape {tuple(shift.shape)}" if isinstance(shift, Tensor) else type(shift).__name__
-            raise ValueError(f"{where}: `shift` must be a finite floating-point tensor of shape ({n},), got {got}.")
-        scaled = state.get("scaled", [False] * n)
-        if not isinstance(scaled, (list, tuple)) or len(scaled) != n or not all(isinstance(f, bool) for f in scaled):
-            raise ValueError(f"{where}: `scaled` must be {n} booleans (one per layer), got {_shown(scaled)}.")
+        schema = {
+            "sums": TensorOf(shape=self.sums.shape, floating=True),
+            "counts": ListOf(Int(0), length=n, each="layer"),
+            "shift": Default(TensorOf(shape=(n,), floating=True, finite=True), torch.zeros(n)),
+            "scaled": Default(ListOf(Bool(), length=n, each="layer"), [False] * n),
+        }
+        sums, counts, shift, scaled = check_state(state, schema, where).values()
         self.sums.copy_(sums.to(self.sums))
         self.count_sums.copy_(torch.tensor([float(c) for c in counts], dtype=self.count_sums.dtype))
         self.shift.copy_(shift.to(self.shift))
         self.scaled = list(scaled)
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def _reduction_dtype(a: Tensor) -> torch.dtype:

@@ -44,7 +44,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_dynamics.validation import check_bool, check_finite_real, check_int
+from lightning_dynamics.validation import (
+    ANY_DICT,
+    Equals,
+    Int,
+    ListOf,
+    check_bool,
+    check_finite_real,
+    check_int,
+    check_state,
+    field_error,
+    shown,
+)
 
 STATE_VERSION = 1
 #: The key of the frozen-layer count in the tracker's ``logged`` series (under its prefix): one value per
@@ -459,37 +470,23 @@ class LayerFreezer:
             self._restore(state)
 
     def _restore(self, state: dict[str, Any]) -> None:
-        def bad(name: str, value: Any, allowed: str) -> ValueError:
-            return ValueError(f"LayerFreezer: the checkpoint's `{name}` is {value!r}; expected {allowed}.")
-
-        if state.get("version") != STATE_VERSION:
-            raise bad("version", state.get("version"), f"{STATE_VERSION}")
-        names = state.get("layer_names")
-        if names != self._layer_names:
-            raise bad("layer_names", names, f"the monitored layers {self._layer_names!r}")
-        n_frozen = state.get("n_frozen")
-        if not isinstance(n_frozen, int) or isinstance(n_frozen, bool) or not 0 <= n_frozen <= len(names):
-            raise bad("n_frozen", n_frozen, f"an integer in [0, {len(names)}]")
-        streaks = state.get("streaks")
-        if (
-            not isinstance(streaks, list)
-            or len(streaks) != len(names)
-            or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in streaks)
-        ):
-            raise bad("streaks", streaks, f"{len(names)} non-negative integers")
-        checked = state.get("checked_samples")
-        if not isinstance(checked, int) or isinstance(checked, bool) or checked < 0:
-            raise bad("checked_samples", checked, "a non-negative integer")
-        settings = state.get("settings")
-        if settings != self._settings():
-            raise bad("settings", settings, f"this freezer's settings {self._settings()!r}")
-        events = state.get("events")
+        where, n = "LayerFreezer: the checkpoint", len(self._layer_names)
+        schema = {
+            "version": Equals(STATE_VERSION, "this release's freezer state"),
+            "layer_names": Equals(self._layer_names, "the monitored layers"),
+            "n_frozen": Int(0, n),
+            "streaks": ListOf(Int(0), length=n, each="monitored layer"),
+            "checked_samples": Int(0),
+            "settings": Equals(self._settings(), "this freezer's settings"),
+            "events": ListOf(ANY_DICT),
+        }
+        _, _, n_frozen, streaks, checked, _, events = check_state(state, schema, where).values()
         try:
-            parsed = [FreezeEvent(**event) for event in events]  # type: ignore[union-attr]
+            parsed = [FreezeEvent(**event) for event in events]
         except TypeError:
-            raise bad("events", events, "a list of freeze events") from None
+            raise field_error(where, "events", f"must be a list of freeze events, got {shown(events)}") from None
         if sum(len(e.layers) for e in parsed) != n_frozen:
-            raise bad("events", events, f"events that freeze {n_frozen} layers in all")
+            raise field_error(where, "events", f"must freeze {n_frozen} layers in all, got {shown(events)}")
         self.streaks = list(streaks)
         self.checked_samples = checked
         self.events = []

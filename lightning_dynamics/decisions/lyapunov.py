@@ -31,7 +31,25 @@ from typing import Any, TypeGuard
 import torch
 from torch import Tensor, nn
 
-from lightning_dynamics.validation import check_bool, check_finite_real, check_int, is_real
+from lightning_dynamics.validation import (
+    ANY_DICT,
+    Bool,
+    Constrained,
+    DictOf,
+    Equals,
+    Int,
+    Kind,
+    ListOf,
+    OrNone,
+    Real,
+    StateSchema,
+    TensorOf,
+    check_bool,
+    check_finite_real,
+    check_int,
+    check_state,
+    field_error,
+)
 
 # Relative separation kept at every renormalisation. Float32 rounding adds spurious growth that falls as d0 grows:
 # on digits (benchmarks/lyapunov.md, SmallMLP, plain SGD, 20 epochs) lambda at lr 0.01 was 1.1e-4 in float64
@@ -44,6 +62,7 @@ WEIGHTS = "weights"  # the name of the parameters' block in the separation metri
 _MAX_SEED = 2**63 - 1
 # Optimizer-state fields that are non-negative by construction (running sums and averages of squares, Adamax's
 # infinity norm): a renormalised shadow keeps them non-negative.
+_SETTINGS = ("d0", "renorm_every", "seed", "duty_on", "duty_period", "warmup")  # a saved state must match them
 NON_NEGATIVE_STATE = frozenset({"exp_avg_sq", "max_exp_avg_sq", "square_avg", "sum", "acc_delta", "exp_inf"})
 
 
@@ -145,21 +164,24 @@ class PooledSlope:
     def state_dict(self) -> dict[str, float | int]:
         return {name: getattr(self, name) for name in self.FIELDS}
 
-    def load_state_dict(self, state: Any, name: str) -> None:
+    def load_state_dict(self, state: Any, name: str, where: str = "the saved twin trajectory state") -> None:
         """Restore :meth:`state_dict`; a ValueError naming ``name.<field>`` for a missing or invalid field."""
-        if not isinstance(state, Mapping):
-            raise ValueError(f"`{name}` must be a dict with keys {self.FIELDS}, got {type(state).__name__}.")
-        values: dict[str, float | int] = {}
-        for field in self.FIELDS:
-            if field == "n":
-                values[field] = _int_field(state, field, 0, prefix=f"{name}.")
-            else:
-                values[field] = _float_field(state, field, prefix=f"{name}.")
-        for field in ("closed_sxx", "sxx"):
-            if values[field] < 0:
-                raise ValueError(f"`{name}.{field}` must be >= 0 (a sum of squares), got {values[field]!r}.")
-        for field, value in values.items():
+        for field, value in check_state(state, POOLED_SLOPE_STATE, where, field=name).items():
             setattr(self, field, value)
+
+
+#: The state of a :class:`PooledSlope`: its sums of squares are never negative.
+POOLED_SLOPE_STATE = StateSchema(
+    {
+        "closed_sxx": Real(minimum=0.0),
+        "closed_sxy": Real(),
+        "n": Int(0),
+        "mean_x": Real(),
+        "mean_y": Real(),
+        "sxx": Real(minimum=0.0),
+        "sxy": Real(),
+    }
+)
 
 
 class TwinTrajectory:
@@ -663,103 +685,95 @@ class TwinTrajectory:
         Nothing is changed when a field is invalid. The tensors move to the model's device at the next :meth:`attach`
         (which also checks their shapes against the optimizer's parameters).
         """
-        if not isinstance(state, Mapping):
-            raise ValueError(f"The twin trajectory's state must be a dict, got {type(state).__name__}.")
-        for name, ours in (
-            ("d0", self.d0),
-            ("renorm_every", self.renorm_every),
-            ("seed", self.seed),
-            ("duty_on", self.duty_on),
-            ("duty_period", self.duty_period),
-            ("warmup", self.warmup),
-        ):
-            saved = _require(state, name)
-            if saved != ours or isinstance(saved, bool):
-                raise ValueError(f"`{name}` of the saved twin trajectory is {saved!r}; this one has {name}={ours!r}.")
-        running = _require(state, "running")
-        check_bool("running", running)
-        real_steps = _int_field(state, "real_steps", 0)
-        restarts = _int_field(state, "restarts", 0)
-        steps = _int_field(state, "steps", 0)
-        window_steps = _int_field(state, "window_steps", 0)
-        pending = _int_field(state, "pending", 0)
-        if pending >= self.renorm_every or (pending and not running):
-            raise ValueError(
-                f"`pending` must be < renorm_every={self.renorm_every} (and 0 between windows), got {pending}."
-            )
-        if steps + pending > real_steps or window_steps > steps:
-            raise ValueError(
-                f"`steps` ({steps}) + `pending` ({pending}) must be <= `real_steps` ({real_steps}), and `window_steps` "
-                f"({window_steps}) <= `steps`."
-            )
-        sum_log_growth = _float_field(state, "sum_log_growth")
-        window_log_growth = _float_field(state, "window_log_growth")
-        separation0 = _require(state, "separation0")
-        if running and not (is_real(separation0) and math.isfinite(separation0) and separation0 > 0):
-            raise ValueError(f"`separation0` must be a finite number > 0 while a window runs, got {separation0!r}.")
-        if not running and not (is_real(separation0) and math.isnan(separation0)):
-            raise ValueError(f"`separation0` must be NaN between windows, got {separation0!r}.")
-        log_growth = _require(state, "log_growth")
-        if not isinstance(log_growth, list) or not all(is_real(g) for g in log_growth):
-            raise ValueError(f"`log_growth` must be a list of numbers, got {_describe(log_growth)}.")
-        kappa = _require(state, "kappa")
-        if not isinstance(kappa, Mapping) or not all(
-            isinstance(k, str) and is_real(v) and math.isfinite(v) and v > 0 for k, v in kappa.items()
-        ):
-            raise ValueError(f"`kappa` must map state-field names to finite numbers > 0, got {_describe(kappa)}.")
-        shadow_params = _tensor_list(state, "shadow_params", floating=True)
-        shadow_buffers = _tensor_list(state, "shadow_buffers")
-        shadow_state = _state_list(state, "shadow_state")
-        if running:
-            if not shadow_params:
-                raise ValueError("`shadow_params` must hold the shadow's parameters while a window runs, got [].")
-            if len(shadow_state) != len(shadow_params):
-                raise ValueError(
-                    f"`shadow_state` must hold one dict per parameter ({len(shadow_params)}), got {len(shadow_state)}."
-                )
-            if not all(bool(torch.isfinite(t).all()) for t in shadow_params):
-                raise ValueError("`shadow_params` must be finite (a diverged shadow is never saved).")
-        elif shadow_params or shadow_buffers or shadow_state:
-            raise ValueError("`shadow_params`, `shadow_buffers` and `shadow_state` must be empty between windows.")
-        direction = _require(state, "direction")
-        if direction is not None:
-            if running or not isinstance(direction, Mapping):
-                raise ValueError(
-                    "`direction` must be None while a window runs, else None or a dict with 'params', 'buffers' and "
-                    f"'state', got {_describe(direction)}."
-                )
-            d_params = _tensor_list(direction, "params", floating=True, prefix="direction.")
-            d_buffers = _require(direction, "buffers", prefix="direction.")
-            if not isinstance(d_buffers, list) or not all(b is None or isinstance(b, Tensor) for b in d_buffers):
-                raise ValueError(f"`direction.buffers` must be a list of tensors or None, got {_describe(d_buffers)}.")
-            d_state = _state_list(direction, "state", prefix="direction.")
-            if len(d_state) != len(d_params):
-                raise ValueError(
-                    f"`direction.state` must hold one dict per parameter ({len(d_params)}), got {len(d_state)}."
-                )
-            direction = {"params": d_params, "buffers": d_buffers, "state": d_state}
-        fit, fit_since_mark = PooledSlope(), PooledSlope()
-        fit.load_state_dict(_require(state, "fit"), "fit")
-        fit_since_mark.load_state_dict(_require(state, "fit_since_mark"), "fit_since_mark")
-        # Everything is valid: apply.
-        self.running = running
-        self.real_steps, self.restarts, self.steps, self.window_steps, self.pending = (
-            real_steps,
-            restarts,
-            steps,
-            window_steps,
-            pending,
+        where = "the saved twin trajectory state"
+        running = check_state(state, {"running": Bool()}, where)["running"]  # which of the two schemas applies
+        values = check_state(state, self._state_schema(running), where)
+        pending, real_steps, steps, window_steps = (
+            values[k] for k in ("pending", "real_steps", "steps", "window_steps")
         )
-        self.sum_log_growth, self.window_log_growth = sum_log_growth, window_log_growth
-        self.separation0 = float(separation0)
-        self.log_growth = [float(g) for g in log_growth]
-        self.kappa = {str(k): float(v) for k, v in kappa.items()}
-        self.shadow_params, self.shadow_buffers = list(shadow_params), list(shadow_buffers)
-        self.shadow_state = [dict(s) for s in shadow_state]
+        if pending >= self.renorm_every or (pending and not running):
+            allowed = f"< renorm_every={self.renorm_every} (and 0 between windows)"
+            raise field_error(where, "pending", f"must be {allowed}, got {pending}")
+        if steps + pending > real_steps or window_steps > steps:
+            raise field_error(
+                where,
+                "steps",
+                f"({steps}) + `pending` ({pending}) must be <= `real_steps` ({real_steps}), and "
+                f"`window_steps` ({window_steps}) <= `steps`",
+            )
+        direction = values["direction"]
+        params, states, field = (
+            (values["shadow_params"], values["shadow_state"], "shadow_state")
+            if direction is None
+            else (direction["params"], direction["state"], "direction.state")
+        )
+        if len(states) != len(params):
+            raise field_error(where, field, f"must hold one dict per parameter ({len(params)}), got {len(states)}")
+        fit, fit_since_mark = PooledSlope(), PooledSlope()
+        fit.load_state_dict(values["fit"], "fit")
+        fit_since_mark.load_state_dict(values["fit_since_mark"], "fit_since_mark")
+        # Everything is valid: apply.
+        self.running, self.restarts, self.real_steps, self.steps = running, values["restarts"], real_steps, steps
+        self.window_steps, self.pending = window_steps, pending
+        self.sum_log_growth = float(values["sum_log_growth"])
+        self.window_log_growth = float(values["window_log_growth"])
+        self.separation0 = float(values["separation0"])
+        self.log_growth = [float(g) for g in values["log_growth"]]
+        self.kappa = {str(k): float(v) for k, v in values["kappa"].items()}
+        self.shadow_params, self.shadow_buffers = list(values["shadow_params"]), list(values["shadow_buffers"])
+        self.shadow_state = [dict(s) for s in values["shadow_state"]]
+        if direction is not None:
+            direction = {
+                "params": list(params),
+                "buffers": list(direction["buffers"]),
+                "state": [dict(s) for s in states],
+            }
         self.direction = direction
         self.fit, self.fit_since_mark = fit, fit_since_mark
         if self.optimizer is not None:
             self._check_loaded(self._params())
+
+    def _state_schema(self, running: bool) -> StateSchema:
+        """The fields of :meth:`state_dict`: the settings must be this twin's; a state saved while a window ran
+        holds a finite shadow and no direction, one saved between windows no shadow and maybe a direction."""
+        if running:
+            window: dict[str, Kind] = {
+                "separation0": Real(positive=True),
+                "shadow_params": Constrained(
+                    ListOf(TensorOf(floating=True, finite=True)),
+                    len,
+                    "the shadow's parameters while a window runs: a non-empty list of finite floating-point tensors "
+                    "(a diverged shadow is never saved)",
+                ),
+                "shadow_buffers": ListOf(TensorOf()),
+                "shadow_state": ListOf(ANY_DICT),
+                "direction": Equals(None, "while a window runs"),
+            }
+        else:
+            empty = Equals([], "between windows")
+            direction = {"params": ListOf(TensorOf(floating=True)), "buffers": ListOf(OrNone(TensorOf()))}
+            window = {
+                "separation0": Constrained(Real(nan=True), math.isnan, "NaN between windows"),
+                "shadow_params": empty,
+                "shadow_buffers": empty,
+                "shadow_state": empty,
+                "direction": OrNone(StateSchema({**direction, "state": ListOf(ANY_DICT)})),
+            }
+        counts = ("real_steps", "restarts", "steps", "window_steps", "pending")
+        return StateSchema(
+            {
+                "running": Bool(),
+                **{name: Equals(getattr(self, name), "this twin trajectory's setting") for name in _SETTINGS},
+                **{name: Int(0) for name in counts},
+                "sum_log_growth": Real(),
+                "window_log_growth": Real(),
+                "log_growth": ListOf(Real(nan=True, neg_inf=True, pos_inf=True)),
+                "kappa": DictOf(Real(positive=True)),
+                **window,
+                "fit": POOLED_SLOPE_STATE,
+                "fit_since_mark": POOLED_SLOPE_STATE,
+            }
+        )
 
     def trainable_shapes(self) -> list[tuple[int, ...]]:
         """Shapes of the parameters the loaded state holds (the shadow's or the last direction's), in order."""
@@ -768,48 +782,6 @@ class TwinTrajectory:
 
 
 # -- helpers ------------------------------------------------------------------------------------------------
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else f"{type(value).__name__} {text[:77]}..."
-
-
-def _require(state: Mapping[str, Any], name: str, prefix: str = "") -> Any:
-    if name not in state:
-        raise ValueError(f"`{prefix}{name}` is missing from the saved twin trajectory state.")
-    return state[name]
-
-
-def _int_field(state: Mapping[str, Any], name: str, minimum: int, prefix: str = "") -> int:
-    value = _require(state, name, prefix)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{prefix}{name}` must be an integer >= {minimum}, got {_describe(value)}.")
-    return value
-
-
-def _float_field(state: Mapping[str, Any], name: str, prefix: str = "") -> float:
-    value = _require(state, name, prefix)
-    if not is_real(value) or not math.isfinite(value):
-        raise ValueError(f"`{prefix}{name}` must be a finite number, got {_describe(value)}.")
-    return float(value)
-
-
-def _tensor_list(state: Mapping[str, Any], name: str, floating: bool = False, prefix: str = "") -> list[Tensor]:
-    value = _require(state, name, prefix)
-    kind = "floating-point tensors" if floating else "tensors"
-    if not isinstance(value, list) or not all(
-        isinstance(t, Tensor) and (t.is_floating_point() or not floating) for t in value
-    ):
-        raise ValueError(f"`{prefix}{name}` must be a list of {kind}, got {_describe(value)}.")
-    return value
-
-
-def _state_list(state: Mapping[str, Any], name: str, prefix: str = "") -> list[dict[str, Any]]:
-    value = _require(state, name, prefix)
-    if not isinstance(value, list) or not all(isinstance(s, Mapping) for s in value):
-        raise ValueError(f"`{prefix}{name}` must be a list of per-parameter state dicts, got {_describe(value)}.")
-    return [dict(s) for s in value]
 
 
 def _is_field(value: Any) -> TypeGuard[Tensor]:

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from lightning_dynamics.functional.change import median_relative_change, relative_change_test
-from lightning_dynamics.validation import check_bool, check_finite_real, check_int
+from lightning_dynamics.validation import Int, Real, StateSchema, check_bool, check_finite_real, check_int, check_state
 
 
 class DynamicsStoppingReason(Enum):
@@ -35,6 +35,14 @@ class DynamicsStoppingReason(Enum):
     STOPPING_THRESHOLD = 2
     NON_FINITE_METRIC = 3
     RELATIVE_CHANGE = 4
+
+
+#: The checkpoint state of :class:`RelativeChangeRule` (``statistic`` and ``p_value`` are NaN before a check).
+RELATIVE_CHANGE_STATE = StateSchema(
+    {"wait_count": Int(0), "statistic": Real(nan=True), "p_value": Real(nan=True), "window": Int(0)}
+)
+#: The checkpoint state of :class:`VolatilityDropRule` (``peak`` is -inf before the first value); nothing else.
+VOLATILITY_DROP_STATE = StateSchema({"peak": Real(neg_inf=True), "wait_count": Int(0)}, closed=True)
 
 
 def _check_probability(name: str, value: Any) -> float:
@@ -222,19 +230,9 @@ class RelativeChangeRule:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; every field is checked (a ValueError names the field and the value)."""
-        if not isinstance(state, dict):
-            raise ValueError(f"RelativeChangeRule state must be a dict, got {type(state).__name__}.")
-        missing = {"wait_count", "statistic", "p_value", "window"} - set(state)
-        if missing:
-            raise ValueError(f"RelativeChangeRule state lacks {sorted(missing)}; got keys {sorted(state)}.")
-        wait_count = check_int("wait_count", state["wait_count"], 0)
-        window = check_int("window", state["window"], 0)
-        for name in ("statistic", "p_value"):
-            value = state[name]
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isinf(value):
-                raise ValueError(f"RelativeChangeRule state `{name}` must be a finite number or NaN, got {value!r}.")
-        self.wait_count, self.window = int(wait_count or 0), int(window or 0)
-        self.statistic, self.p_value = float(state["statistic"]), float(state["p_value"])
+        values = check_state(state, RELATIVE_CHANGE_STATE, "RelativeChangeRule state")
+        self.wait_count, self.window = values["wait_count"], values["window"]
+        self.statistic, self.p_value = float(values["statistic"]), float(values["p_value"])
 
 
 @dataclass
@@ -300,13 +298,8 @@ class VolatilityDropRule:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; every field is checked (a ValueError names the field and the value)."""
-        if not isinstance(state, dict) or set(state) != {"peak", "wait_count"}:
-            raise ValueError(f"VolatilityDropRule state must be a dict with keys peak, wait_count; got {state!r}.")
-        peak = state["peak"]
-        if not isinstance(peak, (int, float)) or isinstance(peak, bool) or math.isnan(peak) or peak == math.inf:
-            raise ValueError(f"VolatilityDropRule state `peak` must be a finite number or -inf, got {peak!r}.")
-        self.wait_count = int(check_int("wait_count", state["wait_count"], 0) or 0)
-        self.peak = float(peak)
+        values = check_state(state, VOLATILITY_DROP_STATE, "VolatilityDropRule state")
+        self.wait_count, self.peak = values["wait_count"], float(values["peak"])
 
 
 def convergence_signal(

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from lightning_dynamics.validation import check_int
+from lightning_dynamics.validation import Default, Int, check_int, check_state
 
 
 @dataclass
@@ -83,8 +83,8 @@ class SampleSchedule:
 
     def load_state_dict(self, state: dict[str, Any], owner: str) -> None:
         """Restore where the schedule stands; a checkpoint made with another cadence is refused."""
-        if not isinstance(state, dict):
-            raise ValueError(f"{owner}: the checkpoint's `schedule` must be a dict, got {type(state).__name__}.")
+        where = f"{owner}: the checkpoint's schedule"
+        last = check_state(state, {"last_sample_step": Default(Int(-1), -1)}, where)["last_sample_step"]
         for key in ("every_n_steps", "points_per_epoch"):
             if key in state and state[key] != getattr(self, key):
                 raise ValueError(
@@ -92,7 +92,4 @@ class SampleSchedule:
                     f"{key}={getattr(self, key)!r}; one history cannot mix sampling intervals. Use the same "
                     f"{key}, or resume without the callback's state."
                 )
-        last = state.get("last_sample_step", -1)
-        if isinstance(last, bool) or not isinstance(last, int) or last < -1:
-            raise ValueError(f"{owner}: the checkpoint's `last_sample_step` must be an integer >= -1, got {last!r}.")
         self.last_sample_step = last

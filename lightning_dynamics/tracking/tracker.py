@@ -50,7 +50,7 @@ from lightning_dynamics.capture import (
     save_history,
     select_layers,
 )
-from lightning_dynamics.capture.history import nan_padded, validate_point_series
+from lightning_dynamics.capture.history import nan_padded
 from lightning_dynamics.capture.layer_selection import LayerSelection
 from lightning_dynamics.functional import rolling_volatility
 from lightning_dynamics.functional.reliability import NEVER_RELIABLE
@@ -59,7 +59,21 @@ from lightning_dynamics.measures.context import MeasureContext
 from lightning_dynamics.measures.registry import MEASURES, compute_measures, null_bands, reliable_points
 from lightning_dynamics.tracking.distributed import StoreRendezvous
 from lightning_dynamics.tracking.schedule import SampleSchedule
-from lightning_dynamics.validation import check_bool, check_choice, check_int, check_layers, check_prefix
+from lightning_dynamics.validation import (
+    ANY_DICT,
+    Bool,
+    Default,
+    DictOf,
+    ListOf,
+    Series,
+    Str,
+    check_bool,
+    check_choice,
+    check_int,
+    check_layers,
+    check_prefix,
+    check_state,
+)
 
 HISTORY_FILENAME = "{prefix}_history.pt"
 STATE_VERSION = 3
@@ -893,12 +907,12 @@ class DynamicsTracker:
                 f"{owner} cannot resume from state version {version!r} (this version writes {STATE_VERSION}). "
                 "Resume without the callback state to start a fresh history."
             )
-        for field in ("history", "accumulator"):
-            if not isinstance(state.get(field), dict):
-                raise ValueError(f"{owner}: the checkpoint's `{field}` must be a dict, got {state.get(field)!r:.80}.")
-        saved_config = state.get("config", {})
-        if not isinstance(saved_config, dict):
-            raise ValueError(f"{owner}: the checkpoint's `config` must be a dict, got {type(saved_config).__name__}.")
+        where = f"{owner}'s checkpoint"
+        # The history and the accumulator check their own fields (on copies, below).
+        checked = check_state(
+            state, {"history": ANY_DICT, "accumulator": ANY_DICT, "config": Default(ANY_DICT, {})}, where
+        )
+        saved_config = checked["config"]
         current = self.config.to_dict()
         differ = {
             k: (saved_config[k], current[k])
@@ -917,20 +931,22 @@ class DynamicsTracker:
         accumulator = SummaryAccumulator(len(history.layer_names), self.config.summary, self.history.device)
         accumulator.load_state_dict(state["accumulator"])  # validates every field and shape
         length = history.length
-        metrics, logged = state.get("metrics", {}), state.get("logged", {})
-        validate_point_series(metrics, length, owner + ": the checkpoint", "metrics")
-        validate_point_series(logged, length, owner + ": the checkpoint", "logged")
+        metrics, logged, computed, defined, saved_schedule = check_state(
+            state,
+            {
+                "metrics": Default(DictOf(Series(length)), {}),
+                "logged": Default(DictOf(Series(length)), {}),
+                "computed": Default(ListOf(Bool(), length=length, each="sample point"), [True] * length),
+                "defined": Default(ListOf(Str()), []),
+                "schedule": Default(ANY_DICT, {}),
+            },
+            where,
+        ).values()
         unknown = sorted(set(metrics) - set(self._all_known_keys()))
         if unknown:
             raise ValueError(f"{owner}: the checkpoint has unknown measures {unknown}.")
-        computed = state.get("computed", [True] * length)
-        if not isinstance(computed, list) or len(computed) != length or not all(isinstance(c, bool) for c in computed):
-            raise ValueError(f"{owner}: the checkpoint's `computed` must be {length} booleans, got {computed!r:.80}.")
-        defined = state.get("defined", [])
-        if not isinstance(defined, (list, tuple)) or not all(isinstance(k, str) for k in defined):
-            raise ValueError(f"{owner}: the checkpoint's `defined` must be a list of keys, got {defined!r:.80}.")
         schedule = SampleSchedule(self.config.every_n_steps, self.config.points_per_epoch)
-        schedule.load_state_dict(state.get("schedule", {}), owner)
+        schedule.load_state_dict(saved_schedule, owner)
         self.history.load_state_dict(state["history"])  # valid: checked on the copies above
         self._accumulator.load_state_dict(state["accumulator"])
         self.schedule = schedule
