@@ -247,14 +247,7 @@ class LyapunovMonitor(Callback):
             return
         schema = {"twin": ANY_DICT, "epoch_exponents": ListOf(Real(nan=True, neg_inf=True, pos_inf=True))}
         twin_state, epochs = check_state(state_dict, schema, "The LyapunovMonitor state").values()
-        twin = TwinTrajectory(
-            d0=self.twin.d0,
-            renorm_every=self.twin.renorm_every,
-            seed=self.twin.seed,
-            duty_on=self.twin.duty_on,
-            duty_period=self.twin.duty_period,
-            warmup=self.twin.warmup,
-        )
+        twin = TwinTrajectory(**self.twin.settings, sync_gradients=self.twin.sync_gradients)
         twin.load_state_dict(twin_state)  # raises, naming the field, before anything here changes
         shapes = sorted(twin.trainable_shapes())
         if self._trainable_shapes is not None and shapes and shapes != self._trainable_shapes:

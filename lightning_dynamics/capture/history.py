@@ -257,7 +257,8 @@ def validate_history_state(state: Any, where: str = "the dynamics history") -> N
     if isinstance(version, bool) or version not in READABLE_FORMAT_VERSIONS:
         raise ValueError(
             f"{where} has format version {version!r}; this version of lightning_dynamics reads "
-            f"{list(READABLE_FORMAT_VERSIONS)}. Start a fresh history (drop the callback state from the checkpoint)."
+            f"{list(READABLE_FORMAT_VERSIONS)}. A newer file needs a newer lightning-dynamics; from a checkpoint, "
+            "start a fresh history (drop the callback state from the checkpoint)."
         )
     layout = {
         "layer_names": ListOf(Str()),

@@ -38,7 +38,6 @@ from lightning_dynamics.validation import (
     DictOf,
     Equals,
     Int,
-    Kind,
     ListOf,
     OrNone,
     Real,
@@ -63,6 +62,7 @@ _MAX_SEED = 2**63 - 1
 # Optimizer-state fields that are non-negative by construction (running sums and averages of squares, Adamax's
 # infinity norm): a renormalised shadow keeps them non-negative.
 _SETTINGS = ("d0", "renorm_every", "seed", "duty_on", "duty_period", "warmup")  # a saved state must match them
+_COUNTS = ("steps", "pending", "real_steps", "window_steps")  # the step counts of a state, checked together
 NON_NEGATIVE_STATE = frozenset({"exp_avg_sq", "max_exp_avg_sq", "square_avg", "sum", "acc_delta", "exp_inf"})
 
 
@@ -132,7 +132,18 @@ class PooledSlope:
         2.0
     """
 
-    FIELDS = ("closed_sxx", "closed_sxy", "n", "mean_x", "mean_y", "sxx", "sxy")
+    #: Its state, as :meth:`state_dict` writes it: the sums of squares are never negative.
+    STATE = StateSchema(
+        {
+            "closed_sxx": Real(minimum=0.0),
+            "closed_sxy": Real(),
+            "n": Int(0),
+            "mean_x": Real(),
+            "mean_y": Real(),
+            "sxx": Real(minimum=0.0),
+            "sxy": Real(),
+        }
+    )
 
     def __init__(self) -> None:
         self.closed_sxx = self.closed_sxy = 0.0
@@ -162,26 +173,12 @@ class PooledSlope:
         return (self.closed_sxy + self.sxy) / sxx if sxx > 0 else math.nan
 
     def state_dict(self) -> dict[str, float | int]:
-        return {name: getattr(self, name) for name in self.FIELDS}
+        return {name: getattr(self, name) for name in self.STATE.fields}
 
     def load_state_dict(self, state: Any, name: str, where: str = "the saved twin trajectory state") -> None:
         """Restore :meth:`state_dict`; a ValueError naming ``name.<field>`` for a missing or invalid field."""
-        for field, value in check_state(state, POOLED_SLOPE_STATE, where, field=name).items():
+        for field, value in check_state(state, self.STATE, where, field=name).items():
             setattr(self, field, value)
-
-
-#: The state of a :class:`PooledSlope`: its sums of squares are never negative.
-POOLED_SLOPE_STATE = StateSchema(
-    {
-        "closed_sxx": Real(minimum=0.0),
-        "closed_sxy": Real(),
-        "n": Int(0),
-        "mean_x": Real(),
-        "mean_y": Real(),
-        "sxx": Real(minimum=0.0),
-        "sxy": Real(),
-    }
-)
 
 
 class TwinTrajectory:
@@ -688,30 +685,16 @@ class TwinTrajectory:
         where = "the saved twin trajectory state"
         running = check_state(state, {"running": Bool()}, where)["running"]  # which of the two schemas applies
         values = check_state(state, self._state_schema(running), where)
-        pending, real_steps, steps, window_steps = (
-            values[k] for k in ("pending", "real_steps", "steps", "window_steps")
-        )
-        if pending >= self.renorm_every or (pending and not running):
-            allowed = f"< renorm_every={self.renorm_every} (and 0 between windows)"
-            raise field_error(where, "pending", f"must be {allowed}, got {pending}")
+        steps, pending, real_steps, window_steps = (values[k] for k in _COUNTS)
         if steps + pending > real_steps or window_steps > steps:
-            raise field_error(
-                where,
-                "steps",
-                f"({steps}) + `pending` ({pending}) must be <= `real_steps` ({real_steps}), and "
-                f"`window_steps` ({window_steps}) <= `steps`",
-            )
+            complaint = f"({steps}) + `pending` ({pending}) must be <= `real_steps` ({real_steps}), and `window_steps`"
+            raise field_error(where, "steps", f"{complaint} ({window_steps}) <= `steps`")
         direction = values["direction"]
-        params, states, field = (
-            (values["shadow_params"], values["shadow_state"], "shadow_state")
-            if direction is None
-            else (direction["params"], direction["state"], "direction.state")
-        )
+        params, states, field = values["shadow_params"], values["shadow_state"], "shadow_state"
+        if direction is not None:
+            params, states, field = direction["params"], direction["state"], "direction.state"
         if len(states) != len(params):
             raise field_error(where, field, f"must hold one dict per parameter ({len(params)}), got {len(states)}")
-        fit, fit_since_mark = PooledSlope(), PooledSlope()
-        fit.load_state_dict(values["fit"], "fit")
-        fit_since_mark.load_state_dict(values["fit_since_mark"], "fit_since_mark")
         # Everything is valid: apply.
         self.running, self.restarts, self.real_steps, self.steps = running, values["restarts"], real_steps, steps
         self.window_steps, self.pending = window_steps, pending
@@ -723,55 +706,50 @@ class TwinTrajectory:
         self.shadow_params, self.shadow_buffers = list(values["shadow_params"]), list(values["shadow_buffers"])
         self.shadow_state = [dict(s) for s in values["shadow_state"]]
         if direction is not None:
-            direction = {
-                "params": list(params),
-                "buffers": list(direction["buffers"]),
-                "state": [dict(s) for s in states],
-            }
+            buffers = list(direction["buffers"])
+            direction = {"params": list(params), "buffers": buffers, "state": [dict(s) for s in states]}
         self.direction = direction
-        self.fit, self.fit_since_mark = fit, fit_since_mark
+        self.fit, self.fit_since_mark = PooledSlope(), PooledSlope()
+        self.fit.load_state_dict(values["fit"], "fit")
+        self.fit_since_mark.load_state_dict(values["fit_since_mark"], "fit_since_mark")
         if self.optimizer is not None:
             self._check_loaded(self._params())
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The arguments a saved state must have been made with: ``d0``, ``renorm_every``, ``seed``, the duty cycle
+        and ``warmup``."""
+        return {name: getattr(self, name) for name in _SETTINGS}
 
     def _state_schema(self, running: bool) -> StateSchema:
         """The fields of :meth:`state_dict`: the settings must be this twin's; a state saved while a window ran
         holds a finite shadow and no direction, one saved between windows no shadow and maybe a direction."""
-        if running:
-            window: dict[str, Kind] = {
-                "separation0": Real(positive=True),
-                "shadow_params": Constrained(
-                    ListOf(TensorOf(floating=True, finite=True)),
-                    len,
-                    "the shadow's parameters while a window runs: a non-empty list of finite floating-point tensors "
-                    "(a diverged shadow is never saved)",
-                ),
-                "shadow_buffers": ListOf(TensorOf()),
-                "shadow_state": ListOf(ANY_DICT),
-                "direction": Equals(None, "while a window runs"),
-            }
-        else:
-            empty = Equals([], "between windows")
-            direction = {"params": ListOf(TensorOf(floating=True)), "buffers": ListOf(OrNone(TensorOf()))}
-            window = {
-                "separation0": Constrained(Real(nan=True), math.isnan, "NaN between windows"),
-                "shadow_params": empty,
-                "shadow_buffers": empty,
-                "shadow_state": empty,
-                "direction": OrNone(StateSchema({**direction, "state": ListOf(ANY_DICT)})),
-            }
-        counts = ("real_steps", "restarts", "steps", "window_steps", "pending")
+        # Between windows there is no shadow and no metric distance (NaN).
+        between = Equals([], "between windows")
+        tensors, states = ListOf(TensorOf(floating=True)), ListOf(ANY_DICT)
+        direction = StateSchema({"params": tensors, "buffers": ListOf(OrNone(TensorOf())), "state": states})
+        shadow = "the shadow's parameters while a window runs: a non-empty list of finite floating-point tensors"
         return StateSchema(
             {
                 "running": Bool(),
-                **{name: Equals(getattr(self, name), "this twin trajectory's setting") for name in _SETTINGS},
-                **{name: Int(0) for name in counts},
+                **{name: Equals(value, "this twin trajectory's setting") for name, value in self.settings.items()},
+                **dict.fromkeys(("real_steps", "restarts", "steps", "window_steps"), Int(0)),
+                "pending": Int(0, self.renorm_every - 1) if running else Equals(0, "between windows"),
                 "sum_log_growth": Real(),
                 "window_log_growth": Real(),
+                "separation0": Real(positive=True)
+                if running
+                else Constrained(Real(nan=True), math.isnan, "NaN between windows"),
                 "log_growth": ListOf(Real(nan=True, neg_inf=True, pos_inf=True)),
                 "kappa": DictOf(Real(positive=True)),
-                **window,
-                "fit": POOLED_SLOPE_STATE,
-                "fit_since_mark": POOLED_SLOPE_STATE,
+                "shadow_params": Constrained(ListOf(TensorOf(floating=True, finite=True)), len, shadow)
+                if running
+                else between,
+                "shadow_buffers": ListOf(TensorOf()) if running else between,
+                "shadow_state": states if running else between,
+                "direction": Equals(None, "while a window runs") if running else OrNone(direction),
+                "fit": PooledSlope.STATE,
+                "fit_since_mark": PooledSlope.STATE,
             }
         )
 

@@ -875,8 +875,7 @@ class DynamicsTracker:
 
         Every field is checked before anything changes: a ValueError naming the field, raised here, never later.
         """
-        if not isinstance(state, dict):
-            raise ValueError(f"DynamicsTracker[{self.prefix}]: the state must be a dict, got {type(state).__name__}.")
+        check_state(state, {}, f"DynamicsTracker[{self.prefix}]'s state")
         if not state:
             return
         if self.history is None:
