@@ -3,7 +3,7 @@
 :class:`DynamicsTracker` runs the one-way flow (hooks -> summaries -> history -> measures -> readings -> log points)
 for any training loop; the adapters in :mod:`lightning_dynamics.callbacks` only map their framework's hooks onto it.
 :class:`SampleSchedule` decides when a sample point is taken; :mod:`~lightning_dynamics.tracking.distributed` is the
-DDP rendezvous.
+DDP rendezvous; :mod:`~lightning_dynamics.tracking.notes` words what the tracker says once per run.
 """
 
 from lightning_dynamics.tracking.distributed import DistributedMismatchError, StoreRendezvous

@@ -34,7 +34,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -53,11 +53,12 @@ from lightning_dynamics.capture import (
 from lightning_dynamics.capture.history import nan_padded
 from lightning_dynamics.capture.layer_selection import LayerSelection
 from lightning_dynamics.functional import rolling_volatility
-from lightning_dynamics.functional.reliability import NEVER_RELIABLE
 from lightning_dynamics.measures.config import DynamicsConfig
 from lightning_dynamics.measures.context import MeasureContext
-from lightning_dynamics.measures.registry import MEASURES, compute_measures, null_bands, reliable_points
+from lightning_dynamics.measures.readings import noise_floor_summary as summarize_noise_floors
+from lightning_dynamics.measures.registry import MEASURES, compute_measures, null_bands
 from lightning_dynamics.tracking.distributed import StoreRendezvous
+from lightning_dynamics.tracking.notes import TrackerNotes
 from lightning_dynamics.tracking.schedule import SampleSchedule
 from lightning_dynamics.validation import (
     ANY_DICT,
@@ -178,6 +179,7 @@ class DynamicsTracker:
         self.schedule = SampleSchedule(self.config.every_n_steps, self.config.points_per_epoch)
         self.warn = warn or _default_warn
         self.info = info or _logger.info
+        self.notes = TrackerNotes(self.prefix, self.warn, self.info)
 
         self.history: SummaryHistory | None = None
         self.metrics: dict[str, list[float]] = {key: [] for key in self.keys}
@@ -195,7 +197,6 @@ class DynamicsTracker:
         self._probing = False
         self._probe_failed = False
         self._pending_state: dict[str, Any] | None = None
-        self._warned: set[tuple[str, str]] = set()
         self._reduce: Callable[[Tensor], Tensor] | None = None
         self._rendezvous: StoreRendezvous | None = None
         self._probe_context: Callable[[], Any] | None = None
@@ -275,7 +276,7 @@ class DynamicsTracker:
             self.logged = {}
             self.computed = []
             self.defined = set()
-            self._warned = set()
+            self.notes.forget()
         assert self._accumulator is not None
         self._modules = modules
         self._model = model
@@ -437,8 +438,9 @@ class DynamicsTracker:
         values = self.sample(epoch, step, logged=logged, compute=compute)
         if not compute:
             return None
-        nulls = set(self._null_keys())  # by step, the noise floors are computed and logged at the epoch's end
-        return self.log_point({k: v for k, v in values.items() if k not in nulls}, on_step=True)
+        if not self._noise_floors_due("point"):  # not computed here: their NaN is not logged
+            values = {k: v for k, v in values.items() if k not in set(self._null_keys())}
+        return self.log_point(values, on_step=True)
 
     def epoch_end(self, epoch: int, step: int, logged: Mapping[str, float] | None = None) -> LogPoint | None:
         """A training epoch ended: by epoch, close its last point and compute the measures; the values to log.
@@ -446,26 +448,15 @@ class DynamicsTracker:
         By step, the noise floors of the epoch's last point are computed here (at most once per epoch).
         """
         if self.schedule.closes_at_epoch_end():
-            if (
-                self._batches_since_start == 0
-                and self.config.points_per_epoch > 1
-                and ("batches", "") not in self._warned
-            ):
-                self._warned.add(("batches", ""))
-                self.warn(
-                    f"DynamicsTracker[{self.prefix}]: points_per_epoch={self.config.points_per_epoch}, but no batch "
-                    "end was reported in this epoch, so it has one sample point. Call batch_end after each batch "
-                    "(Fabric: on_train_batch_end with batch_idx and n_batches) for sub-epoch points. Said once."
-                )
+            if self._batches_since_start == 0 and self.config.points_per_epoch > 1:
+                self.notes.no_batch_ends(self.config.points_per_epoch)
             values = self.sample(epoch, step, logged=logged, compute=True)
             return self.log_point(values, on_step=False)
-        if self.config.null_surrogates and self.history is not None and self.n_samples and self.computed[-1]:
-            last = self.history.epochs[-1]
-            if last == epoch and any(math.isnan(self.metrics[key][-1]) for key in self._null_keys()):
-                bands = self._null_values()
-                for key, value in bands.items():
-                    self.metrics[key][-1] = value
-                return self.log_point(bands, on_step=False)
+        if self._noise_floors_due("epoch_end", epoch):
+            bands = self._null_values()
+            for key, value in bands.items():
+                self.metrics[key][-1] = value
+            return self.log_point(bands, on_step=False)
         return None
 
     def end_fit(self) -> Path | None:
@@ -604,18 +595,34 @@ class DynamicsTracker:
         flat = torch.cat([scalars, *(flag.to(x.dtype) for flag in [*flags_of, ~valid])]).tolist()
         values = dict(zip(keys, flat[: len(keys)], strict=True))
         flags = flat[len(keys) :]
-        self._warn_layers(*(flags[i * n_layers : (i + 1) * n_layers] for i in range(len(flags_of) + 1)))
-        self._note_reason(reason, n_points)
+        rows = (flags[i * n_layers : (i + 1) * n_layers] for i in range(len(flags_of) + 1))
+        self.notes.layers(self.history.layer_names, *rows)  # nonfinite, never called, disabled, excluded
+        self.last_reason = reason
+        self.notes.reason(reason, n_points, cfg)
         computed = [v for v, c in zip(self.metrics["stability_index"], self.computed[:-1], strict=True) if c]
         stability = [*computed, values.get("stability_index", math.nan)]
         k = cfg.volatility_window
         if len(stability) >= k:
             recent = torch.tensor(stability[-k:], dtype=torch.float64)
             values["stability_volatility"] = float(rolling_volatility(recent, window=k)[-1])
-        if cfg.null_surrogates and not self.schedule.by_step:  # by step: once per epoch, at its end
+        if self._noise_floors_due("point"):
             values.update(self._null_values())
-        self._note_short_series(values, n_points)
+        self.notes.short_series(values, n_points, cfg, self.measure_names)
         return values
+
+    def _noise_floors_due(self, at: Literal["point", "epoch_end"], epoch: int | None = None) -> bool:
+        """The one place that decides when the noise floors are computed (``at`` a computed sample ``"point"`` or an
+        ``"epoch_end"``): with ``null_surrogates``, at each point with measures when sampling by epoch (the epoch's
+        end); by step, never at a step point but once per epoch, at its end, for its last point if that point's
+        measures were computed and its floors are still missing. A band costs ``null_surrogates`` computations of
+        the measures, too many for every step."""
+        if not self.config.null_surrogates:
+            return False
+        if not self.schedule.by_step:
+            return at == "point"
+        if at != "epoch_end" or self.history is None or not self.n_samples or not self.computed[-1]:
+            return False
+        return self.history.epochs[-1] == epoch and any(math.isnan(self.metrics[key][-1]) for key in self._null_keys())
 
     def _null_keys(self) -> tuple[str, ...]:
         return tuple(key for name in self.measure_names for key in MEASURES[name].null_keys)
@@ -635,89 +642,12 @@ class DynamicsTracker:
         keys = list(bands)
         return dict(zip(keys, torch.stack([bands[k] for k in keys]).tolist(), strict=True))
 
-    def _note_reason(self, reason: str | None, n_points: int) -> None:
-        """Say once why measures that should be defined by now are NaN (e.g. fewer than 2 valid layers)."""
-        self.last_reason = reason
-        needed = self.config.points_needed()
-        if reason is None or n_points < max(needed["metastability"], needed["integration"]):
-            return  # too few points yet: announced once, not a problem
-        if ("reason", reason) not in self._warned:
-            self._warned.add(("reason", reason))
-            self.warn(f"DynamicsTracker[{self.prefix}]: some measures are undefined and not logged: {reason}.")
-
-    def _note_short_series(self, values: Mapping[str, float], n_points: int) -> None:
-        """Say once per measure when it is computed on fewer points than its estimator needs to be reliable."""
-        window = n_points if self.config.history_window is None else min(n_points, self.config.history_window)
-        short = []
-        for name in self.measure_names:
-            needed = reliable_points(name)
-            if (
-                needed is not None
-                and not math.isnan(values.get(name, math.nan))
-                and window < needed
-                and ("short", name) not in self._warned
-            ):
-                self._warned.add(("short", name))
-                short.append(
-                    f"{name} (not reliable at any length measured, up to 1000)"
-                    if needed >= NEVER_RELIABLE
-                    else f"{name} (reliable from {needed})"
-                )
-        if short:
-            self.info(
-                f"DynamicsTracker[{self.prefix}]: computed on {window} sample points, fewer than their estimators "
-                f"need to be reliable: {', '.join(short)}. Read them beside their noise floor (<measure>_null_lo/hi), "
-                "or sample more points (points_per_epoch, every_n_steps). Said once per measure; docs/method.md, "
-                "noise floors."
-            )
-
     def noise_floor_summary(self) -> str | None:
         """One line per run: which measures sit inside their noise floor at the last computed point."""
         try:
-            from lightning_dynamics.measures.readings import noise_floor_summary
-        except ImportError:
-            return None
-        try:
-            return noise_floor_summary(self.history_state())
+            return summarize_noise_floors(self.history_state())
         except Exception:  # a summary line must never fail a finished fit
             return None
-
-    def _warn_layers(
-        self, missing: list[float], never_called: list[float], disabled: list[float], excluded: list[float]
-    ) -> None:
-        """Name each layer once per kind of trouble; one warning per kind and sample point lists them all."""
-        assert self.history is not None
-        kinds = {
-            "never_called": "were not called (or produced no floating-point tensor) in a sample interval; "
-            "those points are missing",
-            "disabled": "were disabled after their capture failed on some process (see its warning); their points "
-            "are missing on every process from then on",
-            "nonfinite": f"produced NaN/Inf activations in a sample interval; those points are missing "
-            f"({self.prefix}/nonfinite)",
-            "excluded": f"are excluded from the measures (zero variance, or too many missing points; counted in "
-            f"{self.prefix}/n_excluded)",
-        }
-        new: dict[str, list[str]] = {kind: [] for kind in kinds}
-        for index, name in enumerate(self.history.layer_names):
-            if disabled[index]:
-                kind = "disabled"
-            elif never_called[index]:
-                kind = "never_called"
-            elif missing[index]:
-                kind = "nonfinite"
-            elif excluded[index]:
-                kind = "excluded"
-            else:
-                continue
-            if (name, kind) not in self._warned:
-                self._warned.add((name, kind))
-                new[kind].append(name)
-        for kind, names in new.items():
-            if names:
-                shown = ", ".join(repr(n) for n in names[:20]) + (
-                    f" and {len(names) - 20} more" if len(names) > 20 else ""
-                )
-                self.warn(f"DynamicsTracker[{self.prefix}]: layers {shown} {kinds[kind]}. Said once per layer.")
 
     def record(self, key: str, value: float, point: int = -1) -> None:
         """Record ``value`` under ``key`` against a sample point already taken (default: the last one).
