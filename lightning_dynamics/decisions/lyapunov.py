@@ -742,7 +742,7 @@ class TwinTrajectory:
                 else Constrained(Real(nan=True), math.isnan, "NaN between windows"),
                 "log_growth": ListOf(Real(nan=True, neg_inf=True, pos_inf=True)),
                 "kappa": DictOf(Real(positive=True)),
-                "shadow_params": Constrained(ListOf(TensorOf(floating=True, finite=True)), len, shadow)
+                "shadow_params": Constrained(ListOf(TensorOf(floating=True, finite=True)), bool, shadow)
                 if running
                 else between,
                 "shadow_buffers": ListOf(TensorOf()) if running else between,
