@@ -167,23 +167,37 @@ def surrogate_test(
 
 
 def time_shuffle_surrogates(x: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
-    """``n`` surrogates of ``x: [..., T]``, each series' values permuted in time independently.
+    """``n`` surrogates of ``x: [..., L, T]``, the time order of all ``L`` series permuted by one shared permutation.
 
-    Keeps each series' values (so its distribution); destroys every temporal correlation (a DFA exponent
-    becomes that of white noise, about 0.5) and the coupling between series.
+    Keeps each series' values (so its distribution) and the correlation between the series at equal times;
+    destroys every temporal correlation (a DFA exponent becomes that of white noise, about 0.5) and every
+    cross-series correlation at a lag. Under the null "the vectors ``x[..., :, t]`` are exchangeable in time"
+    the data and its surrogates are exchangeable, so a rank test against them holds its level whatever the
+    correlation between series (as in :func:`~lightning_dynamics.functional.relative_change_test`). Permuting each
+    series on its own would also remove the cross-series correlation: the spread of a cross-layer mean then
+    shrinks as if the layers were independent, and layers correlated at 0.7 fell outside a nominal 5% band
+    11-21% of the time (``benchmarks/null_calibration.md``). A 1-d ``x: [T]`` is one series.
 
     Returns:
-        ``[n, ..., T]``.
+        ``[n, ..., L, T]``.
 
     Example:
         >>> import torch
         >>> s = time_shuffle_surrogates(torch.arange(6.0), 3, generator=torch.Generator().manual_seed(0))
         >>> s.shape, bool((s.sort(-1).values == torch.arange(6.0)).all())
         (torch.Size([3, 6]), True)
+        >>> two = torch.stack([torch.arange(6.0), 10 * torch.arange(6.0)])  # two layers, one permutation
+        >>> s = time_shuffle_surrogates(two, 4, generator=torch.Generator().manual_seed(0))
+        >>> bool((s[:, 1] == 10 * s[:, 0]).all())
+        True
     """
     x = as_float_series(x)
-    order = torch.rand((n, *x.shape), generator=generator, device="cpu").argsort(dim=-1).to(x.device)
-    return torch.gather(x.expand(n, *x.shape), -1, order)
+    if x.dim() == 1:
+        shape = (n, x.shape[-1])
+    else:
+        shape = (n, *x.shape[:-2], 1, x.shape[-1])
+    order = torch.rand(shape, generator=generator, device="cpu").argsort(dim=-1).to(x.device)
+    return torch.gather(x.expand(n, *x.shape), -1, order.expand(n, *x.shape))
 
 
 NULL_METHODS = ("phase", "shuffle", "shift")
@@ -208,8 +222,9 @@ def surrogate_histories(
     Args:
         x: ``[..., L, T]`` layer series.
         n: number of surrogates (>= 1).
-        method: ``"phase"`` (phase randomisation: keeps each layer's spectrum), ``"shuffle"`` (time shuffle: keeps
-            each layer's values, destroys its temporal correlations) or ``"shift"`` (circular time shifts).
+        method: ``"phase"`` (phase randomisation: keeps each layer's spectrum), ``"shuffle"`` (one time
+            permutation shared by all layers: keeps each layer's values and the layers' correlation at equal times,
+            destroys the temporal correlations) or ``"shift"`` (circular time shifts).
         detrend: the preprocessing the measures will apply.
         generator: for reproducible surrogates.
 

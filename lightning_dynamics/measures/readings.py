@@ -10,26 +10,47 @@ estimator comes from :data:`lightning_dynamics.functional.reliability.RELIABLE_M
 fewer sample points is a *short series*. Both come through the measure registry
 (:mod:`lightning_dynamics.measures.registry`).
 
-This module only reads plain series (numpy arrays, tensors or lists), so the tracker can call
+**Settled layers.** A layer whose summary jitters around a level (what a converged layer looks like) has
+anti-persistent differences: a step up is followed by a step down. Its alpha (and with it the stability index)
+then falls *below* the time-shuffle band, which alone would read as "anti-persistent changes". Where the history's
+values are at hand, a measure below its band is compared with a second band, :func:`level_bands`: the measure on
+histories whose *values* are shuffled in time (one permutation shared by all layers), i.e. layers jittering
+without memory around fixed levels. A value inside or below that band is read as *settled around a level*; above
+it, as anti-persistent dynamics (the path still wanders). Rates: ``benchmarks/null_calibration.md``.
+
+This module reads plain series (numpy arrays, tensors or lists), so the tracker can call
 :func:`noise_floor_summary` on its in-memory history at the end of fit; the dashboard, the report table and the
 HTML page read the same :class:`Reading` objects.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
+from torch import Tensor
 
-from lightning_dynamics.measures.registry import MEASURES, NULL_SUFFIXES, reliable_points
+from lightning_dynamics.functional import InsufficientDataWarning, surrogate_histories
+from lightning_dynamics.measures.config import DynamicsConfig
+from lightning_dynamics.measures.context import MeasureContext
+from lightning_dynamics.measures.registry import MEASURES, NULL_LEVEL, NULL_SUFFIXES, compute_measures, reliable_points
 
 NULL_LO_SUFFIX, NULL_HI_SUFFIX = NULL_SUFFIXES
 # Measures computed on the last `window` points at each sample point (docs/method.md section 6); every other
 # measure reads the whole history so far (or its last `history_window` points).
 WINDOWED_MEASURES = ("stability_index", "stability_volatility")
+# Measures that a layer settled around a level pushes below their time-shuffle band (its differences alternate in
+# sign, which DFA reads as anti-persistence): a reading below the band is compared with the settled-level band.
+LEVEL_MEASURES = ("integration_alpha", "stability_index")
+# Surrogates of the settled-level band, and the seed that makes a reading repeatable.
+LEVEL_SURROGATES = 39
+LEVEL_SEED = 20261130
 
 
 @dataclass(frozen=True)
@@ -44,6 +65,8 @@ class Reading:
             history holds no null for this measure or none at that point.
         points: sample points the estimator read to produce ``value`` (None when never finite).
         reliable_min: the estimator's reliable minimum length; None when not known.
+        level_lo, level_hi: the settled-level band (:func:`level_bands`) at ``index``, computed only for a measure of
+            :data:`LEVEL_MEASURES` below its noise floor when the history's values were given; NaN otherwise.
     """
 
     measure: str
@@ -53,6 +76,8 @@ class Reading:
     null_hi: float = math.nan
     points: int | None = None
     reliable_min: int | None = None
+    level_lo: float = math.nan
+    level_hi: float = math.nan
 
     @property
     def has_null(self) -> bool:
@@ -65,6 +90,29 @@ class Reading:
         if not self.has_null or not math.isfinite(self.value):
             return None
         return self.null_lo <= self.value <= self.null_hi
+
+    @property
+    def settled(self) -> bool | None:
+        """Below the noise floor and at or below the settled-level band's top: the layers jitter around a level.
+
+        False: below the noise floor but above the settled-level band (anti-persistent changes of a path that still
+        wanders). None when the value is not below its noise floor or no settled-level band was computed.
+        """
+        if not self.has_null or not math.isfinite(self.value) or self.value >= self.null_lo:
+            return None
+        if not math.isfinite(self.level_hi):
+            return None
+        return self.value <= self.level_hi
+
+    def status(self) -> str:
+        """The plain-words mark of a panel: ``"inside noise floor"``, ``"outside noise floor"``, ``"settled around a
+        level"``; ``""`` when there is no band."""
+        inside = self.inside_noise_floor
+        if inside is None:
+            return ""
+        if inside:
+            return "inside noise floor"
+        return "settled around a level" if self.settled else "outside noise floor"
 
     @property
     def short_series(self) -> bool:
@@ -96,6 +144,17 @@ class Reading:
         else:
             where = "inside" if status else "outside"
             text += f" is {where} its noise floor [{self.null_lo:.3g}, {self.null_hi:.3g}]"
+            settled = self.settled
+            if settled:
+                text += (
+                    ": the layers look settled around a level (their summaries jitter about fixed values, as "
+                    f"converged layers' do; settled-level band [{self.level_lo:.3g}, {self.level_hi:.3g}])"
+                )
+            elif settled is False:
+                text += (
+                    ": anti-persistent changes of layers that still move (above the settled-level band "
+                    f"[{self.level_lo:.3g}, {self.level_hi:.3g}])"
+                )
         if self.short_series:
             text += f" (short series: {self.short_text()})"
         return text + "."
@@ -119,7 +178,7 @@ def reliable_min_points() -> dict[str, int]:
 
 
 def _array(series: Any) -> np.ndarray:
-    if hasattr(series, "detach"):  # a tensor, without importing torch here
+    if isinstance(series, Tensor):
         series = series.detach().cpu().double().numpy()
     return np.asarray(series, dtype=np.float64)
 
@@ -179,22 +238,86 @@ def first_reliable_point(
     return None
 
 
+def level_bands(
+    x: Tensor,
+    config: DynamicsConfig,
+    names: tuple[str, ...],
+    n: int = LEVEL_SURROGATES,
+    generator: torch.Generator | None = None,
+) -> dict[str, tuple[Tensor, Tensor]]:
+    """The settled-level band of each named measure: ``{name: (lo, hi)}``, each of the batch shape of ``x``.
+
+    The null is "each layer's summary jitters without memory around a fixed level": the values of the points the
+    measure reads (the last ``window`` for the stability index, the last ``history_window`` for the others) are
+    permuted in time by one permutation shared by all layers (:func:`~lightning_dynamics.functional.
+    time_shuffle_surrogates`, keeping the layers' correlation), and the measure is computed on ``n`` such histories.
+    The edges are the k-th smallest and largest values, ``k = max(1, floor(0.025 (n + 1)))`` (as the noise floor's,
+    :func:`~lightning_dynamics.measures.registry.null_bands`): a settled layer with white jitter falls outside
+    with probability 5% for ``n = 39``.
+
+    Args:
+        x: the history ``[..., L, T]`` up to the reading's point.
+        config: the measures' settings.
+        names: measures with a ``compute`` in the registry.
+        n: surrogates (>= 1).
+        generator: for reproducible surrogates.
+    """
+    out: dict[str, tuple[Tensor, Tensor]] = {}
+    k = max(1, int(NULL_LEVEL / 2 * (n + 1)))
+    for name in names:
+        if name in WINDOWED_MEASURES:
+            points = x[..., -config.window :]
+        elif config.history_window is not None:
+            points = x[..., -config.history_window :]
+        else:
+            points = x
+        surrogates = surrogate_histories(points, n, method="shuffle", detrend=None, generator=generator)
+        batch = compute_measures(MeasureContext(surrogates, config), (name,))[name]
+        ordered = batch.sort(dim=0).values  # NaN sorts last: a NaN surrogate widens the band, never narrows it
+        out[name] = (ordered[k - 1], ordered[n - k])
+    return out
+
+
+def _level_band(measure: str, values: Any, index: int, config: Mapping[str, Any]) -> tuple[float, float]:
+    """The settled-level band of ``measure`` at sample point ``index`` of the history ``values: [L, T]``."""
+    x = torch.as_tensor(_array(values))[..., : index + 1]
+    known = {field.name for field in dataclasses.fields(DynamicsConfig)}
+    given = {key: value for key, value in config.items() if key in known}
+    if "weights" in given:
+        given["weights"] = tuple(given["weights"])
+    try:
+        settings = DynamicsConfig(**given)
+    except (TypeError, ValueError):  # a config this version rejects: the defaults are the best guess
+        settings = DynamicsConfig()
+    if x.dim() != 2 or x.shape[-1] < MEASURES[measure].points_needed(settings):
+        return math.nan, math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InsufficientDataWarning)
+        lo, hi = level_bands(x, settings, (measure,), generator=torch.Generator().manual_seed(LEVEL_SEED))[measure]
+    return float(lo), float(hi)
+
+
 def reading(
     metrics: Mapping[str, Any],
     measure: str,
     config: Mapping[str, Any] | None = None,
     reliable: Mapping[str, int] | None = None,
+    values: Any | None = None,
 ) -> Reading:
     """The :class:`Reading` of ``measure`` from a history's ``metrics`` (``{key: [T] series}``).
 
     The reading is taken at the last point where the measure is finite, and, when the measure has a null, where
-    its band is finite too (the null is computed where the measure is logged, so the two points agree).
+    its band is finite too (the null is computed where the measure is logged, so the two points agree). A measure
+    of :data:`LEVEL_MEASURES` below its noise floor also gets its settled-level band (:func:`level_bands`) when
+    the history's ``values`` are given, so that :attr:`Reading.settled` tells a settled layer from anti-persistent
+    dynamics.
 
     Args:
         metrics: the history's ``metrics``.
         measure: a key of ``metrics``.
         config: the monitor's configuration (``window``, ``history_window``), for the points read.
         reliable: measure -> reliable minimum length (default: :func:`reliable_min_points`).
+        values: the history's values ``[L, T]`` (its ``values`` field), for the settled-level band; None: no band.
 
     Example:
         >>> nan = float("nan")
@@ -205,8 +328,8 @@ def reading(
     """
     config = {} if config is None else config
     reliable = reliable_min_points() if reliable is None else reliable
-    values = _array(metrics[measure])
-    finite = np.isfinite(values)
+    series = _array(metrics[measure])
+    finite = np.isfinite(series)
     lo = _array(metrics[f"{measure}{NULL_LO_SUFFIX}"]) if f"{measure}{NULL_LO_SUFFIX}" in metrics else None
     hi = _array(metrics[f"{measure}{NULL_HI_SUFFIX}"]) if f"{measure}{NULL_HI_SUFFIX}" in metrics else None
     if not finite.any():
@@ -218,23 +341,32 @@ def reading(
         if banded.size:
             index = int(banded[-1])
             null_lo, null_hi = float(lo[index]), float(hi[index])
+    value = float(series[index])
+    level_lo = level_hi = math.nan
+    if values is not None and measure in LEVEL_MEASURES and math.isfinite(null_lo) and value < null_lo:
+        level_lo, level_hi = _level_band(measure, values, index, config)
     return Reading(
         measure=measure,
-        value=float(values[index]),
+        value=value,
         index=index,
         null_lo=null_lo,
         null_hi=null_hi,
         points=points_read(measure, index, config),
         reliable_min=reliable.get(measure),
+        level_lo=level_lo,
+        level_hi=level_hi,
     )
 
 
 def readings(
-    metrics: Mapping[str, Any], config: Mapping[str, Any] | None = None, reliable: Mapping[str, int] | None = None
+    metrics: Mapping[str, Any],
+    config: Mapping[str, Any] | None = None,
+    reliable: Mapping[str, int] | None = None,
+    values: Any | None = None,
 ) -> dict[str, Reading]:
     """:func:`reading` of every measure in ``metrics`` (the null-band series themselves excluded)."""
     reliable = reliable_min_points() if reliable is None else reliable
-    return {key: reading(metrics, key, config, reliable) for key in measure_keys(metrics)}
+    return {key: reading(metrics, key, config, reliable, values) for key in measure_keys(metrics)}
 
 
 def noise_floor_summary(history_state: Mapping[str, Any], reliable: Mapping[str, int] | None = None) -> str:
@@ -242,7 +374,8 @@ def noise_floor_summary(history_state: Mapping[str, Any], reliable: Mapping[str,
 
     What the tracker can log at the end of fit: one sentence per measure that carries a null band in
     ``history_state["metrics"]`` (``<measure>_null_lo`` / ``_null_hi``), saying whether its latest value sits
-    inside the null's 95% band, and flagging a short series. Empty string when no measure has a null.
+    inside the null's 95% band, saying when a value below it is what layers settled around a level give (when the
+    state holds the history's ``values``), and flagging a short series. Empty string when no measure has a null.
 
     Args:
         history_state: a history as :meth:`~lightning_dynamics.DynamicsTracker.history_state` returns it or
@@ -259,4 +392,5 @@ def noise_floor_summary(history_state: Mapping[str, Any], reliable: Mapping[str,
     metrics = dict(history_state.get("metrics") or {})
     config = dict(history_state.get("config") or {})
     reliable = reliable_min_points() if reliable is None else reliable
-    return " ".join(reading(metrics, key, config, reliable).sentence() for key in null_measures(metrics))
+    values = history_state.get("values")
+    return " ".join(reading(metrics, key, config, reliable, values).sentence() for key in null_measures(metrics))
