@@ -145,7 +145,8 @@ def measure_cell(x: Tensor, generator: torch.Generator, with_levels: bool) -> di
             stability_lo, stability_hi = banded["stability_index"]
     if with_levels:
         alpha = values["integration_alpha"]
-        level_lo, level_hi = level_bands(x, CONFIG, ("integration_alpha",), N_SURROGATES, generator)["integration_alpha"]
+        level = level_bands(x, CONFIG, ("integration_alpha",), N_SURROGATES, generator)
+        level_lo, level_hi = level["integration_alpha"]
         below = alpha < alpha_lo
         out["alpha_reading"] = {
             "settled": rate(below & (alpha <= level_hi)),

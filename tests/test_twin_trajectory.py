@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -410,3 +411,61 @@ def test_pooled_slope_matches_least_squares_with_one_intercept_per_segment() -> 
     restored.load_state_dict(fit.state_dict(), "fit")
     assert restored.slope == fit.slope
     assert math.isnan(PooledSlope().slope)
+
+
+# -- dense spectra and the dtype's resolution ---------------------------------------------------------------
+
+DENSE = tuple(torch.logspace(-1, 0, 20).tolist())  # 20 modes, multipliers 0.99 .. 0.9 under lr 0.1: gap 1.3e-3
+
+
+def test_a_dense_spectrum_is_underestimated_until_about_one_over_the_gap_steps() -> None:
+    # With close multipliers a random start turns towards the leading mode only as the second one dies out
+    # relative to it (about 1 / gap = 770 steps here): meanwhile the estimate is a weighted mean of all the modes'
+    # exponents, below the truth (a lower bound), and a warm-up of half the steps brings it closer
+    # (benchmarks/lyapunov.md, "Dense spectra").
+    expected = spectral_radius_log(DENSE, 0.1, 0.0)
+    early, _ = quadratic_run(DENSE, 0.1, 0.0, 300)
+    warmed, _ = quadratic_run(DENSE, 0.1, 0.0, 300, warmup=150)
+    assert early.exponent < expected and warmed.exponent < expected + 1e-6 * abs(expected)
+    assert abs(warmed.exponent - expected) < abs(early.exponent - expected)
+    assert (expected - early.exponent) / abs(expected) > 0.05  # not yet within 5% after 300 steps
+
+
+@pytest.mark.slow
+def test_a_dense_spectrum_is_within_10_percent_after_about_one_point_three_over_the_gap_steps() -> None:
+    expected = spectral_radius_log(DENSE, 0.1, 0.0)
+    for seed in range(3):
+        twin, _ = quadratic_run(DENSE, 0.1, 0.0, 1000, seed=seed, warmup=500)
+        assert twin.exponent == pytest.approx(expected, rel=0.10), (seed, twin.exponent, expected)
+
+
+def test_d0_below_the_resolution_of_the_parameters_dtype_is_refused() -> None:
+    w = nn.Parameter(torch.ones(3, dtype=torch.bfloat16))
+    optimizer = torch.optim.SGD([w], lr=0.1)
+    with pytest.raises(ValueError, match=r"`d0` must be >= 0.0078.*bfloat16.*got 0.001"):
+        TwinTrajectory(d0=1e-3).attach(nn.Module(), optimizer)
+    TwinTrajectory(d0=1e-2).attach(nn.Module(), optimizer)  # above bfloat16's resolution
+
+
+@pytest.mark.parametrize(("d0", "warns"), [(1e-3, True), (1e-2, False)])
+def test_d0_below_the_autocast_dtype_resolution_warns_once(d0: float, warns: bool) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(16, 4)
+
+    def loss() -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+        return out.float().square().mean()
+
+    twin = TwinTrajectory(d0=d0).attach(model, optimizer)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            optimizer.zero_grad()
+            loss().backward()
+            optimizer.step()
+            twin.step(loss)
+    messages = [str(w.message) for w in caught if "resolution of torch.bfloat16" in str(w.message)]
+    assert len(messages) == (1 if warns else 0), messages

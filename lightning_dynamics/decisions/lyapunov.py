@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeGuard
@@ -102,6 +103,32 @@ def check_d0(d0: Any) -> float:
     if value >= 1:
         raise ValueError(f"`d0` must be a relative distance in (0, 1), got {d0!r}.")
     return value
+
+
+def min_d0(dtype: torch.dtype) -> float:
+    """The smallest ``d0`` a computation in ``dtype`` resolves: its machine epsilon (bfloat16 ``2**-7``, float16
+    ``2**-10``, float32 ``2**-23``).
+
+    A relative separation below it is rounded away in every product of the forward and backward pass, and the
+    twin measures rounding noise (``benchmarks/lyapunov_dense.py``: an MLP under CPU bfloat16 autocast, docs/method.md
+    section 9). Float32 needs ``d0`` far above its epsilon (``1e-4`` already biases ``lambda`` upward on digits),
+    which is why the default is ``1e-3``.
+
+    Example:
+        >>> min_d0(torch.bfloat16), min_d0(torch.float32) < 1e-6
+        (0.0078125, True)
+    """
+    return float(torch.finfo(dtype).eps)
+
+
+def check_d0_resolution(d0: float, dtype: torch.dtype, where: str) -> None:
+    """A ValueError when ``d0`` is below :func:`min_d0` of ``dtype`` (naming ``where`` that dtype comes from)."""
+    floor = min_d0(dtype)
+    if d0 < floor:
+        raise ValueError(
+            f"`d0` must be >= {floor:.3g}, the resolution of {dtype} ({where}), got {d0!r}: a smaller separation is "
+            "rounded away and the twin measures rounding noise. Pass a larger d0 (e.g. 1e-2 for bfloat16)."
+        )
 
 
 def check_seed(seed: Any) -> int:
@@ -296,6 +323,7 @@ class TwinTrajectory:
         self.warmup = warm
         self.model: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
+        self._autocast_checked = False  # the compute dtype of the first shadow forward was checked against d0
         self.running = False  # a window is open: the shadow exists and steps
         self.shadow_params: list[Tensor] = []
         self.shadow_buffers: list[Tensor] = []
@@ -323,6 +351,9 @@ class TwinTrajectory:
         params = self._params()
         if not params:
             raise ValueError("The optimizer holds no parameters that require gradients: nothing to perturb.")
+        for dtype in sorted({p.dtype for p in params if p.is_floating_point()}, key=str):
+            check_d0_resolution(self.d0, dtype, "the dtype of the trained parameters")
+        self._autocast_checked = False
         if self.running or self.direction is not None:
             self._check_loaded(params)
         if not self.running and self._scheduled(self.real_steps):
@@ -520,7 +551,7 @@ class TwinTrajectory:
         growth = None
         if self.running:
             with self.swapped():
-                with torch.enable_grad():
+                with torch.enable_grad(), self._autocast_probe():
                     loss = loss_closure()
                     if not isinstance(loss, Tensor) or loss.numel() != 1:
                         raise TypeError(f"`loss_closure` must return a scalar tensor, got {type(loss).__name__}.")
@@ -542,6 +573,45 @@ class TwinTrajectory:
                 closed = self.end_window()
                 growth = closed if closed is not None else growth
         return growth
+
+    @contextmanager
+    def _autocast_probe(self) -> Iterator[None]:
+        """Until a shadow forward has been seen: warn when it runs under an autocast dtype that ``d0`` is below.
+
+        Autocast is entered inside the loss closure (Lightning's precision plugin does), so it is seen from a
+        forward pre-hook (on every module: a training step need not call the root module), during the closure only.
+        A warning, not an error: the run is under way by then.
+        """
+        if self._autocast_checked:
+            yield
+            return
+        seen: list[torch.dtype | None] = []
+
+        def hook(module: nn.Module, args: Any) -> None:
+            for device_type in ("cpu", "cuda"):
+                if torch.is_autocast_enabled(device_type):
+                    seen.append(torch.get_autocast_dtype(device_type))
+            seen.append(None)
+
+        handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
+        try:
+            yield
+        finally:
+            handle.remove()
+        if not seen:
+            return
+        self._autocast_checked = True
+        dtypes = [dtype for dtype in seen if dtype is not None]
+        if dtypes:
+            dtype = max(dtypes, key=min_d0)
+            if self.d0 < min_d0(dtype):
+                warnings.warn(
+                    f"TwinTrajectory: `d0` = {self.d0!r} is below {min_d0(dtype):.3g}, the resolution of {dtype} "
+                    "that the forward runs in under autocast: the exponent then measures rounding noise "
+                    "(benchmarks/lyapunov.md). Pass d0 >= the resolution, e.g. 1e-2 for bfloat16.",
+                    UserWarning,
+                    stacklevel=4,
+                )
 
     @torch.no_grad()
     def _separation_norms(self) -> tuple[dict[str, float], dict[str, float]]:

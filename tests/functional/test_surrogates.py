@@ -10,6 +10,7 @@ from lightning_dynamics.functional import (
     phase_randomized_surrogates,
     surrogate_test,
     synchrony,
+    time_shuffle_surrogates,
 )
 
 
@@ -67,3 +68,18 @@ def test_invalid_arguments() -> None:
         surrogate_test(metastability, x, method="bootstrap")
     with pytest.raises(ValueError, match="`alternative`"):
         surrogate_test(metastability, x, alternative="bigger")
+
+
+def test_time_shuffle_applies_one_permutation_to_every_layer() -> None:
+    # One shared permutation keeps the layers' correlation at equal times; each layer keeps its own values.
+    x = torch.randn(2, 5, 40, dtype=torch.float64)
+    s = time_shuffle_surrogates(x, 7, generator=torch.Generator().manual_seed(0))
+    assert s.shape == (7, 2, 5, 40)
+    torch.testing.assert_close(s.sort(-1).values, x.sort(-1).values.expand(7, 2, 5, 40))
+    for k in range(7):
+        for batch in range(2):
+            permutation = (s[k, batch, 0][:, None] == x[batch, 0][None, :]).double().argmax(-1)
+            torch.testing.assert_close(s[k, batch], x[batch][:, permutation])
+    assert not torch.equal(s[0, 0], x[0])
+    # Different surrogates and different batch entries draw their own permutations.
+    assert not torch.equal(s[0, 0, 0], s[1, 0, 0])
