@@ -68,23 +68,23 @@ def _alpha_reading(x: torch.Tensor, seed: int):
 def test_a_layer_settled_around_a_level_reads_as_settled_not_as_anti_persistent_dynamics() -> None:
     # Summaries jittering around fixed levels: alpha falls below its shuffle band (over-differenced noise), and the
     # reading says "settled", in plain words, in the sentence and the panel's mark.
-    levels = _correlated(30, 96, 0.7, seed=5) + torch.linspace(1, 8, LAYERS, dtype=torch.float64)[:, None]
+    levels = _correlated(12, 96, 0.7, seed=5) + torch.linspace(1, 8, LAYERS, dtype=torch.float64)[:, None]
     results = [_alpha_reading(x, seed) for seed, x in enumerate(levels)]
     below = [r for r in results if r.value < r.null_lo]
-    assert len(below) >= 25  # below the shuffle band nearly always
+    assert len(below) >= 10  # below the shuffle band nearly always
     settled = sum(bool(r.settled) for r in below)
-    assert settled >= len(below) - 3, (settled, len(below))  # the settled-level band holds them (nominal 97.5%)
+    assert settled >= len(below) - 1, (settled, len(below))  # the settled-level band holds them (nominal 97.5%)
     example = next(r for r in below if r.settled)
     assert "settled around a level" in example.sentence() and example.status() == "settled around a level"
     # Anti-persistent dynamics (increments: fGn with H = 0.3, the path still wanders) are not called settled.
     from benchmarks.noise_floors import fgn
 
     g = torch.Generator().manual_seed(6)
-    anti = (fgn(160, 0.3, 20 * LAYERS, g).reshape(20, LAYERS, 160) + fgn(160, 0.3, 20, g)[:, None]).cumsum(-1)
+    anti = (fgn(160, 0.3, 12 * LAYERS, g).reshape(12, LAYERS, 160) + fgn(160, 0.3, 12, g)[:, None]).cumsum(-1)
     readings = [_alpha_reading(x, 100 + seed) for seed, x in enumerate(anti)]
     flagged = [r for r in readings if r.value < r.null_lo]
-    assert len(flagged) >= 10  # below the shuffle band
-    assert sum(bool(r.settled) for r in flagged) <= 2
+    assert len(flagged) >= 6  # below the shuffle band
+    assert sum(bool(r.settled) for r in flagged) <= 1
     assert any(r.settled is False and "anti-persistent" in r.sentence() for r in flagged)
 
 

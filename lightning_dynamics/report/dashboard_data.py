@@ -271,7 +271,7 @@ def load_run(
         metrics=metrics,
         logged=logged,
         convergence=convergence,
-        readings=readings(metrics, config),
+        readings=readings(metrics, config, values=values),
         accuracy_key=accuracy_key,
         loss_key=loss_key,
         config=config,

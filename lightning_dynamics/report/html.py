@@ -69,6 +69,8 @@ def reading_note(run: RunDashboard, key: str) -> str:
     if inside is not None:
         where = "inside" if inside else "outside"
         notes.append(f"{where} noise floor [{reading.null_lo:.3g}, {reading.null_hi:.3g}]")
+        if reading.settled:
+            notes.append("settled around a level")
     if reading.short_series:
         notes.append(f"short series ({reading.short_text()})")
     return "; ".join(notes)

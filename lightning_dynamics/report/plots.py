@@ -112,9 +112,9 @@ def _reading_notes(ax: Axes, run: RunDashboard, key: str) -> None:
     if reading is None:
         return
     notes: list[tuple[str, str]] = []
-    inside = reading.inside_noise_floor
-    if inside is not None:
-        notes.append(("inside noise floor" if inside else "outside noise floor", INSIDE_COLOR if inside else "0.3"))
+    status = reading.status()  # "inside noise floor", "outside noise floor" or "settled around a level"
+    if status:
+        notes.append((status, INSIDE_COLOR if reading.inside_noise_floor else "0.3"))
     if reading.short_series:
         notes.append((f"short series: {reading.short_text()}", SHORT_COLOR))
     for row, (text, color) in enumerate(notes):

@@ -197,3 +197,29 @@ def test_a_measure_added_to_the_registry_gets_its_panel_band_and_bounds(tmp_path
     panel = _axes(plot_dashboard(run), "my_measure")
     assert panel.get_ylim() == (0.0, 3.0) and len(panel.collections) == 1  # the registry's bounds, the band
     assert "outside noise floor" in [t.get_text() for t in panel.texts]
+
+
+def test_a_settled_run_reads_settled_around_a_level_in_the_dashboard(tmp_path: Path, monkeypatch) -> None:
+    # Layers jittering around fixed levels: alpha below its (shuffle) noise floor is what they give; the panel and
+    # the info line say "settled around a level", not "anti-persistent".
+    from lightning_dynamics.measures import DynamicsConfig, MeasureContext
+    from lightning_dynamics.measures import readings as readings_module
+    from lightning_dynamics.measures.registry import compute_measures, null_bands
+
+    monkeypatch.setattr(readings_module, "reliable_points", {}.get)
+    n = 96
+    g = torch.Generator().manual_seed(3)
+    values = 3.0 + torch.arange(5.0)[:, None] + 0.1 * torch.randn(5, n, generator=g, dtype=torch.float64)
+    config = DynamicsConfig()
+    alpha = compute_measures(MeasureContext(values, config), ("integration_alpha",))["integration_alpha"]
+    band = null_bands(values, config, ("integration_alpha",), 39, torch.Generator().manual_seed(0))
+    metrics = {}
+    for key, last in (("integration_alpha", alpha), *band.items()):
+        metrics[key] = torch.full((n,), NAN, dtype=torch.float64)
+        metrics[key][-1] = last
+    state = _state(n_points=n, values=values.float(), metrics=metrics, logged={}, config=config.to_dict())
+    assert float(alpha) < float(band["integration_alpha_null_lo"])
+    run = load_run(save_history(state, tmp_path / "run" / "dynamics_history.pt"))
+    assert run.readings["integration_alpha"].settled is True
+    assert "settled around a level" in [t.get_text() for t in _axes(plot_dashboard(run), "mean DFA exponent α").texts]
+    assert "look settled around a level" in noise_floor_summary(state)
