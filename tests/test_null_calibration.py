@@ -111,3 +111,28 @@ def test_level_bands_read_the_points_each_measure_reads() -> None:
     changed[..., : 80 - CONFIG.window] = 1e3
     bands = [level_bands(h, CONFIG, ("stability_index",), 19, torch.Generator().manual_seed(0)) for h in (x, changed)]
     torch.testing.assert_close(bands[0]["stability_index"], bands[1]["stability_index"])
+
+
+def test_the_committed_calibration_holds_5_percent_with_the_shared_shuffle_only() -> None:
+    # The figures of docs/method.md section 8c and benchmarks/null_calibration.md come from this file.
+    import json
+    from pathlib import Path
+
+    result = json.loads((Path(__file__).parent.parent / "benchmarks/results/null_calibration.json").read_text())
+    cells = result["table"]["memoryless"]
+    for rho, by_length in cells.items():
+        for length, measures in by_length.items():
+            for name, kinds in measures.items():
+                shared, per_layer = kinds["shared"]["outside"], kinds["per_layer"]["outside"]
+                assert abs(shared["rate"] - 0.05) <= 3 * math.sqrt(0.05 * 0.95 / shared["n"]), (rho, length, name)
+                if rho == "0.9" and name != "stability_index":
+                    assert per_layer["rate"] > 0.2, (rho, length, name)
+
+
+@pytest.mark.slow
+def test_the_calibration_benchmark_runs_in_its_quick_mode(tmp_path) -> None:
+    from benchmarks.null_calibration import main
+
+    result = main(["--quick", "--draws", "20", "--out", str(tmp_path)])
+    assert (tmp_path / "null_calibration_quick.md").exists()
+    assert set(result["table"]) == {"memoryless", "persistent", "converging", "level", "anti_persistent"}
