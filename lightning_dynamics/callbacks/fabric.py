@@ -52,7 +52,7 @@ class DynamicsFabricMonitor:
         layers, max_layers, summary, every_n_steps, points_per_epoch, source, probe_batch, window,
             volatility_window, weights, detrend, pad, h_opt, sigma, compute_phase_integration, history_window,
             null_surrogates, complexity_every_n_samples, prefix, save_history, save_every_n_samples, log_dashboard,
-            checkpoint_probe_batch, ddp_timeout, verbose: as :class:`~lightning_dynamics.DynamicsMonitor`.
+            checkpoint_probe_batch, ddp_timeout, verbose, layer_stats: as :class:`~lightning_dynamics.DynamicsMonitor`.
         probe_forward: ``(model, batch) -> output`` for the probe (default: ``model(batch[0])``).
         history_dir: where ``<prefix>_history.pt`` goes (default: the first logger's ``log_dir``, else the
             working directory).
@@ -87,6 +87,7 @@ class DynamicsFabricMonitor:
         checkpoint_probe_batch: bool = False,
         ddp_timeout: float | None = None,
         verbose: bool = True,
+        layer_stats: bool = True,
     ) -> None:
         config = DynamicsConfig(
             summary=summary,
@@ -117,6 +118,7 @@ class DynamicsFabricMonitor:
             verbose=verbose,
             warn=rank_zero_warn,
             info=rank_zero_info,
+            layer_stats=layer_stats,
         )
         if history_dir is not None and not isinstance(history_dir, (str, Path)):
             raise ValueError(f"`history_dir` must be a path or None, got {history_dir!r}.")
@@ -170,6 +172,10 @@ class DynamicsFabricMonitor:
     def on_train_batch_start(self, fabric: Fabric, batch: Any = None, **kwargs: Any) -> None:
         """For ``source="probe"``: the first batch becomes the probe batch unless one was given."""
         self.tracker.batch_start(batch)
+
+    def on_before_optimizer_step(self, fabric: Fabric | None = None, **kwargs: Any) -> None:
+        """After ``fabric.backward`` and before ``optimizer.step()``: the per-layer gradient statistics."""
+        self.tracker.before_optimizer_step()
 
     def on_train_batch_end(
         self,

@@ -73,7 +73,8 @@ class DynamicsTrainerCallback(TrainerCallback):
         layers, max_layers, summary, every_n_steps, points_per_epoch, source, window, volatility_window, weights,
             detrend, pad, h_opt, sigma, compute_phase_integration, history_window, null_surrogates,
             complexity_every_n_samples, prefix, save_history, save_every_n_samples, checkpoint_probe_batch,
-            verbose: as :class:`~lightning_dynamics.DynamicsMonitor`; ``every_n_steps`` counts optimizer steps.
+            verbose, layer_stats: as :class:`~lightning_dynamics.DynamicsMonitor`; ``every_n_steps`` counts optimizer
+            steps.
         probe_batch: required with ``source="probe"`` (the Trainer's events do not show the batches): a batch as
             the Trainer's collator makes it, e.g. ``data_collator([train[i] for i in range(8)])``.
         probe_forward: ``(model, batch) -> output`` for the probe (default: :func:`hf_probe_forward`).
@@ -112,6 +113,7 @@ class DynamicsTrainerCallback(TrainerCallback):
         checkpoint_probe_batch: bool = False,
         ddp_timeout: float | None = None,
         verbose: bool = True,
+        layer_stats: bool = True,
     ) -> None:
         if source == "probe" and probe_batch is None:
             raise ValueError(
@@ -147,6 +149,7 @@ class DynamicsTrainerCallback(TrainerCallback):
             verbose=verbose,
             warn=rank_zero_warn,
             info=rank_zero_info,
+            layer_stats=layer_stats,
         )
         if history_dir is not None and not isinstance(history_dir, (str, Path)):
             raise ValueError(f"`history_dir` must be a path or None, got {history_dir!r}.")
@@ -220,6 +223,12 @@ class DynamicsTrainerCallback(TrainerCallback):
             self._n_steps = None
         self._epoch = int(state.epoch or 0)
         self.tracker.epoch_start(self._epoch, state.global_step, self._n_steps)
+
+    def on_pre_optimizer_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        """After the backward pass (and gradient clipping), before the optimizer step: the gradient statistics."""
+        self.tracker.before_optimizer_step()
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         """After each optimizer step: a sample point closes if the schedule says so."""

@@ -72,6 +72,10 @@ class DynamicsMonitor(Callback):
             :class:`~lightning_dynamics.tracking.distributed.DistributedMismatchError`; ``None``: the strategy's
             timeout.
         verbose: announce the layers, when each measure appears, and the file written.
+        layer_stats: also log the per-layer statistics' summaries over depth as ``<prefix>/stats/<name>`` (dead and
+            saturated units, activation scale, gradient norms and update-to-weight ratios at the first optimizer
+            step of each sample interval; :mod:`lightning_dynamics.capture.layer_stats`); the per-layer series go
+            into the history file.
 
     Example::
 
@@ -107,6 +111,7 @@ class DynamicsMonitor(Callback):
         checkpoint_probe_batch: bool = False,
         ddp_timeout: float | None = None,
         verbose: bool = True,
+        layer_stats: bool = True,
     ) -> None:
         super().__init__()
         config = DynamicsConfig(
@@ -138,6 +143,7 @@ class DynamicsMonitor(Callback):
             verbose=verbose,
             warn=rank_zero_warn,
             info=rank_zero_info,
+            layer_stats=layer_stats,
         )
         self.prog_bar = check_bool("prog_bar", prog_bar)
         self.log_dashboard = check_bool("log_dashboard", log_dashboard)
@@ -224,6 +230,12 @@ class DynamicsMonitor(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         self.tracker.batch_start(batch)
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        # The gradients are final here (after backward and any unscaling), and the weights not yet updated.
+        self.tracker.before_optimizer_step()
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int

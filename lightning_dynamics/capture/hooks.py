@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from lightning_dynamics.capture.summaries import SummaryAccumulator, floating_tensors
+from lightning_dynamics.capture.summaries import SummaryAccumulator, UnitStatsAccumulator, floating_tensors
 
 # Modules returning ``(output, state)``: only the output is the layer's activation (not hidden/cell
 # states, not attention weights).
@@ -113,3 +113,62 @@ class ActivationCapture:
 
     def __exit__(self, *exc: object) -> None:
         self.remove()
+
+
+class UnitStatsCapture:
+    """Forward hooks on activation modules that feed a :class:`UnitStatsAccumulator` (dead and saturated units).
+
+    Records while ``gate()`` is true: the tracker passes the state of its :class:`ActivationCapture`, so the same
+    forwards are recorded (training forwards, or the probe). Like :class:`ActivationCapture`, a failure inside a
+    hook never stops training: the layer warns once and is left out.
+
+    Args:
+        layers: ``(name, module, unit_dim)`` per activation layer.
+        accumulator: the counts.
+        gate: whether the forward being run is recorded.
+    """
+
+    def __init__(
+        self,
+        layers: list[tuple[str, nn.Module, int]],
+        accumulator: UnitStatsAccumulator,
+        gate: Callable[[], bool],
+    ) -> None:
+        self.layers = layers
+        self.accumulator = accumulator
+        self.gate = gate
+        self.disabled: dict[int, str] = {}
+        self._handles: list[RemovableHandle] = []
+
+    def attach(self) -> UnitStatsCapture:
+        if not self._handles:
+            for index, (_, module, unit_dim) in enumerate(self.layers):
+                self._handles.append(module.register_forward_hook(self._make_hook(index, unit_dim)))
+        return self
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _make_hook(self, index: int, unit_dim: int) -> Any:
+        add = self.accumulator.add
+
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            if index in self.disabled or not self.gate():
+                return
+            try:
+                for tensor in floating_tensors(output):
+                    add(index, tensor, unit_dim)
+            except Exception as error:  # a monitor failure must not stop training
+                name = self.layers[index][0]
+                self.disabled[index] = f"{type(error).__name__}: {error}"
+                self.accumulator.mixed[index] = True
+                warnings.warn(
+                    f"UnitStatsCapture: counting the units of layer {name!r} failed with {self.disabled[index]}; its "
+                    "dead/saturated fraction is missing from now on, training goes on.",
+                    LayerCaptureWarning,
+                    stacklevel=2,
+                )
+
+        return hook

@@ -302,3 +302,174 @@ def summarize(packed: Tensor, summary: str, dtype: torch.dtype = torch.float32) 
     else:
         value = first
     return value.to(dtype)
+
+
+#: Unit statistics of an activation layer: ``"dead"`` counts each unit's non-zero values (ReLU family), ``"saturated"``
+#: counts each unit's values near the activation's bounds (sigmoid, tanh, hardtanh, ...).
+UNIT_STAT_KINDS = ("dead", "saturated")
+
+
+class UnitStatsAccumulator:
+    r"""Per-unit counts of ``L`` activation layers between two sample points: dead and saturated units.
+
+    A *unit* is a channel (dim 1) of a convolution's ``[B, C, ...]`` output or a feature (last dim) of a linear
+    layer's ``[..., F]`` output; each layer's unit dim is given by the caller (:mod:`~lightning_dynamics.capture.
+    layer_stats` reads it from the weight layer before the activation). For each unit ``u`` of layer ``l`` the
+    interval adds up
+
+    - ``"dead"`` layers (ReLU family): :math:`c_u = \#\{a_u \ne 0\}`; the unit is dead when :math:`c_u = 0`, i.e. it
+      was zero on every value of the interval (SageMaker Debugger's DeadRelu with ``threshold_inactivity`` at 0);
+    - ``"saturated"`` layers (bounded activations, bounds :math:`[lo, hi]`):
+      :math:`c_u = \#\{a_u \le lo + \tau (hi - lo)\ \text{or}\ a_u \ge hi - \tau (hi - lo)\}`; the unit is saturated
+      when :math:`c_u \ge (1 - \iota)\, n_u`, i.e. it was active (away from its bounds) on fewer than a fraction
+      :math:`\iota` of its values (SageMaker Debugger's SaturatedActivation, ``threshold_inactivity`` = 1%);
+
+    with :math:`n_u` the values each unit saw. :meth:`fractions` gives, per layer, the fraction of its units that are
+    dead (or saturated). Counts are float64 on the device (float32 where there is none), added with one reduction
+    per output and no host synchronisation; they are sum-reducible, so under DDP one all-reduce (SUM) of
+    :meth:`packed` gives the global counts. A layer's per-unit buffer is allocated at its first output (its width is
+    known then); a layer whose outputs change width (a module reused at several widths) is left out (NaN).
+
+    Args:
+        kinds: per layer, ``"dead"`` or ``"saturated"``.
+        bounds: per layer, ``(lo, hi)`` for ``"saturated"`` layers (ignored for ``"dead"``).
+        device: where the counts live.
+        tolerance: :math:`\tau`, the part of the range next to each bound that counts as saturated.
+        inactivity: :math:`\iota`, the largest fraction of active values a saturated unit may have.
+
+    Example:
+        >>> acc = UnitStatsAccumulator(["dead"], [None], torch.device("cpu"))
+        >>> acc.add(0, torch.tensor([[0.0, 1.0, 0.0], [0.0, 2.0, 0.0]]), unit_dim=-1)  # 3 units, 1 alive
+        >>> acc.fractions(acc.packed())
+        tensor([0.6667], dtype=torch.float64)
+    """
+
+    def __init__(
+        self,
+        kinds: list[str],
+        bounds: list[tuple[float, float] | None],
+        device: torch.device,
+        tolerance: float = 0.01,
+        inactivity: float = 0.01,
+    ) -> None:
+        if len(kinds) != len(bounds) or any(kind not in UNIT_STAT_KINDS for kind in kinds):
+            raise ValueError(f"`kinds` must be one of {UNIT_STAT_KINDS} per layer, one bound per layer; got {kinds}.")
+        self.kinds = list(kinds)
+        self.bounds = list(bounds)
+        self.device = device
+        self.tolerance = float(tolerance)
+        self.inactivity = float(inactivity)
+        self.dtype = torch.float32 if device.type == "mps" else torch.float64
+        self.counts: list[Tensor | None] = [None] * len(kinds)  # per layer: [U] counts, allocated at first output
+        self.values = torch.zeros(len(kinds), dtype=self.dtype, device=device)  # n_u per layer (values per unit)
+        self.mixed = [False] * len(kinds)  # outputs of changing width: left out
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.kinds)
+
+    @torch.no_grad()
+    def add(self, index: int, activation: Tensor, unit_dim: int) -> None:
+        """Add one output of layer ``index`` (units along ``unit_dim``): one reduction, no host synchronisation."""
+        if self.mixed[index]:
+            return
+        a = activation.detach()
+        if a.ndim == 0:
+            return
+        unit_dim = unit_dim % a.ndim
+        units = a.shape[unit_dim]
+        counts = self.counts[index]
+        if counts is None:
+            counts = self.counts[index] = torch.zeros(units, dtype=self.dtype, device=a.device)
+        elif counts.numel() != units:
+            self.mixed[index] = True
+            self.counts[index] = None
+            return
+        if self.kinds[index] == "dead":
+            hit = a != 0
+        else:
+            bound = self.bounds[index]
+            assert bound is not None
+            lo, hi = bound
+            margin = self.tolerance * (hi - lo)
+            hit = (a <= lo + margin) | (a >= hi - margin)
+        dims = [d for d in range(a.ndim) if d != unit_dim]
+        counts.add_(hit.sum(dim=dims, dtype=self.dtype) if dims else hit.to(self.dtype))
+        self.values[index].add_(a.numel() // units)
+
+    def packed(self) -> Tensor:
+        """``[sum_l U_l + L]``: every layer's unit counts, then the values per unit of each layer (NaN: left out).
+
+        Sum-reducible; every process has the same layout once each layer has produced an output.
+        """
+        parts = [c for c in self.counts if c is not None]
+        values = self.values
+        if any(self.mixed):
+            off = torch.tensor(self.mixed, dtype=torch.bool).to(values.device, non_blocking=True)
+            values = torch.where(off, torch.full_like(values, math.nan), values)
+        return torch.cat([*parts, values])
+
+    def fractions(self, packed: Tensor) -> Tensor:
+        """``[L]`` float64: the fraction of each layer's units that are dead (or saturated), from :meth:`packed`.
+
+        NaN for a layer with no value in the interval or left out.
+        """
+        n_layers = self.n_layers
+        values = packed[-n_layers:] if n_layers else packed[:0]
+        out = []
+        start = 0
+        for index, counts in enumerate(self.counts):
+            n = values[index]
+            if counts is None:
+                out.append(torch.full((), math.nan, dtype=packed.dtype, device=packed.device))
+                continue
+            part = packed[start : start + counts.numel()]
+            start += counts.numel()
+            if self.kinds[index] == "dead":
+                flagged = part == 0
+            else:
+                flagged = part >= (1.0 - self.inactivity) * n
+            fraction = flagged.to(packed.dtype).mean()
+            out.append(torch.where(n > 0, fraction, torch.full_like(fraction, math.nan)))
+        if not out:
+            return torch.zeros(0, dtype=packed.dtype, device=packed.device)
+        return torch.stack(out)
+
+    def reset(self) -> None:
+        """Zero the counts for the next interval (buffers are kept)."""
+        for counts in self.counts:
+            if counts is not None:
+                counts.zero_()
+        self.values.zero_()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "counts": [None if c is None else c.detach().cpu().clone() for c in self.counts],
+            "values": self.values.detach().cpu().clone(),
+            "mixed": list(self.mixed),
+        }
+
+    def load_state_dict(self, state: Any, where: str = "the checkpoint's unit statistics") -> None:
+        """Restore :meth:`state_dict` after checking every field; nothing changes if one is wrong.
+
+        Raises:
+            ValueError: naming the field: not a dict, ``counts`` not ``L`` tensors (or None), ``values`` not a
+                tensor of shape ``(L,)``, ``mixed`` not ``L`` booleans.
+        """
+        n = self.n_layers
+        if not isinstance(state, dict):
+            raise ValueError(f"{where} must be a dict, got {type(state).__name__}.")
+        counts, values, mixed = state.get("counts"), state.get("values"), state.get("mixed")
+        if (
+            not isinstance(counts, list)
+            or len(counts) != n
+            or not all(c is None or (isinstance(c, Tensor) and c.ndim == 1) for c in counts)
+        ):
+            raise ValueError(f"{where}: `counts` must be {n} one-dimensional tensors (or None), got {_shown(counts)}.")
+        if not isinstance(values, Tensor) or values.shape != (n,):
+            raise ValueError(f"{where}: `values` must be a tensor of shape ({n},), got {_shown(values)}.")
+        if not isinstance(mixed, list) or len(mixed) != n or not all(isinstance(m, bool) for m in mixed):
+            raise ValueError(f"{where}: `mixed` must be {n} booleans, got {_shown(mixed)}.")
+        self.counts = [None if c is None else c.to(self.device, self.dtype) for c in counts]
+        self.values = values.to(self.device, self.dtype)
+        self.mixed = list(mixed)

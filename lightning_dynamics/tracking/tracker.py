@@ -52,6 +52,7 @@ from lightning_dynamics.capture import (
 )
 from lightning_dynamics.capture.history import nan_padded
 from lightning_dynamics.capture.layer_selection import LayerSelection
+from lightning_dynamics.capture.layer_stats import LayerStatistics
 from lightning_dynamics.functional import rolling_volatility
 from lightning_dynamics.measures.config import DynamicsConfig
 from lightning_dynamics.measures.context import MeasureContext
@@ -135,6 +136,11 @@ class DynamicsTracker:
             loses at most that many); ``None``: only at the end.
         verbose: announce the layers, when each measure appears, and the file written.
         warn, info: where warnings and information go (the Lightning adapter passes its rank-zero functions).
+        layer_stats: also measure the per-layer statistics of
+            :mod:`~lightning_dynamics.capture.layer_stats` (dead and saturated units of the activation layers; the
+            watched layers' gradient norm and update-to-weight ratio, read by :meth:`before_optimizer_step`) and log
+            their summaries over depth as ``<prefix>/stats/<name>``; the per-layer series go into the history
+            file's ``layer_stats``.
 
     Attributes:
         history: the :class:`~lightning_dynamics.capture.SummaryHistory` (``None`` before :meth:`attach`).
@@ -157,6 +163,7 @@ class DynamicsTracker:
         verbose: bool = True,
         warn: Callable[[str], None] | None = None,
         info: Callable[[str], None] | None = None,
+        layer_stats: bool = True,
     ) -> None:
         self.layers = check_layers(layers)
         self.max_layers = check_int("max_layers", max_layers, 1, allow_none=True)
@@ -174,6 +181,7 @@ class DynamicsTracker:
         self.save_history = check_bool("save_history", save_history)
         self.save_every_n_samples = check_int("save_every_n_samples", save_every_n_samples, 1, allow_none=True)
         self.verbose = check_bool("verbose", verbose)
+        self.statistics = LayerStatistics() if check_bool("layer_stats", layer_stats) else None
         self.keys = self.config.logged_keys()
         self.measure_names = self.config.measure_names()
         self.schedule = SampleSchedule(self.config.every_n_steps, self.config.points_per_epoch)
@@ -281,6 +289,11 @@ class DynamicsTracker:
         self._modules = modules
         self._model = model
         self._capture = ActivationCapture(layers, self._accumulator)
+        if self.statistics is not None:
+            capture = self._capture
+            self.statistics.attach(model, layers, device, gate=lambda: capture.enabled, max_layers=self.max_layers)
+            if self.statistics.n_points < self.history.length:
+                self.statistics.pad_to(self.history.length)
         if self.source == "train":
             self._capture.attach()
             if capture_training_forwards:
@@ -294,6 +307,8 @@ class DynamicsTracker:
         """Remove every hook (idempotent). The history and values stay."""
         if self._capture is not None:
             self._capture.remove()
+        if self.statistics is not None:
+            self.statistics.detach()
         if self._gate_handle is not None:
             self._gate_handle.remove()
             self._gate_handle = None
@@ -328,6 +343,19 @@ class DynamicsTracker:
             raise RuntimeError("DynamicsTracker.capturing() before attach(model).")
         with self._capture.capturing():
             yield
+
+    def before_optimizer_step(self) -> None:
+        """The gradients of a step are ready and the optimizer is about to step (Lightning:
+        ``on_before_optimizer_step``; a plain loop: after ``backward`` and ``scaler.unscale_``, before
+        ``optimizer.step()``).
+
+        At the first optimizer step of each sample interval, reads the watched layers' gradient norms and copies
+        their weights, on the device (no host synchronisation); :meth:`batch_end` then measures the step's
+        update-to-weight ratio and frees the copy. Other steps return at once. Without it the gradient statistics
+        are NaN.
+        """
+        if self.statistics is not None:
+            self.statistics.before_optimizer_step()
 
     # ------------------------------------------------------------------ the sampling loop
 
@@ -430,6 +458,8 @@ class DynamicsTracker:
         """
         if self.source == "train" and self._gate_handle is None:
             self.capture_enabled = False
+        if self.statistics is not None:
+            self.statistics.after_optimizer_step()
         self._batches_since_start += 1
         index = self._batches_since_start - 1 if batch_idx is None else batch_idx
         if not self.schedule.closes_at_batch(index, self._n_batches if n_batches is None else n_batches, step):
@@ -529,6 +559,7 @@ class DynamicsTracker:
         if self.source == "probe":
             self._run_probe(probe or self._default_probe(), probe_context or self._probe_context)
         packed = self._accumulator.packed()
+        units = self.statistics.packed() if self.statistics is not None else None
         reduce = reduce or self._reduce
         if reduce is not None:
             if self._rendezvous is not None:  # all processes here, in step, or a clear error: never a hang
@@ -537,9 +568,15 @@ class DynamicsTracker:
                     {"epoch": epoch, "step": step, "batches": self._batches_since_start},
                     hint=_STEP_HINT,
                 )
-            packed = reduce(packed)
+            if units is None:
+                packed = reduce(packed)
+            else:  # one collective for the summaries and the unit counts
+                flat = reduce(torch.cat([packed.flatten(), units.to(packed)]))
+                packed, units = flat[: packed.numel()].view_as(packed), flat[packed.numel() :]
         column = self._accumulator.summarize(packed)  # identical on every rank; may update the std shift
         self._accumulator.reset()
+        if self.statistics is not None and units is not None:
+            self.statistics.close(units)
         self.history.append(column, epoch, step)
         self.computed.append(compute)
         values: dict[str, float] = dict.fromkeys(self.keys, math.nan)
@@ -552,6 +589,12 @@ class DynamicsTracker:
             )
         for key in self.keys:
             self.metrics[key].append(values[key])
+        if compute and self.statistics is not None:
+            try:
+                stats = self.statistics.summary(column.tolist())
+                values.update({f"stats/{key}": value for key, value in stats.items()})
+            except Exception as error:  # a monitor must never break the training it watches
+                self.warn(f"DynamicsTracker[{self.prefix}]: the layer statistics failed at step {step} ({error!r}).")
         self._record_logged(logged or {})
         if self.save_every_n_samples and self.n_samples % self.save_every_n_samples == 0 and self.is_global_zero:
             self.save()
@@ -744,6 +787,14 @@ class DynamicsTracker:
         state["config"] = self.config.to_dict()
         state["metrics"] = {key: nan_padded(values, length) for key, values in self.metrics.items()}
         state["logged"] = {key: nan_padded(values, length) for key, values in self.logged.items()}
+        if self.statistics is not None:
+            state["layer_stats"] = {
+                stat: {
+                    "layers": entry["layers"],
+                    "values": torch.tensor(entry["values"], dtype=torch.float32).reshape(len(entry["layers"]), length),
+                }
+                for stat, entry in self.statistics.series().items()
+            }
         return state
 
     def save(self, path: str | Path | None = None) -> Path | None:
@@ -796,6 +847,8 @@ class DynamicsTracker:
             "defined": sorted(self.defined),
             "schedule": self.schedule.state_dict(),
         }
+        if self.statistics is not None:
+            state["layer_stats"] = self.statistics.state_dict()
         if include_probe_batch and self.probe_batch is not None:
             state["probe_batch"] = _to_device(self.probe_batch, torch.device("cpu"))
         return state
@@ -876,6 +929,14 @@ class DynamicsTracker:
             raise ValueError(f"{owner}: the checkpoint has unknown measures {unknown}.")
         schedule = SampleSchedule(self.config.every_n_steps, self.config.points_per_epoch)
         schedule.load_state_dict(saved_schedule, owner)
+        if self.statistics is not None:  # checks every field before it changes anything
+            if isinstance(state.get("layer_stats"), dict):
+                self.statistics.load_state_dict(
+                    state["layer_stats"], length, where=f"{owner}: the checkpoint's `layer_stats`"
+                )
+            else:  # a state saved without them: their points are missing
+                self.statistics.clear_series()
+                self.statistics.pad_to(length)
         self.history.load_state_dict(state["history"])  # valid: checked on the copies above
         self._accumulator.load_state_dict(state["accumulator"])
         self.schedule = schedule
