@@ -266,7 +266,7 @@ class LayerStatistics:
         return out
 
     def summary(self, act_scale: list[float]) -> dict[str, float]:
-        """The logged summaries over depth (:data:`STAT_KEYS`) of the last point; ``act_scale``: the summaries column."""
+        """The logged summaries over depth (:data:`STAT_KEYS`) of the last point (``act_scale``: its summaries)."""
         last = self.last()
         grad = last["grad_norm"]
         with_grad = [g for g in grad if math.isfinite(g) and g > 0]
@@ -311,7 +311,7 @@ class LayerStatistics:
         stats = (*UNIT_STATS, *PARAMETER_STATS)
         if not isinstance(series, dict) or set(series) != set(stats):
             raise ValueError(
-                f"{where}: `series` must hold {stats}, got {sorted(series) if isinstance(series, dict) else series!r:.80}."
+                f"{where}: `series` must hold {stats}, got {sorted(series) if isinstance(series, dict) else series!r:.60}."
             )
         for stat in stats:
             rows = series[stat].get("values") if isinstance(series[stat], dict) else None
