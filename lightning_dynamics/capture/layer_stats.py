@@ -310,9 +310,8 @@ class LayerStatistics:
         series = state.get("series")
         stats = (*UNIT_STATS, *PARAMETER_STATS)
         if not isinstance(series, dict) or set(series) != set(stats):
-            raise ValueError(
-                f"{where}: `series` must hold {stats}, got {sorted(series) if isinstance(series, dict) else series!r:.60}."
-            )
+            got = sorted(series) if isinstance(series, dict) else type(series).__name__
+            raise ValueError(f"{where}: `series` must hold {stats}, got {got}.")
         for stat in stats:
             rows = series[stat].get("values") if isinstance(series[stat], dict) else None
             if not isinstance(rows, list) or not all(isinstance(r, list) and len(r) == n_points for r in rows):
