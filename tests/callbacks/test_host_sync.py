@@ -19,7 +19,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from lightning_dynamics import DynamicsMonitor
+from lightning_dynamics import DynamicsConfig, DynamicsMonitor, DynamicsTracker
 from tests.helpers import TinyModule, loaders, trainer
 
 # Operators whose CUDA implementation copies data to the host and waits for the device.
@@ -97,3 +97,53 @@ def test_the_recorder_sees_a_sync() -> None:
         x[x > 0]
         x.masked_fill(x < 0, 0.0)  # no sync (x[mask] = v is index_put_ with a mask in torch 2.14: that one syncs)
     assert recorder.seen == {"aten._local_scalar_dense.default": 1, "aten.index.Tensor": 1}
+
+
+def _plain_loop_syncs(with_tracker: bool) -> tuple[Counter[str], int]:
+    """Sync operators of the steps of epochs 1 and 2 of a plain loop (each epoch's first step reads the gradients
+    and copies the weights; every step counts dead and saturated units)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, 8),
+        torch.nn.Tanh(),
+        torch.nn.Linear(8, 3),
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
+    config = DynamicsConfig(points_per_epoch=1, null_surrogates=None)
+    tracker = DynamicsTracker(config=config, verbose=False, save_history=False) if with_tracker else None
+    if tracker is not None:
+        tracker.begin_fit(model)
+    recorder, step = SyncRecorder(), 0
+    data = [(torch.randn(8, 1, 4, 4), torch.randint(0, 3, (8,))) for _ in range(4)]
+    for epoch in range(3):
+        if tracker is not None:
+            tracker.epoch_start(epoch, step, n_batches=len(data))
+        for batch_idx, (x, y) in enumerate(data):
+            if epoch > 0:
+                recorder.__enter__()
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            if tracker is not None:
+                tracker.before_optimizer_step()
+            optimizer.step()
+            step += 1
+            if tracker is not None:
+                tracker.batch_end(epoch, step, batch_idx)
+            if epoch > 0:
+                recorder.__exit__(None, None, None)
+        if tracker is not None:
+            tracker.epoch_end(epoch, step)
+    return recorder.seen, recorder.dispatched
+
+
+def test_layer_statistics_add_no_syncing_operator_to_training_steps() -> None:
+    """Dead/saturated unit counts in the hooks, gradient norms and the weight copy before the step, the update
+    ratio after it: all on the device."""
+    off, dispatched_off = _plain_loop_syncs(False)
+    on, dispatched_on = _plain_loop_syncs(True)
+    assert dispatched_on > dispatched_off > 0
+    assert on == off, on
