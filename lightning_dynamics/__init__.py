@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from lightning_dynamics.decisions.diagnosis import DiagnosisThresholds, DynamicsDiagnoser, Finding
 from lightning_dynamics.decisions.stopping import DynamicsStoppingReason
 from lightning_dynamics.measures.config import DynamicsConfig
 from lightning_dynamics.tracking.distributed import DistributedMismatchError
@@ -18,6 +19,7 @@ from lightning_dynamics.tracking.tracker import DynamicsTracker
 
 if TYPE_CHECKING:
     from lightning_dynamics.callbacks import (
+        DynamicsDiagnosis,
         DynamicsEarlyStopping,
         DynamicsFabricMonitor,
         DynamicsModelCheckpoint,
@@ -30,6 +32,7 @@ __version__ = "0.1.0"
 
 # Names served lazily from lightning_dynamics.callbacks (the only package that imports Lightning).
 _LIGHTNING_NAMES = {
+    "DynamicsDiagnosis",
     "DynamicsEarlyStopping",
     "DynamicsFabricMonitor",
     "DynamicsLayerFreezing",
@@ -47,14 +50,18 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "DiagnosisThresholds",
     "DistributedMismatchError",
     "DynamicsConfig",
+    "DynamicsDiagnoser",
+    "DynamicsDiagnosis",
     "DynamicsEarlyStopping",
     "DynamicsFabricMonitor",
     "DynamicsModelCheckpoint",
     "DynamicsMonitor",
     "DynamicsStoppingReason",
     "DynamicsTracker",
+    "Finding",
     "LyapunovMonitor",
     "__version__",
 ]

@@ -1,6 +1,7 @@
 """The Lightning adapters: the only part of the package that imports Lightning."""
 
 from lightning_dynamics.callbacks.checkpoint import DynamicsModelCheckpoint
+from lightning_dynamics.callbacks.diagnosis import DynamicsDiagnosis
 from lightning_dynamics.callbacks.early_stopping import DynamicsEarlyStopping
 from lightning_dynamics.callbacks.fabric import DynamicsFabricMonitor
 from lightning_dynamics.callbacks.freezing import DynamicsLayerFreezing
@@ -17,6 +18,7 @@ def __getattr__(name: str) -> type:  # DynamicsTrainerCallback needs transformer
 
 
 __all__ = [
+    "DynamicsDiagnosis",
     "DynamicsEarlyStopping",
     "DynamicsFabricMonitor",
     "DynamicsLayerFreezing",

@@ -126,7 +126,9 @@ def test_gradient_norm_and_update_ratio_match_the_parameters(optimizer: str) -> 
     last = stats.last()
     expected_grad = _layer_reference([], grads)
     expected_weight = _layer_reference([], before)
-    moved = _layer_reference([], [[a - b for a, b in zip(x, y, strict=True)] for x, y in zip(after, before, strict=True)])
+    moved = _layer_reference(
+        [], [[a - b for a, b in zip(x, y, strict=True)] for x, y in zip(after, before, strict=True)]
+    )
     assert last["grad_norm"] == pytest.approx(expected_grad, rel=1e-5)
     assert last["weight_norm"] == pytest.approx(expected_weight, rel=1e-5)
     assert last["update_ratio"] == pytest.approx([m / w for m, w in zip(moved, expected_weight, strict=True)], rel=1e-4)
@@ -143,7 +145,9 @@ def test_gradients_are_read_once_per_sample_interval() -> None:
         opt.zero_grad()
         net(torch.randn(5, 4)).pow(2).sum().backward()
         if step == 0:
-            first = [float(torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in m.parameters()]))) for m in net]
+            first = [
+                float(torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in m.parameters()]))) for m in net
+            ]
         stats.before_optimizer_step()
         opt.step()
         stats.after_optimizer_step()
@@ -244,4 +248,6 @@ def test_tracker_state_resumes_the_series_exactly() -> None:
     assert torch.equal(resumed.statistics.packed(), tracker.statistics.packed())
     bad = dict(state, layer_stats=dict(state["layer_stats"], layer_names=["x"]))
     with pytest.raises(ValueError, match="layer_stats"):
-        DynamicsTracker(verbose=False, save_history=False, layers=["0", "2"], config=FAST).attach(net).load_state_dict(bad)
+        DynamicsTracker(verbose=False, save_history=False, layers=["0", "2"], config=FAST).attach(net).load_state_dict(
+            bad
+        )

@@ -1,0 +1,171 @@
+"""DynamicsDiagnosis: the Lightning adapter of :class:`~lightning_dynamics.decisions.diagnosis.DynamicsDiagnoser`.
+
+A plain Lightning ``Callback`` on public hooks only (``setup``, ``on_train_start``, ``on_train_batch_end``,
+``on_train_epoch_end``, ``state_dict`` / ``load_state_dict``, ``trainer.should_stop``,
+``trainer.strategy.reduce`` and ``reduce_boolean_decision``): the rules live in the framework-neutral core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback, Checkpoint
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import Tensor
+
+from lightning_dynamics.callbacks.monitor import DynamicsMonitor
+from lightning_dynamics.decisions.diagnosis import FINDING_KINDS, DiagnosisThresholds, DynamicsDiagnoser, Finding
+from lightning_dynamics.validation import check_bool, check_int
+
+
+class DynamicsDiagnosis(Callback):
+    r"""Say what is wrong with a run, where, and what to try: named findings, each kind once.
+
+    At each training epoch's end the rules of :class:`~lightning_dynamics.decisions.diagnosis.DynamicsDiagnoser`
+    read the epoch's training loss (the ``loss`` that ``training_step`` returns), the validation loss
+    (``val_loss_key`` in ``callback_metrics``), the inputs and outputs of the epoch's first two training forwards,
+    and the per-layer statistics of the :class:`~lightning_dynamics.DynamicsMonitor` with the same ``prefix``
+    (dead and saturated units, gradient norms, update-to-weight ratios, weight norms); the model and its optimizers
+    are checked at the start. Kinds, evidence and actions: docs/diagnosis.md.
+
+    Each new finding is said once on rank 0 in one line; ``diagnosis/<kind>`` is logged at every epoch (1.0 once
+    the kind was found, else 0.0). A finding of a ``stop_on`` kind ends the run (``trainer.should_stop``) and
+    says why (:attr:`stop_reason`), so a sweep can prune it; the processes agree as Lightning's ``EarlyStopping``
+    does (``reduce_boolean_decision``), and the epoch's numbers are summed across processes first, so every
+    process reads the same ones. The findings are checkpointed and resume exactly.
+
+    Args:
+        stop_on: kinds of finding that end the run, e.g. ``["nonfinite", "lr_too_high"]``.
+        ignore: kinds never reported (e.g. ``["not_training"]`` when freezing layers on purpose).
+        thresholds: the rules' thresholds (:class:`~lightning_dynamics.decisions.diagnosis.DiagnosisThresholds`).
+        prefix: the :class:`~lightning_dynamics.DynamicsMonitor` whose layer statistics are read (without one,
+            only the rules on the loss, the data, the outputs and the optimizers run).
+        val_loss_key: the validation loss in ``trainer.callback_metrics``.
+        log_every_epoch: log ``diagnosis/<kind>`` at each epoch's end.
+
+    Attributes:
+        findings: every finding so far (:class:`~lightning_dynamics.decisions.diagnosis.Finding`).
+        stopped_epoch: the epoch at which it stopped the run (``None`` if it did not).
+        stop_reason: the finding that stopped it, in words.
+
+    Example::
+
+        diagnosis = DynamicsDiagnosis(stop_on=["nonfinite"])
+        trainer = Trainer(callbacks=[DynamicsMonitor(), diagnosis])
+        trainer.fit(model)
+        for finding in diagnosis.findings:
+            print(finding.kind, finding.layers, finding.evidence, finding.action)
+    """
+
+    def __init__(
+        self,
+        stop_on: Iterable[str] = (),
+        ignore: Iterable[str] = (),
+        thresholds: DiagnosisThresholds | None = None,
+        prefix: str = "dynamics",
+        val_loss_key: str = "val_loss",
+        log_every_epoch: bool = True,
+    ) -> None:
+        super().__init__()
+        self.diagnoser = DynamicsDiagnoser(thresholds=thresholds, stop_on=stop_on, ignore=ignore)  # validates
+        if not isinstance(prefix, str) or not prefix or "/" in prefix:
+            raise ValueError(f"`prefix` must be a non-empty name without '/', got {prefix!r}.")
+        if not isinstance(val_loss_key, str) or not val_loss_key:
+            raise ValueError(f"`val_loss_key` must be a non-empty string, got {val_loss_key!r}.")
+        self.prefix = prefix
+        self.val_loss_key = val_loss_key
+        self.log_every_epoch = check_bool("log_every_epoch", log_every_epoch)
+        self.stopped_epoch: int | None = None
+        self.stop_reason: str | None = None
+        self._monitor: DynamicsMonitor | None = None
+
+    @property
+    def findings(self) -> list[Finding]:
+        return self.diagnoser.findings
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(prefix=self.prefix)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        callbacks = list(trainer.callbacks)  # type: ignore[attr-defined]
+        monitors = [c for c in callbacks if isinstance(c, DynamicsMonitor) and c.prefix == self.prefix]
+        self._monitor = monitors[0] if monitors else None
+        if self._monitor is None or self._monitor.tracker.statistics is None:
+            rank_zero_warn(
+                f"DynamicsDiagnosis: no DynamicsMonitor(prefix={self.prefix!r}, layer_stats=True) in Trainer(callbacks="
+                "...): the rules on per-layer statistics (gradients, dead and saturated units, updates) do not run."
+            )
+        # After every other callback's epoch end (the monitor has closed the epoch's point), before checkpoints.
+        others = [c for c in callbacks if c is not self]
+        position = next((i for i, c in enumerate(others) if isinstance(c, Checkpoint)), len(others))
+        trainer.callbacks = [*others[:position], self, *others[position:]]  # type: ignore[attr-defined]
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        names = self._monitor.layer_names if self._monitor is not None else []
+        self.diagnoser.attach(pl_module, trainer.optimizers, layer_names=names)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if isinstance(loss, Tensor):
+            self.diagnoser.observe_loss(loss)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        epoch = trainer.current_epoch
+        statistics = self._monitor.tracker.statistics if self._monitor is not None else None
+        val_loss = trainer.callback_metrics.get(self.val_loss_key)
+        new = self.diagnoser.end_epoch(
+            epoch,
+            trainer.global_step,
+            statistics=statistics,
+            val_loss=None if val_loss is None else float(val_loss),
+            reduce=lambda packed: trainer.strategy.reduce(packed, reduce_op="sum"),
+        )
+        for finding in new:
+            rank_zero_info(f"DynamicsDiagnosis: {finding}")
+        if self.log_every_epoch:
+            found = {f.kind for f in self.findings}
+            for kind in FINDING_KINDS:
+                pl_module.log(f"diagnosis/{kind}", float(kind in found), on_step=False, on_epoch=True, batch_size=1)
+        should_stop, reason = self.diagnoser.should_stop()
+        stop = trainer.strategy.reduce_boolean_decision(should_stop, all=False)
+        if stop and not trainer.should_stop:
+            trainer.should_stop = True
+            self.stopped_epoch = epoch
+            reason = reason or "a finding of another process (reduce_boolean_decision)"
+            self.stop_reason = f"DynamicsDiagnosis stopped training at epoch {epoch}: {reason}"
+            rank_zero_info(self.stop_reason)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.diagnoser.detach()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self.diagnoser.detach()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "diagnoser": self.diagnoser.state_dict(),
+            "stopped_epoch": self.stopped_epoch,
+            "stop_reason": self.stop_reason,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; every field is checked first, and a ValueError names the wrong one."""
+        where = "DynamicsDiagnosis checkpoint state"
+        if not isinstance(state_dict, dict) or "diagnoser" not in state_dict:
+            raise ValueError(f"{where} must be a dict with `diagnoser`, got {state_dict!r:.80}.")
+        stopped = state_dict.get("stopped_epoch")
+        if stopped is not None:
+            check_int("stopped_epoch", stopped, 0)
+        reason = state_dict.get("stop_reason")
+        if reason is not None and not isinstance(reason, str):
+            raise ValueError(f"{where}: `stop_reason` must be a string or None, got {reason!r:.80}.")
+        self.diagnoser.load_state_dict(state_dict["diagnoser"])
+        self.stopped_epoch = stopped
+        self.stop_reason = reason

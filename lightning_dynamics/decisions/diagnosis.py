@@ -1,0 +1,725 @@
+"""Named findings: say what is wrong with a run, where, and what to try (no Lightning import).
+
+The framework-neutral core of :class:`~lightning_dynamics.callbacks.diagnosis.DynamicsDiagnosis`; Fabric, plain
+PyTorch and ``transformers`` loops drive it directly (docs/diagnosis.md). Each rule reads simple statistics of the
+run (the training loss, the inputs and outputs of the model's first two training forwards of each epoch, and the
+per-layer statistics of :mod:`lightning_dynamics.capture.layer_stats`: dead and saturated units, activation scale,
+gradient norms, update-to-weight ratios, weight norms) and names a kind of trouble with the layers it concerns, the
+step and epoch it was first seen, its evidence (the value against its threshold) and one action to try.
+
+Sources of the kinds and of the default thresholds (:class:`DiagnosisThresholds`): AUTOTRAINER (Zhang et al.,
+"AUTOTRAINER: An Automatic DNN Training Problem Detection and Repair System", ICSE 2021: vanishing and exploding
+gradients, dying ReLU, oscillating loss, slow convergence); DeepDiagnosis (Wardat et al., "DeepDiagnosis:
+Automatically Diagnosing Faults and Recommending Actionable Fixes in Deep Learning Programs", ICSE 2022:
+saturated activations, dead nodes, unchanged weights, numerical errors); Amazon SageMaker Debugger's built-in
+rules (DeadRelu and SaturatedActivation: a layer is flagged when more than 50% of its units are inactive;
+VanishingGradient; WeightUpdateRatio; LossNotDecreasing; Overfit). Where those tools give no number for our
+statistics, the threshold was chosen on the tuning runs of ``benchmarks/diagnosis.py`` (scikit-learn digits,
+SmallMLP and SmallCNN, seeds 100 and 101); held-out architectures and seeds judge them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from lightning_dynamics.validation import check_finite_real, check_int
+
+STATE_VERSION = 1
+#: Every kind of finding, in the order the rules run.
+FINDING_KINDS = (
+    "nonfinite",
+    "not_training",
+    "data_bug",
+    "wrong_output",
+    "lr_too_high",
+    "exploding_gradients",
+    "vanishing_gradients",
+    "dying_relu",
+    "saturation",
+    "weight_decay_too_strong",
+    "lr_too_low",
+    "label_noise",
+)
+#: One suggested action per kind.
+ACTIONS = {
+    "nonfinite": "lower the learning rate or clip gradients; look for log(0), division by zero or fp16 overflow in "
+    "the loss and inputs",
+    "not_training": "set requires_grad=True on the layers meant to train and pass every trainable parameter to the "
+    "optimizer (or ignore this kind when freezing on purpose)",
+    "data_bug": "check the data pipeline: normalise the inputs (zero mean, unit variance), and make sure each step "
+    "draws a new, non-constant batch",
+    "wrong_output": "return logits: remove the softmax before CrossEntropyLoss (it applies log_softmax itself)",
+    "lr_too_high": "lower the learning rate (by 10x), or add warm-up and gradient clipping",
+    "exploding_gradients": "clip gradients (e.g. gradient_clip_val=1.0), lower the learning rate, or use a smaller "
+    "initialisation or normalisation layers",
+    "vanishing_gradients": "use ReLU-family activations, residual connections or normalisation layers, and a "
+    "variance-preserving initialisation (He/Kaiming)",
+    "dying_relu": "lower the learning rate, use LeakyReLU/GELU, or re-initialise the biases (He initialisation)",
+    "saturation": "normalise the layer inputs (BatchNorm/LayerNorm), use a smaller initialisation, or ReLU-family "
+    "activations",
+    "weight_decay_too_strong": "lower weight_decay (e.g. to 1e-4 with SGD, 1e-2 with AdamW)",
+    "lr_too_low": "raise the learning rate (by 10x) or use a learning-rate finder",
+    "label_noise": "check the labels for noise (e.g. confident learning), add regularisation or augmentation, and "
+    "keep the checkpoint of the best validation loss",
+}
+
+
+@dataclass
+class Finding:
+    """One named problem of a run.
+
+    Attributes:
+        kind: one of :data:`FINDING_KINDS`.
+        layers: the layers concerned (empty for a run-wide finding).
+        step: the optimizer step at which it was first seen.
+        epoch: the epoch at which it was first seen.
+        evidence: the value against its reference or threshold, in words.
+        action: one suggested action.
+        value: the value the rule read.
+        threshold: the threshold it was compared with.
+    """
+
+    kind: str
+    layers: list[str]
+    step: int
+    epoch: int
+    evidence: str
+    action: str
+    value: float = math.nan
+    threshold: float = math.nan
+
+    def __str__(self) -> str:
+        where = f" in {', '.join(self.layers[:4])}{' ...' if len(self.layers) > 4 else ''}" if self.layers else ""
+        return f"{self.kind}{where} (epoch {self.epoch}, step {self.step}): {self.evidence}. Try: {self.action}."
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, state: Any, where: str = "a finding") -> Finding:
+        """A finding from :meth:`to_dict`; ValueError names the field that is wrong."""
+        if not isinstance(state, Mapping):
+            raise ValueError(f"{where} must be a dict, got {type(state).__name__}.")
+        names = {f.name for f in fields(cls)}
+        missing = sorted(names - set(state) - {"value", "threshold"})
+        if missing:
+            raise ValueError(f"{where} lacks {missing}.")
+        if state["kind"] not in FINDING_KINDS:
+            raise ValueError(f"{where}: `kind` must be one of {FINDING_KINDS}, got {state['kind']!r}.")
+        if not isinstance(state["layers"], list) or not all(isinstance(n, str) for n in state["layers"]):
+            raise ValueError(f"{where}: `layers` must be a list of layer names, got {state['layers']!r:.80}.")
+        for key in ("step", "epoch"):
+            check_int(key, state[key], 0)
+        for key in ("evidence", "action"):
+            if not isinstance(state[key], str):
+                raise ValueError(f"{where}: `{key}` must be a string, got {state[key]!r:.80}.")
+        return cls(**{k: state[k] for k in names if k in state})
+
+
+@dataclass
+class DiagnosisThresholds:
+    """The rules' thresholds (module docstring for their sources; docs/diagnosis.md for each rule).
+
+    Attributes:
+        dead_frac: a ReLU layer with more than this fraction of dead units is dying (SageMaker DeadRelu: 50%).
+        saturated_frac: a bounded activation layer with more than this fraction of saturated units is saturated
+            (SageMaker SaturatedActivation: 50%).
+        vanishing_ratio: the first watched layer's gradient norm over the last one's below this: vanishing.
+        exploding_grad_norm: a layer's gradient norm above this (or a ratio first/last above
+            ``1 / vanishing_ratio``): exploding.
+        divergence: the epoch's mean training loss above this times the loss of the first step: the learning rate
+            is too high (divergence).
+        oscillation: the coefficient of variation of the step losses of an epoch (after the first) above this,
+            while the loss does not fall: the learning rate is too high (oscillation).
+        update_ratio_high: an update-to-weight ratio above this with a loss that does not fall: too high.
+        update_ratio_low: every layer's update-to-weight ratio below this: the learning rate is too low.
+        progress: after ``patience_epochs`` epochs, a loss that fell by less than this fraction of its first value
+            is too little progress.
+        weight_shrink: the watched layers' weight norm below this fraction of its first value, with too little
+            progress: weight decay is too strong.
+        overfit_rise: validation loss this fraction above its minimum while the training loss keeps falling:
+            memorisation (label noise).
+        input_rms_high: an input whose root mean square is above this is not normalised.
+        patience_epochs: epochs before the slow-progress rules (``lr_too_low``, ``weight_decay_too_strong``) may
+            fire, and consecutive epochs of validation-loss rise before ``label_noise``.
+    """
+
+    dead_frac: float = 0.5
+    saturated_frac: float = 0.5
+    vanishing_ratio: float = 1e-3
+    exploding_grad_norm: float = 1e3
+    divergence: float = 1.5
+    oscillation: float = 0.5
+    update_ratio_high: float = 0.5
+    update_ratio_low: float = 1e-4
+    progress: float = 0.1
+    weight_shrink: float = 0.5
+    overfit_rise: float = 0.1
+    input_rms_high: float = 5.0
+    patience_epochs: int = 3
+
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name == "patience_epochs":
+                check_int(item.name, value, 1)
+            else:
+                check_finite_real(item.name, value, positive=True)
+
+
+@dataclass
+class EpochObservation:
+    """What the rules read at one epoch end (host numbers; NaN where not measured).
+
+    Attributes:
+        epoch, step: where training is.
+        n_steps: training steps whose loss was observed in the epoch.
+        loss_mean, loss_cv: the mean training loss of the epoch's steps and their coefficient of variation.
+        first_loss: the training loss of the run's first step.
+        val_loss: the validation loss of this epoch (NaN if none).
+        input_rms, input_std: root mean square and standard deviation of the inputs of the epoch's first forward.
+        repeated_batch: the epoch's first two training inputs were identical.
+        output_is_probability: the model's outputs were rows of probabilities (non-negative, summing to 1).
+        layer_stats: per-layer statistics of the last sample point (``{stat: [value per layer]}``,
+            :meth:`~lightning_dynamics.capture.layer_stats.LayerStatistics.last`).
+        activation_names, layer_names: the rows of the unit statistics and of the parameter statistics.
+    """
+
+    epoch: int
+    step: int
+    n_steps: int = 0
+    loss_mean: float = math.nan
+    loss_cv: float = math.nan
+    first_loss: float = math.nan
+    val_loss: float = math.nan
+    input_rms: float = math.nan
+    input_std: float = math.nan
+    repeated_batch: bool = False
+    output_is_probability: bool = False
+    layer_stats: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    activation_names: Sequence[str] = ()
+    layer_names: Sequence[str] = ()
+
+
+def model_findings(
+    model: nn.Module, optimizers: Iterable[torch.optim.Optimizer], layer_names: Sequence[str] = ()
+) -> tuple[str, list[str], float] | None:
+    """``not_training`` before training: parameters with ``requires_grad`` off, or trainable ones in no optimizer.
+
+    Returns:
+        ``(evidence, parameter or layer names, count)`` or ``None`` when every parameter trains.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+        >>> model_findings(net, [torch.optim.SGD(net[1].parameters(), lr=0.1)])[0]
+        '2 trainable parameter tensors are in no optimizer (0.weight, 0.bias)'
+    """
+    in_optimizer = {id(p) for opt in optimizers for group in opt.param_groups for p in group["params"]}
+    named = list(model.named_parameters())
+    if not named:
+        return None
+    frozen = [n for n, p in named if not p.requires_grad]
+    orphans = [n for n, p in named if p.requires_grad and id(p) not in in_optimizer]
+    if orphans and in_optimizer:
+        shown = ", ".join(orphans[:6]) + (" ..." if len(orphans) > 6 else "")
+        return (f"{len(orphans)} trainable parameter tensors are in no optimizer ({shown})", orphans, len(orphans))
+    if frozen:
+        owners = sorted({n for n in layer_names if any(f.startswith(f"{n}.") for f in frozen)}) or frozen
+        shown = ", ".join(frozen[:6]) + (" ..." if len(frozen) > 6 else "")
+        return (
+            f"{len(frozen)} of {len(named)} parameter tensors have requires_grad=False ({shown})",
+            owners,
+            len(frozen),
+        )
+    return None
+
+
+class DynamicsDiagnoser:
+    r"""Watch a run and name what goes wrong with it: the framework-neutral core of the diagnosis.
+
+    Call :meth:`attach` once the model and its optimizers exist (it checks them and hooks the model's root to
+    see the inputs and outputs of the first two training forwards of each epoch), :meth:`observe_loss` after each
+    training step (the loss stays on the device: no host synchronisation), and :meth:`end_epoch` at each epoch's
+    end with the per-layer statistics of a :class:`~lightning_dynamics.DynamicsTracker` (its ``statistics``); it
+    returns the new findings. :attr:`findings` holds every finding, each kind once, in the order first seen.
+
+    Args:
+        thresholds: the rules' thresholds.
+        stop_on: kinds of finding that end the run (:meth:`should_stop` says so).
+        ignore: kinds of finding never reported (e.g. ``("not_training",)`` when freezing layers on purpose).
+
+    Example:
+        >>> diagnoser = DynamicsDiagnoser(stop_on=["nonfinite"])
+        >>> net = nn.Linear(2, 2)
+        >>> diagnoser.attach(net, [torch.optim.SGD(net.parameters(), lr=0.1)])
+        []
+        >>> diagnoser.observe_loss(torch.tensor(float("nan")))
+        >>> [f.kind for f in diagnoser.end_epoch(epoch=0, step=1)]
+        ['nonfinite']
+        >>> diagnoser.should_stop()
+        (True, 'nonfinite (epoch 0, step 1): training loss = nan (not finite). Try: ...')
+    """
+
+    def __init__(
+        self,
+        thresholds: DiagnosisThresholds | None = None,
+        stop_on: Iterable[str] = (),
+        ignore: Iterable[str] = (),
+    ) -> None:
+        self.thresholds = thresholds if thresholds is not None else DiagnosisThresholds()
+        if not isinstance(self.thresholds, DiagnosisThresholds):
+            raise ValueError(f"`thresholds` must be a DiagnosisThresholds, got {type(self.thresholds).__name__}.")
+        self.stop_on = _check_kinds("stop_on", stop_on)
+        self.ignore = _check_kinds("ignore", ignore)
+        self.findings: list[Finding] = []
+        self.history: list[dict[str, float]] = []  # per epoch: the run-wide numbers the rules read
+        self._first_loss: Tensor | None = None
+        self._loss: Tensor | None = None  # [sum, sum of squares, count] of the epoch's step losses
+        self._io: Tensor | None = None  # [sum x^2, sum x, n, repeated, probability, forwards]
+        self._previous_input: Tensor | None = None
+        self._forwards_this_epoch = 0
+        self._handles: list[RemovableHandle] = []
+        self._val_rises = 0
+        self._pending_model: list[Finding] = []
+
+    # ------------------------------------------------------------------ attach
+
+    def attach(
+        self, model: nn.Module, optimizers: Iterable[torch.optim.Optimizer] = (), layer_names: Sequence[str] = ()
+    ) -> list[Finding]:
+        """Check the model and its optimizers (``not_training``) and hook its root forward; the findings so far."""
+        self.detach()
+        self._handles.append(model.register_forward_pre_hook(self._see_input))
+        self._handles.append(model.register_forward_hook(self._see_output))
+        checked = model_findings(model, list(optimizers), layer_names)
+        if checked is not None and not any(f.kind == "not_training" for f in self.findings):
+            evidence, names, count = checked
+            self._pending_model = [self._finding("not_training", names, 0, 0, evidence, count, 0.0)]
+        return list(self.findings)
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    @torch.no_grad()
+    def _see_input(self, module: nn.Module, args: Any) -> None:
+        if not module.training or self._forwards_this_epoch >= 2:
+            return
+        x = next((a for a in args if isinstance(a, Tensor)), None)
+        self._forwards_this_epoch += 1
+        if x is None or not x.is_floating_point() or x.numel() == 0:
+            return
+        x = x.detach()
+        flat = x.float().flatten()
+        io = self._io_state(x.device)
+        io[:3] += torch.stack([flat.square().sum(), flat.sum(), torch.tensor(float(flat.numel()), device=x.device)])
+        previous = self._previous_input
+        if previous is not None and previous.shape == x.shape:
+            io[3] += (previous == x).all().float()
+        self._previous_input = x.clone() if self._forwards_this_epoch == 1 else None
+
+    @torch.no_grad()
+    def _see_output(self, module: nn.Module, args: Any, output: Any) -> None:
+        if not module.training or self._forwards_this_epoch > 2 or self._forwards_this_epoch == 0:
+            return
+        y = output if isinstance(output, Tensor) else None
+        if y is None or not y.is_floating_point() or y.ndim < 2 or y.shape[-1] < 2:
+            return
+        y = y.detach().float()
+        rows = y.sum(-1)
+        probability = (y.min() >= 0) & (y.max() <= 1) & ((rows - 1).abs().max() < 1e-3)
+        io = self._io_state(y.device)
+        io[4] += probability.float()
+        io[5] += 1
+
+    def _io_state(self, device: torch.device) -> Tensor:
+        if self._io is None:
+            self._io = torch.zeros(6, dtype=torch.float64, device=device)
+        return self._io
+
+    # ------------------------------------------------------------------ per step
+
+    @torch.no_grad()
+    def observe_loss(self, loss: Tensor | float | None) -> None:
+        """The training loss of one step (a tensor stays on the device: no host synchronisation)."""
+        if loss is None:
+            return
+        value = loss.detach().to(torch.float64).reshape(()) if isinstance(loss, Tensor) else torch.tensor(float(loss))
+        if self._first_loss is None:
+            self._first_loss = value.clone()
+        if self._loss is None:
+            self._loss = torch.zeros(3, dtype=torch.float64, device=value.device)
+        self._loss += torch.stack([value, value.square(), torch.ones_like(value)])
+
+    # ------------------------------------------------------------------ per epoch
+
+    def packed(self) -> Tensor:
+        """The epoch's device numbers, sum-reducible across processes: ``[loss sum, loss^2 sum, steps, first loss,
+        input x^2 sum, input sum, input count, repeated, probability, forwards, 1]``."""
+        loss = self._loss if self._loss is not None else torch.zeros(3, dtype=torch.float64)
+        device = loss.device
+        first = self._first_loss.reshape(1) if self._first_loss is not None else torch.full((1,), math.nan)
+        io = self._io if self._io is not None else torch.zeros(6, dtype=torch.float64)
+        return torch.cat(
+            [
+                loss.to(device),
+                first.to(device, torch.float64),
+                io.to(device),
+                torch.ones(1, dtype=torch.float64, device=device),
+            ]
+        )
+
+    def end_epoch(
+        self,
+        epoch: int,
+        step: int,
+        statistics: Any = None,
+        val_loss: float | None = None,
+        reduce: Callable[[Tensor], Tensor] | None = None,
+    ) -> list[Finding]:
+        """Close the epoch: read its numbers (one host synchronisation) and run the rules; the new findings.
+
+        Args:
+            epoch, step: where training is.
+            statistics: the tracker's :class:`~lightning_dynamics.capture.layer_stats.LayerStatistics` (or None).
+            val_loss: this epoch's validation loss, if any.
+            reduce: sums a tensor across processes (one collective), so every process reads the same numbers.
+        """
+        packed = self.packed()
+        if reduce is not None:
+            packed = reduce(packed)
+        values = packed.tolist()
+        processes = max(values[-1], 1.0)
+        loss_sum, loss_sq, steps, first = values[0], values[1], values[2], values[3] / processes
+        x2, x1, n_x, repeated, probability, forwards = values[4:10]
+        mean = loss_sum / steps if steps else math.nan
+        variance = max(loss_sq / steps - mean * mean, 0.0) if steps else math.nan
+        observation = EpochObservation(
+            epoch=epoch,
+            step=step,
+            n_steps=int(steps),
+            loss_mean=mean,
+            loss_cv=math.sqrt(variance) / abs(mean)
+            if steps and mean not in (0.0,) and math.isfinite(mean)
+            else math.nan,
+            first_loss=first,
+            val_loss=math.nan if val_loss is None else float(val_loss),
+            input_rms=math.sqrt(x2 / n_x) if n_x else math.nan,
+            input_std=math.sqrt(max(x2 / n_x - (x1 / n_x) ** 2, 0.0)) if n_x else math.nan,
+            repeated_batch=repeated > 0,
+            output_is_probability=forwards > 0 and probability > 0,
+        )
+        if statistics is not None:
+            observation.layer_stats = statistics.last()
+            observation.activation_names = list(statistics.activation_names)
+            observation.layer_names = list(statistics.layer_names)
+        self._loss = None
+        self._io = None
+        self._previous_input = None
+        self._forwards_this_epoch = 0
+        return self.update(observation)
+
+    def update(self, observation: EpochObservation) -> list[Finding]:
+        """Run every rule on one epoch's observation; the findings of kinds not seen before (each kind once)."""
+        th = self.thresholds
+        o = observation
+        stats = o.layer_stats
+        new: list[Finding] = []
+        record = {
+            "epoch": float(o.epoch),
+            "loss": o.loss_mean,
+            "val_loss": o.val_loss,
+            "weight_norm": _norm(stats.get("weight_norm", ())),
+        }
+        self.history.append(record)
+        candidates: list[Finding] = list(self._pending_model)
+        self._pending_model = []
+
+        def add(kind: str, layers: Sequence[str], evidence: str, value: float, threshold: float) -> None:
+            candidates.append(self._finding(kind, list(layers), o.step, o.epoch, evidence, value, threshold))
+
+        # nonfinite: the loss, an activation scale, a gradient or a weight norm is NaN/Inf.
+        grads = list(stats.get("grad_norm", ()))
+        weights = list(stats.get("weight_norm", ()))
+        if o.n_steps > 0 and not math.isfinite(o.loss_mean):
+            add("nonfinite", [], f"training loss = {o.loss_mean:.3g} (not finite)", o.loss_mean, math.inf)
+        bad = [
+            n
+            for n, v in (*zip(o.layer_names, weights, strict=False), *zip(o.layer_names, grads, strict=False))
+            if math.isinf(v)
+        ]
+        if bad:
+            add("nonfinite", sorted(set(bad)), "a weight or gradient norm is infinite", math.inf, math.inf)
+
+        # not_training at run time: a watched layer whose parameters train gets no gradient, or does not move.
+        ratios = list(stats.get("update_ratio", ()))
+        stuck = [
+            n
+            for n, g, r, w in zip(o.layer_names, grads, ratios, weights, strict=False)
+            if math.isfinite(w) and w > 0 and (r == 0.0 or (math.isnan(g) and _has(grads)))
+        ]
+        if stuck:
+            add(
+                "not_training",
+                stuck,
+                f"{len(stuck)} watched layers received no gradient or did not move in a step (update ratio 0)",
+                0.0,
+                0.0,
+            )
+
+        # data_bug: inputs not normalised, constant, or the same batch twice in a row.
+        if o.repeated_batch:
+            add("data_bug", [], "the epoch's first two training batches were identical (a repeated batch)", 1.0, 0.0)
+        elif math.isfinite(o.input_std) and o.input_std == 0.0:
+            add("data_bug", [], "the inputs are constant (standard deviation 0)", 0.0, 0.0)
+        elif math.isfinite(o.input_rms) and o.input_rms > th.input_rms_high:
+            add(
+                "data_bug",
+                [],
+                f"input root mean square = {o.input_rms:.3g} > {th.input_rms_high:g} (inputs not normalised)",
+                o.input_rms,
+                th.input_rms_high,
+            )
+
+        # wrong_output: the model returns probabilities.
+        if o.output_is_probability:
+            add(
+                "wrong_output",
+                [],
+                "the model's outputs are rows of probabilities (non-negative, summing to 1): a softmax before the loss",
+                1.0,
+                0.0,
+            )
+
+        losses = [r["loss"] for r in self.history if math.isfinite(r["loss"])]
+        first = o.first_loss
+        progress = (first - o.loss_mean) / abs(first) if math.isfinite(first) and first != 0 else math.nan
+        best = min(losses) if losses else math.nan
+
+        # lr_too_high: divergence (the loss climbs above where it started) or oscillation without progress.
+        max_update = _max(ratios)
+        if math.isfinite(o.loss_mean) and math.isfinite(first) and o.loss_mean > th.divergence * first:
+            add(
+                "lr_too_high",
+                [],
+                f"epoch mean training loss {o.loss_mean:.3g} > {th.divergence:g} x the first step's {first:.3g} "
+                "(divergence)",
+                o.loss_mean / first,
+                th.divergence,
+            )
+        elif (
+            o.epoch >= 1
+            and math.isfinite(o.loss_cv)
+            and o.loss_cv > th.oscillation
+            and math.isfinite(progress)
+            and progress < 0.5
+        ):
+            add(
+                "lr_too_high",
+                [],
+                f"step losses vary by {o.loss_cv:.2f} of their mean > {th.oscillation:g} while the loss fell by only "
+                f"{progress:.0%} (oscillation)",
+                o.loss_cv,
+                th.oscillation,
+            )
+        elif (
+            math.isfinite(max_update)
+            and max_update > th.update_ratio_high
+            and math.isfinite(progress)
+            and progress < 0.5
+        ):
+            layers = [n for n, r in zip(o.layer_names, ratios, strict=False) if r > th.update_ratio_high]
+            add(
+                "lr_too_high",
+                layers,
+                f"update-to-weight ratio {max_update:.3g} > {th.update_ratio_high:g} per step while the loss fell by "
+                f"only {progress:.0%}",
+                max_update,
+                th.update_ratio_high,
+            )
+
+        # exploding / vanishing gradients: a gradient norm too large, or the first layer's far from the last's.
+        with_grad = [(n, g) for n, g in zip(o.layer_names, grads, strict=False) if math.isfinite(g) and g > 0]
+        if with_grad:
+            biggest = max(g for _, g in with_grad)
+            ratio = with_grad[0][1] / with_grad[-1][1]
+            if biggest > th.exploding_grad_norm:
+                layers = [n for n, g in with_grad if g > th.exploding_grad_norm]
+                add(
+                    "exploding_gradients",
+                    layers,
+                    f"gradient norm {biggest:.3g} > {th.exploding_grad_norm:g}",
+                    biggest,
+                    th.exploding_grad_norm,
+                )
+            elif len(with_grad) >= 2 and ratio > 1.0 / th.vanishing_ratio:
+                add(
+                    "exploding_gradients",
+                    [with_grad[0][0]],
+                    f"first layer's gradient norm / last layer's = {ratio:.3g} > {1.0 / th.vanishing_ratio:g}",
+                    ratio,
+                    1.0 / th.vanishing_ratio,
+                )
+            if len(with_grad) >= 2 and ratio < th.vanishing_ratio:
+                small = [n for n, g in with_grad if g < th.vanishing_ratio * biggest]
+                add(
+                    "vanishing_gradients",
+                    small,
+                    f"first layer's gradient norm / last layer's = {ratio:.3g} < {th.vanishing_ratio:g}",
+                    ratio,
+                    th.vanishing_ratio,
+                )
+
+        # dying_relu / saturation: the fraction of inactive units of an activation layer (SageMaker: 50%).
+        for kind, stat, limit in (
+            ("dying_relu", "dead_frac", th.dead_frac),
+            ("saturation", "saturated_frac", th.saturated_frac),
+        ):
+            values = [(n, v) for n, v in zip(o.activation_names, stats.get(stat, ()), strict=False) if math.isfinite(v)]
+            flagged = [(n, v) for n, v in values if v > limit]
+            if flagged:
+                worst = max(v for _, v in flagged)
+                noun = "dead" if kind == "dying_relu" else "saturated"
+                add(
+                    kind,
+                    [n for n, _ in flagged],
+                    f"{worst:.0%} of a layer's units {noun} > {limit:.0%}",
+                    worst,
+                    limit,
+                )
+
+        # Slow progress after `patience_epochs`: weights shrinking (weight decay) or tiny updates (learning rate).
+        if o.epoch + 1 >= th.patience_epochs and math.isfinite(progress) and progress < th.progress:
+            norms = [r["weight_norm"] for r in self.history if math.isfinite(r["weight_norm"])]
+            shrink = norms[-1] / norms[0] if len(norms) >= 2 and norms[0] > 0 else math.nan
+            if math.isfinite(shrink) and shrink < th.weight_shrink:
+                add(
+                    "weight_decay_too_strong",
+                    [],
+                    f"weight norm fell to {shrink:.0%} of its start (< {th.weight_shrink:.0%}) while the loss fell by "
+                    f"only {progress:.0%}",
+                    shrink,
+                    th.weight_shrink,
+                )
+            elif math.isfinite(max_update) and max_update < th.update_ratio_low:
+                add(
+                    "lr_too_low",
+                    [],
+                    f"largest update-to-weight ratio {max_update:.3g} < {th.update_ratio_low:g} and the loss fell by "
+                    f"only {progress:.0%} < {th.progress:.0%} in {o.epoch + 1} epochs",
+                    max_update,
+                    th.update_ratio_low,
+                )
+            elif not math.isfinite(max_update):
+                add(
+                    "lr_too_low",
+                    [],
+                    f"the loss fell by only {progress:.0%} < {th.progress:.0%} in {o.epoch + 1} epochs",
+                    progress,
+                    th.progress,
+                )
+
+        # label_noise: validation loss rises above its minimum while the training loss keeps falling.
+        vals = [r["val_loss"] for r in self.history if math.isfinite(r["val_loss"])]
+        if len(vals) >= 2 and math.isfinite(o.val_loss):
+            rise = o.val_loss / min(vals) - 1.0
+            falling = math.isfinite(o.loss_mean) and o.loss_mean <= best * (1.0 + 1e-9)
+            self._val_rises = self._val_rises + 1 if rise > th.overfit_rise and falling else 0
+            if self._val_rises >= th.patience_epochs:
+                add(
+                    "label_noise",
+                    [],
+                    f"validation loss {rise:.0%} above its minimum (> {th.overfit_rise:.0%}) for {self._val_rises} "
+                    "epochs while the training loss kept falling (memorisation)",
+                    rise,
+                    th.overfit_rise,
+                )
+
+        seen = {f.kind for f in self.findings}
+        for finding in candidates:
+            if finding.kind in seen or finding.kind in self.ignore:
+                continue
+            seen.add(finding.kind)
+            self.findings.append(finding)
+            new.append(finding)
+        return new
+
+    def _finding(
+        self, kind: str, layers: list[str], step: int, epoch: int, evidence: str, value: float, threshold: float
+    ) -> Finding:
+        return Finding(kind, layers, step, epoch, evidence, ACTIONS[kind], float(value), float(threshold))
+
+    # ------------------------------------------------------------------ decisions
+
+    def should_stop(self) -> tuple[bool, str | None]:
+        """Whether a finding of a ``stop_on`` kind was made, and the first such finding in words."""
+        for finding in self.findings:
+            if finding.kind in self.stop_on:
+                return True, str(finding)
+        return False, None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "findings": [f.to_dict() for f in self.findings],
+            "history": [dict(r) for r in self.history],
+            "first_loss": None if self._first_loss is None else float(self._first_loss),
+            "val_rises": self._val_rises,
+        }
+
+    def load_state_dict(self, state: Any) -> None:
+        """Restore :meth:`state_dict`; every field is checked first and a ValueError names the wrong one."""
+        where = "the diagnosis state"
+        if not isinstance(state, Mapping):
+            raise ValueError(f"{where} must be a dict, got {type(state).__name__}.")
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"{where}: `version` must be {STATE_VERSION}, got {state.get('version')!r}.")
+        raw = state.get("findings")
+        if not isinstance(raw, list):
+            raise ValueError(f"{where}: `findings` must be a list, got {type(raw).__name__}.")
+        findings = [Finding.from_dict(f, f"{where}: finding {i}") for i, f in enumerate(raw)]
+        history = state.get("history")
+        if not isinstance(history, list) or not all(
+            isinstance(r, dict) and all(isinstance(v, (int, float)) for v in r.values()) for r in history
+        ):
+            raise ValueError(f"{where}: `history` must be a list of dicts of numbers, got {history!r:.80}.")
+        first = state.get("first_loss")
+        if first is not None and not isinstance(first, (int, float)):
+            raise ValueError(f"{where}: `first_loss` must be a number or None, got {first!r}.")
+        val_rises = check_int("val_rises", state.get("val_rises", 0), 0)
+        self.findings = findings
+        self.history = [dict(r) for r in history]
+        self._first_loss = None if first is None else torch.tensor(float(first), dtype=torch.float64)
+        self._val_rises = int(val_rises or 0)
+
+
+def _check_kinds(name: str, kinds: Iterable[str]) -> frozenset[str]:
+    if isinstance(kinds, str):
+        kinds = [kinds]
+    chosen = list(kinds)
+    unknown = [k for k in chosen if k not in FINDING_KINDS]
+    if unknown:
+        raise ValueError(f"`{name}` must name kinds from {FINDING_KINDS}, got {unknown}.")
+    return frozenset(chosen)
+
+
+def _norm(values: Sequence[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return math.sqrt(sum(v * v for v in finite)) if finite else math.nan
+
+
+def _max(values: Sequence[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return max(finite) if finite else math.nan
+
+
+def _has(values: Sequence[float]) -> bool:
+    return any(math.isfinite(v) for v in values)
