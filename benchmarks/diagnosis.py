@@ -153,7 +153,7 @@ def setting(condition: str, arch: str, seed: int) -> Run:
     if condition == "deep_sigmoid":
         return Run(build(arch, nn.Sigmoid, depth=8), sgd(0.05))
     if condition == "large_init":
-        return Run(_scale_weights(build(arch, nn.ReLU, depth=6), 3.0), sgd(1e-4, 0.0))
+        return Run(_scale_weights(build(arch, nn.ReLU, depth=6), 6.0), sgd(1e-4, 0.0))
     if condition == "tanh_large_init":
         return Run(_scale_weights(build(arch, nn.Tanh), 12.0), sgd(0.01))
     if condition == "negative_bias":
@@ -219,9 +219,10 @@ def loaders(run: Run, seed: int, batch_size: int = 64) -> tuple[Any, DataLoader]
         train_x, train_y = run.train
     val = DataLoader(TensorDataset(val_x, val_y), batch_size=256)
     g = torch.Generator().manual_seed(seed)
-    if run.repeat_batch:
-        batch = (train_x[:batch_size], train_y[:batch_size])
-        return [batch] * (len(train_y) // batch_size), val
+    if run.repeat_batch:  # a loader bug: every step gets the same first batch
+        steps = len(train_y) // batch_size
+        x, y = train_x[:batch_size].repeat(steps, 1, 1, 1), train_y[:batch_size].repeat(steps)
+        return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=False), val
     if run.nan_batch:
         dataset: Any = _NanAt(train_x, train_y, start=len(train_y) // 2)
         return DataLoader(dataset, batch_size=batch_size, shuffle=False), val

@@ -6,8 +6,8 @@ activations, dead nodes, unchanged weights; SageMaker Debugger's DeadRelu, Satur
 and WeightUpdateRatio rules), measured on the device as the summaries are:
 
 - **activation layers** (modules of the ReLU family and bounded activations, chosen by
-  :func:`select_activation_layers`): the fraction of dead units (zero on every value of the sample interval) and of
-  saturated units (near the activation's bounds on at least 99% of their values), counted in the same forward
+  :func:`select_activation_layers`): the fraction of dead units (zero on every value of the sample interval) and the
+  share of saturated values (within 1% of the range from the activation's bounds), counted in the same forward
   hooks' pass as the summaries (:class:`~lightning_dynamics.capture.summaries.UnitStatsAccumulator`);
 - **watched layers** (the tracker's layers): once per sample interval, at its first optimizer step, the L2 norm of
   each layer's gradient (its parameters' ``.grad``, read before the optimizer step), its weights' L2 norm, and the
@@ -101,16 +101,15 @@ class LayerStatistics:
     """The per-layer statistics of one model (module docstring); owned by the tracker, one point per sample point.
 
     Args:
-        tolerance, inactivity: of saturation (:class:`~lightning_dynamics.capture.summaries.UnitStatsAccumulator`).
+        tolerance: of saturation (:class:`~lightning_dynamics.capture.summaries.UnitStatsAccumulator`).
 
     Attributes:
         activation_names: the activation layers counted (rows of ``dead_frac`` / ``saturated_frac``).
         layer_names: the watched layers (rows of ``grad_norm``, ``update_ratio``, ``weight_norm``).
     """
 
-    def __init__(self, tolerance: float = 0.01, inactivity: float = 0.01) -> None:
+    def __init__(self, tolerance: float = 0.01) -> None:
         self.tolerance = tolerance
-        self.inactivity = inactivity
         self.activation_names: list[str] = []
         self.kinds: list[str] = []
         self.layer_names: list[str] = []
@@ -150,7 +149,7 @@ class LayerStatistics:
             self.kinds = [kind for _, _, kind, _, _ in acts]
             self.layer_names = [name for name, _ in layers]
             self.units = UnitStatsAccumulator(
-                self.kinds, [b for *_, b, _ in acts], device, tolerance=self.tolerance, inactivity=self.inactivity
+                self.kinds, [b for *_, b, _ in acts], device, tolerance=self.tolerance
             )
             self._points, self._parameter_points = [], []
             self._host_points, self._host_parameter_points = [], []
@@ -316,7 +315,7 @@ class LayerStatistics:
             rows = series[stat].get("values") if isinstance(series[stat], dict) else None
             if not isinstance(rows, list) or not all(isinstance(r, list) and len(r) == n_points for r in rows):
                 raise ValueError(f"{where}: `series[{stat!r}]` must be per-layer lists of {n_points} values.")
-        units = UnitStatsAccumulator(self.kinds, self.units.bounds, self.units.device, self.tolerance, self.inactivity)
+        units = UnitStatsAccumulator(self.kinds, self.units.bounds, self.units.device, self.tolerance)
         units.load_state_dict(state.get("units"), where)
         self.units.counts, self.units.values, self.units.mixed = units.counts, units.values, units.mixed
 

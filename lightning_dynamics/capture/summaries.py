@@ -320,12 +320,15 @@ class UnitStatsAccumulator:
     - ``"dead"`` layers (ReLU family): :math:`c_u = \#\{a_u \ne 0\}`; the unit is dead when :math:`c_u = 0`, i.e. it
       was zero on every value of the interval (SageMaker Debugger's DeadRelu with ``threshold_inactivity`` at 0);
     - ``"saturated"`` layers (bounded activations, bounds :math:`[lo, hi]`):
-      :math:`c_u = \#\{a_u \le lo + \tau (hi - lo)\ \text{or}\ a_u \ge hi - \tau (hi - lo)\}`; the unit is saturated
-      when :math:`c_u \ge (1 - \iota)\, n_u`, i.e. it was active (away from its bounds) on fewer than a fraction
-      :math:`\iota` of its values (SageMaker Debugger's SaturatedActivation, ``threshold_inactivity`` = 1%);
+      :math:`c_u = \#\{a_u \le lo + \tau (hi - lo)\ \text{or}\ a_u \ge hi - \tau (hi - lo)\}`, the values of
+      the unit near a bound, where the activation's slope is small (tanh: :math:`|a| \ge 0.98`, slope at most 4% of
+      its largest; sigmoid: :math:`a \le 0.01` or :math:`\ge 0.99`);
 
     with :math:`n_u` the values each unit saw. :meth:`fractions` gives, per layer, the fraction of its units that are
-    dead (or saturated). Counts are float64 on the device (float32 where there is none), added with one reduction
+    dead, or the mean over its units of the share of their values that are saturated,
+    :math:`\frac{1}{U}\sum_u c_u / n_u` (Glorot & Bengio 2010 read saturation as this share; a per-unit cut at 99%,
+    as SageMaker Debugger's SaturatedActivation makes on its far stricter bounds, stays near 0 even when 90% of a
+    layer's values are saturated). Counts are float64 on the device (float32 where there is none), added with one reduction
     per output and no host synchronisation; they are sum-reducible, so under DDP one all-reduce (SUM) of
     :meth:`packed` gives the global counts. A layer's per-unit buffer is allocated at its first output (its width is
     known then); a layer whose outputs change width (a module reused at several widths) is left out (NaN).
@@ -335,7 +338,6 @@ class UnitStatsAccumulator:
         bounds: per layer, ``(lo, hi)`` for ``"saturated"`` layers (ignored for ``"dead"``).
         device: where the counts live.
         tolerance: :math:`\tau`, the part of the range next to each bound that counts as saturated.
-        inactivity: :math:`\iota`, the largest fraction of active values a saturated unit may have.
 
     Example:
         >>> acc = UnitStatsAccumulator(["dead"], [None], torch.device("cpu"))
@@ -350,7 +352,6 @@ class UnitStatsAccumulator:
         bounds: list[tuple[float, float] | None],
         device: torch.device,
         tolerance: float = 0.01,
-        inactivity: float = 0.01,
     ) -> None:
         if len(kinds) != len(bounds) or any(kind not in UNIT_STAT_KINDS for kind in kinds):
             raise ValueError(f"`kinds` must be one of {UNIT_STAT_KINDS} per layer, one bound per layer; got {kinds}.")
@@ -358,7 +359,6 @@ class UnitStatsAccumulator:
         self.bounds = list(bounds)
         self.device = device
         self.tolerance = float(tolerance)
-        self.inactivity = float(inactivity)
         self.dtype = torch.float32 if device.type == "mps" else torch.float64
         self.counts: list[Tensor | None] = [None] * len(kinds)  # per layer: [U] counts, allocated at first output
         self.values = torch.zeros(len(kinds), dtype=self.dtype, device=device)  # n_u per layer (values per unit)
@@ -410,7 +410,7 @@ class UnitStatsAccumulator:
         return torch.cat([*parts, values])
 
     def fractions(self, packed: Tensor) -> Tensor:
-        """``[L]`` float64: the fraction of each layer's units that are dead (or saturated), from :meth:`packed`.
+        """``[L]`` float64: each layer's fraction of dead units (or share of saturated values), from :meth:`packed`.
 
         NaN for a layer with no value in the interval or left out.
         """
@@ -426,10 +426,9 @@ class UnitStatsAccumulator:
             part = packed[start : start + counts.numel()]
             start += counts.numel()
             if self.kinds[index] == "dead":
-                flagged = part == 0
+                fraction = (part == 0).to(packed.dtype).mean()
             else:
-                flagged = part >= (1.0 - self.inactivity) * n
-            fraction = flagged.to(packed.dtype).mean()
+                fraction = part.mean() / n
             out.append(torch.where(n > 0, fraction, torch.full_like(fraction, math.nan)))
         if not out:
             return torch.zeros(0, dtype=packed.dtype, device=packed.device)

@@ -129,8 +129,8 @@ class DiagnosisThresholds:
 
     Attributes:
         dead_frac: a ReLU layer with more than this fraction of dead units is dying (SageMaker DeadRelu: 50%).
-        saturated_frac: a bounded activation layer with more than this fraction of saturated units is saturated
-            (SageMaker SaturatedActivation: 50%).
+        saturated_frac: a bounded activation layer with more than this share of its values saturated is saturated
+            (SageMaker SaturatedActivation flags a layer at 50% of saturated units).
         vanishing_ratio: the first watched layer's gradient norm over the last one's below this: vanishing.
         exploding_grad_norm: a layer's gradient norm above this (or a ratio first/last above
             ``1 / vanishing_ratio``): exploding.
@@ -154,7 +154,7 @@ class DiagnosisThresholds:
     dead_frac: float = 0.5
     saturated_frac: float = 0.5
     vanishing_ratio: float = 1e-3
-    exploding_grad_norm: float = 1e3
+    exploding_grad_norm: float = 100.0
     divergence: float = 1.5
     oscillation: float = 0.5
     update_ratio_high: float = 0.5
@@ -464,13 +464,13 @@ class DynamicsDiagnoser:
         stuck = [
             n
             for n, g, r, w in zip(o.layer_names, grads, ratios, weights, strict=False)
-            if math.isfinite(w) and w > 0 and (r == 0.0 or (math.isnan(g) and _has(grads)))
+            if math.isfinite(w) and w > 0 and ((r == 0.0 and g > 0) or (math.isnan(g) and _has(grads)))
         ]
         if stuck:
             add(
                 "not_training",
                 stuck,
-                f"{len(stuck)} watched layers received no gradient or did not move in a step (update ratio 0)",
+                f"{len(stuck)} watched layers received no gradient, or did not move although they had one",
                 0.0,
                 0.0,
             )

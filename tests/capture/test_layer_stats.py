@@ -26,7 +26,7 @@ def _dead_reference(outputs: list[torch.Tensor], unit_dim: int) -> float:
 def _saturated_reference(outputs: list[torch.Tensor], unit_dim: int, lo: float, hi: float, tol: float) -> float:
     moved = torch.cat([o.movedim(unit_dim, -1).reshape(-1, o.shape[unit_dim]) for o in outputs])
     near = (moved <= lo + tol * (hi - lo)) | (moved >= hi - tol * (hi - lo))
-    return float((near.double().mean(dim=0) >= 0.99).double().mean())
+    return float(near.double().mean())  # every unit sees as many values: the mean of their shares
 
 
 @pytest.mark.parametrize(("shape", "unit_dim"), [((6, 5, 4, 3), 1), ((6, 7, 9), -1), ((10, 12), -1), ((4, 3, 2), 1)])
