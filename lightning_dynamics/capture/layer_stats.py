@@ -148,9 +148,7 @@ class LayerStatistics:
             self.activation_names = [name for name, *_ in acts]
             self.kinds = [kind for _, _, kind, _, _ in acts]
             self.layer_names = [name for name, _ in layers]
-            self.units = UnitStatsAccumulator(
-                self.kinds, [b for *_, b, _ in acts], device, tolerance=self.tolerance
-            )
+            self.units = UnitStatsAccumulator(self.kinds, [b for *_, b, _ in acts], device, tolerance=self.tolerance)
             self._points, self._parameter_points = [], []
             self._host_points, self._host_parameter_points = [], []
         self._modules = modules
@@ -344,9 +342,7 @@ class LayerStatistics:
         """Bytes held on the device between steps (the unit counts; the weight copy lives one step only)."""
         if self.units is None:
             return 0
-        return sum(c.numel() * c.element_size() for c in self.units.counts if c is not None) + (
-            self.units.values.numel() * self.units.values.element_size()
-        )
+        return sum(c.numel() * c.element_size() for c in self.units.counts if c is not None)
 
 
 def _layer_norms(tensors: list[list[Tensor]]) -> Tensor:

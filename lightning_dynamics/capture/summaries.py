@@ -317,7 +317,7 @@ class UnitStatsAccumulator:
     layer_stats` reads it from the weight layer before the activation). For each unit ``u`` of layer ``l`` the
     interval adds up
 
-    - ``"dead"`` layers (ReLU family): :math:`c_u = \#\{a_u \ne 0\}`; the unit is dead when :math:`c_u = 0`, i.e. it
+    - ``"dead"`` layers (ReLU family): :math:`c_u = \max |a_u|`; the unit is dead when :math:`c_u = 0`, i.e. it
       was zero on every value of the interval (SageMaker Debugger's DeadRelu with ``threshold_inactivity`` at 0);
     - ``"saturated"`` layers (bounded activations, bounds :math:`[lo, hi]`):
       :math:`c_u = \#\{a_u \le lo + \tau (hi - lo)\ \text{or}\ a_u \ge hi - \tau (hi - lo)\}`, the values of
@@ -328,8 +328,8 @@ class UnitStatsAccumulator:
     dead, or the mean over its units of the share of their values that are saturated,
     :math:`\frac{1}{U}\sum_u c_u / n_u` (Glorot & Bengio 2010 read saturation as this share; a per-unit cut at 99%,
     as SageMaker Debugger's SaturatedActivation makes on its far stricter bounds, stays near 0 even when 90% of a
-    layer's values are saturated). Counts are float64 on the device (float32 where there is none), added with one reduction
-    per output and no host synchronisation; they are sum-reducible, so under DDP one all-reduce (SUM) of
+    layer's values are saturated). Counts are float64 on the device (float32 where there is none), added with one
+    reduction per output and no host synchronisation; they are sum-reducible, so under DDP one all-reduce (SUM) of
     :meth:`packed` gives the global counts. A layer's per-unit buffer is allocated at its first output (its width is
     known then); a layer whose outputs change width (a module reused at several widths) is left out (NaN).
 
@@ -361,7 +361,7 @@ class UnitStatsAccumulator:
         self.tolerance = float(tolerance)
         self.dtype = torch.float32 if device.type == "mps" else torch.float64
         self.counts: list[Tensor | None] = [None] * len(kinds)  # per layer: [U] counts, allocated at first output
-        self.values = torch.zeros(len(kinds), dtype=self.dtype, device=device)  # n_u per layer (values per unit)
+        self.values = [0] * len(kinds)  # n_u per layer (values per unit): known from shapes, kept on the host
         self.mixed = [False] * len(kinds)  # outputs of changing width: left out
 
     @property
@@ -385,17 +385,18 @@ class UnitStatsAccumulator:
             self.mixed[index] = True
             self.counts[index] = None
             return
+        dims = [d for d in range(a.ndim) if d != unit_dim]
         if self.kinds[index] == "dead":
-            hit = a != 0
+            # ReLU outputs are >= 0: a unit is alive once its largest value is above 0 (one reduction, no mask).
+            largest = a.abs().amax(dim=dims) if dims else a.abs()
+            torch.maximum(counts, largest.to(self.dtype), out=counts)
         else:
             bound = self.bounds[index]
             assert bound is not None
             lo, hi = bound
-            margin = self.tolerance * (hi - lo)
-            hit = (a <= lo + margin) | (a >= hi - margin)
-        dims = [d for d in range(a.ndim) if d != unit_dim]
-        counts.add_(hit.sum(dim=dims, dtype=self.dtype) if dims else hit.to(self.dtype))
-        self.values[index].add_(a.numel() // units)
+            hit = (a - (lo + hi) / 2).abs() >= (hi - lo) * (0.5 - self.tolerance)
+            counts.add_(hit.sum(dim=dims, dtype=torch.float32) if dims else hit.float())
+        self.values[index] += a.numel() // units
 
     def packed(self) -> Tensor:
         """``[sum_l U_l + L]``: every layer's unit counts, then the values per unit of each layer (NaN: left out).
@@ -403,11 +404,9 @@ class UnitStatsAccumulator:
         Sum-reducible; every process has the same layout once each layer has produced an output.
         """
         parts = [c for c in self.counts if c is not None]
-        values = self.values
-        if any(self.mixed):
-            off = torch.tensor(self.mixed, dtype=torch.bool).to(values.device, non_blocking=True)
-            values = torch.where(off, torch.full_like(values, math.nan), values)
-        return torch.cat([*parts, values])
+        values = [math.nan if mixed else float(n) for n, mixed in zip(self.values, self.mixed, strict=True)]
+        device = parts[0].device if parts else self.device
+        return torch.cat([*parts, torch.tensor(values, dtype=self.dtype).to(device, non_blocking=True)])
 
     def fractions(self, packed: Tensor) -> Tensor:
         """``[L]`` float64: each layer's fraction of dead units (or share of saturated values), from :meth:`packed`.
@@ -439,12 +438,12 @@ class UnitStatsAccumulator:
         for counts in self.counts:
             if counts is not None:
                 counts.zero_()
-        self.values.zero_()
+        self.values = [0] * self.n_layers
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "counts": [None if c is None else c.detach().cpu().clone() for c in self.counts],
-            "values": self.values.detach().cpu().clone(),
+            "values": list(self.values),
             "mixed": list(self.mixed),
         }
 
@@ -465,10 +464,10 @@ class UnitStatsAccumulator:
             or not all(c is None or (isinstance(c, Tensor) and c.ndim == 1) for c in counts)
         ):
             raise ValueError(f"{where}: `counts` must be {n} one-dimensional tensors (or None), got {_shown(counts)}.")
-        if not isinstance(values, Tensor) or values.shape != (n,):
-            raise ValueError(f"{where}: `values` must be a tensor of shape ({n},), got {_shown(values)}.")
+        if not isinstance(values, list) or len(values) != n or not all(is_count(v) for v in values):
+            raise ValueError(f"{where}: `values` must be {n} non-negative integers, got {_shown(values)}.")
         if not isinstance(mixed, list) or len(mixed) != n or not all(isinstance(m, bool) for m in mixed):
             raise ValueError(f"{where}: `mixed` must be {n} booleans, got {_shown(mixed)}.")
         self.counts = [None if c is None else c.to(self.device, self.dtype) for c in counts]
-        self.values = values.to(self.device, self.dtype)
+        self.values = [int(v) for v in values]
         self.mixed = list(mixed)

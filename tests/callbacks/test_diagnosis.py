@@ -78,10 +78,10 @@ def _fit(tmp_path: Path, epochs: int, ckpt: Path | None = None, save: Path | Non
 
 def test_findings_resume_exactly(tmp_path: Path) -> None:
     whole = _fit(tmp_path / "whole", epochs=5)
-    assert [f.kind for f in whole.findings] == ["weight_decay_too_strong"]
-    assert whole.findings[0].epoch >= 2
+    late = [f for f in whole.findings if f.epoch >= 2]  # found after the checkpoint: the resumed run must find them
+    assert "weight_decay_too_strong" in [f.kind for f in late]
     first = _fit(tmp_path / "first", epochs=2, save=tmp_path / "two.ckpt")
-    assert first.findings == []
+    assert [f.to_dict() for f in first.findings] == [f.to_dict() for f in whole.findings if f.epoch < 2]
     resumed = _fit(tmp_path / "resumed", epochs=5, ckpt=tmp_path / "two.ckpt")
     assert [f.to_dict() for f in resumed.findings] == [f.to_dict() for f in whole.findings]
     assert resumed.diagnoser.history == whole.diagnoser.history
