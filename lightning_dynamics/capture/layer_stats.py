@@ -342,7 +342,8 @@ class LayerStatistics:
         """Bytes held on the device between steps (the unit counts; the weight copy lives one step only)."""
         if self.units is None:
             return 0
-        return sum(c.numel() * c.element_size() for c in self.units.counts if c is not None)
+        held = [c for c in self.units.counts if c is not None] + [self.units.values]
+        return sum(t.numel() * t.element_size() for t in held)
 
 
 def _layer_norms(tensors: list[list[Tensor]]) -> Tensor:

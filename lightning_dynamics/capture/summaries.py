@@ -361,7 +361,8 @@ class UnitStatsAccumulator:
         self.tolerance = float(tolerance)
         self.dtype = torch.float32 if device.type == "mps" else torch.float64
         self.counts: list[Tensor | None] = [None] * len(kinds)  # per layer: [U] counts, allocated at first output
-        self.values = [0] * len(kinds)  # n_u per layer (values per unit): known from shapes, kept on the host
+        # n_u per layer (values per unit) on the device: a host integer changed in a hook makes torch.compile guard on it.
+        self.values = torch.zeros(len(kinds), dtype=self.dtype, device=device)
         self.mixed = [False] * len(kinds)  # outputs of changing width: left out
 
     @property
@@ -396,7 +397,7 @@ class UnitStatsAccumulator:
             lo, hi = bound
             hit = (a - (lo + hi) / 2).abs() >= (hi - lo) * (0.5 - self.tolerance)
             counts.add_(hit.sum(dim=dims, dtype=torch.float32) if dims else hit.float())
-        self.values[index] += a.numel() // units
+        self.values[index].add_(a.numel() // units)
 
     def packed(self) -> Tensor:
         """``[sum_l U_l + L]``: every layer's unit counts, then the values per unit of each layer (NaN: left out).
@@ -404,9 +405,11 @@ class UnitStatsAccumulator:
         Sum-reducible; every process has the same layout once each layer has produced an output.
         """
         parts = [c for c in self.counts if c is not None]
-        values = [math.nan if mixed else float(n) for n, mixed in zip(self.values, self.mixed, strict=True)]
-        device = parts[0].device if parts else self.device
-        return torch.cat([*parts, torch.tensor(values, dtype=self.dtype).to(device, non_blocking=True)])
+        values = self.values
+        if any(self.mixed):
+            off = torch.tensor(self.mixed, dtype=torch.bool).to(values.device, non_blocking=True)
+            values = torch.where(off, torch.full_like(values, math.nan), values)
+        return torch.cat([*parts, values])
 
     def fractions(self, packed: Tensor) -> Tensor:
         """``[L]`` float64: each layer's fraction of dead units (or share of saturated values), from :meth:`packed`.
@@ -438,12 +441,12 @@ class UnitStatsAccumulator:
         for counts in self.counts:
             if counts is not None:
                 counts.zero_()
-        self.values = [0] * self.n_layers
+        self.values.zero_()
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "counts": [None if c is None else c.detach().cpu().clone() for c in self.counts],
-            "values": list(self.values),
+            "values": self.values.detach().cpu().clone(),
             "mixed": list(self.mixed),
         }
 
@@ -464,10 +467,10 @@ class UnitStatsAccumulator:
             or not all(c is None or (isinstance(c, Tensor) and c.ndim == 1) for c in counts)
         ):
             raise ValueError(f"{where}: `counts` must be {n} one-dimensional tensors (or None), got {_shown(counts)}.")
-        if not isinstance(values, list) or len(values) != n or not all(is_count(v) for v in values):
-            raise ValueError(f"{where}: `values` must be {n} non-negative integers, got {_shown(values)}.")
+        if not isinstance(values, Tensor) or values.shape != (n,):
+            raise ValueError(f"{where}: `values` must be a tensor of shape ({n},), got {_shown(values)}.")
         if not isinstance(mixed, list) or len(mixed) != n or not all(isinstance(m, bool) for m in mixed):
             raise ValueError(f"{where}: `mixed` must be {n} booleans, got {_shown(mixed)}.")
         self.counts = [None if c is None else c.to(self.device, self.dtype) for c in counts]
-        self.values = [int(v) for v in values]
+        self.values = values.to(self.device, self.dtype)
         self.mixed = list(mixed)
