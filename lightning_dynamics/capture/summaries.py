@@ -361,7 +361,7 @@ class UnitStatsAccumulator:
         self.tolerance = float(tolerance)
         self.dtype = torch.float32 if device.type == "mps" else torch.float64
         self.counts: list[Tensor | None] = [None] * len(kinds)  # per layer: [U] counts, allocated at first output
-        # n_u per layer (values per unit) on the device: a host integer changed in a hook makes torch.compile guard on it.
+        # n_u per layer on the device: a host integer changed in a hook makes torch.compile guard on it.
         self.values = torch.zeros(len(kinds), dtype=self.dtype, device=device)
         self.mixed = [False] * len(kinds)  # outputs of changing width: left out
 
