@@ -81,10 +81,10 @@ def test_findings_resume_exactly(tmp_path: Path) -> None:
     late = [f for f in whole.findings if f.epoch >= 2]  # found after the checkpoint: the resumed run must find them
     assert "weight_decay_too_strong" in [f.kind for f in late]
     first = _fit(tmp_path / "first", epochs=2, save=tmp_path / "two.ckpt")
-    assert [f.to_dict() for f in first.findings] == [f.to_dict() for f in whole.findings if f.epoch < 2]
+    assert repr([f.to_dict() for f in first.findings]) == repr([f.to_dict() for f in whole.findings if f.epoch < 2])
     resumed = _fit(tmp_path / "resumed", epochs=5, ckpt=tmp_path / "two.ckpt")
-    assert [f.to_dict() for f in resumed.findings] == [f.to_dict() for f in whole.findings]
-    assert resumed.diagnoser.history == whole.diagnoser.history
+    assert repr([f.to_dict() for f in resumed.findings]) == repr([f.to_dict() for f in whole.findings])
+    assert repr(resumed.diagnoser.history) == repr(whole.diagnoser.history)  # NaN-safe: no validation here
 
 
 def test_findings_are_logged_as_keys_and_arguments_are_checked(tmp_path: Path) -> None:
