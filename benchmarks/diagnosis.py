@@ -2,7 +2,8 @@
 
 Each condition injects one problem into a small, otherwise healthy run (an MLP or a small CNN, SGD with momentum)
 and records the findings of :class:`~lightning_dynamics.DynamicsDiagnosis`. The default thresholds of
-:class:`~lightning_dynamics.DiagnosisThresholds` were tuned on these runs with ``--archs mlp cnn --seeds 100 101``;
+:class:`~lightning_dynamics.DiagnosisThresholds` were tuned on these runs with ``--archs mlp cnn --seeds 100`` (101 is
+the second tuning seed);
 other architectures and seeds are held out to judge them (``--archs resnet vit``: timm ResNet-18 at small width and
 a small ViT, both through ``benchmarks.kit.build_model``).
 

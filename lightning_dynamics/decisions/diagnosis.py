@@ -15,7 +15,7 @@ saturated activations, dead nodes, unchanged weights, numerical errors); Amazon 
 rules (DeadRelu and SaturatedActivation: a layer is flagged when more than 50% of its units are inactive;
 VanishingGradient; WeightUpdateRatio; LossNotDecreasing; Overfit). Where those tools give no number for our
 statistics, the threshold was chosen on the tuning runs of ``benchmarks/diagnosis.py`` (scikit-learn digits,
-SmallMLP and SmallCNN, seeds 100 and 101); held-out architectures and seeds judge them.
+an MLP and a small CNN, seed 100; seed 101 is the second tuning seed); held-out architectures and seeds judge them.
 """
 
 from __future__ import annotations
