@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_dynamics.validation import Bool, Default, Int, ListOf, TensorOf, check_state
+from lightning_dynamics.validation import Bool, Default, Int, ListOf, OrNone, TensorOf, check_state
 
 SUMMARY_CHOICES = ("rms", "mean", "abs_mean", "std")
 
@@ -458,19 +458,12 @@ class UnitStatsAccumulator:
                 tensor of shape ``(L,)``, ``mixed`` not ``L`` booleans.
         """
         n = self.n_layers
-        if not isinstance(state, dict):
-            raise ValueError(f"{where} must be a dict, got {type(state).__name__}.")
-        counts, values, mixed = state.get("counts"), state.get("values"), state.get("mixed")
-        if (
-            not isinstance(counts, list)
-            or len(counts) != n
-            or not all(c is None or (isinstance(c, Tensor) and c.ndim == 1) for c in counts)
-        ):
-            raise ValueError(f"{where}: `counts` must be {n} one-dimensional tensors (or None), got {_shown(counts)}.")
-        if not isinstance(values, Tensor) or values.shape != (n,):
-            raise ValueError(f"{where}: `values` must be a tensor of shape ({n},), got {_shown(values)}.")
-        if not isinstance(mixed, list) or len(mixed) != n or not all(isinstance(m, bool) for m in mixed):
-            raise ValueError(f"{where}: `mixed` must be {n} booleans, got {_shown(mixed)}.")
+        schema = {
+            "counts": ListOf(OrNone(TensorOf(ndim=1, floating=True)), length=n, each="layer"),
+            "values": TensorOf(shape=(n,), floating=True),
+            "mixed": ListOf(Bool(), length=n, each="layer"),
+        }
+        counts, values, mixed = check_state(state, schema, where).values()
         self.counts = [None if c is None else c.to(self.device, self.dtype) for c in counts]
         self.values = values.to(self.device, self.dtype)
         self.mixed = list(mixed)
