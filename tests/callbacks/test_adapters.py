@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from benchmarks.kit import DigitsDataModule, SmallCNN
 from lightning_dynamics import DynamicsConfig, DynamicsMonitor, DynamicsTracker
 from lightning_dynamics.capture import load_history
+from lightning_dynamics.capture.layer_stats import STAT_KEYS
 from lightning_dynamics.measures.registry import measure_names
 
 MEASURE_KEYS = measure_names("default")
@@ -174,7 +175,8 @@ def test_plain_loop_records_training_mode_forwards_only() -> None:
     assert tracker.history is not None
     expected = model[0](x).detach().square().mean().sqrt()
     torch.testing.assert_close(tracker.history.values[0, 0], expected)
-    assert set(values) == set(tracker.keys) and set(MEASURE_KEYS) <= set(values)
+    stats = {f"stats/{key}" for key in STAT_KEYS}  # the layer statistics' summaries over depth
+    assert set(values) == set(tracker.keys) | stats and set(MEASURE_KEYS) <= set(values)
     tracker.detach()
     assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == 0
 

@@ -126,6 +126,7 @@ def test_trainer_callback_matches_the_plain_loop(tmp_path: Path) -> None:
         tracker.epoch_start(epoch, step, n_batches=steps_per_epoch)
         for batch_idx in range(steps_per_epoch):
             model(**fed[epoch * steps_per_epoch + batch_idx]).loss.backward()
+            tracker.before_optimizer_step()  # the adapter's on_pre_optimizer_step
             optimizer.step()
             optimizer.zero_grad()
             step += 1
@@ -140,6 +141,10 @@ def test_trainer_callback_matches_the_plain_loop(tmp_path: Path) -> None:
     torch.testing.assert_close(ours.history.values, plain.history.values, rtol=1e-6, atol=1e-9, equal_nan=True)
     _assert_same_series(ours.metrics, plain.metrics)
     assert ours.defined == plain.defined
+    ours_stats, plain_stats = ours.statistics.series(), plain.statistics.series()
+    for stat in ("grad_norm", "update_ratio"):
+        np.testing.assert_allclose(ours_stats[stat]["values"], plain_stats[stat]["values"], rtol=1e-5, equal_nan=True)
+        assert np.isfinite(np.asarray(ours_stats[stat]["values"], dtype=float)).any()
     assert {"metastability", "integration", "stability_index", "relative_change"} <= ours.defined
 
     # Reported through Trainer.log: one entry per epoch end, with the step and the last values.
