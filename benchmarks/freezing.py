@@ -1,4 +1,4 @@
-"""Layer freezing, measured: full training vs FreezeOut vs an AutoFreeze-style rule vs LayerFreezer (issue 22).
+"""Layer freezing, measured: full training vs FreezeOut vs an AutoFreeze-style rule vs LayerFreezer.
 
 Every method trains the same network with the same data order, SGD (momentum 0.9) and cosine learning rate
 per step, in a plain PyTorch loop (no Trainer overhead in the timings), and freezes prefixes of the same units:

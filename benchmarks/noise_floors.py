@@ -1,7 +1,7 @@
 """Noise floors: bias and spread of every measure versus series length T, on signals with known truth.
 
 Reproduces the tables of docs/method.md section 8b and ``benchmarks/noise_floors.md``, and the reliable
-minimum lengths of :data:`lightning_dynamics.functional.reliability.RELIABLE_MIN_POINTS`.
+minimum lengths of :data:`lightning_dynamics.functional.reliability.RELIABLE_FROM`.
 
 Each signal family is a batch of histories ``[draws, L, T]`` (L = 16 layers) fed to the package's functional API
 with its defaults, as the monitor does (``detrend="diff"``: the measures see the T - 1 differences). T counts
@@ -90,7 +90,7 @@ INDEPENDENT_LAYER_PANELS: dict[str, tuple[str, ...]] = {
     "integration_alpha": ("fgn_H0.3", "fgn_H0.5", "fgn_H0.8", "walk_increments"),
     "integration": ("fgn_H0.3", "fgn_H0.5", "fgn_H0.8"),
 }
-# The keys of RELIABLE_MIN_POINTS (dfa_alpha is the single-layer exponent, reported for reference).
+# The keys of RELIABLE_FROM (dfa_alpha is the single-layer exponent, reported for reference).
 RELIABILITY_KEYS = tuple(k for k in PANELS if k != "dfa_alpha")
 NULL_FAMILY = "fgn_H0.5"  # independent random-walk layers: the differences are white noise
 

@@ -1,4 +1,5 @@
-"""The framework-neutral packages import no Lightning (issue 10): a plain-PyTorch user never pays for it."""
+"""The framework-neutral packages import no Lightning: a plain-PyTorch user never pays for its import time or its
+version constraints."""
 
 import subprocess
 import sys

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lightning_dynamics.functional.reliability import NEVER_RELIABLE
 from lightning_dynamics.measures.config import DynamicsConfig
-from lightning_dynamics.measures.registry import MEASURES, measure_names, reliable_points
+from lightning_dynamics.measures.registry import MEASURES, measure_names
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "lightning_dynamics"
@@ -160,12 +160,12 @@ def test_only_the_adapters_import_lightning() -> None:
 def test_readme_key_table_is_the_registry() -> None:
     rows = re.findall(r"^\| `dynamics/(\w+)` \| (.*?) \| (.*?) \| (\d+) \| (.*?) \|$", README, flags=re.MULTILINE)
     assert [r[0] for r in rows] == list(measure_names("default")), "README key table != registry (order too)"
-    needed = DynamicsConfig().points_needed()
+    needed = DynamicsConfig().defined_from()
     for name, doc, null, logged_from, reliable in rows:
         measure = MEASURES[name]
         assert int(logged_from) == needed[name], name
         assert null == {"phase": "phase-randomised", "shuffle": "time-shuffled", None: "-"}[measure.null], name
-        expected = reliable_points(name)
+        expected = measure.reliable_from
         if expected is None:
             assert reliable in ("-", "not measured"), name
         elif expected == NEVER_RELIABLE:

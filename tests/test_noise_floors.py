@@ -1,5 +1,5 @@
 """benchmarks/noise_floors.py: its generators have their closed forms, its criterion picks the right length, its
-quick mode reproduces the committed tables loosely, and RELIABLE_MIN_POINTS / NULL_FLOORS are the committed
+quick mode reproduces the committed tables loosely, and RELIABLE_FROM / NULL_FLOORS are the committed
 tables' exactly."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import torch
 from lightning_dynamics.functional.reliability import (
     NEVER_RELIABLE,
     NULL_FLOORS,
-    RELIABLE_MIN_POINTS,
-    SEPARABLE_MIN_POINTS,
+    RELIABLE_FROM,
+    SEPARABLE_FROM,
 )
 
 noise_floors = pytest.importorskip("benchmarks.noise_floors")
@@ -86,9 +86,9 @@ def test_reliable_min_points_are_the_committed_tables(committed: dict) -> None:
     assert committed["reliable_min_points"] == derived
     assert committed["separable_min_points"] == separable
     for key in noise_floors.RELIABILITY_KEYS:
-        assert RELIABLE_MIN_POINTS[key] == (derived[key] or NEVER_RELIABLE), key
-        assert SEPARABLE_MIN_POINTS[key] == (separable[key] or NEVER_RELIABLE), key
-    assert set(RELIABLE_MIN_POINTS) == set(SEPARABLE_MIN_POINTS) == set(noise_floors.RELIABILITY_KEYS)
+        assert RELIABLE_FROM[key] == (derived[key] or NEVER_RELIABLE), key
+        assert SEPARABLE_FROM[key] == (separable[key] or NEVER_RELIABLE), key
+    assert set(RELIABLE_FROM) == set(SEPARABLE_FROM) == set(noise_floors.RELIABILITY_KEYS)
 
 
 def test_null_floors_are_the_committed_tables(committed: dict) -> None:
@@ -138,19 +138,19 @@ def test_reliability_helpers() -> None:
         is_reliable,
         null_floor,
         recommend_points_per_epoch,
-        reliable_min_points,
+        reliable_from,
     )
 
-    n = RELIABLE_MIN_POINTS["metastability"]
+    n = RELIABLE_FROM["metastability"]
     assert is_reliable("metastability", n) and not is_reliable("metastability", n - 1)
     assert recommend_points_per_epoch(4, ["metastability", "synchrony"]) == math.ceil(max(n, 64) / 4)
-    assert recommend_points_per_epoch(1) == max(RELIABLE_MIN_POINTS[m] for m in DEFAULT_MEASURES)
+    assert recommend_points_per_epoch(1) == max(RELIABLE_FROM[m] for m in DEFAULT_MEASURES)
     with pytest.raises(ValueError, match="not reliable at any length"):
         recommend_points_per_epoch(3, ["integration"])
     with pytest.raises(ValueError, match="within_epochs"):
         recommend_points_per_epoch(0)
     with pytest.raises(ValueError, match="measure"):
-        reliable_min_points("loss")
+        reliable_from("loss")
     # The null band at a length between two tabulated ones is the shorter one's (the wider, conservative).
     assert null_floor("synchrony", 100) == NULL_FLOORS["synchrony"][96]
     assert all(math.isnan(v) for v in null_floor("mfdfa_width", 24))  # undefined below 25 points

@@ -41,7 +41,7 @@ def test_many_layers_are_listed_up_to_twenty() -> None:
 def test_a_reason_is_said_once_and_only_once_the_measures_should_be_defined() -> None:
     notes, warned, _ = _notes()
     config = DynamicsConfig()
-    needed = max(config.points_needed()["metastability"], config.points_needed()["integration"])
+    needed = max(config.defined_from()["metastability"], config.defined_from()["integration"])
     notes.reason("fewer than 2 valid layers", needed - 1, config)
     notes.reason(None, needed, config)
     assert warned == []

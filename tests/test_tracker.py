@@ -113,7 +113,7 @@ def test_a_key_is_logged_from_its_definition_on_never_before() -> None:
     tracker = DynamicsTracker(verbose=False, config=DynamicsConfig(points_per_epoch=1, null_surrogates=None))
     points = _run(tracker, epochs=34, n_batches=3)
     first = {key: next(i for i, p in enumerate(points) if key in p.values) for key in points[-1].values}
-    needed = tracker.points_needed()
+    needed = tracker.defined_from()
     for name, n in needed.items():
         assert first[f"dynamics/{name}"] == n - 1, name  # the epoch with n points
     assert all(set(p.values) <= set(q.values) for p, q in itertools.pairwise(points))  # once defined, always logged
@@ -256,8 +256,8 @@ def test_every_state_field_is_checked_at_restore(field: str, value: object, mess
 
 def test_registry_is_the_one_list_of_measures() -> None:
     config = DynamicsConfig(complexity_every_n_samples=2)
-    assert set(config.points_needed()) == set(MEASURES)
-    assert set(DynamicsConfig().points_needed()) == set(measure_names("default"))
+    assert set(config.defined_from()) == set(MEASURES)
+    assert set(DynamicsConfig().defined_from()) == set(measure_names("default"))
     for name, measure in MEASURES.items():
         assert measure.name == name and measure.doc and measure.group in ("default", "complexity")
         assert (measure.null is None) == (measure.null_keys == ())

@@ -173,9 +173,9 @@ class DynamicsMonitor(Callback):
         """The keys this monitor logs: ``<prefix>/<measure>`` (and the null bands)."""
         return tuple(f"{self.prefix}/{key}" for key in self.tracker.keys)
 
-    def points_needed(self) -> dict[str, int]:
-        """Sample points before each key is first logged."""
-        return self.tracker.points_needed()
+    def defined_from(self) -> dict[str, int]:
+        """Sample points before each key is first logged (:meth:`DynamicsTracker.defined_from`)."""
+        return self.tracker.defined_from()
 
     @property
     def state_key(self) -> str:

@@ -24,7 +24,7 @@ from lightning_dynamics.functional.change import median_relative_change, relativ
 from lightning_dynamics.functional.detrend import Detrended, Exclusion, detrend
 from lightning_dynamics.functional.dfa import dfa, dfa_scales, fluctuation_function, min_dfa_length
 from lightning_dynamics.functional.fractal import (
-    complexity_min_points,
+    complexity_defined_from,
     higuchi_curve_length,
     higuchi_fd,
     history_complexity,
@@ -41,7 +41,7 @@ from lightning_dynamics.functional.hilbert import (
 from lightning_dynamics.functional.integration import integration, integration_alpha, integration_from_alpha
 from lightning_dynamics.functional.kuramoto import kuramoto_order_parameter, metastability, synchrony
 from lightning_dynamics.functional.lyapunov import lyapunov_rosenstein, mean_period, min_rosenstein_length
-from lightning_dynamics.functional.measures import DynamicsMeasures, dynamics_measures, min_points
+from lightning_dynamics.functional.measures import DynamicsMeasures, defined_from, dynamics_measures
 from lightning_dynamics.functional.mfdfa import (
     MFDFAResult,
     generalized_fluctuation,
@@ -50,7 +50,7 @@ from lightning_dynamics.functional.mfdfa import (
     min_mfdfa_length,
 )
 from lightning_dynamics.functional.phase_locking import phase_integration, phase_locking_value
-from lightning_dynamics.functional.reliability import RELIABLE_MIN_POINTS, is_reliable, recommend_points_per_epoch
+from lightning_dynamics.functional.reliability import RELIABLE_FROM, is_reliable, recommend_points_per_epoch
 from lightning_dynamics.functional.stability import combine_stability, rolling_volatility, stability_index
 from lightning_dynamics.functional.surrogates import (
     SurrogateTestResult,
@@ -62,7 +62,7 @@ from lightning_dynamics.functional.surrogates import (
 )
 
 __all__ = [
-    "RELIABLE_MIN_POINTS",
+    "RELIABLE_FROM",
     "Detrended",
     "DynamicsMeasures",
     "Exclusion",
@@ -72,7 +72,8 @@ __all__ = [
     "analytic_signal",
     "circular_shift_surrogates",
     "combine_stability",
-    "complexity_min_points",
+    "complexity_defined_from",
+    "defined_from",
     "detrend",
     "dfa",
     "dfa_scales",
@@ -100,7 +101,6 @@ __all__ = [
     "min_dfa_length",
     "min_higuchi_length",
     "min_mfdfa_length",
-    "min_points",
     "min_rosenstein_length",
     "phase_integration",
     "phase_locking_value",

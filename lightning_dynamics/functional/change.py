@@ -56,12 +56,12 @@ def _check_window(window: object) -> int:
     return window
 
 
-def min_relative_change_length(window: int) -> int:
+def relative_change_defined_from(window: int) -> int:
     """The fewest sample points :func:`relative_change` needs: ``2 * window + 1`` (the recent window of ``window``
     increments does not overlap the reference, the first half of the increments).
 
     Example:
-        >>> min_relative_change_length(5)
+        >>> relative_change_defined_from(5)
         11
     """
     return 2 * _check_window(window) + 1
@@ -87,9 +87,9 @@ def relative_change(x: Tensor, window: int) -> Tensor:
     x = _check_history(x)
     window = _check_window(window)
     steps = x.shape[-1] - 1
-    if steps + 1 < min_relative_change_length(window):
+    if steps + 1 < relative_change_defined_from(window):
         warnings.warn(
-            f"relative_change needs at least {min_relative_change_length(window)} sample points for window={window}, "
+            f"relative_change needs at least {relative_change_defined_from(window)} sample points for window={window}, "
             f"got T={x.shape[-1]}; returning NaN.",
             InsufficientDataWarning,
             stacklevel=2,
@@ -164,7 +164,7 @@ def relative_change_test(
     per_layer = relative_change(x, window)
     statistic = per_layer.nanmedian(dim=-1).values
     steps = x.shape[-1] - 1
-    if steps + 1 < min_relative_change_length(window):
+    if steps + 1 < relative_change_defined_from(window):
         return RelativeChangeTest(statistic, torch.full_like(statistic, float("nan")), per_layer)
     changes = (x[..., 1:] - x[..., :-1]).abs()
     defined = torch.isfinite(per_layer)

@@ -150,11 +150,11 @@ def katz_fd(x: Tensor) -> Tensor:
     return torch.log10(ratio) / torch.log10(extent / mean_step)
 
 
-def complexity_min_points(detrend: str | None = "diff", kmax: int = 10) -> dict[str, int]:
+def complexity_defined_from(detrend: str | None = "diff", kmax: int = 10) -> dict[str, int]:
     """Sample points each key of :func:`history_complexity` needs before it is defined (not NaN).
 
     Example:
-        >>> complexity_min_points()
+        >>> complexity_defined_from()
         {'higuchi_fd': 21, 'katz_fd': 4, 'mfdfa_width': 25}
     """
     from lightning_dynamics.functional.mfdfa import min_mfdfa_length
@@ -180,7 +180,7 @@ def history_complexity(
     - ``mfdfa_width``: width :math:`\max\alpha - \min\alpha` of the MF-DFA singularity spectrum
       (:func:`~lightning_dynamics.functional.mfdfa`; about 0.1 or less for a monofractal).
 
-    A key whose measure is not defined for this ``T`` (:func:`complexity_min_points`) is all NaN, with an
+    A key whose measure is not defined for this ``T`` (:func:`complexity_defined_from`) is all NaN, with an
     :class:`InsufficientDataWarning` that gives the reason; an excluded layer (constant or too many missing
     points, as :func:`~lightning_dynamics.functional.detrend` decides) is NaN in every key. Moharil et al.,
     arXiv:2407.09585, describe network dynamics by such fractal dimensions.

@@ -57,7 +57,7 @@ def min_rosenstein_length(emb_dim: int = 2, lag: int = 1, trajectory_len: int = 
     2 min_tsep + 1``. With ``min_tsep=None`` (the default: each series' :func:`mean_period`, at most
     ``floor(T / 4)``) it is the shortest ``T`` from which on the longest automatic window fits, so that no
     series of that length or longer is refused. This is the length at which the estimator is *defined*; the
-    length at which it is *reliable* is ``RELIABLE_MIN_POINTS["lyapunov_rosenstein"]``
+    length at which it is *reliable* is ``RELIABLE_FROM["lyapunov_rosenstein"]``
     (:mod:`~lightning_dynamics.functional.reliability`).
 
     Example:
@@ -102,7 +102,7 @@ def lyapunov_rosenstein(
     attractor apart, so the divergence saturates after a few steps, and a fit over 20 steps (nolds' default,
     and ours before) measures the plateau: 0.03-0.11 instead of ln 2 on the logistic map. With these defaults
     the logistic map gives ln 2 within ``|bias| + 2 sd <= ln(2) / 2`` from
-    ``RELIABLE_MIN_POINTS["lyapunov_rosenstein"]`` = 32 points on
+    ``RELIABLE_FROM["lyapunov_rosenstein"]`` = 32 points on
     (:mod:`~lightning_dynamics.functional.reliability`): 0.61 +- 0.10 at T = 32, 0.67 +- 0.05 at 48,
     0.69 +- 0.02 at 128, while a sine gives 0.01 +- 0.02 at 32. Shorter series are accepted from
     :func:`min_rosenstein_length` on but biased low (0.39 +- 0.19 at T = 16). The defaults suit maps and

@@ -58,8 +58,17 @@ class DynamicsMeasures(NamedTuple):
     exclusion_summary: str | None
 
 
-def min_points(detrend: str | None = "diff") -> dict[str, int]:
-    """Fewest sample points each measure needs with ``detrend`` (before it, it is NaN)."""
+def defined_from(detrend: str | None = "diff") -> dict[str, int]:
+    """The history points before each cross-layer measure is first defined with ``detrend`` (NaN before).
+
+    Counts points of the history ``x: [..., L, T]``; ``detrend="diff"`` leaves the estimators ``T - 1`` points, and
+    their own shortest series are ``MIN_PHASE_POINTS`` (Hilbert phases) and :func:`min_dfa_length` (DFA, docs/method.md
+    section 4).
+
+    Example:
+        >>> defined_from("diff")
+        {'metastability': 5, 'synchrony': 5, 'phase_integration': 5, 'integration': 13}
+    """
     extra = 1 if detrend == "diff" else 0
     return {
         "metastability": MIN_PHASE_POINTS + extra,
@@ -120,7 +129,7 @@ def dynamics_measures(
         phase_int = _phase_integration_from_phasors(cos, sin, valid, n_thresholds) if include_phase_integration else nan
     else:
         meta = sync = phase_int = nan
-        reasons.append(f"phase measures need T >= {min_points(detrend)['metastability']}, got T={n_points}")
+        reasons.append(f"phase measures need T >= {defined_from(detrend)['metastability']}, got T={n_points}")
     if with_phases and few is not None:
         reasons.append(few)
 
@@ -130,7 +139,7 @@ def dynamics_measures(
             reasons.append(f"integration needs at least one valid layer; none of L={n_layers} is valid")
     else:
         alpha = nan
-        reasons.append(f"integration (DFA) needs T >= {min_points(detrend)['integration']}, got T={n_points}")
+        reasons.append(f"integration (DFA) needs T >= {defined_from(detrend)['integration']}, got T={n_points}")
     return DynamicsMeasures(
         integration=integration_from_alpha(alpha, h_opt, sigma),
         integration_alpha=alpha,

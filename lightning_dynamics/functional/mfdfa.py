@@ -158,7 +158,7 @@ def mfdfa(
     Default scales are :func:`mfdfa_scales` ``(T)`` (from 10, not 4: tiny segments bias negative moments);
     a series too short for three of them gives NaN with an :class:`InsufficientDataWarning`.
 
-    The width is reliable from ``RELIABLE_MIN_POINTS["mfdfa_width"]`` = 200 history points (199 differences,
+    The width is reliable from ``RELIABLE_FROM["mfdfa_width"]`` = 200 history points (199 differences,
     :mod:`~lightning_dynamics.functional.reliability`): there white noise gives 0.15 +- 0.08 and a binomial
     cascade (a = 0.75, width 1.39) 1.44 +- 0.32. Below it the width of a monofractal is noise: white noise
     gives 0.57 +- 0.55 at T = 32, 0.33 +- 0.26 at 48 and 0.27 +- 0.19 at 64 (0.09 +- 0.04 at 1000), and the

@@ -18,9 +18,9 @@ of the panel: a single reading then lies nearer its own truth than any other in 
 approximation). Katz FD has no length-free truth (it grows with ``T`` on noise, see
 :func:`~lightning_dynamics.functional.katz_fd`): its panel only has to be separable at that ``T``.
 A measure that no grid length qualifies gets :data:`NEVER_RELIABLE`: integration (the Gaussian map of
-alpha amplifies its spread about 3.6-fold near alpha = 0.5) and Katz FD. :data:`SEPARABLE_MIN_POINTS` applies
+alpha amplifies its spread about 3.6-fold near alpha = 0.5) and Katz FD. :data:`SEPARABLE_FROM` applies
 the criterion with the means at each ``T`` as truths (signals told apart beside a null of the same length);
-:data:`INDEPENDENT_LAYER_MIN_POINTS` is the optimistic bound for uncorrelated layers; :data:`NULL_FLOORS` holds
+:data:`INDEPENDENT_LAYER_RELIABLE_FROM` is the optimistic bound for uncorrelated layers; :data:`NULL_FLOORS` holds
 the null of independent random-walk layers per ``T``.
 
 The stability index is measured over one window spanning the whole series, so its entry is the window
@@ -35,7 +35,7 @@ from collections.abc import Iterable
 # A measure that no length up to the largest of the grid (1000) makes reliable.
 NEVER_RELIABLE = 10**9
 
-RELIABLE_MIN_POINTS: dict[str, int] = {
+RELIABLE_FROM: dict[str, int] = {
     "integration_alpha": 1000,
     "integration": NEVER_RELIABLE,
     "metastability": 200,
@@ -53,7 +53,7 @@ RELIABLE_MIN_POINTS: dict[str, int] = {
 # The same criterion with the means at each T as the truths: from these lengths on, the panel's signals are told
 # apart when a reading is compared with a null of the same length (a surrogate band), though not with a
 # length-free value.
-SEPARABLE_MIN_POINTS: dict[str, int] = {
+SEPARABLE_FROM: dict[str, int] = {
     "integration_alpha": 1000,
     "integration": NEVER_RELIABLE,
     "metastability": 200,
@@ -68,7 +68,7 @@ SEPARABLE_MIN_POINTS: dict[str, int] = {
 
 # The optimistic bound for the layer-mean measures: 16 independent layers (the panel above has layers correlated
 # at 0.9, whose mean averages little noise away).
-INDEPENDENT_LAYER_MIN_POINTS: dict[str, int] = {"integration_alpha": 96, "integration": 400}
+INDEPENDENT_LAYER_RELIABLE_FROM: dict[str, int] = {"integration_alpha": 96, "integration": 400}
 
 # Mean and sd of each history measure on the null of 16 independent random-walk layers (their differences are
 # white noise), per history length T; per-layer measures (DFA alpha, Higuchi, Katz, MF-DFA width) per layer.
@@ -196,16 +196,16 @@ NULL_FLOORS: dict[str, dict[int, tuple[float, float]]] = {
 DEFAULT_MEASURES = ("integration_alpha", "metastability", "synchrony", "phase_integration")
 
 
-def reliable_min_points(measure: str) -> int:
-    """The shortest history (sample points) at which ``measure`` is reliable (see :data:`RELIABLE_MIN_POINTS`).
+def reliable_from(measure: str) -> int:
+    """The shortest history (sample points) at which ``measure`` is reliable (see :data:`RELIABLE_FROM`).
 
     Example:
-        >>> reliable_min_points("metastability") == RELIABLE_MIN_POINTS["metastability"]
+        >>> reliable_from("metastability") == RELIABLE_FROM["metastability"]
         True
     """
-    if measure not in RELIABLE_MIN_POINTS:
-        raise ValueError(f"`measure` must be one of {sorted(RELIABLE_MIN_POINTS)}, got {measure!r}.")
-    return RELIABLE_MIN_POINTS[measure]
+    if measure not in RELIABLE_FROM:
+        raise ValueError(f"`measure` must be one of {sorted(RELIABLE_FROM)}, got {measure!r}.")
+    return RELIABLE_FROM[measure]
 
 
 def is_reliable(measure: str, n_points: int) -> bool:
@@ -215,7 +215,7 @@ def is_reliable(measure: str, n_points: int) -> bool:
         >>> is_reliable("metastability", 10)
         False
     """
-    return n_points >= reliable_min_points(measure)
+    return n_points >= reliable_from(measure)
 
 
 def recommend_points_per_epoch(within_epochs: int = 3, measures: Iterable[str] = DEFAULT_MEASURES) -> int:
@@ -225,14 +225,14 @@ def recommend_points_per_epoch(within_epochs: int = 3, measures: Iterable[str] =
     than one per epoch, and what a measure says about that scale is not what it says about epochs.
 
     Example:
-        >>> recommend_points_per_epoch(4, ["metastability"]) == math.ceil(RELIABLE_MIN_POINTS["metastability"] / 4)
+        >>> recommend_points_per_epoch(4, ["metastability"]) == math.ceil(RELIABLE_FROM["metastability"] / 4)
         True
     """
     if int(within_epochs) != within_epochs or within_epochs < 1:
         raise ValueError(f"`within_epochs` must be an integer >= 1, got {within_epochs!r}.")
-    needed = max(reliable_min_points(m) for m in measures)
+    needed = max(reliable_from(m) for m in measures)
     if needed >= NEVER_RELIABLE:
-        unreliable = [m for m in measures if reliable_min_points(m) >= NEVER_RELIABLE]
+        unreliable = [m for m in measures if reliable_from(m) >= NEVER_RELIABLE]
         raise ValueError(f"`measures` holds {unreliable}, not reliable at any length measured (up to 1000 points).")
     return math.ceil(needed / within_epochs)
 

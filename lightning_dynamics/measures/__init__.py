@@ -1,9 +1,10 @@
 """The measures' settings and declarations: what is computed from a history, and what stands beside each value.
 
-:class:`DynamicsConfig` holds the settings; :data:`MEASURES` declares every logged measure once (name, points
-needed, bounds, null, label, reliable length); a :class:`MeasureContext` shares the expensive passes of one
-computation between measures; :mod:`~lightning_dynamics.measures.readings` sets each latest value beside its noise
-floor. Imports only :mod:`~lightning_dynamics.functional`, :mod:`~lightning_dynamics.capture` and
+:class:`DynamicsConfig` holds the settings; :data:`MEASURES` declares every logged measure once (name, label, the
+points from which it is defined and from which it is reliable, bounds, null); a :class:`MeasureContext` shares the
+expensive passes of one computation between measures; :mod:`~lightning_dynamics.measures.readings` sets each latest
+value beside its noise floor; :mod:`~lightning_dynamics.measures.tables` writes the registry's tables for the docs.
+Imports only :mod:`~lightning_dynamics.functional`, :mod:`~lightning_dynamics.capture` and
 :mod:`~lightning_dynamics.validation`; no Lightning import.
 """
 
@@ -17,7 +18,6 @@ from lightning_dynamics.measures.registry import (
     measure_names,
     null_bands,
     null_keys,
-    reliable_points,
 )
 
 __all__ = [
@@ -31,5 +31,4 @@ __all__ = [
     "noise_floor_summary",
     "null_bands",
     "null_keys",
-    "reliable_points",
 ]

@@ -65,7 +65,7 @@ class DynamicsConfig:
         complexity_every_n_samples: every this many sample points also compute the opt-in complexity measures.
 
     Example:
-        >>> DynamicsConfig(window=24).points_needed()["stability_volatility"]
+        >>> DynamicsConfig(window=24).defined_from()["stability_volatility"]
         28
         >>> DynamicsConfig(h_opt=-1)
         Traceback (most recent call last):
@@ -128,13 +128,13 @@ class DynamicsConfig:
         check_int("null_surrogates", self.null_surrogates, 9, allow_none=True)
         check_int("complexity_every_n_samples", self.complexity_every_n_samples, 1, allow_none=True)
 
-    def points_needed(self) -> dict[str, int]:
+    def defined_from(self) -> dict[str, int]:
         """Sample points before each measure this config computes is first defined (NaN, and not logged, before).
 
         Read from :data:`lightning_dynamics.measures.registry.MEASURES`. With epoch sampling the measures are
         computed at each epoch's last point, so a measure appears at the first epoch end with this many points.
         """
-        return {name: m.points_needed(self) for name, m in MEASURES.items() if name in self.measure_names()}
+        return {name: m.defined_from(self) for name, m in MEASURES.items() if name in self.measure_names()}
 
     def measure_names(self) -> tuple[str, ...]:
         """The measures computed with this config: the default group, plus the complexity group when asked for."""

@@ -1,14 +1,15 @@
 """What stands beside a measure's latest value: its noise floor and whether its series was long enough.
 
-A reading means something only beside its null and its estimator's reliable length (docs/method.md section 8b;
-issue 18 items 2 and 4). The tracker stores, for each measure that has a null, the series
+A reading means something only beside its null and its estimator's reliable length (docs/method.md section 8b): a
+value inside the band of its own null says nothing, and one computed on too short a series is estimation noise. The
+tracker stores, for each measure that has a null, the series
 ``<measure>_null_lo`` and ``<measure>_null_hi`` in the history's ``metrics``: the 2.5% and 97.5% quantiles of the
 measure on surrogates of the run's own history, at the points where the measure is logged (NaN elsewhere).
 A latest value inside ``[null_lo, null_hi]`` at its point is *inside the noise floor*: it lies among the central
-95% of what the same history gives with its structure destroyed. The reliable minimum length of each
-estimator comes from :data:`lightning_dynamics.functional.reliability.RELIABLE_MIN_POINTS`; a measure computed on
-fewer sample points is a *short series*. Both come through the measure registry
-(:mod:`lightning_dynamics.measures.registry`).
+95% of what the same history gives with its structure destroyed. Each estimator is reliable from the length its
+registry entry declares (:attr:`~lightning_dynamics.measures.registry.Measure.reliable_from`, from the measured
+table :data:`lightning_dynamics.functional.reliability.RELIABLE_FROM`); a measure computed on fewer sample points
+is a *short series*.
 
 **Settled layers.** A layer whose summary jitters around a level (what a converged layer looks like) has
 anti-persistent differences: a step up is followed by a step down. Its alpha (and with it the stability index)
@@ -39,7 +40,7 @@ from torch import Tensor
 from lightning_dynamics.functional import InsufficientDataWarning, surrogate_histories
 from lightning_dynamics.measures.config import DynamicsConfig
 from lightning_dynamics.measures.context import MeasureContext
-from lightning_dynamics.measures.registry import MEASURES, NULL_LEVEL, NULL_SUFFIXES, compute_measures, reliable_points
+from lightning_dynamics.measures.registry import MEASURES, NULL_LEVEL, NULL_SUFFIXES, compute_measures
 
 NULL_LO_SUFFIX, NULL_HI_SUFFIX = NULL_SUFFIXES
 # Measures computed on the last `window` points at each sample point (docs/method.md section 6); every other
@@ -64,7 +65,7 @@ class Reading:
         null_lo, null_hi: the measure's null band (2.5% and 97.5% surrogate quantiles) at ``index``; NaN when the
             history holds no null for this measure or none at that point.
         points: sample points the estimator read to produce ``value`` (None when never finite).
-        reliable_min: the estimator's reliable minimum length; None when not known.
+        reliable_from: the shortest history on which the estimator is reliable; None when not known.
         level_lo, level_hi: the settled-level band (:func:`level_bands`) at ``index``, computed only for a measure of
             :data:`LEVEL_MEASURES` below its noise floor when the history's values were given; NaN otherwise.
     """
@@ -75,7 +76,7 @@ class Reading:
     null_lo: float = math.nan
     null_hi: float = math.nan
     points: int | None = None
-    reliable_min: int | None = None
+    reliable_from: int | None = None
     level_lo: float = math.nan
     level_hi: float = math.nan
 
@@ -117,13 +118,13 @@ class Reading:
     @property
     def short_series(self) -> bool:
         """True when the value was computed on fewer sample points than the estimator's reliable minimum."""
-        return self.points is not None and self.reliable_min is not None and self.points < self.reliable_min
+        return self.points is not None and self.reliable_from is not None and self.points < self.reliable_from
 
     @property
     def never_reliable(self) -> bool:
         """True when no measured length makes the estimator reliable (``reliability.NEVER_RELIABLE``)."""
         never = _never_reliable()
-        return self.reliable_min is not None and never is not None and self.reliable_min >= never
+        return self.reliable_from is not None and never is not None and self.reliable_from >= never
 
     def short_text(self) -> str:
         """``"16 < 64 points"``, or ``"320 points; reliable at no measured length"``; ``""`` when not short."""
@@ -131,7 +132,7 @@ class Reading:
             return ""
         if self.never_reliable:
             return f"{self.points} points; reliable at no measured length"
-        return f"{self.points} < {self.reliable_min} points"
+        return f"{self.points} < {self.reliable_from} points"
 
     def sentence(self) -> str:
         """One sentence for a run's info line, e.g. ``integration 0.62 is inside its noise floor [0.41, 0.80].``"""
@@ -168,13 +169,9 @@ def _never_reliable() -> int | None:
     return int(never) if never is not None else None
 
 
-def reliable_min_points() -> dict[str, int]:
-    """Each registered measure's reliable minimum length, where known.
-
-    From :func:`lightning_dynamics.measures.registry.reliable_points`.
-    """
-    table = {name: reliable_points(name) for name in MEASURES}
-    return {name: points for name, points in table.items() if points is not None}
+def reliable_from() -> dict[str, int]:
+    """Each registered measure's :attr:`~lightning_dynamics.measures.registry.Measure.reliable_from`, where known."""
+    return {name: m.reliable_from for name, m in MEASURES.items() if m.reliable_from is not None}
 
 
 def _array(series: Any) -> np.ndarray:
@@ -218,11 +215,11 @@ def points_read(measure: str, index: int, config: Mapping[str, Any]) -> int:
 
 
 def first_reliable_point(
-    measure: str, n_points: int, config: Mapping[str, Any], reliable_min: int | None
+    measure: str, n_points: int, config: Mapping[str, Any], reliable_from: int | None
 ) -> int | None:
-    """The first sample point at which ``measure`` reads at least ``reliable_min`` points; None if none of ``n_points``.
+    """The first sample point at which ``measure`` reads ``reliable_from`` points or more; None if none of ``n_points``.
 
-    ``reliable_min=None`` (unknown) counts as reliable from the start (no flag without a number).
+    ``reliable_from=None`` (unknown) counts as reliable from the start (no flag without a number).
 
     Example:
         >>> first_reliable_point("integration", 30, {}, 20)
@@ -230,10 +227,10 @@ def first_reliable_point(
         >>> first_reliable_point("stability_index", 30, {"window": 16}, 64) is None
         True
     """
-    if reliable_min is None:
+    if reliable_from is None:
         return 0
     for index in range(n_points):
-        if points_read(measure, index, config) >= reliable_min:
+        if points_read(measure, index, config) >= reliable_from:
             return index
     return None
 
@@ -316,7 +313,7 @@ def reading(
         metrics: the history's ``metrics``.
         measure: a key of ``metrics``.
         config: the monitor's configuration (``window``, ``history_window``), for the points read.
-        reliable: measure -> reliable minimum length (default: :func:`reliable_min_points`).
+        reliable: measure -> the length it is reliable from (default: :func:`reliable_from`, the registry's).
         values: the history's values ``[L, T]`` (its ``values`` field), for the settled-level band; None: no band.
 
     Example:
@@ -327,13 +324,13 @@ def reading(
         (0.5, True, 3, True)
     """
     config = {} if config is None else config
-    reliable = reliable_min_points() if reliable is None else reliable
+    reliable = reliable_from() if reliable is None else reliable
     series = _array(metrics[measure])
     finite = np.isfinite(series)
     lo = _array(metrics[f"{measure}{NULL_LO_SUFFIX}"]) if f"{measure}{NULL_LO_SUFFIX}" in metrics else None
     hi = _array(metrics[f"{measure}{NULL_HI_SUFFIX}"]) if f"{measure}{NULL_HI_SUFFIX}" in metrics else None
     if not finite.any():
-        return Reading(measure, math.nan, None, reliable_min=reliable.get(measure))
+        return Reading(measure, math.nan, None, reliable_from=reliable.get(measure))
     index = int(np.flatnonzero(finite)[-1])
     null_lo = null_hi = math.nan
     if lo is not None and hi is not None:
@@ -352,7 +349,7 @@ def reading(
         null_lo=null_lo,
         null_hi=null_hi,
         points=points_read(measure, index, config),
-        reliable_min=reliable.get(measure),
+        reliable_from=reliable.get(measure),
         level_lo=level_lo,
         level_hi=level_hi,
     )
@@ -365,7 +362,7 @@ def readings(
     values: Any | None = None,
 ) -> dict[str, Reading]:
     """:func:`reading` of every measure in ``metrics`` (the null-band series themselves excluded)."""
-    reliable = reliable_min_points() if reliable is None else reliable
+    reliable = reliable_from() if reliable is None else reliable
     return {key: reading(metrics, key, config, reliable, values) for key in measure_keys(metrics)}
 
 
@@ -380,7 +377,7 @@ def noise_floor_summary(history_state: Mapping[str, Any], reliable: Mapping[str,
     Args:
         history_state: a history as :meth:`~lightning_dynamics.DynamicsTracker.history_state` returns it or
             :func:`~lightning_dynamics.capture.load_history` reads it.
-        reliable: measure -> reliable minimum length (default: :func:`reliable_min_points`).
+        reliable: measure -> the length it is reliable from (default: :func:`reliable_from`, the registry's).
 
     Example:
         >>> nan = float("nan")
@@ -391,6 +388,6 @@ def noise_floor_summary(history_state: Mapping[str, Any], reliable: Mapping[str,
     """
     metrics = dict(history_state.get("metrics") or {})
     config = dict(history_state.get("config") or {})
-    reliable = reliable_min_points() if reliable is None else reliable
+    reliable = reliable_from() if reliable is None else reliable
     values = history_state.get("values")
     return " ".join(reading(metrics, key, config, reliable, values).sentence() for key in null_measures(metrics))

@@ -1,7 +1,19 @@
-"""The one declaration of every measure the tracker logs: name, group, points needed, bounds, null, doc line.
+"""The one declaration of every measure the tracker logs: name, group, plot label, doc line, the points from which it
+is defined and from which it is reliable, bounds, null and how it computes.
 
-The tracker, the config's ``points_needed``, the report, the command line and the docs read this table; nothing
-else lists measures. Adding a measure touches its functional file, its entry here, its test and its doc page.
+The tracker, the config's :meth:`~lightning_dynamics.measures.DynamicsConfig.defined_from`, the readings, the report
+(figures, printed table, HTML page), the command line and the docs read this table; nothing else lists measures, and
+the README's key table and the point counts of docs/callbacks.md are generated from it
+(:mod:`lightning_dynamics.measures.tables`). Adding a measure touches its functional file, its entry here, its
+subclass of the shared measure tester (``tests/measures``) and its doc page.
+
+Two lengths, in history points (sample points), name every "points a measure needs":
+
+- *defined from* (:attr:`Measure.defined_from`): the fewest points at which the estimator returns a value; NaN, and
+  not logged, before.
+- *reliable from* (:attr:`Measure.reliable_from`): the shortest history on which the estimator tells apart signals
+  of known, different truth, measured by ``benchmarks/noise_floors.py`` (docs/method.md section 8b,
+  :data:`~lightning_dynamics.functional.reliability.RELIABLE_FROM`); ``None`` where not measured.
 
 A :class:`Measure` computes from a :class:`MeasureContext`, which shares the expensive passes between measures
 (detrending, Hilbert phases and DFA are computed once per history by
@@ -20,11 +32,14 @@ import torch
 from torch import Tensor
 
 from lightning_dynamics.functional import (
+    complexity_defined_from,
+    defined_from,
+    history_complexity,
     median_relative_change,
-    min_points,
     surrogate_histories,
 )
-from lightning_dynamics.functional.change import min_relative_change_length
+from lightning_dynamics.functional.change import relative_change_defined_from
+from lightning_dynamics.functional.reliability import RELIABLE_FROM
 from lightning_dynamics.measures.context import MeasureContext
 
 if TYPE_CHECKING:
@@ -39,15 +54,19 @@ NULL_SUFFIXES = ("_null_lo", "_null_hi")
 NULL_LEVEL = 0.05
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Measure:
-    """One logged measure.
+    """One logged measure, declared once.
 
     Attributes:
         name: the key under the prefix (``<prefix>/<name>``).
         group: ``"default"`` (always computed) or ``"complexity"`` (opt-in, ``complexity_every_n_samples``).
+        label: the axis label of its panel in the figures.
         doc: one line for tables and docs.
-        points_needed: sample points before it is first defined, given the config (NaN and not logged before).
+        defined_from: sample points before it is first defined, given the config (NaN and not logged before).
+        reliable_from: the shortest history (sample points) on which its estimator is reliable, from the measured
+            table :data:`~lightning_dynamics.functional.reliability.RELIABLE_FROM` (``NEVER_RELIABLE`` where no
+            measured length is enough); ``None`` where not measured (counts, diagnostics, ``relative_change``).
         bounds: the range for plots (``None`` where unbounded).
         null: the noise floor computed from the run's own history: ``"phase"`` (phase-randomised surrogates: keep
             each layer's spectrum, destroy the coupling), ``"shuffle"`` (time shuffles of the detrended series:
@@ -58,8 +77,10 @@ class Measure:
 
     name: str
     group: Group
+    label: str
     doc: str
-    points_needed: Callable[[DynamicsConfig], int]
+    defined_from: Callable[[DynamicsConfig], int]
+    reliable_from: int | None = None
     bounds: tuple[float, float] | None = None
     null: NullKind | None = None
     compute: Callable[[MeasureContext], Tensor] | None = None
@@ -71,17 +92,15 @@ class Measure:
 
 
 def _phase_points(config: DynamicsConfig) -> int:
-    return min_points(config.detrend)["metastability"]
+    return defined_from(config.detrend)["metastability"]
 
 
 def _dfa_points(config: DynamicsConfig) -> int:
-    return min_points(config.detrend)["integration"]
+    return defined_from(config.detrend)["integration"]
 
 
 def _complexity_points(config: DynamicsConfig) -> int:
-    from lightning_dynamics.functional import complexity_min_points
-
-    return max(complexity_min_points(config.detrend).values())
+    return max(complexity_defined_from(config.detrend).values())
 
 
 def _cross(field: str) -> Callable[[MeasureContext], Tensor]:
@@ -102,8 +121,6 @@ def _relative_change(point: MeasureContext) -> Tensor:
 
 def _complexity(key: str) -> Callable[[MeasureContext], Tensor]:
     def compute(point: MeasureContext) -> Tensor:
-        from lightning_dynamics.functional import history_complexity
-
         per_layer = history_complexity(point.x.double(), detrend=point.config.detrend)[key]
         return per_layer.nanmean(dim=-1).to(point.x.dtype)
 
@@ -113,110 +130,131 @@ def _complexity(key: str) -> Callable[[MeasureContext], Tensor]:
 
 _MEASURES = (
     Measure(
-        "nonfinite",
-        "default",
-        "layers whose activations held NaN/Inf in this interval (that point is missing for them)",
-        lambda config: 1,
-        bounds=None,
+        name="nonfinite",
+        group="default",
+        label="non-finite layers",
+        doc="layers whose activations held NaN/Inf since the last computation (those points are missing for them)",
+        defined_from=lambda config: 1,
     ),
     Measure(
-        "metastability",
-        "default",
-        "std over time of the Kuramoto order parameter R(t) of the layers' phases",
-        _phase_points,
+        name="metastability",
+        group="default",
+        label="metastability M",
+        doc="std over time of the Kuramoto order parameter R(t) of the layers' phases",
+        defined_from=_phase_points,
+        reliable_from=RELIABLE_FROM["metastability"],
         bounds=(0.0, 0.5),  # the std of a variable in [0, 1] is at most 0.5
         null="phase",
         compute=_cross("metastability"),
     ),
     Measure(
-        "synchrony",
-        "default",
-        "mean of R(t)",
-        _phase_points,
+        name="synchrony",
+        group="default",
+        label="synchrony (mean R)",
+        doc="mean of R(t)",
+        defined_from=_phase_points,
+        reliable_from=RELIABLE_FROM["synchrony"],
         bounds=(0.0, 1.0),
         null="phase",
         compute=_cross("synchrony"),
     ),
     Measure(
-        "phase_integration",
-        "default",
-        "mean largest component of the thresholded phase-locking graph (Deco et al. 2017)",
-        _phase_points,
+        name="phase_integration",
+        group="default",
+        label="phase integration",
+        doc="mean largest component of the thresholded phase-locking graph (Deco et al. 2017)",
+        defined_from=_phase_points,
+        reliable_from=RELIABLE_FROM["phase_integration"],
         bounds=(0.0, 1.0),
         null="phase",
         compute=_cross("phase_integration"),
     ),
     Measure(
-        "n_excluded",
-        "default",
-        "layers left out (constant or non-finite series)",
-        _phase_points,
+        name="n_excluded",
+        group="default",
+        label="layers left out",
+        doc="layers left out (constant or non-finite series)",
+        defined_from=_phase_points,
         compute=_cross("n_excluded"),
     ),
     Measure(
-        "integration_alpha",
-        "default",
-        "mean DFA exponent of the layers' detrended series",
-        _dfa_points,
+        name="integration_alpha",
+        group="default",
+        label="mean DFA exponent α",
+        doc="mean DFA exponent of the layers' detrended series",
+        defined_from=_dfa_points,
+        reliable_from=RELIABLE_FROM["integration_alpha"],
         bounds=(0.0, 2.0),
         null="shuffle",
         compute=_cross("integration_alpha"),
     ),
     Measure(
-        "integration",
-        "default",
-        "exp(-(alpha - h_opt)^2 / (2 sigma^2)), in [0, 1]",
-        _dfa_points,
+        name="integration",
+        group="default",
+        label="integration I",
+        doc="exp(-(alpha - h_opt)^2 / (2 sigma^2)), in [0, 1]",
+        defined_from=_dfa_points,
+        reliable_from=RELIABLE_FROM["integration"],
         bounds=(0.0, 1.0),
         null="shuffle",
         compute=_cross("integration"),
     ),
     Measure(
-        "stability_index",
-        "default",
-        "w_I I + w_M min(1, M / 0.5) over the last `window` points",
-        lambda config: config.window,
+        name="stability_index",
+        group="default",
+        label="stability index S",
+        doc="w_I I + w_M min(1, M / 0.5) over the last `window` points",
+        defined_from=lambda config: config.window,
+        reliable_from=RELIABLE_FROM["stability_index"],
         bounds=(0.0, 1.0),
         null="shuffle",
         compute=_stability,
     ),
     Measure(
-        "stability_volatility",
-        "default",
-        "std of the last `volatility_window` stability index values (no null: read it beside the index's band)",
-        lambda config: config.window + config.volatility_window - 1,
+        name="stability_volatility",
+        group="default",
+        label="volatility V of S",
+        doc="std of the last `volatility_window` stability index values (no null: read it beside the index's band)",
+        defined_from=lambda config: config.window + config.volatility_window - 1,
         bounds=(0.0, 0.5),
     ),
     Measure(
-        "relative_change",
-        "default",
-        "median over layers of each layer's recent mean absolute change over its first-half one (scale-aware: about 1 "
-        "while a layer moves as much as early on, towards 0 as it settles)",
-        lambda config: min_relative_change_length(config.window),
+        name="relative_change",
+        group="default",
+        label="relative change\n(median over layers)",
+        doc="median over layers of each layer's recent mean absolute change over its first-half one (scale-aware: "
+        "about 1 while a layer moves as much as early on, towards 0 as it settles)",
+        defined_from=lambda config: relative_change_defined_from(config.window),
         bounds=None,  # above 1 when a layer moves more than early on (e.g. after a warm-up)
         null="shuffle",
         compute=_relative_change,
     ),
     Measure(
-        "higuchi_fd",
-        "complexity",
-        "mean over layers of the Higuchi fractal dimension of the detrended series",
-        _complexity_points,
+        name="higuchi_fd",
+        group="complexity",
+        label="Higuchi fractal dimension",
+        doc="mean over layers of the Higuchi fractal dimension of the detrended series",
+        defined_from=_complexity_points,
+        reliable_from=RELIABLE_FROM["higuchi_fd"],
         bounds=(1.0, 2.0),
         compute=_complexity("higuchi_fd"),
     ),
     Measure(
-        "katz_fd",
-        "complexity",
-        "mean over layers of the Katz fractal dimension of the detrended series",
-        _complexity_points,
+        name="katz_fd",
+        group="complexity",
+        label="Katz fractal dimension",
+        doc="mean over layers of the Katz fractal dimension of the detrended series",
+        defined_from=_complexity_points,
+        reliable_from=RELIABLE_FROM["katz_fd"],
         compute=_complexity("katz_fd"),
     ),
     Measure(
-        "mfdfa_width",
-        "complexity",
-        "mean over layers of the MF-DFA generalized Hurst exponent's width h(q_min) - h(q_max)",
-        _complexity_points,
+        name="mfdfa_width",
+        group="complexity",
+        label="MF-DFA width",
+        doc="mean over layers of the MF-DFA generalized Hurst exponent's width h(q_min) - h(q_max)",
+        defined_from=_complexity_points,
+        reliable_from=RELIABLE_FROM["mfdfa_width"],
         compute=_complexity("mfdfa_width"),
     ),
 )
@@ -234,26 +272,13 @@ def null_keys(names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(key for name in names for key in MEASURES[name].null_keys)
 
 
-def reliable_points(name: str) -> int | None:
-    """The shortest history on which the measure's estimator is reliable (measured tables), or ``None`` if unknown.
-
-    From :data:`lightning_dynamics.functional.reliability.RELIABLE_MIN_POINTS` (docs/method.md, noise floors).
-    """
-    try:
-        from lightning_dynamics.functional.reliability import RELIABLE_MIN_POINTS
-    except ImportError:  # pragma: no cover - the tables' module is part of the package
-        return None
-    value = RELIABLE_MIN_POINTS.get(name)
-    return int(value) if value is not None else None
-
-
 def compute_measures(point: MeasureContext, names: tuple[str, ...]) -> dict[str, Tensor]:
     """``{name: value}`` of the named measures that compute from the history, on its device, no host sync."""
     out = {}
     for name in names:
         compute = MEASURES[name].compute
         if compute is not None:
-            out[name] = compute(point) if point.n_points >= MEASURES[name].points_needed(point.config) else point.nan()
+            out[name] = compute(point) if point.n_points >= MEASURES[name].defined_from(point.config) else point.nan()
     return out
 
 

@@ -31,16 +31,6 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-MEASURE_LABELS = {
-    "integration": "integration I",
-    "metastability": "metastability M",
-    "stability_index": "stability index S",
-    "stability_volatility": "volatility V of S",
-    "integration_alpha": "mean DFA exponent α",
-    "phase_integration": "phase integration",
-    "synchrony": "synchrony (mean R)",
-    "relative_change": "relative change\n(median over layers)",
-}
 SIGNAL_STYLE = {"color": "tab:red", "ls": "--", "lw": 1.2}
 PLATEAU_STYLE = {"color": "tab:green", "ls": ":", "lw": 1.6}
 BAND_STYLE = {"color": "0.55", "alpha": 0.25, "lw": 0}
@@ -97,9 +87,9 @@ def _noise_band(ax: Axes, run: RunDashboard, key: str) -> bool:
 def _short_span(ax: Axes, run: RunDashboard, key: str) -> None:
     """Shade the part of the time axis where the measure was computed on fewer points than its reliable minimum."""
     reading = run.readings.get(key)
-    if reading is None or reading.reliable_min is None or run.n_points == 0:
+    if reading is None or reading.reliable_from is None or run.n_points == 0:
         return
-    first = first_reliable_point(key, run.n_points, run.config, reading.reliable_min)
+    first = first_reliable_point(key, run.n_points, run.config, reading.reliable_from)
     if first == 0:
         return
     end = run.time[-1] if first is None else run.time[first]
@@ -133,6 +123,12 @@ def _reading_notes(ax: Axes, run: RunDashboard, key: str) -> None:
 
 def _missing(ax: Axes, what: str) -> None:
     ax.text(0.5, 0.5, what, transform=ax.transAxes, ha="center", va="center", color="0.45")
+
+
+def _label(key: str) -> str:
+    """The axis label the measure registry declares for ``key`` (the key itself for an unregistered series)."""
+    measure = MEASURES.get(key)
+    return key if measure is None else measure.label
 
 
 def _bounds(key: str) -> tuple[float, float] | None:
@@ -210,7 +206,7 @@ def _trajectory(ax: Axes, run: RunDashboard) -> None:
 
 def _measure_panel(ax: Axes, run: RunDashboard, key: str, color: str = "tab:blue") -> None:
     series = run.metrics.get(key)
-    ax.set_ylabel(MEASURE_LABELS.get(key, key))
+    ax.set_ylabel(_label(key))
     _bounded(ax, key)
     if series is None:
         _missing(ax, f"{key} not in the history")
@@ -444,7 +440,7 @@ def _draw_comparison(runs: Sequence[RunDashboard]) -> Figure:
     order.set_ylabel("order parameter R(t)")
     order.set_ylim(0, 1)
     for key, ax in keyed.items():
-        ax.set_ylabel(MEASURE_LABELS[key])
+        ax.set_ylabel(_label(key))
         _bounded(ax, key)
     accuracy.set_ylabel("validation accuracy (dotted: plateau)")
     loss.set_ylabel("validation loss")

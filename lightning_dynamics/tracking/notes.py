@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from lightning_dynamics.functional.reliability import NEVER_RELIABLE
 from lightning_dynamics.measures.config import DynamicsConfig
-from lightning_dynamics.measures.registry import reliable_points
+from lightning_dynamics.measures.registry import MEASURES
 
 
 class TrackerNotes:
@@ -59,8 +59,8 @@ class TrackerNotes:
 
     def reason(self, reason: str | None, n_points: int, config: DynamicsConfig) -> None:
         """Say once why measures that should be defined by now are NaN (e.g. fewer than 2 valid layers)."""
-        needed = config.points_needed()
-        if reason is None or n_points < max(needed["metastability"], needed["integration"]):
+        defined = config.defined_from()
+        if reason is None or n_points < max(defined["metastability"], defined["integration"]):
             return  # too few points yet: announced once, not a problem
         if self._first("reason", reason):
             self.warn(f"DynamicsTracker[{self.prefix}]: some measures are undefined and not logged: {reason}.")
@@ -72,17 +72,17 @@ class TrackerNotes:
         window = n_points if config.history_window is None else min(n_points, config.history_window)
         short = []
         for name in measure_names:
-            needed = reliable_points(name)
+            reliable_from = MEASURES[name].reliable_from
             if (
-                needed is not None
+                reliable_from is not None
                 and not math.isnan(values.get(name, math.nan))
-                and window < needed
+                and window < reliable_from
                 and self._first("short", name)
             ):
                 short.append(
                     f"{name} (not reliable at any length measured, up to 1000)"
-                    if needed >= NEVER_RELIABLE
-                    else f"{name} (reliable from {needed})"
+                    if reliable_from >= NEVER_RELIABLE
+                    else f"{name} (reliable from {reliable_from})"
                 )
         if short:
             self.info(

@@ -232,9 +232,9 @@ class DynamicsTracker:
         """The partial sums of the open sample interval (``None`` before :meth:`attach`)."""
         return self._accumulator
 
-    def points_needed(self) -> dict[str, int]:
-        """Sample points before each measure is first defined."""
-        return self.config.points_needed()
+    def defined_from(self) -> dict[str, int]:
+        """Sample points before each measure is first defined (:meth:`DynamicsConfig.defined_from`)."""
+        return self.config.defined_from()
 
     # ------------------------------------------------------------------ attach / detach
 
@@ -416,7 +416,7 @@ class DynamicsTracker:
                 + (f" ({names[0]} ... {names[-1]})" if names else "")
                 + f", summary={self.config.summary!r}, source={self.source!r}, sampling {cadence}. Measures appear "
                 "once they are defined, after "
-                + ", ".join(f"{key} {n}" for key, n in self.points_needed().items() if n > 1)
+                + ", ".join(f"{key} {n}" for key, n in self.defined_from().items() if n > 1)
                 + " sample points; nothing is logged before."
             )
         return self
@@ -675,7 +675,7 @@ class DynamicsTracker:
         assert self.history is not None and self.config.null_surrogates
         x = self.history.values
         names = tuple(
-            n for n in self.measure_names if MEASURES[n].null and x.shape[-1] >= MEASURES[n].points_needed(self.config)
+            n for n in self.measure_names if MEASURES[n].null and x.shape[-1] >= MEASURES[n].defined_from(self.config)
         )
         if not names:
             return {}

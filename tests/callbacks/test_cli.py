@@ -16,7 +16,7 @@ pytest.importorskip("jsonargparse")
 
 
 def _option(monitor: DynamicsMonitor, name: str) -> object:
-    """A measure option of the monitor, held in its frozen config (issue 10) or, before that, on the monitor."""
+    """A measure option of the monitor, held in its frozen config or, in older versions, on the monitor."""
     config = getattr(monitor, "config", None)
     return getattr(config, name) if config is not None and hasattr(config, name) else getattr(monitor, name)
 

@@ -1,4 +1,4 @@
-"""The transformers Trainer adapter: same history as a plain loop over the tracker, reporting, resume (issue 21 item 9).
+"""The transformers Trainer adapter: same history as a plain loop over the tracker, reporting, resume.
 
 A tiny BERT built from a config (no download, about 800 parameters), SGD at a constant rate, no dropout, no gradient
 clipping: the Trainer's training is then reproducible, and the plain loop replays the very batches the Trainer fed.

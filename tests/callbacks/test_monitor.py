@@ -32,7 +32,7 @@ def fit(tmp_path: Path, monitor: DynamicsMonitor, epochs: int = 22, module: Tiny
 def test_keys_in_csv_logger_and_callback_metrics(tmp_path: Path) -> None:
     monitor = DynamicsMonitor(points_per_epoch=1, verbose=False)
     t, _ = fit(tmp_path, monitor, logger=CSVLogger(tmp_path))
-    defined = [key for key in MEASURE_KEYS if monitor.points_needed()[key] <= 22]  # relative_change needs 33
+    defined = [key for key in MEASURE_KEYS if monitor.defined_from()[key] <= 22]  # relative_change needs 33
     assert len(defined) == len(MEASURE_KEYS) - 1
     for key in defined:
         assert f"dynamics/{key}" in t.callback_metrics, key
@@ -150,7 +150,7 @@ def test_no_retained_activation_memory_across_50_epochs(tmp_path: Path) -> None:
     fit(tmp_path, monitor, epochs=50, callbacks=[Census()], limit_val_batches=0)
     # Once every key exists (epoch 33: relative_change needs 33 points), the number and bytes of live tensors stay
     # flat: nothing per step or per epoch is kept but the preallocated history buffer.
-    first = max(monitor.points_needed().values())
+    first = max(monitor.defined_from().values())
     counts = [c for c, _ in snapshots[first:]]
     sizes = [b for _, b in snapshots[first:]]
     assert max(counts) == min(counts), snapshots

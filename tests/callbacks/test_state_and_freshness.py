@@ -1,4 +1,5 @@
-"""Issue 11: validated checkpoint state and history files, fresh-only stopping decisions, a failing probe."""
+"""What a resumed or restarted run trusts: validated checkpoint state and history files, stopping decisions only on
+fresh values, a failing probe."""
 
 from __future__ import annotations
 

@@ -240,7 +240,7 @@ def test_a_disabled_layer_stays_missing_after_the_interval_resets() -> None:
     assert acc.packed()[:, -1].isnan().tolist() == [False, True]
 
 
-# ---------------------------------------------------------------- float64 and strided outputs (issue 19 item 3)
+# ---------------------------------------------------------------- float64 and strided outputs
 
 SUMMARIES = ("rms", "mean", "abs_mean", "std")
 REFERENCES = {
@@ -295,7 +295,7 @@ def test_a_float64_channels_last_model_keeps_every_layer(summary: str) -> None:
     assert acc.summarize(acc.packed()).isfinite().all()
 
 
-# ---------------------------------------------------------------- mean/abs_mean never overflow (issue 19 item 3)
+# ---------------------------------------------------------------- mean/abs_mean never overflow
 
 
 @pytest.mark.parametrize("summary", ["mean", "abs_mean"])
@@ -346,7 +346,7 @@ def test_float64_activations_beyond_float32_range_are_summed_without_overflow() 
         )
 
 
-# ---------------------------------------------------------------- checkpoint state is validated (issue 19 item 4)
+# ---------------------------------------------------------------- checkpoint state is validated
 
 
 @pytest.mark.parametrize(

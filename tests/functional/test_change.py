@@ -9,8 +9,8 @@ import torch
 from lightning_dynamics.functional import InsufficientDataWarning
 from lightning_dynamics.functional.change import (
     median_relative_change,
-    min_relative_change_length,
     relative_change,
+    relative_change_defined_from,
     relative_change_test,
 )
 
@@ -69,7 +69,7 @@ def test_undefined_cases_are_nan() -> None:
     out = relative_change(x, 5)
     assert math.isfinite(float(out[0])) and torch.isnan(out[1:]).all()
     assert float(median_relative_change(x, 5)) == float(out[0])
-    assert min_relative_change_length(5) == 11
+    assert relative_change_defined_from(5) == 11
     assert relative_change(torch.randn(4, 0, 30), 5).shape == (4, 0)
 
 

@@ -9,7 +9,7 @@ import torch
 
 from lightning_dynamics.functional import (
     InsufficientDataWarning,
-    complexity_min_points,
+    complexity_defined_from,
     higuchi_fd,
     history_complexity,
     katz_fd,
@@ -94,7 +94,7 @@ def test_history_complexity_keys_and_nan_with_reason() -> None:
         assert torch.isnan(value[2]) and torch.isfinite(value[[0, 1, 3]]).all()
     assert ((out["higuchi_fd"][[0, 1, 3]] - 2).abs() < 0.15).all()
     torch.testing.assert_close(out["higuchi_fd"][0], higuchi_fd(history[0].diff() - history[0].diff().mean()))
-    need = complexity_min_points()
+    need = complexity_defined_from()
     short = torch.randn(4, need["mfdfa_width"] - 1, generator=g)
     with pytest.warns(InsufficientDataWarning, match="mfdfa"):
         out = history_complexity(short)

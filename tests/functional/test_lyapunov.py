@@ -11,7 +11,7 @@ from lightning_dynamics.functional import (
     mean_period,
     min_rosenstein_length,
 )
-from lightning_dynamics.functional.reliability import RELIABLE_MIN_POINTS
+from lightning_dynamics.functional.reliability import RELIABLE_FROM
 
 
 def _logistic(n: int, x0: float, r: float = 4.0) -> np.ndarray:
@@ -88,7 +88,7 @@ def _logistic_batch(n: int, draws: int, seed: int) -> torch.Tensor:
 def test_defaults_recover_ln2_at_the_reliable_minimum() -> None:
     # The criterion of functional/reliability.py: |bias| + 2 sd <= ln(2) / 2 (half the gap to a regular series);
     # seeds other than the benchmark's. The old defaults (emb_dim 10, trajectory 20) gave 0.03-0.11 here.
-    n = RELIABLE_MIN_POINTS["lyapunov_rosenstein"]
+    n = RELIABLE_FROM["lyapunov_rosenstein"]
     values = lyapunov_rosenstein(_logistic_batch(n, 200, seed=7))
     assert not values.isnan().any()
     bias, sd = float(values.mean()) - np.log(2), float(values.std())
@@ -96,7 +96,7 @@ def test_defaults_recover_ln2_at_the_reliable_minimum() -> None:
 
 
 def test_defaults_see_a_sine_as_regular() -> None:
-    n = RELIABLE_MIN_POINTS["lyapunov_rosenstein"]
+    n = RELIABLE_FROM["lyapunov_rosenstein"]
     t = torch.arange(n, dtype=torch.float64)
     sines = torch.stack([torch.sin(2 * np.pi * t / p + p) for p in (7.3, 9.1, 11.7)])
     assert (lyapunov_rosenstein(sines).abs() < 0.1).all()

@@ -3,11 +3,11 @@ import warnings
 import torch
 
 from lightning_dynamics.functional import (
+    defined_from,
     dynamics_measures,
     integration,
     integration_alpha,
     metastability,
-    min_points,
     phase_integration,
     synchrony,
 )
@@ -37,8 +37,8 @@ def test_short_history_reports_reason_without_warning_spam() -> None:
     assert very_short.metastability.isnan() and "T >= 5" in (very_short.reason or "")
 
 
-def test_min_points_are_the_thresholds() -> None:
-    need = min_points("diff")
+def test_defined_from_are_the_thresholds() -> None:
+    need = defined_from("diff")
     before = dynamics_measures(torch.randn(4, need["integration"] - 1).cumsum(-1))
     at = dynamics_measures(torch.randn(4, need["integration"]).cumsum(-1))
     assert before.integration.isnan() and at.integration.isfinite()

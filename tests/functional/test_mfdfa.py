@@ -103,13 +103,13 @@ def _random_cascade(draws: int, levels: int, a: float, g: torch.Generator) -> to
 
 
 def test_width_separates_noise_from_a_cascade_only_from_the_reliable_minimum() -> None:
-    # RELIABLE_MIN_POINTS counts history points; the monitor's "diff" leaves T - 1. Seeds other than the
+    # RELIABLE_FROM counts history points; the monitor's "diff" leaves T - 1. Seeds other than the
     # benchmark's. At the minimum, |bias| + 2 sd <= half the gap (the criterion); well below it, white noise
     # alone spreads over half the cascade's width: the width is noise there.
-    from lightning_dynamics.functional.reliability import RELIABLE_MIN_POINTS
+    from lightning_dynamics.functional.reliability import RELIABLE_FROM
 
     g = torch.Generator().manual_seed(99)
-    n = RELIABLE_MIN_POINTS["mfdfa_width"] - 1
+    n = RELIABLE_FROM["mfdfa_width"] - 1
     truth = float(mfdfa(torch.tensor(_cascade(14, 0.75))).width)  # near the closed form's width
     levels = int(np.ceil(np.log2(n)))
     cascade = _random_cascade(300, levels, 0.75, g)[:, :n]

@@ -1,4 +1,4 @@
-"""Hostile inputs to the functional measures (issue 11): too few layers, missing points, extreme
+"""Hostile inputs to the functional measures: too few layers, missing points, extreme
 magnitudes, undefined values under surrogates, empty inputs, autograd."""
 
 import warnings

@@ -72,7 +72,7 @@ def test_points_read_and_short_series_against_the_reliable_minimum() -> None:
 def test_dashboard_draws_the_band_and_marks_inside_and_outside(tmp_path: Path, capsys, monkeypatch) -> None:
     from lightning_dynamics.measures import readings as readings_module
 
-    monkeypatch.setattr(readings_module, "reliable_points", {}.get)  # no short-series flags in this test
+    monkeypatch.setattr(readings_module, "reliable_from", dict)  # no short-series flags in this test
     path = save_history(_banded_state(), tmp_path / "run" / "dynamics_history.pt")
     run = load_run(path)
     assert run.inside_noise_floor() == ["integration"]
@@ -103,17 +103,17 @@ def test_dashboard_draws_the_band_and_marks_inside_and_outside(tmp_path: Path, c
 def test_short_series_is_flagged_in_the_dashboard(tmp_path: Path, monkeypatch) -> None:
     from lightning_dynamics.measures import readings as readings_module
 
-    monkeypatch.setattr(readings_module, "reliable_points", {"integration": 64}.get)
+    monkeypatch.setattr(readings_module, "reliable_from", lambda: {"integration": 64})
     run = load_run(save_history(_banded_state(), tmp_path / "run" / "dynamics_history.pt"))
     assert run.short_series() == ["integration"] and run.readings["integration"].points == N
     texts = [t.get_text() for t in _axes(plot_dashboard(run), "integration I").texts]
     assert f"short series: {N} < 64 points" in texts
     # The stretch computed on fewer than 20 points is shaded: from the first point to point 19 (20 points read).
-    monkeypatch.setattr(readings_module, "reliable_points", {"integration": 20}.get)
+    monkeypatch.setattr(readings_module, "reliable_from", lambda: {"integration": 20})
     run = load_run(tmp_path / "run")
     (span,) = [p for p in _axes(plot_dashboard(run), "integration I").patches]
     assert (span.get_x(), span.get_x() + span.get_width()) == (run.time[0], run.time[19])
-    monkeypatch.setattr(readings_module, "reliable_points", {"integration": N}.get)
+    monkeypatch.setattr(readings_module, "reliable_from", lambda: {"integration": N})
     assert load_run(tmp_path / "run").short_series() == []
 
 

@@ -1,4 +1,4 @@
-"""Reliability round 3 (issue 19) as a user meets it through the Trainer: a second Trainer, float64 models, a sweep
+"""The monitor at the edges a user meets through the Trainer: a second Trainer, float64 models, a sweep
 sharing a directory, loose arguments, stale values, empty fits, messages under DDP-style logging."""
 
 from __future__ import annotations
@@ -156,7 +156,8 @@ def test_two_layers_named_with_dollars_draw_literally(tmp_path: Path) -> None:
 
 
 def test_values_reach_the_logger_under_lightnings_default_logging_interval(tmp_path: Path) -> None:
-    """Issue 18 item 0: every_n_steps=2 used to write no metrics.csv under log_every_n_steps=50 (the default)."""
+    """every_n_steps=2 under log_every_n_steps=50 (the default) still writes metrics.csv: the monitor logs at its own
+    sample points, not at the Trainer's logging interval."""
     import csv
 
     from lightning.pytorch.loggers import CSVLogger
