@@ -43,7 +43,7 @@ def key_table(config: DynamicsConfig | None = None, prefix: str = "dynamics") ->
     reliable from (markdown, one row per measure in logging order, ending with a newline).
 
     Example:
-        >>> print(key_table().splitlines()[3])
+        >>> print(key_table().splitlines()[4])
         | `dynamics/synchrony` | mean of R(t) | phase-randomised | 5 | 64 |
     """
     config = DynamicsConfig() if config is None else config
