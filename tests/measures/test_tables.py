@@ -57,5 +57,5 @@ def test_a_stale_block_is_rewritten_and_reported(tmp_path: Path) -> None:
 
 
 def test_an_unknown_block_name_is_an_error_naming_it() -> None:
-    with pytest.raises(ValueError, match="registry block name must be one of .*got 'points'"):
+    with pytest.raises(ValueError, match=r"registry block name must be one of .*got 'points'"):
         regenerate("<!-- registry:points -->\nx\n<!-- /registry:points -->")

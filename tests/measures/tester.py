@@ -68,7 +68,11 @@ class MeasureTester:
         return max(self.measure.defined_from(self.config), 24)
 
     def history(
-        self, n_points: int | None = None, batch: tuple[int, ...] = (), dtype: torch.dtype = torch.float64, seed: int = 0
+        self,
+        n_points: int | None = None,
+        batch: tuple[int, ...] = (),
+        dtype: torch.dtype = torch.float64,
+        seed: int = 0,
     ) -> Tensor:
         """Random walks of independent layers: ``[*batch, L, T]``."""
         generator = torch.Generator().manual_seed(seed)
