@@ -292,8 +292,8 @@ def null_bands(
     """The noise floor of each named measure that has a null: ``{<name>_null_lo, <name>_null_hi: [...] tensor}``.
 
     The measure is computed on ``n`` null histories made from the run's own history ``x: [..., L, T]`` (a batch of
-    histories gives a band each; :func:`~lightning_dynamics.functional.surrogate_histories`): phase-randomised surrogates for the phase
-    measures (they keep each layer's spectrum and so its alpha, destroying only the coupling) and time shuffles of the
+    histories gives a band each; :func:`~lightning_dynamics.functional.surrogate_histories`): phase-randomised
+    surrogates for the phase measures (they keep each layer's spectrum and so its alpha, destroying only the coupling) and time shuffles of the
     detrended series for alpha, integration and the stability index (they keep each layer's values, destroying the
     temporal correlations DFA reads). One batched pass per kind of null. The band's edges are the k-th smallest and
     largest values, ``k = max(1, floor(0.025 (n + 1)))``: a value outside is significant at 5% (two-sided rank test)
