@@ -293,11 +293,11 @@ def null_bands(
 
     The measure is computed on ``n`` null histories made from the run's own history ``x: [..., L, T]`` (a batch of
     histories gives a band each; :func:`~lightning_dynamics.functional.surrogate_histories`): phase-randomised
-    surrogates for the phase measures (they keep each layer's spectrum and so its alpha, destroying only the coupling) and time shuffles of the
-    detrended series for alpha, integration and the stability index (they keep each layer's values, destroying the
-    temporal correlations DFA reads). One batched pass per kind of null. The band's edges are the k-th smallest and
-    largest values, ``k = max(1, floor(0.025 (n + 1)))``: a value outside is significant at 5% (two-sided rank test)
-    for ``n = 39``, and at ``2k / (n + 1)`` in general.
+    surrogates for the phase measures (they keep each layer's spectrum and so its alpha, destroying only the
+    coupling) and time shuffles of the detrended series for alpha, integration and the stability index (they keep
+    each layer's values, destroying the temporal correlations DFA reads). One batched pass per kind of null. The
+    band's edges are the k-th smallest and largest values, ``k = max(1, floor(0.025 (n + 1)))``: a value outside is
+    significant at 5% (two-sided rank test) for ``n = 39``, and at ``2k / (n + 1)`` in general.
     """
     out: dict[str, Tensor] = {}
     kinds = sorted({str(MEASURES[name].null) for name in names if MEASURES[name].null is not None})
