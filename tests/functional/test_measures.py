@@ -1,5 +1,6 @@
 import warnings
 
+import pytest
 import torch
 
 from lightning_dynamics.functional import (
@@ -44,17 +45,21 @@ def test_defined_from_are_the_thresholds() -> None:
     assert before.integration.isnan() and at.integration.isfinite()
 
 
-def test_cpu_blocking_does_not_change_results(monkeypatch) -> None:
+# 40 layers in blocks of 7 rows and Gram blocks of 7 (partial last blocks, an excluded layer inside one) test the
+# blocking in the unit tier in about a second; 300 layers in one-row blocks also cross the default blocks (4 MiB of
+# rows, Gram blocks of 256), at minutes on a loaded 2-core machine.
+@pytest.mark.parametrize(("n_layers", "rows_per_block"), [(40, 7), pytest.param(300, 1, marks=pytest.mark.slow)])
+def test_cpu_blocking_does_not_change_results(monkeypatch, n_layers: int, rows_per_block: int) -> None:
     # Accelerators take one block and the full Gram product; CPU takes row blocks and the triangular one.
     import importlib
 
     checks = importlib.import_module("lightning_dynamics.functional._checks")
     integration_module = importlib.import_module("lightning_dynamics.functional.phase_locking")
 
-    x = torch.randn(2, 300, 257, dtype=torch.float64).cumsum(-1)
+    x = torch.randn(2, n_layers, 257, dtype=torch.float64).cumsum(-1)
     x[1, 7] = 1.0  # an excluded layer inside a block
     blocked = dynamics_measures(x)
-    monkeypatch.setattr(checks, "CPU_BLOCK_BYTES", 1)  # one row per block
+    monkeypatch.setattr(checks, "CPU_BLOCK_BYTES", rows_per_block * x.shape[-1] * x.element_size())
     monkeypatch.setattr(integration_module, "_GRAM_BLOCK", 7)
     tiny = dynamics_measures(x)
     monkeypatch.setattr(checks, "CPU_BLOCK_BYTES", 2**40)  # one block, as off the CPU
