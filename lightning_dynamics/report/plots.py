@@ -186,8 +186,8 @@ def _trajectory(ax: Axes, run: RunDashboard) -> None:
     metastability = run.metrics.get("metastability")
     ax.set_xlim(*(_bounds("metastability") or (0.0, 0.5)))
     ax.set_ylim(*(_bounds("integration") or (0.0, 1.0)))
-    ax.set_xlabel("metastability M")
-    ax.set_ylabel("integration I")
+    ax.set_xlabel(_label("metastability"))
+    ax.set_ylabel(_label("integration"))
     ax.set_title("integration-metastability trajectory", fontsize=10)
     if integration is None or metastability is None:
         _missing(ax, "integration or metastability not in the history")
@@ -447,8 +447,8 @@ def _draw_comparison(runs: Sequence[RunDashboard]) -> Figure:
     volatility.set_ylabel("volatility V (dashed: signal)")
     trajectory.set_xlim(*(_bounds("metastability") or (0.0, 0.5)))
     trajectory.set_ylim(*(_bounds("integration") or (0.0, 1.0)))
-    trajectory.set_xlabel("metastability M")
-    trajectory.set_ylabel("integration I (dot: last point)")
+    trajectory.set_xlabel(_label("metastability"))
+    trajectory.set_ylabel(_label("integration") + " (dot: last point)")
     for ax in panels:
         ax.grid(alpha=0.25)
         _integer_ticks(ax)
