@@ -54,36 +54,37 @@ NULL_SUFFIXES = ("_null_lo", "_null_hi")
 NULL_LEVEL = 0.05
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True)
 class Measure:
     """One logged measure, declared once.
 
     Attributes:
         name: the key under the prefix (``<prefix>/<name>``).
         group: ``"default"`` (always computed) or ``"complexity"`` (opt-in, ``complexity_every_n_samples``).
-        label: the axis label of its panel in the figures.
         doc: one line for tables and docs.
         defined_from: sample points before it is first defined, given the config (NaN and not logged before).
-        reliable_from: the shortest history (sample points) on which its estimator is reliable, from the measured
-            table :data:`~lightning_dynamics.functional.reliability.RELIABLE_FROM` (``NEVER_RELIABLE`` where no
-            measured length is enough); ``None`` where not measured (counts, diagnostics, ``relative_change``).
         bounds: the range for plots (``None`` where unbounded).
         null: the noise floor computed from the run's own history: ``"phase"`` (phase-randomised surrogates: keep
             each layer's spectrum, destroy the coupling), ``"shuffle"`` (time shuffles of the detrended series:
             destroy the temporal correlations that alpha reads) or ``None`` (a count or a diagnostic; no null).
         compute: ``MeasureContext -> Tensor`` of the point's batch shape; ``None`` for values the tracker fills
             itself (``nonfinite`` from the summaries, ``stability_volatility`` from the logged series).
+        label: the axis label of its panel in the figures (every registered measure declares one; the figures use
+            the name where it is empty).
+        reliable_from: the shortest history (sample points) on which its estimator is reliable, from the measured
+            table :data:`~lightning_dynamics.functional.reliability.RELIABLE_FROM` (``NEVER_RELIABLE`` where no
+            measured length is enough); ``None`` where not measured (counts, diagnostics, ``relative_change``).
     """
 
     name: str
     group: Group
-    label: str
     doc: str
     defined_from: Callable[[DynamicsConfig], int]
-    reliable_from: int | None = None
     bounds: tuple[float, float] | None = None
     null: NullKind | None = None
     compute: Callable[[MeasureContext], Tensor] | None = None
+    label: str = ""
+    reliable_from: int | None = None
 
     @property
     def null_keys(self) -> tuple[str, ...]:

@@ -126,9 +126,9 @@ def _missing(ax: Axes, what: str) -> None:
 
 
 def _label(key: str) -> str:
-    """The axis label the measure registry declares for ``key`` (the key itself for an unregistered series)."""
+    """The axis label the measure registry declares for ``key`` (the key itself where it declares none)."""
     measure = MEASURES.get(key)
-    return key if measure is None else measure.label
+    return measure.label if measure is not None and measure.label else key
 
 
 def _bounds(key: str) -> tuple[float, float] | None:
