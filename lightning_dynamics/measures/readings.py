@@ -286,7 +286,7 @@ def _level_band(measure: str, values: Any, index: int, config: Mapping[str, Any]
         settings = DynamicsConfig(**given)
     except (TypeError, ValueError):  # a config this version rejects: the defaults are the best guess
         settings = DynamicsConfig()
-    if x.dim() != 2 or x.shape[-1] < MEASURES[measure].points_needed(settings):
+    if x.dim() != 2 or x.shape[-1] < MEASURES[measure].defined_from(settings):
         return math.nan, math.nan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InsufficientDataWarning)

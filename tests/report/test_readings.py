@@ -206,7 +206,7 @@ def test_a_settled_run_reads_settled_around_a_level_in_the_dashboard(tmp_path: P
     from lightning_dynamics.measures import readings as readings_module
     from lightning_dynamics.measures.registry import compute_measures, null_bands
 
-    monkeypatch.setattr(readings_module, "reliable_points", {}.get)
+    monkeypatch.setattr(readings_module, "reliable_from", dict)
     n = 96
     g = torch.Generator().manual_seed(3)
     values = 3.0 + torch.arange(5.0)[:, None] + 0.1 * torch.randn(5, n, generator=g, dtype=torch.float64)
