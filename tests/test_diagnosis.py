@@ -169,7 +169,20 @@ def test_a_softmax_output_is_named_and_logits_are_not() -> None:
         net = nn.Sequential(nn.Linear(4, 3), head)
         diagnoser = DynamicsDiagnoser()
         diagnoser.attach(net, [torch.optim.SGD(net.parameters(), lr=0.1)])
-        assert [f.kind for f in _forwards(diagnoser, net, [torch.randn(8, 4) for _ in range(2)])] == expected
+        g = torch.Generator().manual_seed(0)
+        batches = [torch.randn(8, 4, generator=g) for _ in range(2)]
+        assert [f.kind for f in _forwards(diagnoser, net, batches)] == expected
+
+
+def test_a_loss_that_starts_at_zero_is_not_called_divergent() -> None:
+    """A log-softmax head's logsumexp is 0 up to rounding: no ratio to it can say the loss diverged."""
+    for seed in range(5):
+        torch.manual_seed(seed)
+        net = nn.Sequential(nn.Linear(4, 3), nn.LogSoftmax(-1))
+        diagnoser = DynamicsDiagnoser()
+        diagnoser.attach(net, [torch.optim.SGD(net.parameters(), lr=0.1)])
+        found = _forwards(diagnoser, net, [torch.randn(8, 4) for _ in range(3)], epochs=2)
+        assert "lr_too_high" not in [f.kind for f in found], seed
 
 
 def test_eval_forwards_are_not_read() -> None:

@@ -71,6 +71,10 @@ ACTIONS = {
 }
 
 
+# Losses this close to zero carry no scale: ratios to them are rounding noise.
+_LOSS_RESOLUTION = 1e-6
+
+
 @dataclass
 class Finding:
     """One named problem of a run.
@@ -506,7 +510,9 @@ class DynamicsDiagnoser:
 
         # lr_too_high: divergence (the loss climbs above where it started) or oscillation without progress.
         max_update = _max(ratios)
-        if math.isfinite(o.loss_mean) and math.isfinite(first) and o.loss_mean > th.divergence * first:
+        # A ratio to the first loss means nothing for a loss that starts at (or below) zero up to rounding.
+        meaningful = math.isfinite(first) and first > _LOSS_RESOLUTION
+        if math.isfinite(o.loss_mean) and meaningful and o.loss_mean > th.divergence * first:
             add(
                 "lr_too_high",
                 [],
@@ -517,6 +523,7 @@ class DynamicsDiagnoser:
             )
         elif (
             o.epoch >= 1
+            and meaningful
             and math.isfinite(o.loss_cv)
             and o.loss_cv > th.oscillation
             and math.isfinite(progress)
