@@ -125,7 +125,7 @@ class DynamicsEarlyStopping(pl.Callback):
                 f"DynamicsEarlyStopping(monitor={monitor!r}) chooses the stopping rule by its key, which is deprecated:"
                 f" `rule` chooses it and `monitor` only names the key the volatility rule reads. Write "
                 f"DynamicsEarlyStopping({new}).",
-                stacklevel=6,
+                stacklevel=6,  # past rank_zero_deprecation's own frames and this __init__: the user's line
             )
             if rule == RELATIVE_CHANGE:
                 monitor, prefix = None, key_prefix
