@@ -96,9 +96,10 @@ def test_defaults_are_the_functional_defaults() -> None:
 @pytest.mark.parametrize("adapter", ["DynamicsMonitor", "DynamicsFabricMonitor"])
 def test_adapters_keep_typed_init_defaults_equal_to_the_config(adapter: str) -> None:
     import lightning_dynamics
+    from lightning_dynamics.tracking.options import tracker_from_options
 
     cls = getattr(lightning_dynamics, adapter)
-    parameters = inspect.signature(cls.__init__).parameters
+    parameters = inspect.signature(tracker_from_options).parameters  # the adapters take these as **options
     defaults = DynamicsConfig().to_dict()
     for name, value in defaults.items():  # every field is a typed argument with the config's default
         default = parameters[name].default

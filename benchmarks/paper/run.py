@@ -143,9 +143,11 @@ def paper_monitor(**kwargs: Any) -> Any:
     import inspect
 
     from lightning_dynamics import DynamicsMonitor
+    from lightning_dynamics.tracking.options import tracker_from_options
 
     kwargs = {"verbose": False, "save_history": False, **kwargs}
-    parameters = inspect.signature(DynamicsMonitor).parameters
+    # The monitor takes the tracker's options through **options: their names are the builder's parameters.
+    parameters = inspect.signature(tracker_from_options).parameters
     if "every_n_steps" not in kwargs and "points_per_epoch" in parameters:
         kwargs["points_per_epoch"] = 1
     if "null_surrogates" in parameters:  # the analysis draws its own nulls; per-sample-point ones cost 40x

@@ -93,11 +93,14 @@ class DynamicsDiagnosis(Callback):
         callbacks = list(trainer.callbacks)  # type: ignore[attr-defined]
         monitors = [c for c in callbacks if isinstance(c, DynamicsMonitor) and c.prefix == self.prefix]
         self._monitor = monitors[0] if monitors else None
-        if self._monitor is None or self._monitor.tracker.statistics is None:
+        if self._monitor is None:
             rank_zero_warn(
-                f"DynamicsDiagnosis: no DynamicsMonitor(prefix={self.prefix!r}, layer_stats=True) in Trainer(callbacks="
-                "...): the rules on per-layer statistics (gradients, dead and saturated units, updates) do not run."
+                f"DynamicsDiagnosis: no DynamicsMonitor(prefix={self.prefix!r}) in Trainer(callbacks=...): the rules "
+                "on per-layer statistics (gradients, dead and saturated units, updates) do not run."
             )
+        elif not self._monitor.tracker.attached and self._monitor.tracker.enable_layer_stats():
+            # The statistics are off by default (their cost on small models); the diagnosis reads them.
+            rank_zero_info(f"DynamicsDiagnosis: turned on DynamicsMonitor(prefix={self.prefix!r})'s layer statistics.")
         # After every other callback's epoch end (the monitor has closed the epoch's point), before checkpoints.
         others = [c for c in callbacks if c is not self]
         position = next((i for i, c in enumerate(others) if isinstance(c, Checkpoint)), len(others))

@@ -8,11 +8,11 @@ decision lives in the framework-neutral rules of :mod:`lightning_dynamics.decisi
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal, get_args
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Checkpoint
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_deprecation, rank_zero_info
 
 from lightning_dynamics.callbacks.keys import (
     RELATIVE_CHANGE,
@@ -32,14 +32,19 @@ from lightning_dynamics.validation import (
     OrNone,
     Str,
     check_bool,
+    check_choice,
     check_state,
 )
+
+StoppingRule = Literal["relative_change", "volatility"]
+RULES: tuple[str, ...] = get_args(StoppingRule)
+VOLATILITY_KEY = "stability_volatility"  # the key the volatility rule reads unless `monitor` names another
 
 
 class DynamicsEarlyStopping(pl.Callback):
     r"""Stop training once the hooked layers' summaries have settled, beyond the run's own noise.
 
-    Default (``monitor="relative_change"``): :class:`~lightning_dynamics.decisions.stopping.RelativeChangeRule` on the
+    Default (``rule="relative_change"``): :class:`~lightning_dynamics.decisions.stopping.RelativeChangeRule` on the
     producing :class:`DynamicsMonitor`'s history (any number of sample points per epoch): the median over layers of
     the last ``window_epochs`` epoch-to-epoch changes of each layer's summary, relative to the first half of the
     history's, must be at most ``ratio`` and significant at ``alpha`` under a time-shuffle null, for ``patience``
@@ -49,8 +54,8 @@ class DynamicsEarlyStopping(pl.Callback):
     ``<prefix>/stopping_p_value`` (the monitor's own ``relative_change`` is the same quantity on the raw sample
     points, for the dashboard).
 
-    Any other ``monitor`` (e.g. ``"stability_volatility"``) selects the legacy
-    :class:`~lightning_dynamics.decisions.stopping.VolatilityDropRule` on that logged key: stop once
+    ``rule="volatility"`` selects the legacy :class:`~lightning_dynamics.decisions.stopping.VolatilityDropRule` on
+    the logged key ``monitor`` (default ``"stability_volatility"``): stop once
     :math:`V(t) \le \text{ratio} \cdot \max_{s \le t} V(s)` for ``patience`` checks, or :math:`V(t) \le`
     ``stopping_threshold``. **It fires on noise** (random-walk histories: 39/200 at 40 epochs, 199/200 at 200);
     use it to study the signal, not to save compute.
@@ -63,7 +68,11 @@ class DynamicsEarlyStopping(pl.Callback):
     it says once, on rank 0, why and when it stopped; ``verbose=True`` logs every check.
 
     Args:
-        monitor: ``"relative_change"`` (default rule) or the measure / ``<prefix>/<measure>`` key of the legacy rule.
+        monitor: the measure or ``<prefix>/<measure>`` key the ``"volatility"`` rule reads (``None``:
+            ``"stability_volatility"``); the ``"relative_change"`` rule reads the monitor's history and no key.
+            Deprecated: a rule chosen by ``monitor`` alone (``rule`` left out: ``monitor="relative_change"``, or
+            another key, which meant the volatility rule) still works, with a ``DeprecationWarning`` that gives the
+            new spelling. With ``rule="relative_change"``, ``monitor`` may only name ``[<prefix>/]relative_change``.
         prefix: the producing :class:`DynamicsMonitor`'s prefix.
         ratio: in ``(0, 1)``: largest median relative change that counts as settled (default rule), or the
             volatility drop (legacy rule).
@@ -76,9 +85,12 @@ class DynamicsEarlyStopping(pl.Callback):
         window_epochs: the default rule's recent window, in epochs (>= 2).
         strict: raise if no :class:`DynamicsMonitor` produces what ``monitor`` needs; otherwise warn and wait.
         verbose: log every decision.
+        rule: the stopping rule: ``"relative_change"`` (``None``, the default, unless a legacy ``monitor`` picks the
+            volatility rule) or ``"volatility"`` (legacy, noise-prone).
 
     Attributes:
         rule: the :class:`~lightning_dynamics.decisions.stopping.RelativeChangeRule` or ``VolatilityDropRule``.
+        monitor: the full key the rule is about (``<prefix>/relative_change`` for the default rule).
         stopped_epoch: the epoch at which training was stopped (0 if it was not).
         stopping_reason: a :class:`~lightning_dynamics.decisions.stopping.DynamicsStoppingReason`.
         stopping_reason_message: the reason in words, also logged.
@@ -87,7 +99,7 @@ class DynamicsEarlyStopping(pl.Callback):
 
     def __init__(
         self,
-        monitor: str = RELATIVE_CHANGE,
+        monitor: str | None = None,
         prefix: str = "dynamics",
         ratio: float = 0.25,
         patience: int = 3,
@@ -98,11 +110,39 @@ class DynamicsEarlyStopping(pl.Callback):
         window_epochs: int = 8,
         strict: bool = True,
         verbose: bool = False,
+        rule: StoppingRule | None = None,
     ) -> None:
         super().__init__()
-        self.monitor = full_key(monitor, prefix)
+        if rule is not None:
+            rule = check_choice("rule", rule, RULES)
+        if monitor is not None and rule is None:
+            # Before `rule` existed, `monitor` picked the rule: its own name, or any other key for the volatility rule.
+            key_prefix, measure = full_key(monitor, prefix).split("/", 1)
+            rule = RELATIVE_CHANGE if measure == RELATIVE_CHANGE else "volatility"
+            if rule == RELATIVE_CHANGE:
+                new = f"rule={rule!r}" + (f", prefix={key_prefix!r}" if key_prefix != prefix else "")
+            else:
+                new = f"rule={rule!r}, monitor={monitor!r}"
+            rank_zero_deprecation(
+                f"DynamicsEarlyStopping(monitor={monitor!r}) chooses the stopping rule by its key, which is deprecated:"
+                f" `rule` chooses it and `monitor` only names the key the volatility rule reads. Write "
+                f"DynamicsEarlyStopping({new}).",
+                stacklevel=6,  # past rank_zero_deprecation's own frames and this __init__: the user's line
+            )
+            if rule == RELATIVE_CHANGE:
+                monitor, prefix = None, key_prefix
+        elif monitor is not None and rule == RELATIVE_CHANGE:
+            key_prefix, measure = full_key(monitor, prefix).split("/", 1)
+            if measure != RELATIVE_CHANGE:
+                raise ValueError(
+                    f"`monitor` names the key the 'volatility' rule reads; rule='relative_change' reads the monitor's "
+                    f"history and no key: leave `monitor` out or pass rule='volatility', got monitor={monitor!r}."
+                )
+            monitor, prefix = None, key_prefix
+        rule = rule or RELATIVE_CHANGE
+        self.monitor = full_key(monitor or (RELATIVE_CHANGE if rule == RELATIVE_CHANGE else VOLATILITY_KEY), prefix)
         self.prefix = self.monitor.split("/", 1)[0]
-        self.uses_history = self.monitor == f"{self.prefix}/{RELATIVE_CHANGE}"
+        self.uses_history = rule == RELATIVE_CHANGE
         self.strict = check_bool("strict", strict)
         self.verbose = check_bool("verbose", verbose)
         check_finite = check_bool("check_finite", check_finite)

@@ -21,27 +21,16 @@ Values are logged with ``fabric.log_dict`` under ``<prefix>/``; rank 0 saves the
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from lightning.fabric import Fabric
 from lightning.fabric.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
-from lightning_dynamics.capture.layer_selection import LayerSelection
-from lightning_dynamics.functional.stability import DEFAULT_VOLATILITY_WINDOW, DEFAULT_WINDOW
-from lightning_dynamics.measures.config import (
-    DEFAULT_H_OPT,
-    DEFAULT_HISTORY_WINDOW,
-    DEFAULT_NULL_SURROGATES,
-    DEFAULT_POINTS_PER_EPOCH,
-    DEFAULT_SIGMA,
-    DEFAULT_WEIGHTS,
-    DynamicsConfig,
-)
 from lightning_dynamics.tracking.distributed import process_group_timeout
-from lightning_dynamics.tracking.tracker import DynamicsTracker, LogPoint
+from lightning_dynamics.tracking.options import tracker_from_options
+from lightning_dynamics.tracking.tracker import LogPoint
 from lightning_dynamics.validation import MAX_TIMEOUT_S, check_bool, check_finite_real
 
 
@@ -49,77 +38,26 @@ class DynamicsFabricMonitor:
     """Watch a Fabric training loop as a dynamical system; every option of :class:`DynamicsMonitor`.
 
     Args:
-        layers, max_layers, summary, every_n_steps, points_per_epoch, source, probe_batch, window,
-            volatility_window, weights, detrend, pad, h_opt, sigma, compute_phase_integration, history_window,
-            null_surrogates, complexity_every_n_samples, prefix, save_history, save_every_n_samples, log_dashboard,
-            checkpoint_probe_batch, ddp_timeout, verbose, layer_stats: as :class:`~lightning_dynamics.DynamicsMonitor`.
-        probe_forward: ``(model, batch) -> output`` for the probe (default: ``model(batch[0])``).
         history_dir: where ``<prefix>_history.pt`` goes (default: the first logger's ``log_dir``, else the
             working directory).
+        log_dashboard: at the end of training, log the dashboard figure to loggers that take images (rank 0).
+        checkpoint_probe_batch: put the probe batch in :meth:`state_dict` (off: it may be large or private).
+        ddp_timeout: with several processes, seconds each waits for the others before a sample point's all-reduce
+            (and at each epoch start); ``None``: the strategy's timeout.
+        **options: the tracker's options, as :func:`~lightning_dynamics.tracking.options.tracker_from_options`
+            (``probe_forward`` is called as ``(model, batch)``, default ``model(batch[0])``).
     """
 
     def __init__(
         self,
-        layers: LayerSelection = "auto",
-        max_layers: int | None = 64,
-        summary: Literal["rms", "mean", "abs_mean", "std"] = "rms",
-        every_n_steps: int | None = None,
-        points_per_epoch: int = DEFAULT_POINTS_PER_EPOCH,
-        source: Literal["train", "probe"] = "train",
-        probe_batch: Any = None,
-        probe_forward: Callable[[nn.Module, Any], Any] | None = None,
-        window: int = DEFAULT_WINDOW,
-        volatility_window: int = DEFAULT_VOLATILITY_WINDOW,
-        weights: tuple[float, float] = DEFAULT_WEIGHTS,
-        detrend: Literal["diff", "linear", "mean"] | None = "diff",
-        pad: Literal["reflect"] | None = "reflect",
-        h_opt: float = DEFAULT_H_OPT,
-        sigma: float = DEFAULT_SIGMA,
-        compute_phase_integration: bool = True,
-        history_window: int | None = DEFAULT_HISTORY_WINDOW,
-        null_surrogates: int | None = DEFAULT_NULL_SURROGATES,
-        complexity_every_n_samples: int | None = None,
-        prefix: str = "dynamics",
+        *,
         history_dir: str | Path | None = None,
-        save_history: bool = True,
-        save_every_n_samples: int | None = None,
         log_dashboard: bool = True,
         checkpoint_probe_batch: bool = False,
         ddp_timeout: float | None = None,
-        verbose: bool = True,
-        layer_stats: bool = True,
+        **options: Any,
     ) -> None:
-        config = DynamicsConfig(
-            summary=summary,
-            detrend=detrend,
-            pad=pad,
-            window=window,
-            volatility_window=volatility_window,
-            weights=weights,
-            h_opt=h_opt,
-            sigma=sigma,
-            history_window=history_window,
-            compute_phase_integration=compute_phase_integration,
-            every_n_steps=every_n_steps,
-            points_per_epoch=points_per_epoch,
-            null_surrogates=null_surrogates,
-            complexity_every_n_samples=complexity_every_n_samples,
-        )
-        self.tracker = DynamicsTracker(
-            layers=layers,
-            max_layers=max_layers,
-            config=config,
-            prefix=prefix,
-            source=source,
-            probe_batch=probe_batch,
-            probe_forward=probe_forward,
-            save_history=save_history,
-            save_every_n_samples=save_every_n_samples,
-            verbose=verbose,
-            warn=rank_zero_warn,
-            info=rank_zero_info,
-            layer_stats=layer_stats,
-        )
+        self.tracker = tracker_from_options(warn=rank_zero_warn, info=rank_zero_info, **options)
         if history_dir is not None and not isinstance(history_dir, (str, Path)):
             raise ValueError(f"`history_dir` must be a path or None, got {history_dir!r}.")
         self.history_dir = history_dir

@@ -36,18 +36,8 @@ from torch import Tensor, nn
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from lightning_dynamics.capture.layer_selection import LayerSelection
-from lightning_dynamics.functional.stability import DEFAULT_VOLATILITY_WINDOW, DEFAULT_WINDOW
-from lightning_dynamics.measures.config import (
-    DEFAULT_H_OPT,
-    DEFAULT_HISTORY_WINDOW,
-    DEFAULT_NULL_SURROGATES,
-    DEFAULT_POINTS_PER_EPOCH,
-    DEFAULT_SIGMA,
-    DEFAULT_WEIGHTS,
-    DynamicsConfig,
-)
-from lightning_dynamics.tracking.tracker import DynamicsTracker, LogPoint
+from lightning_dynamics.tracking.options import tracker_from_options
+from lightning_dynamics.tracking.tracker import LogPoint
 from lightning_dynamics.validation import MAX_TIMEOUT_S, check_bool, check_finite_real
 
 STATE_FILENAME = "{prefix}_tracker_state.pt"
@@ -70,86 +60,43 @@ class DynamicsTrainerCallback(TrainerCallback):
     Method and formulas: La Quang, Ugail, Howard et al., arXiv:2604.09716; docs/method.md.
 
     Args:
-        layers, max_layers, summary, every_n_steps, points_per_epoch, source, window, volatility_window, weights,
-            detrend, pad, h_opt, sigma, compute_phase_integration, history_window, null_surrogates,
-            complexity_every_n_samples, prefix, save_history, save_every_n_samples, checkpoint_probe_batch,
-            verbose, layer_stats: as :class:`~lightning_dynamics.DynamicsMonitor`; ``every_n_steps`` counts optimizer
-            steps.
+        source: ``"train"`` (the training forwards) or ``"probe"`` (``probe_batch`` in eval mode under ``no_grad``).
         probe_batch: required with ``source="probe"`` (the Trainer's events do not show the batches): a batch as
             the Trainer's collator makes it, e.g. ``data_collator([train[i] for i in range(8)])``.
         probe_forward: ``(model, batch) -> output`` for the probe (default: :func:`hf_probe_forward`).
         history_dir: where ``<prefix>_history.pt`` goes (default: ``args.output_dir``).
         log_dashboard: at the end of training, draw the dashboard beside the history (``<prefix>_dashboard.png``).
+        checkpoint_probe_batch: store the probe batch in the tracker state of each checkpoint.
         ddp_timeout: with several processes, seconds each waits for the others before a sample point's all-reduce;
             ``None``: ``TrainingArguments.ddp_timeout``.
+        **options: the tracker's other options, as :func:`~lightning_dynamics.tracking.options.tracker_from_options`;
+            ``every_n_steps`` counts optimizer steps.
     """
 
     def __init__(
         self,
-        layers: LayerSelection = "auto",
-        max_layers: int | None = 64,
-        summary: Literal["rms", "mean", "abs_mean", "std"] = "rms",
-        every_n_steps: int | None = None,
-        points_per_epoch: int = DEFAULT_POINTS_PER_EPOCH,
+        *,
         source: Literal["train", "probe"] = "train",
         probe_batch: Any = None,
         probe_forward: Callable[[nn.Module, Any], Any] | None = hf_probe_forward,
-        window: int = DEFAULT_WINDOW,
-        volatility_window: int = DEFAULT_VOLATILITY_WINDOW,
-        weights: tuple[float, float] = DEFAULT_WEIGHTS,
-        detrend: Literal["diff", "linear", "mean"] | None = "diff",
-        pad: Literal["reflect"] | None = "reflect",
-        h_opt: float = DEFAULT_H_OPT,
-        sigma: float = DEFAULT_SIGMA,
-        compute_phase_integration: bool = True,
-        history_window: int | None = DEFAULT_HISTORY_WINDOW,
-        null_surrogates: int | None = DEFAULT_NULL_SURROGATES,
-        complexity_every_n_samples: int | None = None,
-        prefix: str = "dynamics",
         history_dir: str | Path | None = None,
-        save_history: bool = True,
-        save_every_n_samples: int | None = None,
         log_dashboard: bool = True,
         checkpoint_probe_batch: bool = False,
         ddp_timeout: float | None = None,
-        verbose: bool = True,
-        layer_stats: bool = True,
+        **options: Any,
     ) -> None:
         if source == "probe" and probe_batch is None:
             raise ValueError(
                 "`probe_batch` must be given with source='probe', got None: a Trainer callback never sees the "
                 "training batches. Pass one as the collator makes it, e.g. data_collator([train[i] for i in range(8)])."
             )
-        config = DynamicsConfig(
-            summary=summary,
-            detrend=detrend,
-            pad=pad,
-            window=window,
-            volatility_window=volatility_window,
-            weights=weights,
-            h_opt=h_opt,
-            sigma=sigma,
-            history_window=history_window,
-            compute_phase_integration=compute_phase_integration,
-            every_n_steps=every_n_steps,
-            points_per_epoch=points_per_epoch,
-            null_surrogates=null_surrogates,
-            complexity_every_n_samples=complexity_every_n_samples,
-        )
-        self.tracker = DynamicsTracker(
-            layers=layers,
-            max_layers=max_layers,
-            config=config,
-            prefix=prefix,
+        self.tracker = tracker_from_options(
             source=source,
             probe_batch=dict(probe_batch) if isinstance(probe_batch, Mapping) else probe_batch,  # a BatchEncoding
             probe_forward=probe_forward,
-            save_history=save_history,
-            save_every_n_samples=save_every_n_samples,
-            verbose=verbose,
             warn=rank_zero_warn,
             info=rank_zero_info,
-            layer_stats=layer_stats,
+            **options,
         )
         if history_dir is not None and not isinstance(history_dir, (str, Path)):
             raise ValueError(f"`history_dir` must be a path or None, got {history_dir!r}.")

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -20,19 +19,10 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
-from lightning_dynamics.capture.layer_selection import LayerSelection, is_compiled_module
-from lightning_dynamics.functional.stability import DEFAULT_VOLATILITY_WINDOW, DEFAULT_WINDOW
-from lightning_dynamics.measures.config import (
-    DEFAULT_H_OPT,
-    DEFAULT_HISTORY_WINDOW,
-    DEFAULT_NULL_SURROGATES,
-    DEFAULT_POINTS_PER_EPOCH,
-    DEFAULT_SIGMA,
-    DEFAULT_WEIGHTS,
-    DynamicsConfig,
-)
+from lightning_dynamics.capture.layer_selection import is_compiled_module
 from lightning_dynamics.tracking.distributed import process_group_timeout
-from lightning_dynamics.tracking.tracker import DynamicsTracker, LogPoint
+from lightning_dynamics.tracking.options import tracker_from_options
+from lightning_dynamics.tracking.tracker import LogPoint
 from lightning_dynamics.validation import MAX_TIMEOUT_S, check_bool, check_finite_real, layers_key
 
 
@@ -50,101 +40,35 @@ class DynamicsMonitor(Callback):
     Method and formulas: La Quang, Ugail, Howard et al., arXiv:2604.09716; docs/method.md.
 
     Args:
-        layers: ``"auto"``, ``"all"``, a list of module names, fnmatch patterns or module types, or a predicate.
-        max_layers: cap on the number of layers, kept evenly spread through depth; ``None`` for no cap.
-        summary: ``"rms"``, ``"mean"``, ``"abs_mean"`` or ``"std"`` of each layer's outputs per interval.
-        every_n_steps: a sample point every this many optimizer steps, measures at each (instead of by epoch).
-        points_per_epoch: sample points per epoch when sampling by epoch (1: the paper's one per epoch).
-        source: ``"train"`` (the batches training sees) or ``"probe"`` (a fixed batch in eval mode under ``no_grad``).
-        probe_batch: the probe batch (default: the first training batch).
-        probe_forward: ``(pl_module, batch) -> output`` for the probe (default: ``pl_module(batch[0])``).
-        window, volatility_window, weights, detrend, pad, h_opt, sigma, compute_phase_integration,
-            history_window, null_surrogates, complexity_every_n_samples: see :class:`DynamicsConfig`.
         prog_bar: show the logged keys in the progress bar.
-        prefix: logging namespace: keys are ``<prefix>/<measure>``; two monitors need different prefixes.
-        save_history: write the history to ``<log_dir>/<prefix>_history.pt`` at the end of fit and on an exception
-            (a name claimed atomically: ``-v1``, ``-v2``, ... when taken), and hand it to loggers that keep artifacts.
-        save_every_n_samples: also write it every this many sample points (a killed run loses at most that many).
         log_dashboard: at the end of fit, log the dashboard figure to loggers that take images (rank 0).
         checkpoint_probe_batch: store the probe batch in checkpoints (off: it may be large or private).
         ddp_timeout: with several processes, seconds each waits for the others before a sample point's all-reduce
             (and at each epoch start), then fails with a
             :class:`~lightning_dynamics.tracking.distributed.DistributedMismatchError`; ``None``: the strategy's
             timeout.
-        verbose: announce the layers, when each measure appears, and the file written.
-        layer_stats: also log the per-layer statistics' summaries over depth as ``<prefix>/stats/<name>`` (dead and
-            saturated units, activation scale, gradient norms and update-to-weight ratios at the first optimizer
-            step of each sample interval; :mod:`lightning_dynamics.capture.layer_stats`); the per-layer series go
-            into the history file.
+        **options: the tracker's options, typed and documented once in
+            :func:`~lightning_dynamics.tracking.options.tracker_from_options` (``layers``, ``summary``,
+            ``every_n_steps``, ``points_per_epoch``, ``source``, ``window``, ..., ``prefix``, ``save_history``,
+            ``verbose``); ``probe_forward`` is called as ``(pl_module, batch)``, and the history file goes to
+            ``<log_dir>/<prefix>_history.pt``. ``LightningCLI`` offers and checks each of them.
 
     Example::
 
-        trainer = Trainer(callbacks=[DynamicsMonitor()])
+        trainer = Trainer(callbacks=[DynamicsMonitor(summary="std", every_n_steps=50, prog_bar=True)])
     """
 
     def __init__(
         self,
-        layers: LayerSelection = "auto",
-        max_layers: int | None = 64,
-        summary: Literal["rms", "mean", "abs_mean", "std"] = "rms",
-        every_n_steps: int | None = None,
-        points_per_epoch: int = DEFAULT_POINTS_PER_EPOCH,
-        source: Literal["train", "probe"] = "train",
-        probe_batch: Any = None,
-        probe_forward: Callable[[pl.LightningModule, Any], Any] | None = None,
-        window: int = DEFAULT_WINDOW,
-        volatility_window: int = DEFAULT_VOLATILITY_WINDOW,
-        weights: tuple[float, float] = DEFAULT_WEIGHTS,
-        detrend: Literal["diff", "linear", "mean"] | None = "diff",
-        pad: Literal["reflect"] | None = "reflect",
-        h_opt: float = DEFAULT_H_OPT,
-        sigma: float = DEFAULT_SIGMA,
-        compute_phase_integration: bool = True,
-        history_window: int | None = DEFAULT_HISTORY_WINDOW,
-        null_surrogates: int | None = DEFAULT_NULL_SURROGATES,
-        complexity_every_n_samples: int | None = None,
+        *,
         prog_bar: bool = False,
-        prefix: str = "dynamics",
-        save_history: bool = True,
-        save_every_n_samples: int | None = None,
         log_dashboard: bool = True,
         checkpoint_probe_batch: bool = False,
         ddp_timeout: float | None = None,
-        verbose: bool = True,
-        layer_stats: bool = True,
+        **options: Any,
     ) -> None:
         super().__init__()
-        config = DynamicsConfig(
-            summary=summary,
-            detrend=detrend,
-            pad=pad,
-            window=window,
-            volatility_window=volatility_window,
-            weights=weights,
-            h_opt=h_opt,
-            sigma=sigma,
-            history_window=history_window,
-            compute_phase_integration=compute_phase_integration,
-            every_n_steps=every_n_steps,
-            points_per_epoch=points_per_epoch,
-            null_surrogates=null_surrogates,
-            complexity_every_n_samples=complexity_every_n_samples,
-        )
-        self.tracker = DynamicsTracker(
-            layers=layers,
-            max_layers=max_layers,
-            config=config,
-            prefix=prefix,
-            source=source,
-            probe_batch=probe_batch,
-            probe_forward=probe_forward,  # type: ignore[arg-type]  # a LightningModule is an nn.Module
-            save_history=save_history,
-            save_every_n_samples=save_every_n_samples,
-            verbose=verbose,
-            warn=rank_zero_warn,
-            info=rank_zero_info,
-            layer_stats=layer_stats,
-        )
+        self.tracker = tracker_from_options(warn=rank_zero_warn, info=rank_zero_info, **options)
         self.prog_bar = check_bool("prog_bar", prog_bar)
         self.log_dashboard = check_bool("log_dashboard", log_dashboard)
         self.checkpoint_probe_batch = check_bool("checkpoint_probe_batch", checkpoint_probe_batch)

@@ -140,7 +140,8 @@ class DynamicsTracker:
             :mod:`~lightning_dynamics.capture.layer_stats` (dead and saturated units of the activation layers; the
             watched layers' gradient norm and update-to-weight ratio, read by :meth:`before_optimizer_step`) and log
             their summaries over depth as ``<prefix>/stats/<name>``; the per-layer series go into the history
-            file's ``layer_stats``.
+            file's ``layer_stats``. Off by default (their cost on small models); :meth:`enable_layer_stats` turns
+            them on before the tracker is attached.
 
     Attributes:
         history: the :class:`~lightning_dynamics.capture.SummaryHistory` (``None`` before :meth:`attach`).
@@ -163,7 +164,7 @@ class DynamicsTracker:
         verbose: bool = True,
         warn: Callable[[str], None] | None = None,
         info: Callable[[str], None] | None = None,
-        layer_stats: bool = True,
+        layer_stats: bool = False,
     ) -> None:
         self.layers = check_layers(layers)
         self.max_layers = check_int("max_layers", max_layers, 1, allow_none=True)
@@ -226,6 +227,25 @@ class DynamicsTracker:
     @property
     def attached(self) -> bool:
         return self._capture is not None and self._capture.attached
+
+    def enable_layer_stats(self) -> bool:
+        """Turn the per-layer statistics on (as ``layer_stats=True``) if they are off; ``True`` if this turned them on.
+
+        For a reader that needs them (:class:`~lightning_dynamics.DynamicsDiagnosis`): call it before :meth:`attach`,
+        which registers their hooks. A resumed or continued history gets NaN statistics for its earlier points.
+
+        Raises:
+            RuntimeError: the tracker is attached already (its hooks are registered without the statistics).
+        """
+        if self.statistics is not None:
+            return False
+        if self.attached:
+            raise RuntimeError(
+                f"DynamicsTracker[{self.prefix}]: enable_layer_stats() must come before attach(); build the tracker "
+                "with layer_stats=True instead."
+            )
+        self.statistics = LayerStatistics()
+        return True
 
     @property
     def accumulator(self) -> SummaryAccumulator | None:

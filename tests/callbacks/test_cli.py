@@ -1,12 +1,15 @@
-"""LightningCLI builds the callback from YAML (typed __init__)."""
+"""LightningCLI builds the callback from YAML (typed __init__, and the typed options it takes as **options)."""
 
 import importlib.util
+import inspect
+from argparse import ArgumentError
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch
 import pytest
 import torch
+import yaml
 from lightning.pytorch.cli import LightningCLI
 
 from lightning_dynamics import DynamicsMonitor
@@ -214,3 +217,126 @@ def test_pytorch_lightning_cli_short_name(tmp_path: Path) -> None:
     assert isinstance(monitor, ld_pl.DynamicsMonitor) and _option(monitor, "summary") == "mean"
     cli.trainer.fit(cli.model, loaders()[0])
     assert monitor.history.length >= 1 and set(monitor.history.epochs) == {0}  # one epoch of sample points
+
+
+# ---------------------------------------------------------------- every builder option reaches the parser
+
+
+def _builder_defaults() -> dict[str, Any]:
+    """The options the adapters take as ``**options``, with their defaults (``warn``/``info``: set by each adapter)."""
+    from lightning_dynamics.tracking.options import tracker_from_options
+
+    parameters = inspect.signature(tracker_from_options).parameters
+    return {name: p.default for name, p in parameters.items() if name not in ("warn", "info")}
+
+
+def _own_defaults(cls: type) -> dict[str, Any]:
+    """The adapter's own keyword arguments (those before ``**options``) with their defaults."""
+    parameters = inspect.signature(cls.__init__).parameters
+    return {name: p.default for name, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def _printed_init_args(cli: type, module: type, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    """The init_args the CLI resolves for ``--trainer.callbacks+=DynamicsMonitor`` (from ``--print_config``)."""
+    args = ["--trainer.callbacks+=DynamicsMonitor", "--print_config"]
+    with pytest.raises(SystemExit) as exit_info:
+        cli(module, run=False, args=args, save_config_callback=None)
+    assert exit_info.value.code in (0, None)
+    (callback,) = yaml.safe_load(capsys.readouterr().out)["trainer"]["callbacks"]
+    return callback["init_args"]
+
+
+def _as_yaml(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+@pytest.mark.parametrize("package", ["lightning.pytorch", "pytorch_lightning"])
+def test_cli_resolves_every_builder_option_with_its_default(package: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """LightningCLI follows ``**options`` into tracker_from_options: every option, typed, with the builder's default.
+
+    ``pytorch_lightning``'s CLI resolves the short name to the twin of :mod:`lightning_dynamics.pytorch_lightning`
+    (a shared base class with ``super().__init__(**kwargs)`` would lose the options there).
+    """
+    if package == "pytorch_lightning":
+        pytest.importorskip("pytorch_lightning")
+        from pytorch_lightning.cli import LightningCLI as PLLightningCLI
+
+        from lightning_dynamics import pytorch_lightning as ld_pl
+
+        cli, module, cls = PLLightningCLI, _pytorch_lightning_module(), ld_pl.DynamicsMonitor
+    else:
+        cli, module, cls = LightningCLI, TinyModule, DynamicsMonitor
+    init_args = _printed_init_args(cli, module, capsys)
+    expected = {**_own_defaults(cls), **_builder_defaults()}
+    assert set(_own_defaults(cls)) == {"prog_bar", "log_dashboard", "checkpoint_probe_batch", "ddp_timeout"}
+    assert init_args == {name: _as_yaml(default) for name, default in expected.items()}
+    assert len(init_args) == 27
+
+
+@pytest.mark.parametrize("package", ["lightning.pytorch", "pytorch_lightning"])
+def test_cli_refuses_bad_option_values(package: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A value outside an option's type is refused by the parser; one outside its range by the config, by name."""
+    if package == "pytorch_lightning":
+        pytest.importorskip("pytorch_lightning")
+        from pytorch_lightning.cli import LightningCLI as PLLightningCLI
+
+        cli, module = PLLightningCLI, _pytorch_lightning_module()
+        importlib.import_module("lightning_dynamics.pytorch_lightning")
+    else:
+        cli, module = LightningCLI, TinyModule
+    base = ["--trainer.logger=false", "--trainer.enable_checkpointing=false", "--trainer.callbacks+=DynamicsMonitor"]
+    with pytest.raises(SystemExit):
+        cli(module, run=False, args=[*base, "--trainer.callbacks.summary=bogus"], save_config_callback=None)
+    error = capsys.readouterr().err
+    assert "summary" in error and "bogus" in error and "abs_mean" in error  # the Literal's choices are listed
+    with pytest.raises(SystemExit):
+        cli(module, run=False, args=[*base, "--trainer.callbacks.window=three"], save_config_callback=None)
+    assert "window" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"`window` must be an integer >= 16 .*got 3"):
+        cli(module, run=False, args=[*base, "--trainer.callbacks.window=3"], save_config_callback=None)
+
+
+def _parser_options(cls: type) -> Any:
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(cls, "monitor")
+    names = {action.dest.split(".", 1)[1] for action in parser._actions if action.dest.startswith("monitor.")}
+    return parser, names
+
+
+def test_fabric_options_resolve_through_jsonargparse(tmp_path: Path) -> None:
+    """No LightningCLI for Fabric, but jsonargparse's add_class_arguments sees every option, typed."""
+    from lightning_dynamics import DynamicsFabricMonitor
+
+    parser, names = _parser_options(DynamicsFabricMonitor)
+    assert names == set(_own_defaults(DynamicsFabricMonitor)) | set(_builder_defaults())
+    assert set(_own_defaults(DynamicsFabricMonitor)) == {
+        "history_dir",
+        "log_dashboard",
+        "checkpoint_probe_batch",
+        "ddp_timeout",
+    }
+    config = parser.parse_args(["--monitor.summary=std", "--monitor.window=20", f"--monitor.history_dir={tmp_path}"])
+    monitor = parser.instantiate_classes(config).monitor
+    assert isinstance(monitor, DynamicsFabricMonitor) and monitor.history_dir == str(tmp_path)
+    assert (monitor.tracker.config.summary, monitor.tracker.config.window) == ("std", 20)
+    with pytest.raises(ArgumentError, match="summary"):
+        parser.parse_args(["--monitor.summary=bogus"])
+
+
+def test_hf_options_resolve_through_jsonargparse() -> None:
+    """The transformers adapter keeps the probe options as its own (HF default probe) and the rest via **options."""
+    pytest.importorskip("transformers")
+    from lightning_dynamics.callbacks.hf import DynamicsTrainerCallback, hf_probe_forward
+
+    parser, names = _parser_options(DynamicsTrainerCallback)
+    own = _own_defaults(DynamicsTrainerCallback)
+    assert names == set(own) | set(_builder_defaults())
+    assert {"source", "probe_batch", "probe_forward"} <= set(own) and own["probe_forward"] is hf_probe_forward
+    config = parser.parse_args(["--monitor.every_n_steps=5", "--monitor.prefix=hf"])
+    callback = parser.instantiate_classes(config).monitor
+    assert isinstance(callback, DynamicsTrainerCallback) and callback.tracker.probe_forward is hf_probe_forward
+    assert (callback.tracker.config.every_n_steps, callback.tracker.prefix) == (5, "hf")
+    with pytest.raises(ArgumentError, match="detrend"):
+        parser.parse_args(["--monitor.detrend=cubic"])

@@ -1,5 +1,7 @@
 import logging
 import math
+import re
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -87,6 +89,67 @@ def test_public_surface_only() -> None:
         DynamicsEarlyStopping().state_key
         == "DynamicsEarlyStopping{'monitor': 'dynamics/relative_change', 'ratio': 0.25}"
     )
+
+
+# ---------------------------------------------------------------- `rule` picks the rule; `monitor` names a key
+
+
+def test_rule_argument_picks_the_rule_and_monitor_names_the_key() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the new spelling warns about nothing
+        default = DynamicsEarlyStopping()
+        volatility = DynamicsEarlyStopping(rule="volatility")
+        keyed = DynamicsEarlyStopping(rule="volatility", monitor="probe/stability_index", strict=False)
+        probe = DynamicsEarlyStopping(rule="relative_change", prefix="probe")
+    assert isinstance(default.rule, RelativeChangeRule) and default.uses_history
+    assert isinstance(volatility.rule, VolatilityDropRule) and volatility.monitor == "dynamics/stability_volatility"
+    assert isinstance(keyed.rule, VolatilityDropRule) and (keyed.monitor, keyed.prefix) == (
+        "probe/stability_index",
+        "probe",
+    )
+    assert isinstance(probe.rule, RelativeChangeRule) and probe.prefix == "probe"
+    # The state keys are those of the old spelling: checkpoints written before `rule` existed still restore.
+    assert volatility.state_key == "DynamicsEarlyStopping{'monitor': 'dynamics/stability_volatility', 'ratio': 0.25}"
+    assert default.state_key == "DynamicsEarlyStopping{'monitor': 'dynamics/relative_change', 'ratio': 0.25}"
+    with pytest.raises(ValueError, match=r"`rule` must be one of \('relative_change', 'volatility'\), got 'volatile'"):
+        DynamicsEarlyStopping(rule="volatile")
+
+
+def test_an_explicit_rule_is_never_overridden_by_monitor() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an explicit rule is the new spelling: no deprecation
+        same = DynamicsEarlyStopping(rule="relative_change", monitor="probe/relative_change")
+    assert isinstance(same.rule, RelativeChangeRule) and same.prefix == "probe"
+    with pytest.raises(
+        ValueError, match=r"`monitor` names the key the 'volatility' rule reads.*got monitor='val_loss'"
+    ):
+        DynamicsEarlyStopping(rule="relative_change", monitor="val_loss")
+
+
+def test_rule_argument_drives_the_volatility_rule_in_a_check() -> None:
+    module = SimpleNamespace(log=lambda *args, **kwargs: None)
+    stopper = DynamicsEarlyStopping(rule="volatility", stopping_threshold=0.5, strict=False)
+    t = fake_trainer(other_rank_says_stop=False, **{"dynamics/stability_volatility": 0.4})
+    stopper.on_train_epoch_end(t, module)
+    assert t.should_stop and stopper.stopping_reason is DynamicsStoppingReason.STOPPING_THRESHOLD
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ({"monitor": "relative_change"}, {"rule": "relative_change"}),
+        ({"monitor": "probe/relative_change"}, {"rule": "relative_change", "prefix": "probe"}),
+        ({"monitor": "stability_volatility"}, {"rule": "volatility", "monitor": "stability_volatility"}),
+        ({"monitor": "probe/stability_index"}, {"rule": "volatility", "monitor": "probe/stability_index"}),
+    ],
+)
+def test_rule_chosen_by_monitor_is_deprecated_and_still_works(old: dict, new: dict) -> None:
+    spelled = ", ".join(f"{key}={value!r}" for key, value in new.items())
+    with pytest.warns(DeprecationWarning, match=re.escape(f"Write DynamicsEarlyStopping({spelled})")):
+        stopper = DynamicsEarlyStopping(**old)
+    current = DynamicsEarlyStopping(**new)
+    assert type(stopper.rule) is type(current.rule)
+    assert (stopper.monitor, stopper.prefix, stopper.state_key) == (current.monitor, current.prefix, current.state_key)
 
 
 def _digits_loaders(n_val: int = 360) -> tuple[DataLoader, DataLoader]:

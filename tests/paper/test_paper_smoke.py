@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from benchmarks.paper.findings import permutation_p, separation_p, stratified_permutation_p, window_trajectory
-from benchmarks.paper.run import main
+from benchmarks.paper.run import main, paper_monitor
 from benchmarks.paper.stopping import _pareto, act_std_stop_epoch
 
 
@@ -82,3 +82,10 @@ def test_window_trajectory_has_one_point_per_window() -> None:
     x = torch.randn(6, 30, generator=torch.Generator().manual_seed(0), dtype=torch.float64).cumsum(-1)
     integ, meta = window_trajectory(x, window=16)
     assert len(integ) == len(meta) == 15 and all(0 <= v <= 1 for v in integ)
+
+
+def test_paper_monitor_pins_one_point_per_epoch_and_no_null_bands() -> None:
+    """The paper's design (T = epochs) holds whatever the package's defaults are; an explicit cadence is kept."""
+    config = paper_monitor().config
+    assert config.points_per_epoch == 1 and config.null_surrogates is None
+    assert paper_monitor(every_n_steps=5).config.every_n_steps == 5
