@@ -17,7 +17,7 @@ from lightning_dynamics.capture.history_file import (
     release_claim,
     save_history,
 )
-from lightning_dynamics.capture.hooks import ActivationCapture, LayerCaptureWarning
+from lightning_dynamics.capture.hooks import ActivationCapture, LayerCaptureWarning, side_forward
 from lightning_dynamics.capture.layer_selection import (
     FewLayersWarning,
     is_compute_layer,
@@ -49,6 +49,7 @@ __all__ = [
     "release_claim",
     "save_history",
     "select_layers",
+    "side_forward",
     "spread_evenly",
     "summarize",
     "validate_point_series",
