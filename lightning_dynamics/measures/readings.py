@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from lightning_dynamics.functional.change import min_relative_change_length
 from lightning_dynamics.measures.registry import MEASURES, NULL_SUFFIXES, reliable_points
 
 NULL_LO_SUFFIX, NULL_HI_SUFFIX = NULL_SUFFIXES
@@ -151,10 +152,14 @@ def points_read(measure: str, index: int, config: Mapping[str, Any]) -> int:
         (10, 4)
         >>> points_read("stability_index", 30, {"window": 16})
         16
+        >>> points_read("relative_change", 40, {"window": 16, "history_window": 16})  # its 2 * window + 1 at least
+        33
     """
     if measure in WINDOWED_MEASURES and config.get("window"):
         return int(config["window"])
     history_window = config.get("history_window")
+    if history_window and measure == "relative_change" and config.get("window"):
+        history_window = max(int(history_window), min_relative_change_length(int(config["window"])))  # its minimum
     return min(index + 1, int(history_window)) if history_window else index + 1
 
 
