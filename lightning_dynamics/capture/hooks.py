@@ -149,6 +149,7 @@ class ActivationCapture:
         self.accumulator = accumulator
         self.enabled = False
         self.paused = 0  # calls of a paused method (pause_during) in progress: nothing is recorded meanwhile
+        self.suspended = False  # switched off by hand, whatever the windows say (e.g. to time the hooks' cost)
         self.disabled: dict[int, str] = {}  # layer index -> the error that disabled it
         self._handles: list[RemovableHandle] = []
         self._windows: list[_MethodWindow] = []
@@ -201,7 +202,7 @@ class ActivationCapture:
             if _SIDE_FORWARDS:
                 if _SIDE_FORWARDS[-1] is not self:
                     return  # a probe, a twin's step, a callback's evaluation: not this capture's training forward
-            elif not self.enabled or self.paused:
+            elif not self.enabled or self.paused or self.suspended:
                 return
             if index in self.disabled:
                 return

@@ -339,11 +339,17 @@ class DynamicsTracker:
 
     @property
     def capture_enabled(self) -> bool:
-        return self._capture is not None and self._capture.enabled
+        """Whether the hooks record now. Set by hand: on or off (with a method window, off suspends recording
+        inside the window too, until set on again)."""
+        return self._capture is not None and self._capture.enabled and not self._capture.suspended
 
     @capture_enabled.setter
     def capture_enabled(self, value: bool) -> None:
-        if self._capture is not None:
+        if self._capture is None:
+            return
+        if self._capture.windowed:
+            self._capture.suspended = not value
+        else:
             self._capture.enabled = bool(value)
 
     @contextmanager

@@ -226,3 +226,24 @@ def test_a_window_records_only_inside_its_method_and_leaves_no_trace() -> None:
     assert loop.training_step.__wrapped__.__func__ is Loop.training_step  # still wrapped for the second capture
     captures[1].remove()
     assert "training_step" not in vars(loop)
+
+
+def test_a_tracker_in_a_window_can_still_be_switched_off_by_hand() -> None:
+    """benchmarks/overhead.py times the hooks by switching recording off in every other step."""
+
+    class Loop:
+        def training_step(self, model: nn.Module, x: Tensor) -> Tensor:
+            return model(x)
+
+    model, loop = TinyNet(), Loop()
+    tracker = DynamicsTracker(layers=["fc1", "fc2", "head"], verbose=False)
+    tracker.attach(model, record_during=(loop, "training_step"))
+    tracker.capture_enabled = False
+    loop.training_step(model, torch.randn(4, 8))
+    assert tracker.accumulator is not None and tracker.accumulator.counts == [0, 0, 0]
+    tracker.capture_enabled = True
+    assert not tracker.capture_enabled  # outside the window
+    loop.training_step(model, torch.randn(4, 8))
+    assert tracker.accumulator.counts == [64, 64, 12]
+    tracker.detach()
+    assert "training_step" not in vars(loop)
