@@ -19,6 +19,7 @@ from lightning_dynamics.decisions.freezing import (
     layer_change,
     prefix_parameter_groups,
     settled_layers,
+    tied_parameter_names,
     variance_ratio,
 )
 
@@ -114,6 +115,41 @@ def test_prefix_parameter_groups_registration_order() -> None:
     assert compiled_names == [["0.weight", "0.bias"], ["1.weight", "1.bias"]]
     with pytest.raises(ValueError, match="layer_names"):
         prefix_parameter_groups(Net(), [])
+
+
+class TiedLM(nn.Module):
+    """A token embedding reused by the output head (GPT-2, BERT's masked-language-model head, T5)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(11, 6)
+        self.fc1 = nn.Linear(6, 6)
+        self.fc2 = nn.Linear(6, 6)
+        self.head = nn.Linear(6, 11, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.fc2(torch.tanh(self.fc1(self.emb(ids))))))
+
+
+def test_a_tied_weight_belongs_to_the_last_layer_that_uses_it() -> None:
+    model, layers = TiedLM(), ["emb", "fc1", "fc2", "head"]
+    assert prefix_parameter_groups(model, layers) == [
+        [],
+        ["fc1.weight", "fc1.bias"],
+        ["fc2.weight", "fc2.bias"],
+        ["head.weight"],
+    ]
+    assert tied_parameter_names(model) == [["emb.weight", "head.weight"]]
+    said: list[str] = []
+    freezer = LayerFreezer(keep_trainable=1, info=said.append).attach(model, None, layer_names=layers)
+    assert "emb.weight = head.weight" in said[0]
+    freezer.freeze_prefix(1)  # the embedding: nothing of its own to freeze
+    assert model.head.weight.requires_grad and model.emb.weight.requires_grad
+    assert freezer.blocking() == [False, True, True, True]
+    freezer.freeze_prefix(3)  # up to the head, which keeps training, and its (shared) weight with it
+    assert not model.fc2.weight.requires_grad and model.head.weight.requires_grad
+    assert freezer.frozen_parameter_names() == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
 
 
 # ---------------------------------------------------------------------- freezing acts on the model

@@ -316,3 +316,27 @@ def test_short_series_note_says_never_reliable_in_words() -> None:
     assert "integration (not reliable at any length measured, up to 1000)" in notes
     assert "metastability (reliable from 200)" in notes
     assert str(10**9) not in notes
+
+
+def test_relative_change_appears_when_promised_under_a_short_history_window() -> None:
+    """history_window 16..32 was accepted while relative_change needs 2 * window + 1 = 33 points: it stayed NaN for
+    the whole run although defined_from and the fit-start line promised it at 33. It reads its 33 points now."""
+    from lightning_dynamics.functional import median_relative_change
+
+    config = DynamicsConfig(history_window=16, null_surrogates=9, compute_phase_integration=False)
+    model = _model()
+    tracker = DynamicsTracker(layers=[nn.Linear], config=config, save_history=False, verbose=False).attach(model)
+    needed = tracker.defined_from()["relative_change"]
+    assert needed == 2 * config.window + 1 == 33
+    generator = torch.Generator().manual_seed(0)
+    for point in range(needed + 4):
+        model(torch.randn(8, 6, generator=generator) / (1 + point))  # a run that settles
+        tracker.sample(epoch=point, step=point, compute=point >= needed - 2)
+    series = tracker.metrics["relative_change"]
+    assert math.isnan(series[needed - 2]) and all(math.isfinite(v) for v in series[needed - 1 :])
+    assert tracker.history is not None
+    expected = median_relative_change(tracker.history.values[:, -needed:], config.window)
+    assert series[-1] == pytest.approx(float(expected), rel=1e-6)
+    # Its noise floor is computed on as many points: defined too.
+    assert math.isfinite(tracker.metrics["relative_change_null_lo"][-1])
+    assert math.isfinite(tracker.metrics["relative_change_null_hi"][-1])

@@ -1,7 +1,8 @@
 """DynamicsFabricMonitor: the Lightning Fabric adapter of :class:`~lightning_dynamics.DynamicsTracker`.
 
 Fabric calls a callback's hooks where the training loop says so, with ``fabric.call(name, **kwargs)``. The model's
-forward calls in training mode are recorded (validation in eval mode is not)::
+forward calls in training mode are recorded (validation in eval mode is not), except those made inside
+``fabric.call`` (any callback's hooks: a probe, a twin trajectory, an evaluation)::
 
     monitor = DynamicsFabricMonitor()
     fabric = Fabric(callbacks=[monitor], loggers=CSVLogger("runs"))
@@ -98,6 +99,7 @@ class DynamicsFabricMonitor:
             history_dir=self.history_dir or log_dir or ".",
             is_global_zero=fabric.is_global_zero,
             probe_context=fabric.autocast,
+            pause_during=(fabric, "call"),  # forwards run by callbacks' hooks are not training
         )
         self.tracker.training_position(epoch, step, resumed=resumed)
 

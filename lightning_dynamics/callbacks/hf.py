@@ -8,7 +8,9 @@ The tracker owns the data flow and the sampling loop; this callback maps the Tra
 
 A "batch" of the tracker is one optimizer step (``on_step_end``, ``state.global_step``): with
 ``gradient_accumulation_steps=k`` its summaries pool the ``k`` micro-batches' forwards, and an epoch has
-``ceil(len(train_dataloader) / k)`` of them. Forward calls in training mode are recorded; evaluation (eval mode) is not.
+``ceil(len(train_dataloader) / k)`` of them. The forward calls made inside ``Trainer.training_step`` are recorded, and
+no other (evaluation, other callbacks' forwards); without :meth:`DynamicsTrainerCallback.add_to`, the calls in training
+mode.
 
 Values go through ``Trainer.log``, the Trainer's public reporting method: it appends them to ``state.log_history``
 (saved in each checkpoint's ``trainer_state.json``) and hands them to every callback's ``on_log``, so the
@@ -137,8 +139,11 @@ class DynamicsTrainerCallback(TrainerCallback):
             ddp_timeout=self.ddp_timeout or float(args.ddp_timeout),
             history_dir=self.history_dir or args.output_dir or ".",
             is_global_zero=state.is_world_process_zero,
+            # Only the training loop calls Trainer.training_step: forwards run by other callbacks are left out.
+            record_during=(self.trainer, "training_step") if self.trainer is not None else None,
         )
         self._logs_seen = len(state.log_history)
+        self._epoch_begun = False  # no epoch of this train() call has begun yet (see on_epoch_begin)
         resumed = state.global_step > 0  # the Trainer restored a checkpoint
         if resumed:
             folders = [
@@ -168,7 +173,11 @@ class DynamicsTrainerCallback(TrainerCallback):
             self._n_steps = math.ceil(len(kwargs["train_dataloader"]) / args.gradient_accumulation_steps)
         except (KeyError, TypeError):
             self._n_steps = None
-        self._epoch = int(state.epoch or 0)
+        # Counted from the epoch-begin events: after a short epoch (an iterable dataset, should_epoch_stop) the
+        # Trainer's fractional state.epoch still holds the previous epoch's number. The count starts where this
+        # train() call starts: 0, or the epoch a resumed run is in.
+        self._epoch = self._epoch + 1 if getattr(self, "_epoch_begun", False) else int(state.epoch or 0)
+        self._epoch_begun = True
         self.tracker.epoch_start(self._epoch, state.global_step, self._n_steps)
 
     def on_pre_optimizer_step(

@@ -128,8 +128,10 @@ class DynamicsMonitor(Callback):
             ddp_timeout=self.ddp_timeout or process_group_timeout(trainer.strategy),
             history_dir=Path(trainer.log_dir or trainer.default_root_dir),
             is_global_zero=trainer.is_global_zero,
-            capture_training_forwards=False,
             probe_context=trainer.precision_plugin.forward_context,
+            # Only the training loop calls the strategy's training_step: other callbacks' forwards (a probe, a
+            # twin, an evaluation) run in their hooks, outside it, whatever the callbacks' order.
+            record_during=(trainer.strategy, "training_step"),
         )
         self._recompile_if_compiled(trainer, pl_module)
 

@@ -17,10 +17,12 @@ from lightning_dynamics.capture.history_file import (
     release_claim,
     save_history,
 )
-from lightning_dynamics.capture.hooks import ActivationCapture, LayerCaptureWarning
+from lightning_dynamics.capture.hooks import ActivationCapture, LayerCaptureWarning, side_forward
 from lightning_dynamics.capture.layer_selection import (
     FewLayersWarning,
+    SkippedModulesWarning,
     is_compute_layer,
+    is_metric_module,
     select_layers,
     spread_evenly,
 )
@@ -38,6 +40,7 @@ __all__ = [
     "FewLayersWarning",
     "HistorySaveError",
     "LayerCaptureWarning",
+    "SkippedModulesWarning",
     "SummaryAccumulator",
     "SummaryHistory",
     "claim_path",
@@ -45,10 +48,12 @@ __all__ = [
     "floating_tensors",
     "history_segments",
     "is_compute_layer",
+    "is_metric_module",
     "load_history",
     "release_claim",
     "save_history",
     "select_layers",
+    "side_forward",
     "spread_evenly",
     "summarize",
     "validate_point_series",

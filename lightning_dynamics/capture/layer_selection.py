@@ -40,8 +40,40 @@ OPAQUE_TYPES: tuple[type[nn.Module], ...] = (nn.MultiheadAttention,)
 MIN_RECOMMENDED_LAYERS = 3
 
 
+# Classes whose instances are modules but not part of the network's forward: torchmetrics' metrics (an accuracy held
+# by a LightningModule, called in training_step on the predictions) and their collections. Recognised by the names of
+# their classes, so that torchmetrics need not be installed, or imported, to tell.
+_NOT_LAYER_CLASSES = (("torchmetrics", "Metric"), ("torchmetrics", "MetricCollection"))
+
+
 class FewLayersWarning(UserWarning):
     """Fewer than three layers are watched: the cross-layer measures (floor ~1/sqrt(L)) say little."""
+
+
+class SkippedModulesWarning(UserWarning):
+    """Modules that the layer selection matched were left out: they are not part of the network's forward."""
+
+
+def is_metric_module(module: nn.Module) -> bool:
+    """Whether ``module`` is a torchmetrics ``Metric`` or ``MetricCollection`` (found by the classes it derives from,
+    without importing torchmetrics): its output is a metric's value, not a layer's activation, so it is never a layer.
+
+    Example:
+        >>> from torch import nn
+        >>> is_metric_module(nn.Linear(2, 2))
+        False
+    """
+    return any(
+        klass.__name__ == name and klass.__module__.split(".")[0] == package
+        for klass in type(module).__mro__
+        for package, name in _NOT_LAYER_CLASSES
+    )
+
+
+def _not_layers(candidates: list[tuple[str, nn.Module]]) -> set[str]:
+    """Names of the metric modules (:func:`is_metric_module`) and of every module inside one."""
+    metrics = [name for name, module in candidates if is_metric_module(module)]
+    return {name for name, _ in candidates if any(name == m or name.startswith(m + ".") for m in metrics)}
 
 
 def is_compute_layer(name: str, module: nn.Module) -> bool:
@@ -118,8 +150,13 @@ def select_layers(
             (``"layer*.conv1"``) and module types (``nn.Conv2d``).
         max_layers: cap, applied by keeping layers evenly spread through depth (:func:`spread_evenly`).
 
+    Metric modules (torchmetrics' ``Metric`` and ``MetricCollection``, found by :func:`is_metric_module`) and the
+    modules inside them are never layers, whatever the selection: they are not part of the network's forward (an
+    ``Accuracy`` attribute of a LightningModule would record the metric's value as a layer summary).
+
     Warns:
         FewLayersWarning: fewer than three layers are selected.
+        SkippedModulesWarning: the selection matched metric modules; it names them.
 
     Raises:
         ValueError: an exact name that is not a module of the model (close matches are listed), a pattern or
@@ -155,10 +192,31 @@ def select_layers(
             if not any(_match(spec, n, m) for n, m in candidates):
                 raise ValueError(_no_match_message(spec, names))
         chosen = [(n, m) for n, m in candidates if any(_match(spec, n, m) for spec in specs)]
+    not_layers = _not_layers(candidates)
+    skipped = [n for n, _ in chosen if n in not_layers]
+    chosen = [(n, m) for n, m in chosen if n not in not_layers]
+    if skipped:
+        more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        shown = ", ".join(repr(n) for n in skipped[:10]) + more
+        warnings.warn(
+            f"`layers={layers!r}` matched {shown} of {type(model).__name__}: torchmetrics metrics (or modules inside "
+            "one), which are not part of the network's forward, so they are skipped.",
+            SkippedModulesWarning,
+            stacklevel=2,
+        )
     if not chosen:
+        layer_names = [n for n in names if n not in not_layers]
+        if not layer_names:
+            raise ValueError(
+                f"`layers={layers!r}` selects no module of {type(model).__name__}: it has no submodules"
+                + (f" other than metrics ({sorted(not_layers)[:3]})" if not_layers else "")
+                + ", and the model itself is never a layer (its output is the network's output). Watch a model "
+                "whose computation is done by submodules (e.g. nn.Linear, nn.Conv2d attributes or an nn.Sequential)."
+            )
         raise ValueError(
             f"`layers={layers!r}` selects no module of {type(model).__name__} "
-            f"(it has {len(names)} named submodules). Name modules explicitly, e.g. layers={names[:3]!r}."
+            f"(it has {len(layer_names)} named submodules that can be layers). Name modules explicitly, e.g. "
+            f"layers={layer_names[:3]!r}."
         )
     chosen = spread_evenly(chosen, max_layers)
     if len(chosen) < MIN_RECOMMENDED_LAYERS:

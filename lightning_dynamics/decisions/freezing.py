@@ -141,31 +141,40 @@ def settled_layers(
 def prefix_parameter_groups(model: nn.Module, layer_names: Sequence[str]) -> list[list[str]]:
     """The parameter names that belong to each monitored layer, front to back, for prefix freezing.
 
-    Walks ``model.named_parameters()`` (registration order; ``torch.compile``'s ``_orig_mod`` level removed). A
-    parameter inside a monitored layer belongs to it (the deepest such layer when monitored layers nest). A
-    parameter outside every monitored layer (a BatchNorm between two monitored convolutions, a ViT's
+    Walks ``model.named_parameters(remove_duplicate=False)`` (registration order; ``torch.compile``'s ``_orig_mod``
+    level removed). A parameter inside a monitored layer belongs to it (the deepest such layer when monitored layers
+    nest). A parameter outside every monitored layer (a BatchNorm between two monitored convolutions, a ViT's
     ``pos_embed``) belongs to the monitored layer registered before it, or to the first one if it comes before
     all of them: freezing the prefix up to layer ``k`` freezes everything registered up to the next monitored
     layer. Parameters after the last monitored layer belong to the last one (which is never frozen by default).
+
+    A tensor shared by several layers (tied weights: an output head that reuses the token embedding, as in GPT-2,
+    BERT's masked-language-model head and T5) belongs to the *last* monitored layer that uses it, under the name it
+    has there: freezing the embedding does not freeze the head's weight, which is frozen only with the head.
 
     Args:
         model: the network the monitor watches (the same root its layer names are relative to).
         layer_names: the monitored layers, in the history's order (``tracker.layer_names``).
 
     Returns:
-        one list of parameter names per monitored layer (a name appears once even if the tensor is shared).
+        one list of parameter names per monitored layer; each tensor appears once, in the group that owns it.
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Conv2d(2, 2, 3), nn.Linear(2, 2))
         >>> prefix_parameter_groups(net, ["0", "2", "3"])
         [['0.weight', '0.bias', '1.weight', '1.bias'], ['2.weight', '2.bias'], ['3.weight', '3.bias']]
+        >>> tied = nn.Sequential(nn.Embedding(5, 2), nn.Linear(2, 2), nn.Linear(2, 5, bias=False))
+        >>> tied[2].weight = tied[0].weight  # the head reuses the embedding
+        >>> prefix_parameter_groups(tied, ["0", "1", "2"])
+        [[], ['1.weight', '1.bias'], ['2.weight']]
     """
     if not layer_names:
         raise ValueError("`layer_names` must name at least one monitored layer, got an empty list.")
     index = {name: i for i, name in enumerate(layer_names)}
-    groups: list[list[str]] = [[] for _ in layer_names]
+    named = list(model.named_parameters(remove_duplicate=False))
+    chosen: dict[int, tuple[int, str]] = {}  # id of the tensor -> (its group, its name there)
     owner = 0
-    for name, _ in model.named_parameters():
+    for name, parameter in named:
         clean = ".".join(part for part in name.split(".") if part != "_orig_mod")
         parts = clean.split(".")
         for cut in range(len(parts) - 1, 0, -1):
@@ -173,8 +182,29 @@ def prefix_parameter_groups(model: nn.Module, layer_names: Sequence[str]) -> lis
             if layer in index:
                 owner = index[layer]
                 break
-        groups[owner].append(name)
+        if id(parameter) not in chosen or owner >= chosen[id(parameter)][0]:
+            chosen[id(parameter)] = (owner, name)
+    groups: list[list[str]] = [[] for _ in layer_names]
+    for name, parameter in named:
+        group, chosen_name = chosen[id(parameter)]
+        if name == chosen_name:
+            groups[group].append(name)
     return groups
+
+
+def tied_parameter_names(model: nn.Module) -> list[list[str]]:
+    """The names of each tensor that several modules share (tied weights), in registration order.
+
+    Example:
+        >>> tied = nn.Sequential(nn.Embedding(5, 2), nn.Linear(2, 5, bias=False))
+        >>> tied[1].weight = tied[0].weight
+        >>> tied_parameter_names(tied)
+        [['0.weight', '1.weight']]
+    """
+    names: dict[int, list[str]] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(parameter), []).append(name)
+    return [group for group in names.values() if len(group) > 1]
 
 
 @dataclass
@@ -291,7 +321,14 @@ class LayerFreezer:
             self._layer_names = names
             self.streaks = [0] * len(names)
         self._groups = prefix_parameter_groups(model, names)
-        self._params = dict(model.named_parameters())
+        self._params = dict(model.named_parameters(remove_duplicate=False))  # a tied tensor under each of its names
+        tied = tied_parameter_names(model)
+        if tied and self.info is not None:
+            self.info(
+                "LayerFreezer: tied parameters "
+                + "; ".join(" = ".join(group) for group in tied)
+                + ": each belongs to the last monitored layer that uses it and is frozen only with that layer."
+            )
         frozen_by_us = {p for group in self._groups[: self.n_frozen] for p in group}
         self._user_frozen = {n for n, p in self._params.items() if not p.requires_grad and n not in frozen_by_us}
         if self._pending_state is not None:

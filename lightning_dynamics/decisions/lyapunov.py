@@ -32,6 +32,7 @@ from typing import Any, TypeGuard
 import torch
 from torch import Tensor, nn
 
+from lightning_dynamics.capture.hooks import side_forward
 from lightning_dynamics.validation import (
     ANY_DICT,
     Bool,
@@ -550,7 +551,8 @@ class TwinTrajectory:
         self.real_steps += 1
         growth = None
         if self.running:
-            with self.swapped():
+            # The shadow's forward is not training: no layer monitor records it.
+            with self.swapped(), side_forward(self):
                 with torch.enable_grad(), self._autocast_probe():
                     loss = loss_closure()
                     if not isinstance(loss, Tensor) or loss.numel() != 1:

@@ -53,7 +53,9 @@ class DynamicsConfig:
         volatility_window: ``k``, stability-index values per volatility value (>= 2).
         weights: ``(w_I, w_M)``, non-negative, summing to 1 (so the index stays in ``[0, 1]``).
         h_opt, sigma: the integration map :math:`\exp(-(\alpha - h_{opt})^2 / 2\sigma^2)`.
-        history_window: compute the whole-history measures over the last this many points only (None: all).
+        history_window: compute the whole-history measures over the last this many points only (None: all). The
+            measures that need more read what they need, so each appears at its ``defined_from()``: the stability
+            index its last ``window`` points, ``relative_change`` its last ``2 * window + 1``.
         compute_phase_integration: also compute ``phase_integration`` (O(L^2) per sample point).
         every_n_steps: a sample point every this many optimizer steps, with the measures computed and logged at
             each; ``None``: sample by epoch.

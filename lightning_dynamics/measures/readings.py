@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from lightning_dynamics.functional import InsufficientDataWarning, surrogate_histories
+from lightning_dynamics.functional.change import relative_change_defined_from
 from lightning_dynamics.measures.config import DynamicsConfig
 from lightning_dynamics.measures.context import MeasureContext
 from lightning_dynamics.measures.registry import MEASURES, NULL_LEVEL, NULL_SUFFIXES, compute_measures
@@ -207,10 +208,14 @@ def points_read(measure: str, index: int, config: Mapping[str, Any]) -> int:
         (10, 4)
         >>> points_read("stability_index", 30, {"window": 16})
         16
+        >>> points_read("relative_change", 40, {"window": 16, "history_window": 16})  # its 2 * window + 1 at least
+        33
     """
     if measure in WINDOWED_MEASURES and config.get("window"):
         return int(config["window"])
     history_window = config.get("history_window")
+    if history_window and measure == "relative_change" and config.get("window"):
+        history_window = max(int(history_window), relative_change_defined_from(int(config["window"])))  # its minimum
     return min(index + 1, int(history_window)) if history_window else index + 1
 
 

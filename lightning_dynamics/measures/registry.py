@@ -117,7 +117,11 @@ def _stability(point: MeasureContext) -> Tensor:
 
 
 def _relative_change(point: MeasureContext) -> Tensor:
-    return median_relative_change(point.x, point.config.window)
+    # At least the 2 * window + 1 points it needs, whatever history_window is (as the stability index reads its own
+    # window): a history_window below that would leave it NaN for the whole run, although defined_from promises it.
+    needed = relative_change_defined_from(point.config.window)
+    x = point.x if point.x.shape[-1] >= needed else point.full[..., -needed:]
+    return median_relative_change(x, point.config.window)
 
 
 def _complexity(key: str) -> Callable[[MeasureContext], Tensor]:
@@ -307,6 +311,8 @@ def null_bands(
         window = x if config.history_window is None else x[..., -config.history_window :]
         if kind == "shuffle" and "stability_index" in wanted:
             window = x[..., -max(config.window, window.shape[-1]) :]
+        if kind == "shuffle" and "relative_change" in wanted:
+            window = x[..., -max(relative_change_defined_from(config.window), window.shape[-1]) :]
         histories = surrogate_histories(window, n, method=kind, detrend=config.detrend, generator=generator)
         values = compute_measures(MeasureContext(histories, config), wanted)
         k = max(1, int(NULL_LEVEL / 2 * (n + 1)))

@@ -49,6 +49,7 @@ from lightning_dynamics.capture import (
     release_claim,
     save_history,
     select_layers,
+    side_forward,
 )
 from lightning_dynamics.capture.history import nan_padded
 from lightning_dynamics.capture.layer_selection import LayerSelection
@@ -259,13 +260,28 @@ class DynamicsTracker:
     # ------------------------------------------------------------------ attach / detach
 
     def attach(
-        self, model: nn.Module, device: torch.device | str | None = None, capture_training_forwards: bool = True
+        self,
+        model: nn.Module,
+        device: torch.device | str | None = None,
+        capture_training_forwards: bool = True,
+        *,
+        record_during: tuple[object, str] | None = None,
+        pause_during: tuple[object, str] | None = None,
     ) -> DynamicsTracker:
         """Select the layers of ``model`` and register the hooks (for ``source="train"``).
 
-        With ``capture_training_forwards`` (plain loops, Fabric), every call of ``model`` in training mode is
-        recorded and calls in eval mode (validation) are not; without it (the Lightning adapter), recording is
-        switched on and off explicitly (:meth:`batch_start`, :attr:`capture_enabled`, :meth:`capturing`).
+        Which forwards are recorded (forwards marked as :func:`~lightning_dynamics.capture.side_forward`, such as
+        another tracker's probe or a twin trajectory's step, never are):
+
+        * ``record_during=(owner, name)``: the calls made while ``owner.<name>(...)`` runs, and nothing else: the
+          framework's training step (the Lightning adapter: its strategy's ``training_step``, which only the
+          training loop calls; the transformers adapter: ``Trainer.training_step``). Forwards that other callbacks
+          run in their hooks are not recorded, whatever the callbacks' order.
+        * otherwise, with ``capture_training_forwards`` (plain loops, Fabric), every call of ``model`` in training
+          mode, except while ``pause_during=(owner, name)`` runs (Fabric: ``Fabric.call``, the callbacks' hooks);
+          calls in eval mode (validation) are not recorded;
+        * otherwise recording is switched on and off explicitly (:meth:`batch_start`, :attr:`capture_enabled`,
+          :meth:`capturing`).
 
         Attaching again to the same modules (e.g. a second ``fit`` of the same model) continues the history in a
         new segment; attaching to other modules starts a fresh one and says so. A pending
@@ -316,8 +332,12 @@ class DynamicsTracker:
                 self.statistics.pad_to(self.history.length)
         if self.source == "train":
             self._capture.attach()
-            if capture_training_forwards:
+            if record_during is not None:
+                self._capture.record_during(*record_during)
+            elif capture_training_forwards:
                 self._gate_handle = model.register_forward_pre_hook(self._gate)
+            if pause_during is not None:
+                self._capture.pause_during(*pause_during)
         if self._pending_state is not None:
             state, self._pending_state = self._pending_state, None
             self._restore(state)
@@ -348,12 +368,23 @@ class DynamicsTracker:
         self._accumulator.load_state_dict(acc_state)
 
     @property
+    def _switched_by_batches(self) -> bool:
+        """Recording is switched on at :meth:`batch_start` and off at :meth:`batch_end` (no gate, no window)."""
+        return self._gate_handle is None and not (self._capture is not None and self._capture.windowed)
+
+    @property
     def capture_enabled(self) -> bool:
-        return self._capture is not None and self._capture.enabled
+        """Whether the hooks record now. Set by hand: on or off (with a method window, off suspends recording
+        inside the window too, until set on again)."""
+        return self._capture is not None and self._capture.enabled and not self._capture.suspended
 
     @capture_enabled.setter
     def capture_enabled(self, value: bool) -> None:
-        if self._capture is not None:
+        if self._capture is None:
+            return
+        if self._capture.windowed:
+            self._capture.suspended = not value
+        else:
             self._capture.enabled = bool(value)
 
     @contextmanager
@@ -390,6 +421,8 @@ class DynamicsTracker:
         is_global_zero: bool = True,
         capture_training_forwards: bool = True,
         probe_context: Callable[[], Any] | None = None,
+        record_during: tuple[object, str] | None = None,
+        pause_during: tuple[object, str] | None = None,
     ) -> DynamicsTracker:
         """Start (or continue) a fit: attach the hooks, set up the processes' agreement and claim the history file.
 
@@ -403,10 +436,16 @@ class DynamicsTracker:
             history_dir: where ``<prefix>_history.pt`` goes (claimed now, versioned ``-v1``, ... when taken);
                 ``None``: no file.
             is_global_zero: only the first process claims and writes the file.
-            capture_training_forwards: see :meth:`attach`.
+            capture_training_forwards, record_during, pause_during: which forwards are recorded, see :meth:`attach`.
             probe_context: a context-manager factory around the probe forward (e.g. a precision plugin's).
         """
-        self.attach(model, device=device, capture_training_forwards=capture_training_forwards)
+        self.attach(
+            model,
+            device=device,
+            capture_training_forwards=capture_training_forwards,
+            record_during=record_during,
+            pause_during=pause_during,
+        )
         self.is_global_zero = is_global_zero
         self._reduce = reduce
         self._probe_context = probe_context
@@ -455,7 +494,7 @@ class DynamicsTracker:
     def batch_start(self, batch: Any = None) -> None:
         """A training batch begins: record it (adapters that switch recording per batch) or keep it as probe."""
         if self.source == "train":
-            if self._gate_handle is None:
+            if self._switched_by_batches:
                 self.capture_enabled = True
         elif self.probe_batch is None and batch is not None:
             self.probe_batch = _detached_copy(batch)
@@ -476,7 +515,7 @@ class DynamicsTracker:
             n_batches: batches in the epoch (default: as given to :meth:`epoch_start`; ``None`` or ``inf``: unknown).
             logged: other scalars to record with a point closed here (e.g. the training loss).
         """
-        if self.source == "train" and self._gate_handle is None:
+        if self.source == "train" and self._switched_by_batches:
             self.capture_enabled = False
         if self.statistics is not None:
             self.statistics.after_optimizer_step()
@@ -771,7 +810,7 @@ class DynamicsTracker:
         try:
             with (
                 self._capture,
-                self._capture.capturing(),
+                side_forward(self._capture),  # recorded here, by no other tracker
                 torch.no_grad(),
                 probe_context() if probe_context is not None else nullcontext(),
             ):

@@ -51,7 +51,10 @@ def main(out: Path) -> None:
         return all_reduce(*args, **kwargs)
 
     dist.all_reduce = counted_all_reduce
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        dist.all_reduce = all_reduce
     assert monitor.tracker.history is not None
     torch.save(
         {
@@ -68,3 +71,10 @@ def main(out: Path) -> None:
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
+    # The Trainer leaves its gloo process group alive. Left to the interpreter's exit, its worker threads may still
+    # hold work objects whose tensors are freed during finalization, where taking the GIL aborts the process (SIGABRT;
+    # pytorch/pytorch#179291): a rank "aborted" now and then in loaded runs. Both ranks are done with the group (the
+    # barrier), then each destroys it while the interpreter is whole. (Not on failure: a rank that raised mid-run
+    # exits at once, and torchrun stops the other instead of leaving it in a barrier that never completes.)
+    dist.barrier()
+    dist.destroy_process_group()

@@ -175,9 +175,13 @@ def test_plain_loop_records_training_mode_forwards_only() -> None:
     assert tracker.history is not None
     expected = model[0](x).detach().square().mean().sqrt()
     torch.testing.assert_close(tracker.history.values[0, 0], expected)
-    stats = {f"stats/{key}" for key in STAT_KEYS}  # the layer statistics' summaries over depth
-    assert set(values) == set(tracker.keys) | stats and set(MEASURE_KEYS) <= set(values)
+    assert set(values) == set(tracker.keys) and set(MEASURE_KEYS) <= set(values)  # no layer statistics by default
     tracker.detach()
+    with_stats = DynamicsTracker(layers=["0"], layer_stats=True).attach(model)
+    model(x)
+    stats = {f"stats/{key}" for key in STAT_KEYS}  # the layer statistics' summaries over depth
+    assert set(with_stats.sample(epoch=0, step=1)) == set(with_stats.keys) | stats
+    with_stats.detach()
     assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == 0
 
 

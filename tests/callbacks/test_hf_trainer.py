@@ -19,7 +19,15 @@ import torch
 from torch import Tensor
 
 pytest.importorskip("transformers")
-from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    Trainer,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
 
 from lightning_dynamics import DynamicsTracker
 from lightning_dynamics.callbacks.hf import STATE_FILENAME, DynamicsTrainerCallback
@@ -103,7 +111,9 @@ def _assert_same_series(a: dict[str, list[float]], b: dict[str, list[float]]) ->
 def test_trainer_callback_matches_the_plain_loop(tmp_path: Path) -> None:
     """Same model, same batches, same SGD: the Trainer adapter and a plain loop over the tracker agree point for
     point (summaries rtol 1e-6, every measure), and the values reach the Trainer's log_history and output_dir."""
-    monitor = DynamicsTrainerCallback(points_per_epoch=8, null_surrogates=NULL_SURROGATES, verbose=False)
+    monitor = DynamicsTrainerCallback(
+        points_per_epoch=8, null_surrogates=NULL_SURROGATES, verbose=False, layer_stats=True
+    )
     fed: list[dict[str, Any]] = []  # the Trainer's training batches, as the model received them
 
     def record(module: torch.nn.Module, args: Any, kwargs: dict[str, Any]) -> None:
@@ -118,7 +128,7 @@ def test_trainer_callback_matches_the_plain_loop(tmp_path: Path) -> None:
 
     model = _model()
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
-    tracker = DynamicsTracker(config=monitor.tracker.config, verbose=False)
+    tracker = DynamicsTracker(config=monitor.tracker.config, verbose=False, layer_stats=True)
     tracker.begin_fit(model)
     model.train()
     step = 0
@@ -219,6 +229,91 @@ def test_trainer_callback_probe_logged_losses_and_a_warning_without_its_trainer(
     np.testing.assert_allclose(
         tracker.logged["loss"], [math.nan, losses[4], math.nan, losses[8]], rtol=1e-12, equal_nan=True
     )
+
+
+class _TrainModeForward(TrainerCallback):
+    """Another callback's forward in training mode, with grad, around each optimizer step."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        model = kwargs["model"]
+        assert model.training
+        model(input_ids=torch.arange(24).reshape(4, 6) % 16).logits.sum()
+        self.calls += 1
+
+    on_step_end = on_step_begin
+
+
+def test_trainer_callback_records_the_training_forward_only(tmp_path: Path) -> None:
+    """Callbacks registered before and after the monitor run the model in training mode: not recorded."""
+
+    def monitor() -> DynamicsTrainerCallback:
+        return DynamicsTrainerCallback(
+            points_per_epoch=8, null_surrogates=None, save_history=False, log_dashboard=False, verbose=False
+        )
+
+    alone = monitor()
+    _train(tmp_path / "alone", alone, num_train_epochs=1)
+    watched, before, after = monitor(), _TrainModeForward(), _TrainModeForward()
+    model = _model()
+    trainer = Trainer(
+        model=model,
+        args=_args(tmp_path / "crowded", num_train_epochs=1),
+        train_dataset=_dataset(),
+        optimizers=(torch.optim.SGD(model.parameters(), lr=LR), None),
+        callbacks=[before],
+    )
+    watched.add_to(trainer)
+    trainer.add_callback(after)
+    trainer.train()
+    assert before.calls == after.calls == 2 * N_EXAMPLES // BATCH
+    a, b = alone.tracker.history, watched.tracker.history
+    assert a is not None and b is not None and a.length == b.length == 8
+    torch.testing.assert_close(b.values, a.values, rtol=1e-6, atol=1e-9)
+    assert "training_step" not in vars(trainer)  # the Trainer's own method again
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    """The examples as an iterable without a length: the Trainer's epochs end when it runs out (short epochs)."""
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(_dataset())
+
+
+class _StopEpochEarly(TrainerCallback):
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        if state.global_step % 8 == 4:
+            control.should_epoch_stop = True
+
+
+@pytest.mark.parametrize("short", ["iterable", "should_epoch_stop"])
+def test_trainer_callback_numbers_epochs_after_a_short_epoch(tmp_path: Path, short: str) -> None:
+    """The Trainer's state.epoch is fractional after a short epoch; the points still carry 0, 1, 2, 3."""
+    monitor = DynamicsTrainerCallback(
+        points_per_epoch=1, null_surrogates=None, save_history=False, log_dashboard=False, verbose=False
+    )
+    model = _model()
+    if short == "iterable":  # 8 steps an epoch, out of max_steps=32: each epoch is a quarter of the "epoch" length
+        overrides: dict[str, Any] = {"max_steps": 32}
+        data: Any = _Stream()
+        callbacks: list[TrainerCallback] = []
+    else:  # the first epoch stops after 4 of its 8 steps, every later one at the step that is 4 mod 8
+        overrides, data, callbacks = {"num_train_epochs": 4}, _dataset(), [_StopEpochEarly()]
+    trainer = Trainer(
+        model=model,
+        args=_args(tmp_path, **overrides),
+        train_dataset=data,
+        optimizers=(torch.optim.SGD(model.parameters(), lr=LR), None),
+        callbacks=callbacks,
+    )
+    monitor.add_to(trainer)
+    trainer.train()
+    history = monitor.tracker.history
+    assert history is not None
+    assert history.epochs == [0, 1, 2, 3]
+    assert history.steps == ([8, 16, 24, 32] if short == "iterable" else [4, 12, 20, 28])
 
 
 @pytest.mark.slow

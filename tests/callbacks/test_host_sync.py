@@ -71,7 +71,9 @@ class RecordSteps(pl.Callback):
             self.steps += 1
 
 
-@pytest.mark.parametrize("config", [{}, {"layers": "all", "max_layers": None}, {"summary": "std"}])
+@pytest.mark.parametrize(
+    "config", [{}, {"layers": "all", "max_layers": None}, {"summary": "std"}, {"layer_stats": True}]
+)
 def test_monitor_adds_no_syncing_operator_to_training_steps(tmp_path: Path, config: dict) -> None:
     counts, dispatched = {}, {}
     for name, callbacks in (
@@ -113,7 +115,9 @@ def _plain_loop_syncs(with_tracker: bool) -> tuple[Counter[str], int]:
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
     config = DynamicsConfig(points_per_epoch=1, null_surrogates=None)
-    tracker = DynamicsTracker(config=config, verbose=False, save_history=False) if with_tracker else None
+    tracker = (
+        DynamicsTracker(config=config, layer_stats=True, verbose=False, save_history=False) if with_tracker else None
+    )
     if tracker is not None:
         tracker.begin_fit(model)
     recorder, step = SyncRecorder(), 0

@@ -4,7 +4,13 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_dynamics.capture import FewLayersWarning, select_layers, spread_evenly
+from lightning_dynamics.capture import (
+    FewLayersWarning,
+    SkippedModulesWarning,
+    is_metric_module,
+    select_layers,
+    spread_evenly,
+)
 from tests.helpers import TinyNet
 
 
@@ -110,3 +116,52 @@ def test_fewer_than_three_layers_warn() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         select_layers(TinyNet())
+
+
+class _Affine(nn.Module):
+    """A model with no submodules: its computation uses its own parameters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight
+
+
+@pytest.mark.parametrize("layers", ["auto", "all", lambda n, m: True])
+def test_a_model_without_submodules_is_told_so_never_to_pass_an_empty_list(layers: object) -> None:
+    with pytest.raises(ValueError, match="has no submodules") as error:
+        select_layers(_Affine(), layers)  # type: ignore[arg-type]
+    assert "layers=[]" not in str(error.value) and "never a layer" in str(error.value)
+
+
+@pytest.mark.filterwarnings("ignore::lightning_dynamics.capture.FewLayersWarning")
+def test_metric_modules_are_never_layers_and_are_named() -> None:
+    torchmetrics = pytest.importorskip("torchmetrics")
+
+    class Classifier(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+            self.acc = torchmetrics.classification.MulticlassAccuracy(num_classes=3)
+            self.metrics = torchmetrics.MetricCollection({"f1": torchmetrics.classification.MulticlassF1Score(3)})
+
+    model = Classifier()
+    with pytest.warns(SkippedModulesWarning, match=r"'acc', 'metrics.f1'.*not part of the network's forward"):
+        assert names(select_layers(model, "all")) == ["net.0", "net.1", "net.2"]
+    with pytest.warns(SkippedModulesWarning, match="'acc'"):
+        assert names(select_layers(model, ["net.0", "net.2", "acc"])) == ["net.0", "net.2"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SkippedModulesWarning)  # "auto" never matched them: nothing to say
+        warnings.simplefilter("ignore", FewLayersWarning)
+        assert names(select_layers(model)) == ["net.0", "net.2"]
+    assert is_metric_module(model.acc) and is_metric_module(model.metrics) and not is_metric_module(model.net)
+
+
+def test_metric_modules_are_recognised_without_torchmetrics() -> None:
+    """By the names of their classes, as a stand-in package shows: torchmetrics need not be importable."""
+    metric_base = type("Metric", (nn.Module,), {"__module__": "torchmetrics.metric"})
+    accuracy = type("Accuracy", (metric_base,), {"__module__": "torchmetrics.classification.accuracy"})
+    lookalike = type("Metric", (nn.Module,), {"__module__": "my_project.metrics"})
+    assert is_metric_module(accuracy()) and not is_metric_module(lookalike())

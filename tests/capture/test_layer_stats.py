@@ -194,7 +194,7 @@ def test_tracker_series_match_the_full_activations_of_each_interval() -> None:
         net[0].bias[:3] = -50.0  # three dead channels
         net[3].bias[:4] = 30.0  # four saturated features
     recorder = _Recorder([net[1], net[4]])
-    tracker = DynamicsTracker(verbose=False, save_history=False, config=FAST).begin_fit(net)
+    tracker = DynamicsTracker(layer_stats=True, verbose=False, save_history=False, config=FAST).begin_fit(net)
     opt = torch.optim.SGD(net.parameters(), lr=0.01)
     step = 0
     for epoch in range(2):
@@ -231,7 +231,9 @@ def test_tracker_series_match_the_full_activations_of_each_interval() -> None:
 def test_tracker_state_resumes_the_series_exactly() -> None:
     torch.manual_seed(6)
     net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-    tracker = DynamicsTracker(verbose=False, save_history=False, layers=["0", "2"], config=FAST).begin_fit(net)
+    tracker = DynamicsTracker(
+        layer_stats=True, verbose=False, save_history=False, layers=["0", "2"], config=FAST
+    ).begin_fit(net)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     for step in range(1, 4):
         net(torch.randn(4, 4)).sum().backward()
@@ -241,13 +243,13 @@ def test_tracker_state_resumes_the_series_exactly() -> None:
         tracker.sample(0, step, compute=False)
     net(torch.randn(4, 4))  # an open interval: its counts go into the state too
     state = tracker.state_dict()
-    resumed = DynamicsTracker(verbose=False, save_history=False, layers=["0", "2"], config=FAST)
+    resumed = DynamicsTracker(layer_stats=True, verbose=False, save_history=False, layers=["0", "2"], config=FAST)
     resumed.load_state_dict(state)
     resumed.attach(net)
     assert resumed.statistics.series() == tracker.statistics.series()
     assert torch.equal(resumed.statistics.packed(), tracker.statistics.packed())
     bad = dict(state, layer_stats=dict(state["layer_stats"], layer_names=["x"]))
     with pytest.raises(ValueError, match="layer_stats"):
-        DynamicsTracker(verbose=False, save_history=False, layers=["0", "2"], config=FAST).attach(net).load_state_dict(
-            bad
-        )
+        DynamicsTracker(layer_stats=True, verbose=False, save_history=False, layers=["0", "2"], config=FAST).attach(
+            net
+        ).load_state_dict(bad)
