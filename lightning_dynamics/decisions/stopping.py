@@ -173,19 +173,20 @@ class RelativeChangeRule:
 
     1. Per epoch and layer (:meth:`epoch_movement`): the mean of its points, and its **movement**
        :math:`m_l(e) = |\bar x_l(e) - \bar x_l(e - 1)| + \text{spread}_l(e)`, the change of the epoch mean plus
-       the mean absolute deviation of the epoch's points around their mean (0 with one point per epoch). The
-       spread keeps an oscillation faster than an epoch, which the epoch means cancel, counted as movement.
+       the structured spread of the epoch's points around their mean, batch noise removed (0 with one point per
+       epoch). The spread keeps an oscillation faster than an epoch, which the epoch means cancel, counted as
+       movement.
     2. :math:`s` = median over layers of the mean movement of the last ``w =`` ``window_epochs`` epochs over that
        of the first half's (:func:`~lightning_dynamics.functional.relative_change` of the movements), and its
        p-value under a time-shuffle null of the movements (:func:`~lightning_dynamics.functional.relative_change_test`,
        ``n_permutations`` surrogates, one permutation shared by all layers).
     3. **Drift guard** (``drift_guard``): a first half that holds the learning transient makes any later motion
-       look small, a small random walk included. So the last ``2 w`` epoch means must also look settled on
-       their own: either mean-reverting (the median over layers of the variance of the levels over the mean
-       squared change is low against the same increments in shuffled order: a level with noise, not a walk)
-       or still shrinking (the mean absolute change of the last ``w`` epochs over that of the ``w`` before is
-       low against the shuffled order: a decaying trend). Its p-value is the smaller of the two, doubled
-       (Bonferroni), and must be at most ``alpha``.
+       look small, a small random walk included. So the epoch means of the second half (the changes the
+       reference does not hold) must also look settled on their own: either mean-reverting (the median over
+       layers of the variance of the levels over the mean squared change is low against the same changes in
+       shuffled order: a level with noise, not a walk) or still shrinking (the mean absolute change of the
+       later half of them over the earlier half is low against the shuffled order: a decaying trend). Its
+       p-value is the smaller of the two, doubled (Bonferroni), and must be at most ``drift_alpha``.
     4. The check passes when :math:`s \le` ``ratio``, :math:`p \le` ``alpha`` and the guard holds; the rule
        stops after ``patience`` consecutive passing checks, not before ``min_epochs``. With
        ``stopping_threshold``, a check with :math:`s \le` ``stopping_threshold`` that passes otherwise stops at once.
@@ -206,7 +207,7 @@ class RelativeChangeRule:
 
     Args:
         ratio: largest median relative change that counts as settled, in ``(0, 1)``.
-        alpha: significance level of the permutation tests, in ``(0, 1)``; at least ``2 / (1 + n_permutations)``.
+        alpha: significance level of the relative-change test, in ``(0, 1)``; at least ``1 / (1 + n_permutations)``.
         patience: consecutive passing checks needed (>= 1).
         window_epochs: ``w``, the recent window in epochs (>= 2); the rule needs ``2 * w + 1`` epochs with points.
         min_epochs: never stop before this epoch (>= 0).
@@ -216,6 +217,7 @@ class RelativeChangeRule:
         seed: of the permutations (reproducible decisions; every process draws the same ones).
         sub_epoch: count the spread of the points within an epoch as movement (step 1).
         drift_guard: apply step 3.
+        drift_alpha: the guard's level, in ``(0, 1)``; at least ``2 / (1 + n_permutations)``.
         schedule: ``"wait"``, ``"warn"`` or ``"ignore"`` (step 5).
 
     Attributes:
@@ -245,6 +247,7 @@ class RelativeChangeRule:
     seed: int = 0
     sub_epoch: bool = True
     drift_guard: bool = True
+    drift_alpha: float = 0.05
     schedule: str = "wait"
     wait_count: int = field(default=0, init=False)
     statistic: float = field(default=math.nan, init=False)
@@ -265,15 +268,18 @@ class RelativeChangeRule:
         self.seed = check_int("seed", self.seed, 0)  # type: ignore[assignment]
         self.sub_epoch = check_bool("sub_epoch", self.sub_epoch)
         self.drift_guard = check_bool("drift_guard", self.drift_guard)
+        self.drift_alpha = _check_probability("drift_alpha", self.drift_alpha)
         if self.schedule not in SCHEDULE_POLICIES:
             raise ValueError(f"`schedule` must be one of {SCHEDULE_POLICIES}, got {self.schedule!r}.")
-        # The drift guard doubles its smallest p-value (two tests, Bonferroni): alpha must be reachable.
-        smallest = (2.0 if self.drift_guard else 1.0) / (1 + self.n_permutations)
-        if self.alpha < smallest:
-            raise ValueError(
-                f"`alpha` must be at least {smallest:.4g} (the smallest p-value {self.n_permutations} permutations "
-                f"can give{', doubled by the drift guard' if self.drift_guard else ''}), got {self.alpha!r}."
-            )
+        for name, level, smallest in (
+            ("alpha", self.alpha, 1.0 / (1 + self.n_permutations)),
+            ("drift_alpha", self.drift_alpha, 2.0 / (1 + self.n_permutations)),  # two tests, Bonferroni
+        ):
+            if level < smallest:
+                raise ValueError(
+                    f"`{name}` must be at least {smallest:.4g} (the smallest p-value {self.n_permutations} "
+                    f"permutations can give{', doubled' if name == 'drift_alpha' else ''}), got {level!r}."
+                )
 
     @staticmethod
     def epoch_means(x: Tensor, epochs: Sequence[int]) -> Tensor:
@@ -287,40 +293,56 @@ class RelativeChangeRule:
 
     @staticmethod
     def epoch_movement(x: Tensor, epochs: Sequence[int]) -> tuple[Tensor, Tensor]:
-        """Per epoch: the mean of its points ``[L, E]`` and their spread ``[L, E]`` (mean absolute deviation).
+        r"""Per epoch: the mean of its points ``[L, E]`` and their structured spread ``[L, E]``.
 
         Averaging the points of an epoch removes most batch-to-batch noise of sub-epoch sampling; the spread keeps
-        what the average cancels (an oscillation inside the epoch). One point per epoch: spread 0.
+        what the average cancels (an oscillation inside the epoch, a trend within it) without counting the batch
+        noise itself. Of an epoch's ``n`` deviations from their mean, the structured variance is their mean square
+        less the white-noise part, read from the median of their periodogram (a flat spectrum for independent
+        batches: the median of ``n/2`` exponential ordinates over ``ln 2``, robust to a few peaks; Whittle's
+        estimate of a noise floor). The spread is its signed square root: about 0 on batch noise (either sign),
+        :math:`A / \sqrt{2}` for an oscillation of amplitude ``A``. Epochs with fewer than 4 points: spread 0.
 
         Example:
-            >>> x = torch.tensor([[1.0, 3.0, 5.0, 6.0, 8.0]])
-            >>> RelativeChangeRule.epoch_movement(x, [0, 0, 1, 1, 3])
-            (tensor([[2.0000, 5.5000, 8.0000]]), tensor([[1.0000, 0.5000, 0.0000]]))
+            >>> t = torch.arange(64, dtype=torch.float64)
+            >>> x = torch.stack([torch.sin(torch.pi * t / 2)])  # period 4 points, amplitude 1, 32 points per epoch
+            >>> means, spread = RelativeChangeRule.epoch_movement(x, [i // 32 for i in range(64)])
+            >>> [round(v, 3) for v in spread[0].tolist()]
+            [0.707, 0.707]
         """
         index = torch.as_tensor([int(e) for e in epochs], dtype=torch.long)
-        unique, inverse = torch.unique_consecutive(index, return_inverse=True)
-        counts = torch.zeros(len(unique), dtype=x.dtype).index_add_(0, inverse, torch.ones_like(index, dtype=x.dtype))
-        means = torch.zeros(x.shape[0], len(unique), dtype=x.dtype).index_add_(1, inverse, x) / counts
-        deviation = (x - means[:, inverse]).abs()
-        spread = torch.zeros_like(means).index_add_(1, inverse, deviation) / counts
+        unique, inverse, counts = torch.unique_consecutive(index, return_inverse=True, return_counts=True)
+        means = torch.zeros(x.shape[0], len(unique), dtype=x.dtype).index_add_(1, inverse, x) / counts.to(x.dtype)
+        spread = torch.zeros_like(means)
+        ends = counts.cumsum(0).tolist()
+        for e, (stop, n) in enumerate(zip(ends, counts.tolist(), strict=True)):
+            if n < 4:
+                continue
+            deviation = x[:, stop - n : stop] - means[:, e : e + 1]
+            periodogram = torch.fft.rfft(deviation, dim=-1)[:, 1:].abs().square() / n  # [L, n // 2]
+            white = periodogram.median(-1).values / math.log(2)
+            structured = deviation.square().mean(-1) - white
+            spread[:, e] = structured.sign() * structured.abs().sqrt()
         return means, spread
 
     def _drift_p_value(self, means: Tensor, generator: torch.Generator) -> float:
-        """Step 3: min of the mean-reversion and shrinkage p-values over the last ``2 w`` changes, doubled."""
-        w = self.window_epochs
-        d = means[:, -(2 * w + 1) :].diff(dim=-1)  # [L, 2w]
+        """Step 3 on the changes of the second half of the epoch means: min of two permutation p-values, doubled."""
+        d = means.diff(dim=-1)
+        d = d[:, d.shape[-1] // 2 :]  # the changes the reference (the first half) does not hold
         d = d[torch.isfinite(d).all(-1)]
-        if d.shape[0] == 0:
+        n = d.shape[-1]
+        if d.shape[0] == 0 or n < 4:
             return math.nan
-        order = torch.stack([torch.randperm(2 * w, generator=generator) for _ in range(self.n_permutations)])
-        shuffled = torch.cat([d.unsqueeze(1), d[:, order]], 1)  # [L, 1 + P, 2w], the observed order first
+        half = n // 2
+        order = torch.stack([torch.randperm(n, generator=generator) for _ in range(self.n_permutations)])
+        shuffled = torch.cat([d.unsqueeze(1), d[:, order]], 1)  # [L, 1 + P, n], the observed order first
 
         def reversion(v: Tensor) -> Tensor:
             levels = torch.cat([torch.zeros_like(v[..., :1]), v.cumsum(-1)], -1)
             return levels.var(-1, unbiased=False) / v.square().mean(-1)
 
         def shrinkage(v: Tensor) -> Tensor:
-            return v[..., w:].abs().mean(-1) / v[..., :w].abs().mean(-1)
+            return v[..., n - half :].abs().mean(-1) / v[..., :half].abs().mean(-1)
 
         p_values = []
         for statistic in (reversion, shrinkage):
@@ -391,7 +413,7 @@ class RelativeChangeRule:
             passed = self.p_value <= self.alpha
             if passed and self.drift_guard:
                 self.drift_p_value = self._drift_p_value(means, generator)
-                passed = self.drift_p_value <= self.alpha
+                passed = self.drift_p_value <= self.drift_alpha
         if epoch < self.min_epochs:
             return False, DynamicsStoppingReason.NOT_STOPPED, None
         detail = (
