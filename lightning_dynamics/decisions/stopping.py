@@ -247,7 +247,7 @@ class RelativeChangeRule:
     seed: int = 0
     sub_epoch: bool = True
     drift_guard: bool = True
-    drift_alpha: float = 0.05
+    drift_alpha: float = 0.02
     schedule: str = "wait"
     wait_count: int = field(default=0, init=False)
     statistic: float = field(default=math.nan, init=False)

@@ -97,3 +97,23 @@ def test_a_csv_run_and_its_history_give_one_convergence_report(tmp_path) -> None
     from_history = load_run(save_history(state, tmp_path / "dynamics_history.pt")).convergence
     assert convergence_report(tmp_path) == from_history
     assert from_history.signal_epoch == 6 and from_history.plateau_epoch == 6
+
+
+def test_the_signal_replays_the_rule_that_stops() -> None:
+    """With a history, the marker is DynamicsEarlyStopping's default rule (relative change), not the volatility rule."""
+    import torch
+
+    from lightning_dynamics.decisions.stopping import RelativeChangeRule
+    from lightning_dynamics.report.analysis import convergence_points
+
+    t = torch.arange(40, dtype=torch.float64)
+    x = torch.stack([s * (1 - torch.exp(-t / 4)) for s in (1.0, 2.0, 3.0)]).repeat_interleave(2, dim=1)
+    epochs = [i // 2 for i in range(80)]
+    time = [i / 2 for i in range(80)]
+    flat_volatility = [0.0] * 80  # the legacy rule would fire at once on it
+    report = convergence_points(time, flat_volatility, None, history=(x, epochs))
+    rule = RelativeChangeRule()
+    stop = next(e for e in range(40) if rule.update(x[:, : 2 * e + 2], epochs[: 2 * e + 2])[0])
+    assert report.rule == "relative_change" and report.signal_index == 2 * stop + 1
+    legacy = convergence_points(time, flat_volatility, None)
+    assert legacy.rule == "volatility" and legacy.signal_index == 2
