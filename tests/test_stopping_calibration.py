@@ -89,7 +89,7 @@ def test_outlook_checks_its_arguments() -> None:
         learning_rate_outlook(object())
     opt = _optimizer()
     sched = torch.optim.lr_scheduler.StepLR(opt, 3)
-    with pytest.raises(ValueError, match="`tolerance` must be a number in \\[0, 1\\), got 1.0"):
+    with pytest.raises(ValueError, match=r"`tolerance` must be a number in \[0, 1\), got 1.0"):
         learning_rate_outlook(sched, tolerance=1.0)
     with pytest.raises(ValueError, match="`steps_left`"):
         learning_rate_outlook(sched, steps_left=-1)
