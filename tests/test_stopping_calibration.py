@@ -36,11 +36,18 @@ def test_still_fires_on_a_transient_that_settles() -> None:
     assert _fired("settle", RULES["now"], 4) == 4
 
 
-def test_sub_epoch_spread_is_movement() -> None:
-    x = torch.tensor([[1.0, 3.0, 5.0, 6.0, 8.0]])
-    means, spread = RelativeChangeRule.epoch_movement(x, [0, 0, 1, 1, 3])
-    torch.testing.assert_close(means, torch.tensor([[2.0, 5.5, 8.0]]))
-    torch.testing.assert_close(spread, torch.tensor([[1.0, 0.5, 0.0]]))
+def test_sub_epoch_spread_is_movement_and_batch_noise_is_not() -> None:
+    t = torch.arange(32 * 20, dtype=torch.float64)
+    epochs = [i // 32 for i in range(len(t))]
+    oscillation = torch.stack([0.5 * torch.sin(2 * math.pi * t / p) for p in (2.5, 4, 8, 16)])
+    means, spread = RelativeChangeRule.epoch_movement(oscillation, epochs)
+    assert means.abs().max() < 0.05  # the epoch means cancel it ...
+    assert (spread - 0.5 / math.sqrt(2)).abs().max() < 0.05  # ... the structured spread does not
+    noise = torch.randn(4, len(t), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    # White noise of sd 1: a small positive bias (0.13 here, against 0.8 for the mean absolute deviation).
+    assert 0.0 < RelativeChangeRule.epoch_movement(noise, epochs)[1].mean() < 0.2
+    short = RelativeChangeRule.epoch_movement(torch.tensor([[1.0, 3.0, 5.0, 6.0, 8.0]]), [0, 0, 1, 1, 3])
+    torch.testing.assert_close(short[1], torch.zeros(1, 3))  # fewer than 4 points in an epoch: no spread
 
 
 def _optimizer(lr: float = 0.1) -> torch.optim.Optimizer:
@@ -121,8 +128,9 @@ def test_new_arguments_are_checked() -> None:
         RelativeChangeRule(schedule="later")
     with pytest.raises(ValueError, match="`sub_epoch` must be True or False"):
         RelativeChangeRule(sub_epoch=math.nan)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="doubled by the drift guard"):
-        RelativeChangeRule(alpha=0.007)
-    assert RelativeChangeRule(alpha=0.007, drift_guard=False).alpha == 0.007
+    with pytest.raises(ValueError, match=r"`drift_alpha` must be at least 0.01 \(the smallest p-value 199"):
+        RelativeChangeRule(drift_alpha=0.007)
+    with pytest.raises(ValueError, match="`drift_alpha`"):
+        RelativeChangeRule(drift_alpha=1.0)
     with pytest.raises(ValueError, match="`lr_outlook` must be a LearningRateOutlook"):
         RelativeChangeRule().update(torch.zeros(2, 3), [0, 1, 2], lr_outlook=True)  # type: ignore[arg-type]
