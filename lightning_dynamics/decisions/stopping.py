@@ -301,7 +301,8 @@ class RelativeChangeRule:
         less the white-noise part, read from the median of their periodogram (a flat spectrum for independent
         batches: the median of ``n/2`` exponential ordinates over ``ln 2``, robust to a few peaks). The spread is
         its signed square root: near 0 on batch noise (either sign; on average about 0.13 of the noise sd at 32
-        points per epoch, against 0.8 for the plain mean absolute deviation), :math:`A / \sqrt{2}` for an oscillation of amplitude ``A``. Epochs with fewer than 4 points: spread 0.
+        points per epoch, against 0.8 for the plain mean absolute deviation), :math:`A / \sqrt{2}` for an
+        oscillation of amplitude ``A``. Epochs with fewer than 4 points: spread 0.
 
         Example:
             >>> t = torch.arange(64, dtype=torch.float64)
