@@ -238,6 +238,31 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adjusted
 
 
+def holm_levels(p_values: Sequence[float], alpha: float = 0.05) -> list[float]:
+    """Per test, the confidence level at which its inverted-test interval agrees with Holm's step-down at ``alpha``.
+
+    Holm tests the ``k``-th smallest of ``m`` p-values at ``alpha / (m - k)`` (``k`` from 0) while every smaller
+    one was rejected; from the first one it keeps, all later ones stay at that first one's level. An interval
+    at ``1 -`` that level then excludes 0 exactly when the Holm-adjusted p is at most ``alpha`` (the step-down
+    confidence intervals of Strassburger & Bretz, Stat Med 27:4914, 2008, for rejected hypotheses are wider
+    still; these are the simple consistent ones). NaN p-values get NaN.
+
+    Example:
+        >>> [round(v, 4) for v in holm_levels([0.008, 0.048, 0.77])]
+        [0.9833, 0.975, 0.975]
+    """
+    finite = sorted((p, i) for i, p in enumerate(p_values) if math.isfinite(p))
+    levels = [math.nan] * len(p_values)
+    m = len(finite)
+    kept_at: float | None = None
+    for rank, (p, index) in enumerate(finite):
+        level = alpha / (m - rank) if kept_at is None else kept_at
+        if kept_at is None and p > level:
+            kept_at = level
+        levels[index] = 1.0 - level
+    return levels
+
+
 def sign_flip_p(differences: Sequence[float]) -> float:
     """Exact two-sided sign-flip test of a zero mean over units (e.g. one difference per architecture).
 
@@ -407,6 +432,13 @@ def contrast(
             groups.append((arch, a, b))
     for arch, adjusted in zip(per_arch, holm([r["p"] for r in per_arch.values()]), strict=True):
         per_arch[arch]["holm_p"] = adjusted
+    # Intervals at the level Holm tests each architecture at, so that an interval excludes 0 exactly when the
+    # Holm p is <= 0.05; the unadjusted 95% interval is kept beside it in the JSON.
+    for arch, level in zip(per_arch, holm_levels([r["p"] for r in per_arch.values()]), strict=True):
+        a, b = values[arch]
+        per_arch[arch]["ci_unadjusted"] = per_arch[arch]["ci"]
+        per_arch[arch]["ci_level"] = level
+        per_arch[arch]["ci"] = shift_interval(a, b, level) if math.isfinite(level) else (math.nan, math.nan)
     pooled = stratified_permutation_p([(a, b) for _, a, b in groups], n_permutations, rng) if groups else math.nan
     loao = {
         left_out: stratified_permutation_p([(a, b) for arch, a, b in groups if arch != left_out], n_permutations, rng)
@@ -432,7 +464,7 @@ def contrast(
 
 
 CONTRAST_HEADER = [
-    "| endpoint | arch | seeds | difference [95% CI] | p | Holm p | g | in white-noise sd | in seed sd |",
+    "| endpoint | arch | seeds | difference [Holm-level CI] | p | Holm p | g | in white-noise sd | in seed sd |",
     "|---|---|---|---|---|---|---|---|---|",
 ]
 
@@ -469,6 +501,74 @@ def reanalyse(summary_path: Path, n_permutations: int = 20000) -> list[str]:
         wn = {arch: white_noise_alpha(layers[arch], points)["layer_mean_sd"] for arch in archs}
         result[key], rows = contrast(label, values, wn if key != "integration" else None, n_permutations, rng)
         lines += rows
+    return lines
+
+
+def design_floor(n_a: int = 5, n_b: int = 5, tests: int = 3) -> tuple[float, float]:
+    """The smallest exact two-sided p of an ``n_a`` vs ``n_b`` permutation test, and the smallest Holm p over
+    ``tests`` of them (all at that floor, the smallest is multiplied by ``tests``).
+
+    Example:
+        >>> [round(v, 4) for v in design_floor()]
+        [0.0079, 0.0238]
+    """
+    floor = (1 if n_a != n_b else 2) / math.comb(n_a + n_b, n_a)
+    return floor, min(1.0, tests * floor)
+
+
+def reanalyse_2x2(summary_path: Path, n_permutations: int = 2000) -> list[str]:
+    """The 2x2 contrasts of a ``summary.json`` (per-run ``endpoints``) with the current statistics, no retraining.
+
+    Per architecture: exact p, Holm p and the Holm-level interval (:func:`holm_levels`), beside the unadjusted
+    95% interval; the per-run matched-phase windows, to show where the phase is not matched.
+    """
+    summary = json.loads(Path(summary_path).read_text())
+    runs = summary["runs"]
+    rng = np.random.default_rng(RNG_SEED)
+    parsed = {name: name.rsplit("_seed", 1)[0].rsplit("_", 1) for name in runs}
+    archs = list(dict.fromkeys(arch for arch, _ in parsed.values()))
+    floor, holm_floor = design_floor()
+    lines = [
+        f"# The 2x2 contrasts of `{Path(summary_path).parent.name}` with Holm-level intervals",
+        "",
+        f"`python -m benchmarks.paper.findings --reanalyse-2x2 {summary_path}` (per-run endpoints of its summary.json; "
+        "no retraining). Interval: the inverted exact permutation test at the level Holm tests that architecture at, "
+        "so it excludes 0 exactly when Holm p <= 0.05; the unadjusted 95% interval beside it. Design floor: with 5 vs "
+        f"5 seeds the smallest exact p is {floor:.4f} (2/252) and the smallest Holm p over 3 architectures "
+        f"{holm_floor:.4f}.",
+        "",
+        "| contrast | endpoint | arch | difference | Holm-level CI (level) | unadjusted 95% CI | p | Holm p |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    result: dict[str, Any] = {}
+    for contrast_name, (base, other) in CONTRASTS.items():
+        for key, label in ENDPOINTS.items():
+
+            def of(arch: str, task: str, measure: str = key) -> list[float]:
+                return [
+                    float(runs[n]["endpoints"][measure])
+                    for n, (a, t) in sorted(parsed.items(), key=lambda item: item[0])
+                    if a == arch and t == task
+                ]
+
+            values = {arch: (of(arch, base), of(arch, other)) for arch in archs}
+            res, _ = contrast(label, values, None, n_permutations, rng)
+            result[f"{contrast_name} / {key}"] = res
+            for arch, r in res["archs"].items():
+                lines.append(
+                    f"| {contrast_name} | {label} | {arch} | {_fmt(r['diff'])} | [{_fmt(r['ci'][0], 2)}, "
+                    f"{_fmt(r['ci'][1], 2)}] ({r['ci_level']:.3f}) | [{_fmt(r['ci_unadjusted'][0], 2)}, "
+                    f"{_fmt(r['ci_unadjusted'][1], 2)}] | {_fmt(r['p'], 3)} | {_fmt(r['holm_p'], 3)} |"
+                )
+    windows = {
+        task: sorted(runs[n]["phase_window"][0] for n, (a, t) in parsed.items() if a == "vit" and t == task)
+        for task in ("digits", "pairs8", "digits16", "pairs")
+    }
+    lines += [
+        "",
+        "Matched-phase window starts of the ViT runs (epoch of half the accuracy gain, clamped so that the 24-epoch "
+        "window ends at the budget of 40): " + "; ".join(f"{task} {starts}" for task, starts in windows.items()) + ".",
+    ]
     return lines
 
 
@@ -643,8 +743,10 @@ def analyse(
     lines += [
         "",
         "Contrasts, per architecture: difference of seed means, exact permutation p (two-sided), its Holm "
-        "adjustment over the architectures, the 95% interval that inverts the same test (so it excludes 0 exactly "
-        "when p <= 0.05; infinite when no shift can be rejected with so few seeds), Hedges' g, and the difference "
+        "adjustment over the architectures, the interval that inverts the same test at the level Holm tests that "
+        "architecture at (`holm_levels`: 1 - 0.05/3, 1 - 0.05/2, 0.95 in step-down order), so it excludes 0 exactly "
+        "when the Holm p <= 0.05 (infinite when no shift can be rejected with so few seeds), Hedges' g, and the "
+        "difference "
         "in white-noise sd and in seed sd. Pooled: task labels permuted within architecture; "
         "leave-one-architecture-out (LOAO) pooled p; architecture-level: exact sign-flip test over the "
         "architectures' differences (the architectures as units: with 3 the smallest possible p is 0.25).",
@@ -851,10 +953,13 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description="Re-analyse an earlier summary.json with the current statistics.")
-    parser.add_argument("--reanalyse", type=Path, required=True, help="a summary.json with digits and pairs runs")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--reanalyse", type=Path, help="a summary.json with digits and pairs runs")
+    group.add_argument("--reanalyse-2x2", type=Path, help="a summary.json of the 2x2 (per-run endpoints)")
     parser.add_argument("--out", type=Path, help="write the markdown here (default: print it)")
     args = parser.parse_args(argv)
-    text = "\n".join(reanalyse(args.reanalyse)) + "\n"
+    lines = reanalyse(args.reanalyse) if args.reanalyse else reanalyse_2x2(args.reanalyse_2x2)
+    text = "\n".join(lines) + "\n"
     if args.out is None:
         print(text)
     else:

@@ -23,7 +23,13 @@ from lightning_dynamics.callbacks.keys import (
     full_key,
 )
 from lightning_dynamics.callbacks.monitor import DynamicsMonitor
-from lightning_dynamics.decisions.stopping import DynamicsStoppingReason, RelativeChangeRule, VolatilityDropRule
+from lightning_dynamics.decisions.stopping import (
+    DynamicsStoppingReason,
+    LearningRateOutlook,
+    RelativeChangeRule,
+    VolatilityDropRule,
+    learning_rate_outlook,
+)
 from lightning_dynamics.validation import (
     ANY_DICT,
     Choice,
@@ -224,9 +230,15 @@ class DynamicsEarlyStopping(pl.Callback):
             history = None if self._producer is None else self._producer.tracker.history
             if history is None:
                 return not_stopped
-            decision = self.rule.update(history.values, list(history.epochs), epoch)
+            outlook = self._lr_outlook(trainer) if self.rule.schedule != "ignore" else None
+            decision = self.rule.update(history.values, list(history.epochs), epoch, lr_outlook=outlook)
             self._log_statistic(pl_module)
-            if not decision[0]:
+            if not decision[0] and decision[2] is not None:  # settled, held by the schedule: say it once
+                if self.rule.held_by_schedule == 1:
+                    rank_zero_info(f"DynamicsEarlyStopping at epoch {epoch}: {decision[2]}")
+                else:
+                    self._say(f"epoch {epoch}: {decision[2]}")
+            elif not decision[0]:
                 self._say(
                     f"epoch {epoch}: median relative change {self.rule.statistic:.3g} (p = {self.rule.p_value:.3g}), "
                     f"{self.rule.wait_count}/{self.rule.patience} checks at or below {self.rule.ratio:g}."
@@ -242,6 +254,24 @@ class DynamicsEarlyStopping(pl.Callback):
                 f"{self.rule.wait_count}/{self.rule.patience} checks at or below {self.rule.ratio:g} x peak."
             )
         return decision
+
+    @staticmethod
+    def _lr_outlook(trainer: pl.Trainer) -> LearningRateOutlook | None:
+        """The schedulers' outlook (:func:`~lightning_dynamics.decisions.stopping.learning_rate_outlook`) over the
+        rest of the budget; the first one that will still lower the learning rate, else the last answer."""
+        answer = None
+        for config in trainer.lr_scheduler_configs:
+            frequency = max(1, int(config.frequency))
+            if config.interval == "step":
+                total = trainer.estimated_stepping_batches
+                left = None if not math.isfinite(total) else max(0, int(total) - trainer.global_step) // frequency
+            else:  # epoch schedulers step after this epoch end: epochs current + 1 .. max_epochs - 1 are ahead
+                last = trainer.max_epochs
+                left = None if last is None or last < 0 else max(0, last - 1 - trainer.current_epoch) // frequency
+            answer = learning_rate_outlook(config.scheduler, steps_left=left)
+            if answer.lowers:
+                return answer
+        return answer
 
     def _log_statistic(self, pl_module: pl.LightningModule) -> None:
         assert isinstance(self.rule, RelativeChangeRule)

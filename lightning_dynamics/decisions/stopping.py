@@ -14,7 +14,9 @@ phase and DFA measures it is built on are scale-free.
 
 from __future__ import annotations
 
+import copy
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -61,45 +63,168 @@ def _check_threshold(value: Any) -> float | None:
     return value
 
 
+@dataclass(frozen=True)
+class LearningRateOutlook:
+    """What a learning-rate scheduler will still do: the answer of :func:`learning_rate_outlook`.
+
+    Attributes:
+        lowers: the scheduler will still lower some parameter group's learning rate by more than the tolerance
+            within the steps looked at (for ``ReduceLROnPlateau``: it still can, once its metric stalls).
+        steps_until: scheduler steps from now until the first such drop (``None``: not known in advance, as for
+            ``ReduceLROnPlateau``, or no drop).
+        detail: the answer in words (the scheduler, the learning rate now and the lowest one ahead).
+    """
+
+    lowers: bool
+    steps_until: int | None
+    detail: str
+
+
+def _proxy_optimizer(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """A stand-in optimizer over one dummy parameter with copies of ``optimizer``'s param-group settings."""
+    groups = [
+        {**{k: copy.deepcopy(v) for k, v in g.items() if k != "params"}, "params": [torch.zeros(1)]}
+        for g in optimizer.param_groups
+    ]
+    return torch.optim.SGD(groups, lr=float(groups[0].get("lr", 0.0)) if groups else 0.0)
+
+
+def learning_rate_outlook(
+    scheduler: Any, steps_left: int | None = None, tolerance: float = 0.1, max_steps: int = 10_000
+) -> LearningRateOutlook:
+    """Will ``scheduler`` still lower the learning rate, and when? (framework-neutral; any torch scheduler)
+
+    A copy of the scheduler, attached to a stand-in optimizer that holds copies of the real one's param-group
+    settings (never its parameters or state), is stepped ahead: ``steps_left`` scheduler steps (the rest of the
+    run's budget, in the scheduler's own unit, epochs or optimizer steps), or up to ``max_steps`` when the
+    budget is open. It "lowers" when some group's learning rate ahead falls below ``(1 - tolerance)`` x its
+    value now: a milestone ahead, a cosine not at its floor, a step decay. Schedules that go up and down
+    (cyclic, one-cycle, warm restarts) lower it too whenever a trough lies ahead. ``ReduceLROnPlateau`` is
+    driven by a metric, not by time: it lowers while some group's ``lr * factor`` is still above its
+    ``min_lr`` (by more than its ``eps``), ``steps_until`` unknown. The real scheduler is not touched.
+
+    Args:
+        scheduler: a ``torch.optim.lr_scheduler.LRScheduler`` (``SequentialLR`` and ``ChainedScheduler``
+            included) or ``ReduceLROnPlateau``.
+        steps_left: scheduler steps left in the run (``None``: open budget, ``max_steps`` are looked at).
+        tolerance: the relative drop that counts, in ``[0, 1)``.
+        max_steps: the most steps simulated (>= 1).
+
+    Example:
+        >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        >>> sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[30, 60], gamma=0.1)
+        >>> learning_rate_outlook(sched, steps_left=80).steps_until  # the first milestone is 30 steps ahead
+        30
+        >>> learning_rate_outlook(sched, steps_left=20).lowers  # ... beyond a budget of 20
+        False
+    """
+    tolerance = check_finite_real("tolerance", tolerance)
+    if not 0.0 <= tolerance < 1.0:
+        raise ValueError(f"`tolerance` must be a number in [0, 1), got {tolerance!r}.")
+    max_steps = int(check_int("max_steps", max_steps, 1) or 1)
+    if steps_left is not None:
+        steps_left = int(check_int("steps_left", steps_left, 0) or 0)
+    name = type(scheduler).__name__
+    optimizer = getattr(scheduler, "optimizer", None)
+    if not isinstance(optimizer, torch.optim.Optimizer) or not hasattr(scheduler, "step"):
+        raise ValueError(f"`scheduler` must be a torch learning-rate scheduler with an optimizer, got {name}.")
+    now = [float(g["lr"]) for g in optimizer.param_groups]
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        floors = [float(m) for m in scheduler.min_lrs]
+        lower = [max(lr * scheduler.factor, floor) for lr, floor in zip(now, floors, strict=True)]
+        can = any(lr - low > scheduler.eps for lr, low in zip(now, lower, strict=True))
+        return LearningRateOutlook(
+            can,
+            None,
+            f"ReduceLROnPlateau can {'still' if can else 'no longer'} lower the learning rate (now {now}, "
+            f"min_lr {floors}, factor {scheduler.factor:g}) once its metric stops improving",
+        )
+    horizon = max_steps if steps_left is None else min(steps_left, max_steps)
+    proxy = _proxy_optimizer(optimizer)
+    clone = copy.deepcopy(scheduler, memo={id(optimizer): proxy})
+    lowest = list(now)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "lr_scheduler.step() before optimizer.step()": the stand-in never steps
+        for step in range(1, horizon + 1):
+            clone.step()
+            ahead = [float(g["lr"]) for g in proxy.param_groups]
+            lowest = [min(a, b) for a, b in zip(lowest, ahead, strict=True)]
+            if any(a < (1.0 - tolerance) * n for a, n in zip(ahead, now, strict=True)):
+                return LearningRateOutlook(
+                    True,
+                    step,
+                    f"{name} lowers the learning rate from {now} to {ahead} in {step} scheduler step(s)",
+                )
+    span = "the rest of the run" if steps_left is not None and steps_left <= max_steps else f"{horizon} steps"
+    return LearningRateOutlook(
+        False, None, f"{name} does not lower the learning rate below {1 - tolerance:g} x {now} within {span}"
+    )
+
+
+#: What :class:`RelativeChangeRule` does when its check passes while the scheduler will still lower the lr.
+SCHEDULE_POLICIES = ("wait", "warn", "ignore")
+
+
 @dataclass
 class RelativeChangeRule:
-    r"""Stop once most layers' recent changes are small against their early scale, beyond the run's own null.
+    r"""Stop once most layers have settled: small moves against their early scale, no drift, nothing scheduled.
 
     At each check, on the history ``x: [L, T]`` recorded so far (any number of sample points per epoch):
 
-    1. Average the points of each epoch (:meth:`epoch_means`): one point per epoch, ``[L, E]``.
-    2. :math:`s` = median over layers of :func:`~lightning_dynamics.functional.relative_change` (mean ``|diff|``
-       of the last ``w =`` ``window_epochs`` epoch-to-epoch changes over that of the first half's), and its p-value
-       under the time-shuffle null of the changes (:func:`~lightning_dynamics.functional.relative_change_test`,
-       ``n_permutations`` surrogates).
-    3. The check passes when :math:`s \le` ``ratio`` and :math:`p \le` ``alpha``; the rule stops after
-       ``patience`` consecutive passing checks, not before ``min_epochs``. With ``stopping_threshold``, a check
-       with :math:`s \le` ``stopping_threshold`` and :math:`p \le` ``alpha`` stops at once.
+    1. Per epoch and layer (:meth:`epoch_movement`): the mean of its points, and its **movement**
+       :math:`m_l(e) = |\bar x_l(e) - \bar x_l(e - 1)| + \text{spread}_l(e)`, the change of the epoch mean plus
+       the structured spread of the epoch's points around their mean, batch noise removed (0 with one point per
+       epoch). The spread keeps an oscillation faster than an epoch, which the epoch means cancel, counted as
+       movement.
+    2. :math:`s` = median over layers of the mean movement of the last ``w =`` ``window_epochs`` epochs over that
+       of the first half's (:func:`~lightning_dynamics.functional.relative_change` of the movements), and its
+       p-value under a time-shuffle null of the movements (:func:`~lightning_dynamics.functional.relative_change_test`,
+       ``n_permutations`` surrogates, one permutation shared by all layers).
+    3. **Drift guard** (``drift_guard``): a first half that holds the learning transient makes any later motion
+       look small, a small random walk included. So the epoch means of the second half (the changes the
+       reference does not hold) must also look settled on their own: either mean-reverting (the median over
+       layers of the variance of the levels over the mean squared change is low against the same changes in
+       shuffled order: a level with noise, not a walk) or still shrinking (the mean absolute change of the
+       later half of them over the earlier half is low against the shuffled order: a decaying trend). Its
+       p-value is the smaller of the two, doubled (Bonferroni), and must be at most ``drift_alpha``.
+    4. The check passes when :math:`s \le` ``ratio``, :math:`p \le` ``alpha`` and the guard holds; the rule
+       stops after ``patience`` consecutive passing checks, not before ``min_epochs``. With
+       ``stopping_threshold``, a check with :math:`s \le` ``stopping_threshold`` that passes otherwise stops at once.
+    5. **Schedule** (``schedule``): given ``lr_outlook`` (:func:`learning_rate_outlook`: the user's scheduler will
+       still lower the learning rate within the run), ``"wait"`` (default) does not stop and says why,
+       ``"warn"`` stops and says that the schedule would still lower it, ``"ignore"`` does not look.
 
     Why it stays quiet on noise: increments of white noise or a random walk are stationary, so :math:`s \approx 1`
-    at every length (its spread shrinks as ``w`` grows), and a summary that drifts like :math:`\sqrt{t}` (the norm
-    of a random walk in weight space) gives :math:`s \approx 0.35`, not below 0.25; ``ratio`` bounds the effect
-    size, ``alpha`` the chance of a short noisy window, ``patience`` the number of looks (docs/early_stopping.md
-    has the measured false-positive rates). Source of the quantity: Ahmad et al., arXiv:2403.02473 (relative change
-    of a layer against its own scale); the null is that of docs/method.md section 8b.
+    at every length, and a summary that drifts like :math:`\sqrt{t}` gives :math:`s \approx 0.35`, not below 0.25.
+    The guard covers what the ratio cannot: a run whose transient is over but which keeps wandering.
+    docs/early_stopping.md has the measured false-stop rates, including the classes that remain. Source of the
+    quantity: Ahmad et al., arXiv:2403.02473 (relative change of a layer against its own scale); the null is
+    that of docs/method.md section 8b; the mean-reversion statistic is von Neumann's ratio (Ann. Math. Stat.
+    12:367, 1941) read the other way round.
 
     A check whose newest column holds a value that is non-finite in a layer that was finite before stops with
     :attr:`DynamicsStoppingReason.NON_FINITE_METRIC` when ``check_finite`` (diverged activations).
 
     Args:
         ratio: largest median relative change that counts as settled, in ``(0, 1)``.
-        alpha: significance level of the permutation test, in ``(0, 1)``; at least ``1 / (1 + n_permutations)``.
+        alpha: significance level of the relative-change test, in ``(0, 1)``; at least ``1 / (1 + n_permutations)``.
         patience: consecutive passing checks needed (>= 1).
         window_epochs: ``w``, the recent window in epochs (>= 2); the rule needs ``2 * w + 1`` epochs with points.
         min_epochs: never stop before this epoch (>= 0).
-        stopping_threshold: see 3 above; ``None`` (default) for none.
+        stopping_threshold: see 4 above; ``None`` (default) for none.
         check_finite: stop on newly non-finite summaries.
-        n_permutations: surrogates of the null (>= 1).
+        n_permutations: surrogates of the nulls (>= 1).
         seed: of the permutations (reproducible decisions; every process draws the same ones).
+        sub_epoch: count the spread of the points within an epoch as movement (step 1).
+        drift_guard: apply step 3.
+        drift_alpha: the guard's level, in ``(0, 1)``; at least ``2 / (1 + n_permutations)``.
+        schedule: ``"wait"``, ``"warn"`` or ``"ignore"`` (step 5).
 
     Attributes:
         wait_count: consecutive passing checks so far.
         statistic, p_value, window: of the last check (NaN, NaN, 0 before the first defined one).
+        drift_p_value: the guard's p-value at the last check that reached it (NaN otherwise).
+        held_by_schedule: passing checks that did not stop because the learning rate will still fall.
 
     Example:
         >>> t = torch.arange(60, dtype=torch.float64)
@@ -120,10 +245,16 @@ class RelativeChangeRule:
     check_finite: bool = True
     n_permutations: int = 199
     seed: int = 0
+    sub_epoch: bool = True
+    drift_guard: bool = True
+    drift_alpha: float = 0.02
+    schedule: str = "wait"
     wait_count: int = field(default=0, init=False)
     statistic: float = field(default=math.nan, init=False)
     p_value: float = field(default=math.nan, init=False)
     window: int = field(default=0, init=False)
+    drift_p_value: float = field(default=math.nan, init=False)
+    held_by_schedule: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         self.ratio = _check_probability("ratio", self.ratio)
@@ -135,32 +266,101 @@ class RelativeChangeRule:
         self.check_finite = check_bool("check_finite", self.check_finite)
         self.n_permutations = check_int("n_permutations", self.n_permutations, 1)  # type: ignore[assignment]
         self.seed = check_int("seed", self.seed, 0)  # type: ignore[assignment]
-        if self.alpha < 1.0 / (1 + self.n_permutations):
-            raise ValueError(
-                f"`alpha` must be at least 1 / (1 + n_permutations) = {1.0 / (1 + self.n_permutations):.4g} (the "
-                f"smallest p-value {self.n_permutations} permutations can give), got {self.alpha!r}."
-            )
+        self.sub_epoch = check_bool("sub_epoch", self.sub_epoch)
+        self.drift_guard = check_bool("drift_guard", self.drift_guard)
+        self.drift_alpha = _check_probability("drift_alpha", self.drift_alpha)
+        if self.schedule not in SCHEDULE_POLICIES:
+            raise ValueError(f"`schedule` must be one of {SCHEDULE_POLICIES}, got {self.schedule!r}.")
+        for name, level, smallest in (
+            ("alpha", self.alpha, 1.0 / (1 + self.n_permutations)),
+            ("drift_alpha", self.drift_alpha, 2.0 / (1 + self.n_permutations)),  # two tests, Bonferroni
+        ):
+            if level < smallest:
+                raise ValueError(
+                    f"`{name}` must be at least {smallest:.4g} (the smallest p-value {self.n_permutations} "
+                    f"permutations can give{', doubled' if name == 'drift_alpha' else ''}), got {level!r}."
+                )
 
     @staticmethod
     def epoch_means(x: Tensor, epochs: Sequence[int]) -> Tensor:
         """The history averaged within each epoch: ``[L, T] -> [L, E]`` (``E`` distinct epochs, in order).
 
-        Any number of sample points per epoch (one, several, per step, or one every few epochs) becomes one point
-        per epoch that has points. Averaging the points of an epoch removes most batch-to-batch noise of
-        sub-epoch sampling (a per-step summary sees one batch), so the rule compares like with like.
-
         Example:
             >>> RelativeChangeRule.epoch_means(torch.tensor([[1.0, 3.0, 5.0, 6.0, 8.0]]), [0, 0, 1, 1, 3])
             tensor([[2.0000, 5.5000, 8.0000]])
         """
+        return RelativeChangeRule.epoch_movement(x, epochs)[0]
+
+    @staticmethod
+    def epoch_movement(x: Tensor, epochs: Sequence[int]) -> tuple[Tensor, Tensor]:
+        r"""Per epoch: the mean of its points ``[L, E]`` and their structured spread ``[L, E]``.
+
+        Averaging the points of an epoch removes most batch-to-batch noise of sub-epoch sampling; the spread keeps
+        what the average cancels (an oscillation inside the epoch, a trend within it) without counting the batch
+        noise itself. Of an epoch's ``n`` deviations from their mean, the structured variance is their mean square
+        less the white-noise part, read from the median of their periodogram (a flat spectrum for independent
+        batches: the median of ``n/2`` exponential ordinates over ``ln 2``, robust to a few peaks). The spread is
+        its signed square root: near 0 on batch noise (either sign; on average about 0.13 of the noise sd at 32
+        points per epoch, against 0.8 for the plain mean absolute deviation), :math:`A / \sqrt{2}` for an
+        oscillation of amplitude ``A``. Epochs with fewer than 4 points: spread 0.
+
+        Example:
+            >>> t = torch.arange(64, dtype=torch.float64)
+            >>> x = torch.stack([torch.sin(torch.pi * t / 2)])  # period 4 points, amplitude 1, 32 points per epoch
+            >>> means, spread = RelativeChangeRule.epoch_movement(x, [i // 32 for i in range(64)])
+            >>> [round(v, 3) for v in spread[0].tolist()]
+            [0.707, 0.707]
+        """
         index = torch.as_tensor([int(e) for e in epochs], dtype=torch.long)
-        unique, inverse = torch.unique_consecutive(index, return_inverse=True)
-        sums = torch.zeros(x.shape[0], len(unique), dtype=x.dtype).index_add_(1, inverse, x)
-        counts = torch.zeros(len(unique), dtype=x.dtype).index_add_(0, inverse, torch.ones_like(index, dtype=x.dtype))
-        return sums / counts
+        unique, inverse, counts = torch.unique_consecutive(index, return_inverse=True, return_counts=True)
+        means = torch.zeros(x.shape[0], len(unique), dtype=x.dtype).index_add_(1, inverse, x) / counts.to(x.dtype)
+        spread = torch.zeros_like(means)
+        ends = counts.cumsum(0).tolist()
+        for e, (stop, n) in enumerate(zip(ends, counts.tolist(), strict=True)):
+            if n < 4:
+                continue
+            deviation = x[:, stop - n : stop] - means[:, e : e + 1]
+            periodogram = torch.fft.rfft(deviation, dim=-1)[:, 1:].abs().square() / n  # [L, n // 2]
+            white = periodogram.median(-1).values / math.log(2)
+            structured = deviation.square().mean(-1) - white
+            spread[:, e] = structured.sign() * structured.abs().sqrt()
+        return means, spread
+
+    def _drift_p_value(self, means: Tensor, generator: torch.Generator) -> float:
+        """Step 3 on the changes of the second half of the epoch means: min of two permutation p-values, doubled."""
+        d = means.diff(dim=-1)
+        d = d[:, d.shape[-1] // 2 :]  # the changes the reference (the first half) does not hold
+        d = d[torch.isfinite(d).all(-1)]
+        n = d.shape[-1]
+        if d.shape[0] == 0 or n < 4:
+            return math.nan
+        half = n // 2
+        order = torch.stack([torch.randperm(n, generator=generator) for _ in range(self.n_permutations)])
+        shuffled = torch.cat([d.unsqueeze(1), d[:, order]], 1)  # [L, 1 + P, n], the observed order first
+
+        def reversion(v: Tensor) -> Tensor:
+            levels = torch.cat([torch.zeros_like(v[..., :1]), v.cumsum(-1)], -1)
+            return levels.var(-1, unbiased=False) / v.square().mean(-1)
+
+        def shrinkage(v: Tensor) -> Tensor:
+            return v[..., n - half :].abs().mean(-1) / v[..., :half].abs().mean(-1)
+
+        p_values = []
+        for statistic in (reversion, shrinkage):
+            values = statistic(shuffled)
+            values = values.masked_fill(~torch.isfinite(values), math.nan).nanmedian(0).values  # [1 + P]
+            if math.isnan(float(values[0])):
+                p_values.append(1.0)
+                continue
+            p_values.append(float((values[1:] <= values[0]).sum() + 1) / (1 + self.n_permutations))
+        return min(1.0, 2.0 * min(p_values))
 
     def update(
-        self, x: Tensor, epochs: Sequence[int], epoch: int | None = None
+        self,
+        x: Tensor,
+        epochs: Sequence[int],
+        epoch: int | None = None,
+        lr_outlook: LearningRateOutlook | None = None,
     ) -> tuple[bool, DynamicsStoppingReason, str | None]:
         """Take one check: the whole history so far; return ``(should_stop, reason, message)``.
 
@@ -168,11 +368,18 @@ class RelativeChangeRule:
             x: the layer-summary history ``[L, T]``.
             epochs: the epoch of each of the ``T`` sample points.
             epoch: the epoch of this check (default: the last point's).
+            lr_outlook: what the learning-rate schedule will still do (:func:`learning_rate_outlook`); ``None``:
+                no scheduler, or not known.
+
+        When the check passes but ``lr_outlook.lowers`` under ``schedule="wait"``, the result is
+        ``(False, NOT_STOPPED, message)`` with the message saying why it did not stop.
         """
         if not isinstance(x, Tensor) or x.dim() != 2:
             raise ValueError(f"`x` must be a tensor shaped [L, T], got {getattr(x, 'shape', type(x).__name__)}.")
         if len(epochs) != x.shape[-1]:
             raise ValueError(f"`epochs` must hold one epoch per sample point ({x.shape[-1]}), got {len(epochs)}.")
+        if lr_outlook is not None and not isinstance(lr_outlook, LearningRateOutlook):
+            raise ValueError(f"`lr_outlook` must be a LearningRateOutlook or None, got {type(lr_outlook).__name__}.")
         if x.shape[-1] == 0:
             return False, DynamicsStoppingReason.NOT_STOPPED, None
         epoch = int(epochs[-1]) if epoch is None else int(epoch)
@@ -186,39 +393,65 @@ class RelativeChangeRule:
                     DynamicsStoppingReason.NON_FINITE_METRIC,
                     f"the summaries of layers {layers} became non-finite at epoch {epoch}.",
                 )
-        x = self.epoch_means(x, epochs)
+        means, spread = self.epoch_movement(x, epochs)
         self.window = self.window_epochs
-        if x.shape[-1] < 2 * self.window + 1:
+        self.drift_p_value = math.nan
+        if means.shape[-1] < 2 * self.window + 1:
             self.statistic, self.p_value = math.nan, math.nan
             return False, DynamicsStoppingReason.NOT_STOPPED, None
+        movement = means.diff(dim=-1).abs()
+        if self.sub_epoch:
+            movement = movement + spread[:, 1:]
+        # A series whose absolute changes are the movements: the relative-change functions then read them as is.
+        path = torch.cat([torch.zeros_like(movement[:, :1]), movement.cumsum(-1)], -1)
         # The permutations only when the effect size passes (rarely, on noise).
-        self.statistic, self.p_value = float(median_relative_change(x, self.window)), math.nan
+        self.statistic, self.p_value = float(median_relative_change(path, self.window)), math.nan
         threshold = max(self.ratio, self.stopping_threshold or 0.0)
         passed = False
         if self.statistic <= threshold:
             generator = torch.Generator().manual_seed(self.seed)
-            self.p_value = float(relative_change_test(x, self.window, self.n_permutations, generator).p_value)
+            self.p_value = float(relative_change_test(path, self.window, self.n_permutations, generator).p_value)
             passed = self.p_value <= self.alpha
+            if passed and self.drift_guard:
+                self.drift_p_value = self._drift_p_value(means, generator)
+                passed = self.drift_p_value <= self.drift_alpha
         if epoch < self.min_epochs:
             return False, DynamicsStoppingReason.NOT_STOPPED, None
         detail = (
-            f"median relative change {self.statistic:.3g} (recent {self.window} sample intervals against the first "
-            f"half of the history; p = {self.p_value:.3g} under the time-shuffle null, alpha {self.alpha:g})"
+            f"median relative change {self.statistic:.3g} (recent {self.window} epochs against the first half of the "
+            f"history; p = {self.p_value:.3g} under the time-shuffle null, alpha {self.alpha:g}"
+            + (f"; drift guard p = {self.drift_p_value:.3g}" if self.drift_guard else "")
+            + ")"
         )
+        lowers = lr_outlook is not None and lr_outlook.lowers and self.schedule != "ignore"
         if passed and self.stopping_threshold is not None and self.statistic <= self.stopping_threshold:
-            return (
-                True,
+            return self._decide(
                 DynamicsStoppingReason.STOPPING_THRESHOLD,
-                f"{detail} <= stopping_threshold {self.stopping_threshold:g}.",
+                f"{detail} <= stopping_threshold {self.stopping_threshold:g}",
+                lr_outlook if lowers else None,
             )
         self.wait_count = self.wait_count + 1 if passed and self.statistic <= self.ratio else 0
         if self.wait_count >= self.patience:
-            return (
-                True,
+            return self._decide(
                 DynamicsStoppingReason.RELATIVE_CHANGE,
-                f"{detail} <= ratio {self.ratio:g} for {self.wait_count} consecutive checks.",
+                f"{detail} <= ratio {self.ratio:g} for {self.wait_count} consecutive checks",
+                lr_outlook if lowers else None,
             )
         return False, DynamicsStoppingReason.NOT_STOPPED, None
+
+    def _decide(
+        self, reason: DynamicsStoppingReason, message: str, lowering: LearningRateOutlook | None
+    ) -> tuple[bool, DynamicsStoppingReason, str | None]:
+        if lowering is None:
+            return True, reason, f"{message}."
+        if self.schedule == "wait":
+            self.held_by_schedule += 1
+            return (
+                False,
+                DynamicsStoppingReason.NOT_STOPPED,
+                f"settled ({message}), but not stopping: {lowering.detail}.",
+            )
+        return True, reason, f"{message}; note: {lowering.detail} (schedule='warn')."
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -1,9 +1,13 @@
 """When did a run converge? The convergence-signal point, the accuracy-plateau point and the lead between.
 
-The one place that answers it for reports (docs/method.md section 8): the signal replays the stopping rule of
-:class:`~lightning_dynamics.DynamicsEarlyStopping` with :func:`lightning_dynamics.decisions.stopping.convergence_signal`
-over the logged volatility; the plateau is the first point whose validation accuracy is within ``eps``
-percentage points of the run's best; ``lead = plateau - signal`` in epochs (positive: the signal came first).
+The one place that answers it for reports (docs/method.md section 8): the signal replays the rule that
+:class:`~lightning_dynamics.DynamicsEarlyStopping` stops with by default,
+:class:`~lightning_dynamics.decisions.stopping.RelativeChangeRule`, at every epoch end over the run's history (the
+learning-rate schedule is not in a history: a stop it would have held shows here); a run given only a logged
+volatility (a CSVLogger run) falls back to the legacy volatility-drop rule
+(:func:`lightning_dynamics.decisions.stopping.convergence_signal`), and the report says which (``rule``); the
+plateau is the first point whose validation accuracy is within ``eps`` percentage points of the run's best;
+``lead = plateau - signal`` in epochs (positive: the signal came first).
 :func:`convergence_points` computes it from per-point series; the dashboard
 (:func:`lightning_dynamics.report.load_run`, whose ``convergence`` attribute it fills) and
 :func:`convergence_report` (a CSVLogger's ``metrics.csv``, for runs without a history) both call it.
@@ -18,8 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
-from lightning_dynamics.decisions.stopping import convergence_signal
+from lightning_dynamics.decisions.stopping import RelativeChangeRule, convergence_signal
 from lightning_dynamics.report.logs import epoch_metrics, read_metrics
 
 if TYPE_CHECKING:
@@ -80,6 +85,8 @@ class ConvergenceReport:
         accuracy_at_signal: the accuracy at the signal point (None: no signal or no accuracy there).
         n_points: sample points (epochs, for a CSV run) read.
         ratio, patience: the rule replayed.
+        rule: ``"relative_change"`` (the default stop, replayed on the history), ``"volatility"`` (the legacy rule
+            on a logged volatility) or ``None`` (no signal source).
     """
 
     signal_index: int | None
@@ -92,6 +99,28 @@ class ConvergenceReport:
     n_points: int
     ratio: float = 0.25
     patience: int = 3
+    rule: str | None = None
+
+
+def relative_change_signal(
+    values: torch.Tensor, epochs: Sequence[int], ratio: float = 0.25, patience: int = 3, min_epochs: int = 0
+) -> int | None:
+    """Replay :class:`~lightning_dynamics.decisions.stopping.RelativeChangeRule` at every epoch end over a history
+    ``[L, T]``; the index of the last sample point of the epoch it first says stop at, or None.
+
+    Example:
+        >>> t = torch.arange(40, dtype=torch.float64)
+        >>> x = torch.stack([s * (1 - torch.exp(-t / 4)) for s in (1.0, 2.0, 3.0)])
+        >>> relative_change_signal(x, list(range(40)))
+        19
+    """
+    rule = RelativeChangeRule(ratio=ratio, patience=patience, min_epochs=min_epochs)
+    epochs = [int(e) for e in epochs]
+    last = {epoch: index for index, epoch in enumerate(epochs)}
+    for _epoch, index in sorted(last.items()):
+        if rule.update(values[:, : index + 1], epochs[: index + 1])[0]:
+            return index
+    return None
 
 
 def convergence_points(
@@ -102,6 +131,7 @@ def convergence_points(
     ratio: float = 0.25,
     patience: int = 3,
     min_epochs: int = 0,
+    history: tuple[torch.Tensor, Sequence[int]] | None = None,
 ) -> ConvergenceReport:
     """Signal, plateau and lead from per-point series on one time axis.
 
@@ -112,6 +142,8 @@ def convergence_points(
             ``eps`` stays in percentage points; None: no plateau.
         eps: plateau tolerance in percentage points.
         ratio, patience, min_epochs: the stopping rule (as :class:`~lightning_dynamics.DynamicsEarlyStopping`).
+        history: the run's ``([L, T] values, epoch of each point)``: the signal is then the default rule's
+            (:func:`relative_change_signal`), and ``volatility`` is not read.
 
     Example:
         >>> nan = float("nan")
@@ -121,8 +153,11 @@ def convergence_points(
     """
     times = np.asarray(time, dtype=np.float64)
     index = list(range(times.shape[0]))
-    signal = None
-    if volatility is not None:
+    signal, rule = None, None
+    if history is not None:
+        signal, rule = relative_change_signal(history[0], history[1], ratio, patience, min_epochs), "relative_change"
+    elif volatility is not None:
+        rule = "volatility"
         # The rule counts `min_epochs` in epochs: replayed by sample point, it starts at the first point of that epoch.
         first = int(np.searchsorted(times, float(min_epochs), side="left"))
         values = [float(v) for v in volatility]
@@ -149,6 +184,7 @@ def convergence_points(
         n_points=int(times.shape[0]),
         ratio=ratio,
         patience=patience,
+        rule=rule,
     )
 
 

@@ -202,7 +202,8 @@ def load_run(
     Args:
         run: a log directory (searched as :func:`find_history` says) or a history file.
         label: name of the run (default: the run directory's name).
-        ratio: the volatility-drop rule of the convergence signal (docs/method.md section 8): its ratio to the peak.
+        ratio: the convergence signal's ratio: of DynamicsEarlyStopping's relative-change rule, replayed on the
+            history (docs/method.md section 8).
         patience: the rule's number of consecutive checks.
         eps: accuracy-plateau tolerance in percentage points (accuracies in [0, 1] are read as fractions).
 
@@ -245,6 +246,7 @@ def load_run(
         eps=eps,
         ratio=ratio,
         patience=patience,
+        history=(values, epochs.tolist()),
     )
     if label is None:
         directory = (Path(run) if Path(run).is_dir() else path.parent).resolve()

@@ -49,7 +49,10 @@ def _markers(run: RunDashboard) -> list[tuple[str, str]]:
     return [
         ("sample points", f"{run.n_points} (by {run.axis})"),
         ("layers", str(len(run.layer_names))),
-        ("volatility-drop signal", "none" if run.signal_time is None else f"epoch {epoch_of(run.signal_time)}"),
+        (
+            "relative-change stop" if run.convergence.rule == "relative_change" else "volatility-drop signal",
+            "none" if run.signal_time is None else f"epoch {epoch_of(run.signal_time)}",
+        ),
         ("accuracy plateau", "none" if run.plateau_time is None else f"epoch {epoch_of(run.plateau_time)}"),
         ("inside noise floor", ", ".join(run.inside_noise_floor()) or "none"),
         ("short series", ", ".join(run.short_series()) or "none"),
@@ -119,8 +122,15 @@ def dashboard_html(runs: Sequence[RunDashboard], png: bytes, title: str) -> str:
         sources = ", ".join(html.escape(str(run.history_path)) for run in runs)
         rule = runs[0].convergence
         parts.append(
-            f'<p class="note">Read from {sources}. Signal: volatility-drop rule (ratio {rule.ratio:g}, patience '
-            f"{rule.patience}); plateau: first point within 0.5 percentage points of the best validation accuracy "
+            f'<p class="note">Read from {sources}. Signal: '
+            + (
+                "DynamicsEarlyStopping's relative-change rule replayed on the history"
+                if rule.rule == "relative_change"
+                else "volatility-drop rule"
+            )
+            + f" (ratio {rule.ratio:g}, patience "
+            f"{rule.patience}; the learning-rate schedule is not in the history); plateau: first point within 0.5 "
+            "percentage points of the best validation accuracy "
             "(docs/method.md section 8). Noise floor: the 95% band of the measure on surrogates of the run's own "
             "history; a value inside it lies among the central 95% of that null (docs/method.md section 8b). "
             "Short series: computed on fewer sample points than the estimator's reliable minimum.</p>"

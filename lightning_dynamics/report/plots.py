@@ -143,6 +143,11 @@ def _bounded(ax: Axes, key: str) -> None:
         ax.set_ylim(*bounds)
 
 
+def _signal_name(run: RunDashboard) -> str:
+    """The rule behind the red marker: the stop DynamicsEarlyStopping makes, or the legacy volatility signal."""
+    return "relative-change stop" if run.convergence.rule == "relative_change" else "volatility-drop signal"
+
+
 def _markers(ax: Axes, run: RunDashboard) -> None:
     if run.signal_time is not None:
         ax.axvline(run.signal_time, **SIGNAL_STYLE)  # type: ignore[arg-type]
@@ -214,7 +219,11 @@ def _measure_panel(ax: Axes, run: RunDashboard, key: str, color: str = "tab:blue
     _noise_band(ax, run, key)
     _short_span(ax, run, key)
     _line(ax, run.time, series, color=color)
-    if key == "stability_volatility" and run.convergence.signal_index is not None:
+    if (
+        key == "stability_volatility"
+        and run.convergence.rule == "volatility"
+        and run.convergence.signal_index is not None
+    ):
         peak = np.fmax.accumulate(np.where(np.isfinite(series), series, -np.inf))
         defined = np.isfinite(peak) & np.isfinite(series)
         ax.plot(run.time[defined], run.convergence.ratio * peak[defined], color="tab:red", lw=0.8, alpha=0.6)
@@ -262,13 +271,15 @@ def plot_dashboard(run: RunDashboard, path: str | Path | None = None) -> Figure:
     Panels: the ``[L, T]`` summaries z-scored per layer (layers top to bottom from the input side); the
     integration-metastability trajectory coloured by epoch; :math:`R(t)` with its mean; validation accuracy and loss
     where logged; one panel per measure (:func:`dashboard_measures`: integration, metastability, the stability index,
-    its volatility with the rule's threshold (0.25 x running peak), the mean DFA exponent, and every other
+    its volatility (with the legacy rule's threshold, 0.25 x running peak, when that rule gave the signal), the
+    mean DFA exponent, and every other
     registered measure the history holds, on the registry's bounds); layers left out; layer freezing (where
     :mod:`lightning_dynamics.report.freezing_panel` exists). A measure with a null in the history
     gets its noise floor (the null's 95% band, grey) and a note: "inside noise floor" when its latest value sits in
     the band; "short series" when that value was computed on fewer points than its estimator's reliable minimum,
     and the stretch of time where that holds is shaded light red.
-    Vertical lines: the volatility-drop signal (red dashed) and the accuracy plateau (green dotted), docs/method.md
+    Vertical lines: the stop of DynamicsEarlyStopping's relative-change rule replayed on the history (red dashed)
+    and the accuracy plateau (green dotted), docs/method.md
     section 8.
 
     Args:
@@ -348,15 +359,21 @@ def _draw_dashboard(run: RunDashboard) -> Figure:
     for ax in time_axes[-2:]:
         ax.set_xlabel(run.axis)
     handles = [
-        Line2D([], [], **SIGNAL_STYLE, label=_marker_label("volatility-drop signal", run.signal_time)),  # type: ignore[arg-type]
+        Line2D([], [], **SIGNAL_STYLE, label=_marker_label(_signal_name(run), run.signal_time)),  # type: ignore[arg-type]
         Line2D([], [], **PLATEAU_STYLE, label=_marker_label("accuracy plateau", run.plateau_time)),  # type: ignore[arg-type]
-        Line2D(
-            [],
-            [],
-            color="tab:red",
-            lw=0.8,
-            alpha=0.6,
-            label=f"signal threshold: {run.convergence.ratio:g} x running peak of V",
+        *(
+            [
+                Line2D(
+                    [],
+                    [],
+                    color="tab:red",
+                    lw=0.8,
+                    alpha=0.6,
+                    label=f"signal threshold: {run.convergence.ratio:g} x running peak of V",
+                )
+            ]
+            if run.convergence.rule == "volatility"
+            else []
         ),
         Patch(**BAND_STYLE, label="noise floor: 95% of the measure on surrogates"),  # type: ignore[arg-type]
         Patch(**{**SHORT_SPAN_STYLE, "alpha": 0.15}, label="short series: fewer points than reliable"),  # type: ignore[arg-type]

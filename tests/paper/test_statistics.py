@@ -184,3 +184,28 @@ def test_the_study_docstring_examples_run() -> None:
     for name in ("findings", "stopping", "run"):
         result = doctest.testmod(importlib.import_module(f"benchmarks.paper.{name}"), optionflags=doctest.ELLIPSIS)
         assert result.failed == 0, name
+
+
+def test_holm_level_intervals_agree_with_the_holm_p() -> None:
+    """The unadjusted 95% interval of the VGG-like CNN at 8x8 excluded 0 beside Holm p 0.095; an interval at the level
+    Holm tests it at excludes 0 exactly when its Holm p <= 0.05, on the committed runs and on random data."""
+    from benchmarks.paper.findings import design_floor, holm_levels
+
+    assert design_floor() == pytest.approx((2 / 252, 6 / 252))
+    runs = json.loads((RESULTS / "cpu_40ep_2x2_5seeds" / "summary.json").read_text())["runs"]
+
+    def cell(arch: str, task: str) -> list[float]:
+        return [runs[f"{arch}_{task}_seed{s}"]["endpoints"]["alpha_phase"] for s in range(5)]
+
+    groups = [(cell(arch, "digits"), cell(arch, "pairs8")) for arch in ("resnet18", "vgg_like", "vit")]
+    rng = np.random.default_rng(0)
+    sets = [groups] + [
+        [(list(rng.normal(0, 1, 5)), list(rng.normal(shift, 1, 5))) for shift in rng.uniform(0, 3, 3)] for _ in range(6)
+    ]
+    for data in sets:
+        p = [permutation_p(a, b) for a, b in data]
+        for (a, b), adjusted, level in zip(data, holm(p), holm_levels(p), strict=True):
+            low, high = shift_interval(a, b, level)
+            assert (low <= 0.0 <= high) == (adjusted > 0.05)
+    vgg_low, vgg_high = shift_interval(*groups[1], holm_levels([permutation_p(a, b) for a, b in groups])[1])
+    assert vgg_low < 0 < vgg_high and shift_interval(*groups[1])[1] < 0  # the unadjusted one excluded 0

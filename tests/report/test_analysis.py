@@ -74,7 +74,9 @@ def test_convergence_points_by_sample_point_with_sub_epoch_sampling() -> None:
 
 
 def test_a_csv_run_and_its_history_give_one_convergence_report(tmp_path) -> None:
-    """The CSV is only another input of the same computation: same series, same report as from the history."""
+    """Same plateau from either input; the signal differs by design: a history replays the rule DynamicsEarlyStopping
+    stops with (relative change; quiet on this random walk), a CSV without a history only has the logged volatility
+    and gets the legacy rule, labelled as such."""
     import torch
 
     from lightning_dynamics.capture import save_history
@@ -95,5 +97,27 @@ def test_a_csv_run_and_its_history_give_one_convergence_report(tmp_path) -> None
         "logged": {"val_acc": torch.tensor(per_epoch["val_acc"].tolist(), dtype=torch.float64)},
     }
     from_history = load_run(save_history(state, tmp_path / "dynamics_history.pt")).convergence
-    assert convergence_report(tmp_path) == from_history
-    assert from_history.signal_epoch == 6 and from_history.plateau_epoch == 6
+    from_csv = convergence_report(tmp_path)
+    assert from_csv.plateau_epoch == from_history.plateau_epoch == 6
+    assert from_csv.rule == "volatility" and from_csv.signal_epoch == 6
+    assert from_history.rule == "relative_change" and from_history.signal_epoch is None
+
+
+def test_the_signal_replays_the_rule_that_stops() -> None:
+    """With a history, the marker is DynamicsEarlyStopping's default rule (relative change), not the volatility rule."""
+    import torch
+
+    from lightning_dynamics.decisions.stopping import RelativeChangeRule
+    from lightning_dynamics.report.analysis import convergence_points
+
+    t = torch.arange(40, dtype=torch.float64)
+    x = torch.stack([s * (1 - torch.exp(-t / 4)) for s in (1.0, 2.0, 3.0)]).repeat_interleave(2, dim=1)
+    epochs = [i // 2 for i in range(80)]
+    time = [i / 2 for i in range(80)]
+    flat_volatility = [0.0] * 80  # the legacy rule would fire at once on it
+    report = convergence_points(time, flat_volatility, None, history=(x, epochs))
+    rule = RelativeChangeRule()
+    stop = next(e for e in range(40) if rule.update(x[:, : 2 * e + 2], epochs[: 2 * e + 2])[0])
+    assert report.rule == "relative_change" and report.signal_index == 2 * stop + 1
+    legacy = convergence_points(time, flat_volatility, None)
+    assert legacy.rule == "volatility" and legacy.signal_index == 2

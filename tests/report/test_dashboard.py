@@ -33,7 +33,10 @@ def _state(n_points: int = 30, seed: int = 0, **overrides) -> dict:
         "format_version": 2,
         "layer_names": [f"block{i}.conv" for i in range(5)],
         "summary": "rms",
-        "values": 3.0 + torch.randn(5, n_points, generator=g).cumsum(-1),
+        # Five layers that settle (time constant 3 points) with a little noise: the stop replayed on them fires.
+        "values": 3.0
+        + torch.linspace(1.0, 2.0, 5).unsqueeze(1) * (1 - torch.exp(-torch.arange(n_points) / 3.0))
+        + 1e-3 * torch.randn(5, n_points, generator=g),
         "epochs": [5 + t for t in range(n_points)],  # a resumed run: epochs do not start at 0
         "steps": [10 * (t + 1) for t in range(n_points)],
         "metrics": {
@@ -68,10 +71,16 @@ def test_quantities_markers_and_order_parameter(tmp_path: Path) -> None:
     run = load_run(_write(tmp_path / "run"))
     assert run.label == "run" and run.axis == "epoch" and run.n_points == 30
     np.testing.assert_array_equal(run.time, np.arange(5, 35))
-    assert run.convergence.signal_index == 25 and run.signal_time == 30.0  # index 25 -> epoch 5 + 25
+    # The marker is the stop DynamicsEarlyStopping makes (relative change replayed on the history), not the
+    # volatility rule (which would fire at index 25 on VOLATILITY).
+    from lightning_dynamics.report.analysis import relative_change_signal
+
+    values = load_history(run.history_path)["values"].double()
+    expected = relative_change_signal(values, list(range(5, 35)))
+    assert expected is not None and run.convergence.rule == "relative_change"
+    assert run.convergence.signal_index == expected and run.signal_time == 5.0 + expected
     assert run.convergence.plateau_index == 9 and run.plateau_time == 14.0
     # R(t) of the history is the one metastability/synchrony use: its mean is synchrony.
-    values = load_history(run.history_path)["values"].double()
     assert math.isnan(run.order_parameter[0])
     assert np.nanmean(run.order_parameter) == pytest.approx(float(F.synchrony(values)), abs=1e-9)
     assert np.nanstd(run.order_parameter) == pytest.approx(float(F.metastability(values)), abs=1e-9)
@@ -98,9 +107,10 @@ def test_dashboard_fixed_axes_integer_ticks_markers(tmp_path: Path) -> None:
     ticks = integration.get_xticks()
     assert len(ticks) > 2 and all(float(t).is_integer() for t in ticks)
     markers = sorted({line.get_xdata()[0] for line in integration.lines if len(line.get_xdata()) == 2})
-    assert markers == [14.0, 30.0]  # plateau and signal, as vertical lines on the time panels
+    assert markers == [14.0, run.signal_time]  # plateau and signal, as vertical lines on the time panels
     legend = " ".join(t.get_text() for t in figure.legends[0].get_texts())
-    assert "volatility-drop signal: epoch 30" in legend and "accuracy plateau: epoch 14" in legend
+    assert f"relative-change stop: epoch {int(run.signal_time)}" in legend and "accuracy plateau: epoch 14" in legend
+    assert "running peak of V" not in legend  # the legacy rule's threshold belongs to the legacy rule only
 
 
 def test_every_n_steps_history_is_drawn_point_by_point_against_fractional_epochs(tmp_path: Path) -> None:

@@ -1,0 +1,217 @@
+"""The wider calibration set of DynamicsEarlyStopping's rule: runs that have not converged, and runs that have.
+
+The first calibration (benchmarks/early_stopping.py) used noise that is stationary from the first step. Every real
+run starts with a learning transient, and a rule that divides recent change by a first half holding it fires on
+runs that keep moving. This script replays :class:`~lightning_dynamics.decisions.stopping.RelativeChangeRule` at
+every epoch end, as DynamicsEarlyStopping does, on (results: benchmarks/early_stopping_calibration.md):
+
+1. ``synthetic`` (batched, 12 layers, 32 points per epoch, 40 epochs, seeded): a learning transient (each layer
+   approaches its level with a time constant of 3 epochs) plus per-point batch noise (sd 1% of the level), then
+   - ``walk``: a small random walk forever (sd 0.02 of the level per epoch, 10x below the early change);
+   - ``osc P A``: an oscillation of period ``P`` points (2-16, faster than half an epoch) and amplitude ``A``
+     (as a share of the level), shared by the layers with random phases;
+   - ``settle``: nothing more (converging: the rule should fire).
+2. ``real`` (SmallMLP on scikit-learn digits, batch 42: 33 steps per epoch, one RMS point per step, SGD lr 0.05
+   momentum 0.9, 3 seeds): ``constant`` LR, ``cosine`` to 1% at epoch 24 then flat, ``step_after`` (x0.1 at
+   epoch 10, converging after the drop), ``step_plateau`` (x0.1 at epoch 32: a stop before it is false), and
+   ``oscillating`` (constant LR, the weights pushed along a fixed random direction by 5% of their RMS times a
+   sine of period 8 steps, forever). Each epoch end records the scheduler's outlook
+   (:func:`~lightning_dynamics.decisions.stopping.learning_rate_outlook`, budget = the rest of the run), so the
+   replay sees what DynamicsEarlyStopping sees through ``trainer.lr_scheduler_configs``.
+
+Each construction is replayed with the rule as it is now (sub-epoch spread, drift guard, schedule) and with the
+earlier rule (epoch means only, no guard, no schedule) for comparison.
+
+Run (``torch.set_num_threads(1)``; ~2 min synthetic, ~1 min per real run on an idle core)::
+
+    nice -n 10 .venv/bin/python -m benchmarks.early_stopping_calibration synthetic --draws 20
+    nice -n 10 .venv/bin/python -m benchmarks.early_stopping_calibration real --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from benchmarks.early_stopping import digits
+from benchmarks.kit.models import SmallMLP
+from lightning_dynamics.decisions.stopping import LearningRateOutlook, RelativeChangeRule, learning_rate_outlook
+
+LAYERS, PER_EPOCH, EPOCHS = 12, 32, 40
+#: The rule now and the earlier one (epoch means only, no drift guard, schedule not read).
+RULES = {
+    "now": {},
+    "before": {"sub_epoch": False, "drift_guard": False, "schedule": "ignore"},
+}
+
+
+def replay(x: Tensor, epochs: list[int], outlooks: list[bool] | None = None, **knobs: object) -> int | None:
+    """The epoch at which the rule first says stop, checked at every epoch end; None: never."""
+    rule = RelativeChangeRule(**knobs)  # type: ignore[arg-type]
+    last = {epoch: index for index, epoch in enumerate(epochs)}
+    for epoch, index in sorted(last.items()):
+        outlook = None
+        if outlooks is not None and outlooks[epoch]:
+            outlook = LearningRateOutlook(True, None, "the schedule lowers the learning rate later")
+        if rule.update(x[:, : index + 1], epochs[: index + 1], lr_outlook=outlook)[0]:
+            return epoch
+    return None
+
+
+# ---------------------------------------------------------------- synthetic
+
+
+def synthetic_run(kind: str, generator: torch.Generator, period: int = 8, amplitude: float = 0.1) -> Tensor:
+    """One history ``[LAYERS, EPOCHS * PER_EPOCH]`` of the construction ``kind`` (module docstring)."""
+    points = EPOCHS * PER_EPOCH
+    t = torch.arange(points, dtype=torch.float64) / PER_EPOCH
+    level = 1 + torch.rand(LAYERS, 1, generator=generator, dtype=torch.float64)
+    x = level * (1 - torch.exp(-t / 3.0))
+    x = x + 0.01 * level * torch.randn(LAYERS, points, generator=generator, dtype=torch.float64)
+    if kind == "walk":
+        steps = 0.02 / math.sqrt(PER_EPOCH) * torch.randn(LAYERS, points, generator=generator, dtype=torch.float64)
+        x = x + level * steps.cumsum(-1)
+    elif kind == "osc":
+        phase = 2 * math.pi * torch.rand(LAYERS, 1, generator=generator, dtype=torch.float64)
+        x = x + amplitude * level * torch.sin(2 * math.pi * torch.arange(points) / period + phase)
+    elif kind != "settle":
+        raise ValueError(f"`kind` must be 'walk', 'osc' or 'settle', got {kind!r}.")
+    return x
+
+
+def synthetic(draws: int) -> None:
+    epochs = [i // PER_EPOCH for i in range(EPOCHS * PER_EPOCH)]
+    cases: list[tuple[str, str, dict]] = [("walk", "walk", {}), ("settle", "settle (converging)", {})]
+    for period in (2, 4, 8, 16):
+        for amplitude in (0.02, 0.1, 0.5):
+            cases.append(
+                ("osc", f"osc period {period} amplitude {amplitude}", {"period": period, "amplitude": amplitude})
+            )
+    print(f"synthetic, {LAYERS} layers, {PER_EPOCH} points per epoch, {EPOCHS} epochs, {draws} draws each")
+    print("| construction | fired, rule now | stop epochs | fired, earlier rule |")
+    print("|---|---|---|---|")
+    for kind, label, kwargs in cases:
+        generator = torch.Generator().manual_seed(2028)
+        fired = {name: [] for name in RULES}
+        for _ in range(draws):
+            x = synthetic_run(kind, generator, **kwargs)
+            for name, knobs in RULES.items():
+                stop = replay(x, epochs, **knobs)
+                if stop is not None:
+                    fired[name].append(stop)
+        now, before = fired["now"], fired["before"]
+        print(f"| {label} | {len(now)}/{draws} | {sorted(now)} | {len(before)}/{draws} |", flush=True)
+
+
+# ---------------------------------------------------------------- real runs
+
+SCHEDULES = ("constant", "cosine", "step_after", "step_plateau", "oscillating")
+DROP = {"step_after": 10, "step_plateau": 32}
+
+
+def real_run(kind: str, seed: int, epochs: int = EPOCHS, batch: int = 42) -> dict:
+    torch.manual_seed(seed)
+    x_train, y_train, x_val, y_val = digits()
+    model = SmallMLP()
+    watched = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    sums = torch.zeros(len(watched), 2, dtype=torch.float64)
+
+    def hook(index: int) -> object:
+        def record(module: nn.Module, inputs: object, output: Tensor) -> None:
+            if module.training:
+                sums[index, 0] += output.detach().double().square().sum()
+                sums[index, 1] += output.numel()
+
+        return record
+
+    for index, module in enumerate(watched):
+        module.register_forward_hook(hook(index))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    if kind == "cosine":
+        floor, length = 0.01, 24
+        factor = lambda e: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(e, length) / length))  # noqa: E731
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    elif kind in DROP:
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [DROP[kind]], gamma=0.1)
+    else:
+        scheduler = None
+    generator = torch.Generator().manual_seed(seed)
+    params = list(model.parameters())
+    direction = [torch.randn(p.shape, generator=generator) * p.detach().square().mean().sqrt() for p in params]
+    offset = 0.0
+    batches = math.ceil(len(x_train) / batch)
+    points, val_acc, lowers = [], [], []
+    step = 0
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(x_train), generator=generator)
+        for b in range(batches):
+            sums.zero_()
+            index = order[b * batch : (b + 1) * batch]
+            loss = nn.functional.cross_entropy(model(x_train[index]), y_train[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if kind == "oscillating":  # move the weights along a fixed direction by a sine, on top of SGD
+                new = 0.05 * math.sin(2 * math.pi * step / 8)
+                with torch.no_grad():
+                    for p, d in zip(params, direction, strict=True):
+                        p.add_((new - offset) * d)
+                offset = new
+            points.append((sums[:, 0] / sums[:, 1]).sqrt().clone())
+        # What DynamicsEarlyStopping reads at this epoch end, before the epoch scheduler steps.
+        lowers.append(scheduler is not None and learning_rate_outlook(scheduler, steps_left=epochs - 1 - epoch).lowers)
+        if scheduler is not None:
+            scheduler.step()
+        model.eval()
+        with torch.no_grad():
+            val_acc.append(float((model(x_val).argmax(1) == y_val).float().mean() * 100))
+    return {"x": torch.stack(points, 1), "val_acc": val_acc, "lowers": lowers, "per_epoch": batches}
+
+
+def real(out: Path, seeds: list[int]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"SmallMLP on digits, {EPOCHS} epochs, per-step points, seeds {seeds}")
+    print("| run | seed | stop, rule now (epoch) | stop, earlier rule | best val acc | acc at stop (now) |")
+    print("|---|---|---|---|---|---|")
+    for kind in SCHEDULES:
+        for seed in seeds:
+            path = out / f"mlp_{kind}_seed{seed}.pt"
+            if path.exists():
+                run = torch.load(path, weights_only=True)
+            else:
+                start = time.perf_counter()
+                run = real_run(kind, seed)
+                torch.save(run, path)
+                print(f"<!-- trained {kind} seed {seed} in {time.perf_counter() - start:.0f} s -->", flush=True)
+            epochs = [i // run["per_epoch"] for i in range(run["x"].shape[1])]
+            now = replay(run["x"], epochs, run["lowers"], **RULES["now"])
+            before = replay(run["x"], epochs, None, **RULES["before"])
+            at = "-" if now is None else f"{run['val_acc'][now]:.1f}"
+            print(f"| {kind} | {seed} | {now} | {before} | {max(run['val_acc']):.1f} | {at} |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("part", choices=("synthetic", "real"))
+    parser.add_argument("--draws", type=int, default=20)
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=Path("runs/early_stopping_calibration"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    if args.part == "synthetic":
+        synthetic(args.draws)
+    else:
+        real(args.out, args.seeds)
+    print(f"wall time {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
