@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -51,9 +52,11 @@ __all__ = [
     "TensorOf",
     "check_bool",
     "check_choice",
+    "check_ddp_timeout",
     "check_finite_real",
     "check_int",
     "check_layers",
+    "check_path",
     "check_prefix",
     "check_state",
     "check_value",
@@ -105,6 +108,25 @@ def check_finite_real(
     kind = Real(minimum, maximum, positive)
     value = check_value(name, value, OrNone(kind) if allow_none else kind)
     return None if value is None else float(value)
+
+
+def check_ddp_timeout(value: Any) -> float | None:
+    """A process-group timeout in seconds, finite, in ``(0, MAX_TIMEOUT_S]``, or None (the framework's own timeout).
+
+    Example:
+        >>> check_ddp_timeout(0)
+        Traceback (most recent call last):
+        ...
+        ValueError: `ddp_timeout` must be a finite number > 0 in [-inf, 31536000.0] or None, got 0.
+    """
+    return check_finite_real("ddp_timeout", value, positive=True, maximum=MAX_TIMEOUT_S, allow_none=True)
+
+
+def check_path(name: str, value: Any) -> str | Path | None:
+    """A file-system path (``str`` or ``Path``) or None; a ValueError naming ``name`` otherwise."""
+    if value is not None and not isinstance(value, (str, Path)):
+        raise ValueError(f"`{name}` must be a path or None, got {value!r}.")
+    return value
 
 
 def check_bool(name: str, value: Any) -> bool:

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from lightning_dynamics.tracking.distributed import process_group_timeout
 from lightning_dynamics.tracking.options import tracker_from_options
 from lightning_dynamics.tracking.tracker import LogPoint
-from lightning_dynamics.validation import MAX_TIMEOUT_S, check_bool, check_finite_real
+from lightning_dynamics.validation import check_bool, check_ddp_timeout, check_path
 
 
 class DynamicsFabricMonitor:
@@ -59,14 +59,10 @@ class DynamicsFabricMonitor:
         **options: Any,
     ) -> None:
         self.tracker = tracker_from_options(warn=rank_zero_warn, info=rank_zero_info, **options)
-        if history_dir is not None and not isinstance(history_dir, (str, Path)):
-            raise ValueError(f"`history_dir` must be a path or None, got {history_dir!r}.")
-        self.history_dir = history_dir
+        self.history_dir = check_path("history_dir", history_dir)
         self.log_dashboard = check_bool("log_dashboard", log_dashboard)
         self.checkpoint_probe_batch = check_bool("checkpoint_probe_batch", checkpoint_probe_batch)
-        self.ddp_timeout = check_finite_real(
-            "ddp_timeout", ddp_timeout, positive=True, maximum=MAX_TIMEOUT_S, allow_none=True
-        )
+        self.ddp_timeout = check_ddp_timeout(ddp_timeout)
         self._fabric: Fabric | None = None
 
     @property

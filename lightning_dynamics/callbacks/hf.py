@@ -12,16 +12,10 @@ A "batch" of the tracker is one optimizer step (``on_step_end``, ``state.global_
 no other (evaluation, other callbacks' forwards); without :meth:`DynamicsTrainerCallback.add_to`, the calls in training
 mode.
 
-Values go through ``Trainer.log``, the Trainer's public reporting method: it appends them to ``state.log_history``
-(saved in each checkpoint's ``trainer_state.json``) and hands them to every callback's ``on_log``, so the
-``report_to`` integrations (TensorBoard, W&B, MLflow, ...) and the progress bar receive them. A callback is given no
-Trainer by its events, hence :meth:`DynamicsTrainerCallback.add_to`. Putting the values into another event's ``logs``
-instead would miss the integrations, which the Trainer calls before any user callback.
-
-Resume: at each ``on_save`` the tracker's state goes beside HF's checkpoint, into
-``checkpoint-<step>/<prefix>_tracker_state.pt``, and ``trainer.train(resume_from_checkpoint=...)`` restores it. HF's
-``ExportableState`` does not fit: it stores JSON in ``trainer_state.json`` (no tensors) and, to restore, rebuilds the
-callback from constructor arguments (no predicates or probe functions) in place of the one the user holds.
+Values go through ``Trainer.log`` (so ``state.log_history``, every ``report_to`` integration and the progress bar
+receive them); a callback is given no Trainer by its events, hence :meth:`DynamicsTrainerCallback.add_to`. Resume: the
+tracker's state goes into ``checkpoint-<step>/<prefix>_tracker_state.pt`` at each ``on_save`` and is restored by
+``trainer.train(resume_from_checkpoint=...)`` (why not HF's ``ExportableState``: docs/transformers.md).
 """
 
 from __future__ import annotations
@@ -38,9 +32,10 @@ from torch import Tensor, nn
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from lightning_dynamics.callbacks.sinks import dashboard_figure, dashboard_png_path
 from lightning_dynamics.tracking.options import tracker_from_options
 from lightning_dynamics.tracking.tracker import LogPoint
-from lightning_dynamics.validation import MAX_TIMEOUT_S, check_bool, check_finite_real
+from lightning_dynamics.validation import check_bool, check_ddp_timeout, check_path
 
 STATE_FILENAME = "{prefix}_tracker_state.pt"
 
@@ -48,6 +43,10 @@ STATE_FILENAME = "{prefix}_tracker_state.pt"
 def hf_probe_forward(model: nn.Module, batch: Any) -> Any:
     """The probe forward for a Trainer's batches: ``model(**batch)`` for a dict of inputs, else ``model(batch)``."""
     return model(**batch) if isinstance(batch, Mapping) else model(batch)
+
+
+def _checkpoint_folder(args: TrainingArguments, state: TrainerState) -> Path:
+    return Path(args.output_dir or ".") / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
 
 
 def _all_reduce_sum(packed: Tensor) -> Tensor:
@@ -100,22 +99,23 @@ class DynamicsTrainerCallback(TrainerCallback):
             info=rank_zero_info,
             **options,
         )
-        if history_dir is not None and not isinstance(history_dir, (str, Path)):
-            raise ValueError(f"`history_dir` must be a path or None, got {history_dir!r}.")
-        self.history_dir = history_dir
+        self.history_dir = check_path("history_dir", history_dir)
         self.log_dashboard = check_bool("log_dashboard", log_dashboard)
         self.checkpoint_probe_batch = check_bool("checkpoint_probe_batch", checkpoint_probe_batch)
-        self.ddp_timeout = check_finite_real(
-            "ddp_timeout", ddp_timeout, positive=True, maximum=MAX_TIMEOUT_S, allow_none=True
-        )
+        self.ddp_timeout = check_ddp_timeout(ddp_timeout)
         self.trainer: Trainer | None = None
         self._epoch = 0
         self._n_steps: int | None = None
         self._logs_seen = 0
+        self._epoch_begun = False
 
     @property
     def history_path(self) -> Path | None:
         return self.tracker.history_path
+
+    @property
+    def _state_name(self) -> str:
+        return STATE_FILENAME.format(prefix=self.tracker.prefix)
 
     def add_to(self, trainer: Trainer) -> DynamicsTrainerCallback:
         """Register with ``trainer`` and report through its ``Trainer.log``; returns this callback."""
@@ -146,15 +146,8 @@ class DynamicsTrainerCallback(TrainerCallback):
         self._epoch_begun = False  # no epoch of this train() call has begun yet (see on_epoch_begin)
         resumed = state.global_step > 0  # the Trainer restored a checkpoint
         if resumed:
-            folders = [
-                args.resume_from_checkpoint,
-                Path(args.output_dir or ".") / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}",
-            ]
-            paths = [
-                Path(f) / STATE_FILENAME.format(prefix=self.tracker.prefix)
-                for f in folders
-                if isinstance(f, (str, Path)) and f
-            ]
+            folders = (args.resume_from_checkpoint, _checkpoint_folder(args, state))
+            paths = [Path(f) / self._state_name for f in folders if isinstance(f, (str, Path)) and f]
             found = next((path for path in paths if path.is_file()), None)
             if found is None:
                 rank_zero_warn(
@@ -176,7 +169,7 @@ class DynamicsTrainerCallback(TrainerCallback):
         # Counted from the epoch-begin events: after a short epoch (an iterable dataset, should_epoch_stop) the
         # Trainer's fractional state.epoch still holds the previous epoch's number. The count starts where this
         # train() call starts: 0, or the epoch a resumed run is in.
-        self._epoch = self._epoch + 1 if getattr(self, "_epoch_begun", False) else int(state.epoch or 0)
+        self._epoch = self._epoch + 1 if self._epoch_begun else int(state.epoch or 0)
         self._epoch_begun = True
         self.tracker.epoch_start(self._epoch, state.global_step, self._n_steps)
 
@@ -204,10 +197,11 @@ class DynamicsTrainerCallback(TrainerCallback):
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         """Write the tracker's state into the checkpoint folder the Trainer has just written."""
         if args.should_save:
-            folder = Path(args.output_dir or ".") / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            folder = _checkpoint_folder(args, state)
             folder.mkdir(parents=True, exist_ok=True)
-            state_dict = self.tracker.state_dict(include_probe_batch=self.checkpoint_probe_batch)
-            torch.save(state_dict, folder / STATE_FILENAME.format(prefix=self.tracker.prefix))
+            torch.save(
+                self.tracker.state_dict(include_probe_batch=self.checkpoint_probe_batch), folder / self._state_name
+            )
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -216,8 +210,6 @@ class DynamicsTrainerCallback(TrainerCallback):
         path = self.tracker.end_fit()
         if path is not None and self.log_dashboard:
             try:
-                from lightning_dynamics.callbacks.sinks import dashboard_figure, dashboard_png_path
-
                 dashboard_figure(path).savefig(dashboard_png_path(path))
             except Exception as error:  # a figure (or a missing matplotlib) must never fail a finished run
                 rank_zero_warn(f"DynamicsTrainerCallback: could not draw the dashboard figure: {error!r}")

@@ -23,7 +23,7 @@ from lightning_dynamics.capture.layer_selection import is_compiled_module
 from lightning_dynamics.tracking.distributed import process_group_timeout
 from lightning_dynamics.tracking.options import tracker_from_options
 from lightning_dynamics.tracking.tracker import LogPoint
-from lightning_dynamics.validation import MAX_TIMEOUT_S, check_bool, check_finite_real, layers_key
+from lightning_dynamics.validation import check_bool, check_ddp_timeout, layers_key
 
 
 class DynamicsMonitor(Callback):
@@ -72,9 +72,7 @@ class DynamicsMonitor(Callback):
         self.prog_bar = check_bool("prog_bar", prog_bar)
         self.log_dashboard = check_bool("log_dashboard", log_dashboard)
         self.checkpoint_probe_batch = check_bool("checkpoint_probe_batch", checkpoint_probe_batch)
-        self.ddp_timeout = check_finite_real(
-            "ddp_timeout", ddp_timeout, positive=True, maximum=MAX_TIMEOUT_S, allow_none=True
-        )
+        self.ddp_timeout = check_ddp_timeout(ddp_timeout)
         self._seen: dict[str, Any] = {}  # the logged objects of the trainer's metrics at the previous point
 
     config = property(lambda self: self.tracker.config, doc="The measures' settings (a DynamicsConfig).")
