@@ -340,3 +340,10 @@ def test_relative_change_appears_when_promised_under_a_short_history_window() ->
     # Its noise floor is computed on as many points: defined too.
     assert math.isfinite(tracker.metrics["relative_change_null_lo"][-1])
     assert math.isfinite(tracker.metrics["relative_change_null_hi"][-1])
+    # And so is its settled-level band, read from as many points as the measure reads.
+    from lightning_dynamics.measures.readings import level_bands
+
+    lo, hi = level_bands(tracker.history.values, config, ("relative_change",), 19, torch.Generator().manual_seed(0))[
+        "relative_change"
+    ]
+    assert math.isfinite(float(lo)) and math.isfinite(float(hi))

@@ -270,7 +270,10 @@ def level_bands(
         if name in WINDOWED_MEASURES:
             points = x[..., -config.window :]
         elif config.history_window is not None:
-            points = x[..., -config.history_window :]
+            read = config.history_window
+            if name == "relative_change":  # it reads at least the 2 * window + 1 points it is defined from
+                read = max(read, relative_change_defined_from(config.window))
+            points = x[..., -read:]
         else:
             points = x
         surrogates = surrogate_histories(points, n, method="shuffle", detrend=None, generator=generator)
