@@ -182,11 +182,9 @@ class DynamicsTrainerCallback(TrainerCallback):
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         """After each optimizer step: a sample point closes if the schedule says so."""
         # The step's index in its epoch from the global step, so that a run resumed mid-epoch samples as before.
-        index = None if self._n_steps is None else state.global_step - 1 - self._epoch * self._n_steps
-        self._close(
-            state,
-            lambda logged: self.tracker.batch_end(self._epoch, state.global_step, index, self._n_steps, logged=logged),
-        )
+        step, n_steps = state.global_step, self._n_steps
+        index = None if n_steps is None else step - 1 - self._epoch * n_steps
+        self._close(state, lambda logged: self.tracker.batch_end(self._epoch, step, index, n_steps, logged=logged))
 
     def on_epoch_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
