@@ -2,8 +2,10 @@
 
 Configurations, each a ratio to a plain fit of the same model and data:
 
-- ``monitor``: ``DynamicsMonitor()`` with its defaults (hooks on the auto-selected layers, one sample point per
-  epoch, so none falls inside the timed steps; the hooks are the per-step cost).
+- ``monitor``: ``DynamicsMonitor()`` with its defaults (hooks on the auto-selected layers; 32 sample points per
+  epoch, each a few on-device additions inside a step; the measures and noise floors run at the epoch's end,
+  outside the timed steps). This file times steps only: the whole-fit comparison, end-of-epoch and end-of-fit work
+  included, is ``whole_fit.py``.
 - ``wandb_watch``: ``WandbLogger(offline=True).watch(model, log="all", log_freq=N)``: parameter and gradient
   histograms every ``N`` steps, written to an offline run.
 - ``cockpit``: Cockpit's ``economy`` preset (Schneider, Dangel & Hennig, NeurIPS 2021: Alpha, Distance,

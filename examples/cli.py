@@ -1,6 +1,7 @@
 """LightningCLI over the digits classifier, with DynamicsMonitor and DynamicsEarlyStopping configured in YAML.
 
-Run (from the repository root; needs the ``examples`` extra and ``jsonargparse[signatures]``)::
+Run (needs an installed ``lightning-dynamics[examples]`` and ``jsonargparse[signatures]``; the task lives beside
+this file, in ``digits.py``)::
 
     .venv/bin/python examples/cli.py fit --config examples/cli_config.yaml
     .venv/bin/python examples/cli.py fit --config examples/cli_config.yaml --trainer.max_epochs=20
@@ -14,15 +15,10 @@ The callbacks can be named by their short class name (``DynamicsMonitor``, ``Dyn
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
+from digits import DigitsDataModule, ImageClassifier, SmallCNN, SmallMLP  # noqa: F401  (short model names)
 from lightning.pytorch.cli import LightningCLI
 
 import lightning_dynamics.callbacks  # noqa: F401  (imported so that the short callback names resolve)
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the experiment kit: benchmarks/kit
-from benchmarks.kit import DigitsDataModule, ImageClassifier
 
 
 def main(args: list[str] | None = None) -> LightningCLI:

@@ -1,6 +1,6 @@
 """The measures in a Lightning Fabric loop: ``DynamicsFabricMonitor`` through ``Fabric(callbacks=[...])``.
 
-Run: ``.venv/bin/python examples/fabric_demo.py [--epochs 30] [--out runs/fabric]``.
+Run: ``python examples/fabric_demo.py [--epochs 30] [--out runs/fabric]``.
 Data: scikit-learn's ``load_digits`` (1797 real 8x8 images), no download.
 
 Five ``fabric.call`` lines drive the monitor: ``on_train_start``, ``on_train_epoch_start`` (with the epoch's
@@ -14,19 +14,16 @@ the logger's directory. Under ``Fabric(strategy="ddp", devices=N)`` the per-laye
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
+from digits import DigitsDataModule, SmallCNN
 from lightning.fabric import Fabric
 from lightning.fabric.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader
 
 from lightning_dynamics import DynamicsFabricMonitor
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the experiment kit: benchmarks/kit
-from benchmarks.kit import DigitsDataModule, SmallCNN
 
 
 def train(
@@ -71,7 +68,7 @@ def main() -> None:
     monitor, fabric = train(args.epochs, args.out)
     metrics = monitor.tracker.metrics
     print(f"layers: {monitor.tracker.layer_names}")
-    for key in ("integration", "metastability", "stability_index", "stability_volatility"):
+    for key in ("relative_change", "relative_change_null_lo", "relative_change_null_hi", "metastability"):
         print(f"{key:>22}: {metrics[key][-1]:.4f}")
     print(f"metrics (CSV): {fabric.logger.log_dir}\nhistory: {monitor.history_path}")
 

@@ -1,6 +1,6 @@
 """The measures in a plain PyTorch training loop, without Lightning: ``DynamicsTracker``.
 
-Run: ``.venv/bin/python examples/plain_pytorch.py [--epochs 30] [--out runs/plain]``.
+Run: ``python examples/plain_pytorch.py [--epochs 30] [--out runs/plain]``.
 Data: scikit-learn's ``load_digits`` (1797 real 8x8 images), no download.
 
 Five lines of the loop belong to the tracker: ``begin_fit``, ``epoch_start``, ``batch_end`` (which closes the
@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
 import torch
+from digits import DigitsDataModule, SmallCNN
 from torch import nn
 from torch.utils.data import DataLoader
 
 from lightning_dynamics import DynamicsTracker
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the experiment kit: benchmarks/kit
-from benchmarks.kit import DigitsDataModule, SmallCNN
 
 
 def train(
@@ -69,7 +66,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/plain"))
     args = parser.parse_args()
     tracker, rows = train(args.epochs, args.out)
-    keys = ("val_acc", "integration", "metastability", "stability_index", "stability_volatility")
+    keys = ("val_acc", "relative_change", "relative_change_null_lo", "relative_change_null_hi")
     print("epoch  " + "  ".join(f"{k:>20}" for k in keys))
     for row in rows[-8:]:
         cells = ("nan" if math.isnan(row.get(k, math.nan)) else f"{row[k]:.4f}" for k in keys)

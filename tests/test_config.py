@@ -123,6 +123,7 @@ NON_DEFAULTS = {
     "points_per_epoch": 3,
     "null_surrogates": 19,
     "complexity_every_n_samples": 4,
+    "cost_budget": 0.2,
 }
 
 

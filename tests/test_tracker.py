@@ -82,14 +82,14 @@ def test_default_sub_epoch_points_define_every_key_within_8_epochs(tmp_path: Pat
     assert tracker.n_samples == 8 * per_epoch and len(points) == 8  # measures once an epoch
     assert tracker.history is not None and tracker.history.epochs[: per_epoch + 1] == [0] * per_epoch + [1]
     last = points[-1].values
+    saved = load_history(tmp_path / "dynamics_history.pt")
     for name in measure_names("default"):
         assert f"dynamics/{name}" in last and math.isfinite(last[f"dynamics/{name}"]), name
-        for key in MEASURES[name].null_keys:
-            assert math.isfinite(last[f"dynamics/{key}"]), key
+        for key in MEASURES[name].null_keys:  # the budget may skip epochs' floors; the last point's are filled
+            assert math.isfinite(saved["metrics"][key][-1].item()), key
     # Measures only at the epoch ends; NaN at the sub-epoch points.
     assert tracker.computed == [i % per_epoch == per_epoch - 1 for i in range(8 * per_epoch)]
     assert all(math.isnan(v) for v, c in zip(tracker.metrics["metastability"], tracker.computed, strict=True) if not c)
-    saved = load_history(tmp_path / "dynamics_history.pt")
     assert saved["values"].shape == (3, 8 * per_epoch) and set(saved["metrics"]) == set(tracker.keys)
 
 
@@ -148,7 +148,7 @@ def test_null_band_covers_independent_noise_and_excludes_coupled_layers() -> Non
 
 
 def test_by_step_noise_floors_are_computed_once_per_epoch_at_its_end() -> None:
-    tracker = DynamicsTracker(verbose=False, config=DynamicsConfig(every_n_steps=1))
+    tracker = DynamicsTracker(verbose=False, config=DynamicsConfig(every_n_steps=1, cost_budget=None))
     points = _run(tracker, epochs=4, n_batches=6)
     assert tracker.n_samples == 24
     on_step = [p for p in points if p.on_step]
@@ -206,7 +206,7 @@ def test_a_failing_save_warns_once_with_the_cause_and_retries_quietly(tmp_path: 
 
 
 def test_state_round_trip_resumes_identically(tmp_path: Path) -> None:
-    config = DynamicsConfig(points_per_epoch=4, null_surrogates=19)
+    config = DynamicsConfig(points_per_epoch=4, null_surrogates=19, cost_budget=None)  # floors whatever the timing
     full = DynamicsTracker(verbose=False, config=config)
     _run(full, epochs=10, n_batches=8)
     first = DynamicsTracker(verbose=False, config=config)
@@ -347,3 +347,53 @@ def test_relative_change_appears_when_promised_under_a_short_history_window() ->
         "relative_change"
     ]
     assert math.isfinite(float(lo)) and math.isfinite(float(hi))
+
+
+def test_cost_budget_spaces_the_noise_floors_and_the_last_point_gets_its_band(monkeypatch, tmp_path: Path) -> None:
+    """Floors that cost 0.25 s against 1 s epochs, within 1/16 of training time: the first at once (to time them),
+    then whenever their total stays within budget (at 8, 12, 16 and 20 s of training), and always at the last point.
+    (Binary-exact times, so the comparisons at the edges are exact.)"""
+    from lightning_dynamics.tracking import tracker as tracker_module
+
+    class Clock:
+        now = 0.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    clock = Clock()
+    monkeypatch.setattr(tracker_module, "_clock", clock)
+    null_values = DynamicsTracker._null_values
+
+    def slow(self: DynamicsTracker) -> dict[str, float]:
+        clock.now += 0.25
+        return null_values(self)
+
+    monkeypatch.setattr(DynamicsTracker, "_null_values", slow)
+    monkeypatch.setattr(tracker_module, "_DASHBOARD_SECONDS", [2.0])
+    messages: list[str] = []
+    tracker = DynamicsTracker(config=DynamicsConfig(points_per_epoch=8, cost_budget=0.0625), info=messages.append)
+    model = _model()
+    tracker.begin_fit(model, history_dir=tmp_path)
+    step = 0
+    for epoch in range(21):
+        tracker.epoch_start(epoch, step, 8)
+        clock.now += 1.0  # one second of training
+        for batch_idx in range(8):
+            model(torch.randn(4, 6))
+            step += 1
+            tracker.batch_end(epoch, step, batch_idx, 8)
+        tracker.epoch_end(epoch, step)
+    lo = tracker.metrics["metastability_null_lo"]
+    with_floors = [tracker.history.epochs[i] for i, v in enumerate(lo) if not math.isnan(v)]
+    assert with_floors == [0, 7, 11, 15, 19]
+    assert tracker.train_seconds == 21.0 and tracker.floor_seconds == 1.25
+    assert sum("cost_budget=0.0625" in m for m in messages) == 1  # said once
+    assert not tracker.dashboard_due(tmp_path)  # 2 s of figure against 21 s of training: over 1/16
+    assert "lightning-dynamics report" in messages[-1]
+    path = tracker.end_fit()
+    assert path is not None and not math.isnan(load_history(path)["metrics"]["metastability_null_lo"][-1].item())
+    unbudgeted = DynamicsTracker(config=DynamicsConfig(points_per_epoch=8, cost_budget=None), verbose=False)
+    assert unbudgeted.dashboard_due()
+    with pytest.raises(ValueError, match=r"`cost_budget` must be a finite number > 0 in \[-inf, 1.0\] or None"):
+        DynamicsConfig(cost_budget=0)

@@ -41,9 +41,14 @@ class DynamicsModelCheckpoint(ModelCheckpoint):
         dirpath, filename, save_top_k, save_last, save_weights_only, every_n_epochs, every_n_train_steps,
             train_time_interval, verbose, auto_insert_metric_name, enable_version_counter: as ``ModelCheckpoint``.
 
+    **No dynamics key was shown to pick a better model than validation does.** On a CNN on digits (Adam 3e-3) a
+    checkpoint on the stability index kept epoch 3 (64.2% accuracy) as "best" in a run that reached 97.3%: the index
+    sat inside its noise floor at 22 of 24 epochs. Keep the best model with ``ModelCheckpoint(monitor="val_loss")``;
+    use this class to study a key, e.g. the most settled epoch by the relative change.
+
     Example::
 
-        Trainer(callbacks=[DynamicsMonitor(), DynamicsModelCheckpoint(monitor="stability_index", mode="max")])
+        Trainer(callbacks=[DynamicsMonitor(), DynamicsModelCheckpoint(monitor="relative_change", mode="min")])
     """
 
     def __init__(

@@ -45,6 +45,8 @@ from lightning_dynamics.validation import (
 StoppingRule = Literal["relative_change", "volatility"]
 RULES: tuple[str, ...] = get_args(StoppingRule)
 VOLATILITY_KEY = "stability_volatility"  # the key the volatility rule reads unless `monitor` names another
+# Recorded in the producing monitor's history at the point where the run was stopped (the epoch), for the report.
+STOPPED_KEY = "stopped_epoch"
 
 
 class DynamicsEarlyStopping(pl.Callback):
@@ -176,6 +178,7 @@ class DynamicsEarlyStopping(pl.Callback):
         self.waited_checks = 0
         self._producer: DynamicsMonitor | None = None
         self._seen_samples = 0
+        self._said_waiting = False
 
     @property
     def state_key(self) -> str:
@@ -211,6 +214,9 @@ class DynamicsEarlyStopping(pl.Callback):
             self.stopping_reason = reason
             self.stopping_reason_message = f"DynamicsEarlyStopping stopped training at epoch {epoch}: {message}"
             rank_zero_info(self.stopping_reason_message)  # once, whatever `verbose` says
+            tracker = None if self._producer is None else self._producer.tracker
+            if tracker is not None and tracker.n_samples:  # the report says where the run was stopped
+                tracker.record(f"{self.prefix}/{STOPPED_KEY}", float(epoch))
 
     # ------------------------------------------------------------------ the decision
 
@@ -238,10 +244,19 @@ class DynamicsEarlyStopping(pl.Callback):
                     rank_zero_info(f"DynamicsEarlyStopping at epoch {epoch}: {decision[2]}")
                 else:
                     self._say(f"epoch {epoch}: {decision[2]}")
+            elif not decision[0] and math.isnan(self.rule.statistic):
+                if not self._said_waiting:  # an undefined statistic every epoch would say nothing new
+                    self._said_waiting = True
+                    self._say(
+                        f"epoch {epoch}: the median relative change needs {2 * self.rule.window_epochs + 1} epochs "
+                        "with sample points; checks start then. Said once."
+                    )
             elif not decision[0]:
+                p_value = self.rule.p_value  # tested only at or below the ratio: no p-value to print above it
                 self._say(
-                    f"epoch {epoch}: median relative change {self.rule.statistic:.3g} (p = {self.rule.p_value:.3g}), "
-                    f"{self.rule.wait_count}/{self.rule.patience} checks at or below {self.rule.ratio:g}."
+                    f"epoch {epoch}: median relative change {self.rule.statistic:.3g}"
+                    + ("" if math.isnan(p_value) else f" (p = {p_value:.3g})")
+                    + f", {self.rule.wait_count}/{self.rule.patience} checks at or below {self.rule.ratio:g}."
                 )
             return decision
         value = trainer.callback_metrics.get(self.monitor)

@@ -41,6 +41,14 @@ class LyapunovMonitor(Callback):
     initialisation, L1 distance of the weights, no renormalisation, full batch), the pair here sees the same
     mini-batches, the distance includes the optimizer state, and the separation is renormalised, so the value is
     the exponent of the stochastic training map along the real run, not a saturating distance.
+
+    **Under adaptive optimizers (Adam, AdamW, RMSprop) the sign does not mean stable or chaotic.** Adam divides
+    each update by a running root mean square of the gradients, so two nearby states whose gradients are small and
+    differ get updates of full size in different directions: separations grow in healthy runs too. On the digits
+    CNN a healthy run (Adam, lr 3e-3) logged about +0.33 per step, and a dead one (lr 6e-2, accuracy at chance) about
+    0: nothing moves, so nothing separates. Read it, under Adam, as how strongly the optimizer amplifies small
+    differences along this run, to compare runs with the same optimizer; not as a learning-rate verdict. The
+    closed forms and the learning-rate sweeps of ``benchmarks/lyapunov.md`` are for SGD (with and without momentum).
     Exact on linear maps: for the loss :math:`\tfrac12\sum_i a_i w_i^2` under SGD the logged value is within 5% of
     :math:`\max_i \ln|1 - \eta a_i|` after 30 steps (also where it is positive), and with momentum ``m`` of the log
     spectral radius of :math:`[[1 + m - \eta a, -m], [1, 0]]` (tests/callbacks/test_lyapunov.py).

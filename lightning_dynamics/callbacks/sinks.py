@@ -11,7 +11,9 @@ logger                    history file                                dashboard 
 ``WandbLogger``           a ``dynamics-history`` ``wandb.Artifact``   ``log_image(key=key, images=[...],
                                                                       step=step)``
 ``TensorBoardLogger``     kept in its ``log_dir``                     ``experiment.add_figure(key, fig,
-                                                                      global_step=step)``
+                                                                      global_step=step)``; each measure and its
+                                                                      noise floor as one margin chart
+                                                                      (custom scalars)
 any other (CSV, ...)      kept in its ``log_dir``                     the PNG beside the history
                                                                       (``<prefix>_dashboard[-vN].png``)
 ========================  ==========================================  =========================================
@@ -62,10 +64,13 @@ class Sink:
             the logger's ``log_dir``.
         figure: ``(logger, image, key, step) -> None``: store the dashboard image; None: the PNG is written beside
             the history.
+        bands: ``(logger, prefix) -> None``: tell the logger to draw each measure inside its noise floor (one chart
+            with the value and its ``_null_lo``/``_null_hi`` edges as a band); None: the edges stay separate series.
     """
 
     history: Callable[[Any, Path], None] | None = None
     figure: Callable[[Any, FigureImage, str, int | None], None] | None = None
+    bands: Callable[[Any, str], None] | None = None
 
 
 def _mlflow_history(logger: Any, path: Path) -> None:
@@ -90,6 +95,28 @@ def _wandb_figure(logger: Any, image: FigureImage, key: str, step: int | None) -
     logger.log_image(key=key, images=[Image.open(io.BytesIO(image.png))], step=step)
 
 
+def noise_floor_layout(prefix: str) -> dict[str, dict[str, list[Any]]]:
+    """TensorBoard's custom-scalar layout that draws each measure inside its noise floor: one margin chart each.
+
+    Example:
+        >>> noise_floor_layout("dynamics")["dynamics: value inside its noise floor"]["relative_change"]
+        ['Margin', ['dynamics/relative_change', 'dynamics/relative_change_null_lo', 'dynamics/relative_change_null_hi']]
+    """
+    from lightning_dynamics.measures.registry import MEASURES
+
+    charts = {
+        name: ["Margin", [f"{prefix}/{name}", *(f"{prefix}/{key}" for key in measure.null_keys)]]
+        for name, measure in MEASURES.items()
+        if measure.null is not None
+    }
+    return {f"{prefix}: value inside its noise floor": charts}
+
+
+def _tensorboard_bands(logger: Any, prefix: str) -> None:
+    logger.experiment.add_custom_scalars(noise_floor_layout(prefix))
+    logger.experiment.flush()
+
+
 def _tensorboard_figure(logger: Any, image: FigureImage, key: str, step: int | None) -> None:
     logger.experiment.add_figure(key, image.figure, global_step=step, close=False)
     logger.experiment.flush()
@@ -98,7 +125,7 @@ def _tensorboard_figure(logger: Any, image: FigureImage, key: str, step: int | N
 SINKS: dict[str, Sink] = {
     "MLFlowLogger": Sink(history=_mlflow_history, figure=_mlflow_figure),
     "WandbLogger": Sink(history=_wandb_history, figure=_wandb_figure),
-    "TensorBoardLogger": Sink(figure=_tensorboard_figure),
+    "TensorBoardLogger": Sink(figure=_tensorboard_figure, bands=_tensorboard_bands),
 }
 _FILE_ONLY = Sink()  # any other logger: files stay on disk
 
@@ -214,6 +241,15 @@ def hand_to_loggers(
     warn = _default_warn() if warn is None else warn
     loggers = list(loggers)
     done = log_history_file(loggers, history_path, warn) if history else {}
+    for logger in loggers:
+        bands = sink_of(logger).bands
+        if bands is not None:
+            try:
+                bands(logger, prefix)
+                kind = type(logger).__name__
+                done[kind] = f"{done[kind]}+bands" if kind in done else "bands"
+            except Exception as error:  # a layout must never fail a finished fit
+                warn(f"{type(logger).__name__} could not take the noise-floor charts: {error!r}")
     if not dashboard or not loggers or importlib.util.find_spec("matplotlib") is None:
         return done
     try:

@@ -3,7 +3,10 @@
 Training maps the state (weights and optimizer state) at step t to the state at step t + 1; its maximum
 Lyapunov exponent says whether two nearby runs that see the same batches converge (:math:`\\lambda < 0`,
 stable training) or separate exponentially (:math:`\\lambda > 0`, chaotic training). Danovski, Soriano &
-Lacasa, arXiv:2404.05782, find it turns positive at large learning rates. docs/method.md section 9:
+Lacasa, arXiv:2404.05782, find it turns positive at large learning rates under SGD. Under adaptive optimizers
+(Adam) a positive exponent is no sign of chaos: the update is normalised per parameter, so small separations grow
+in healthy runs too, and a dead run (nothing moves) reads about 0 (see
+:class:`~lightning_dynamics.callbacks.lyapunov.LyapunovMonitor`). docs/method.md section 9:
 
 .. code-block:: python
 

@@ -10,7 +10,7 @@ Imports only :mod:`~lightning_dynamics.functional`, :mod:`~lightning_dynamics.ca
 
 from lightning_dynamics.measures.config import DynamicsConfig
 from lightning_dynamics.measures.context import MeasureContext
-from lightning_dynamics.measures.readings import Reading, noise_floor_summary
+from lightning_dynamics.measures.readings import Reading, fit_summary, noise_floor_summary, relative_change_reading
 from lightning_dynamics.measures.registry import (
     MEASURES,
     Measure,
@@ -27,8 +27,10 @@ __all__ = [
     "MeasureContext",
     "Reading",
     "compute_measures",
+    "fit_summary",
     "measure_names",
     "noise_floor_summary",
     "null_bands",
     "null_keys",
+    "relative_change_reading",
 ]

@@ -37,6 +37,9 @@ DEFAULT_POINTS_PER_EPOCH = 32
 DEFAULT_HISTORY_WINDOW = 1024
 # Surrogates per noise floor (docs/method.md section 7): 39 puts a 95% band's edges at the 1st and 39th values.
 DEFAULT_NULL_SURROGATES = 39
+# Share of the training time the noise floors (and the end-of-fit dashboard) may take: spaced out to stay within it.
+# Measured on the digits CNN (40 epochs of 22 batches): floors at every epoch and the figure doubled the run.
+DEFAULT_COST_BUDGET = 0.05
 # The shortest window DFA accepts with the default scales: 3 scales of >= 2 segments (docs/method.md section 4).
 MIN_WINDOW = 16
 
@@ -65,6 +68,11 @@ class DynamicsConfig:
         null_surrogates: surrogates per noise floor (``<measure>_null_lo``/``_null_hi``, computed where the
             measures are logged, at most once per epoch); ``None`` turns the noise floors off.
         complexity_every_n_samples: every this many sample points also compute the opt-in complexity measures.
+        cost_budget: in ``(0, 1]``, the share of the fit's training time that the noise floors may take: the tracker
+            times them and computes them only while their total stays within it (always at the first point that has
+            them and at the fit's last point), so with short epochs they are spaced out; the end-of-fit dashboard is
+            drawn only when it costs less than this share of the fit. ``None``: floors at every computation and
+            the dashboard always.
 
     Example:
         >>> DynamicsConfig(window=24).defined_from()["stability_volatility"]
@@ -93,6 +101,7 @@ class DynamicsConfig:
     points_per_epoch: int = DEFAULT_POINTS_PER_EPOCH
     null_surrogates: int | None = DEFAULT_NULL_SURROGATES
     complexity_every_n_samples: int | None = None
+    cost_budget: float | None = DEFAULT_COST_BUDGET
 
     def __post_init__(self) -> None:
         check_choice("summary", self.summary, SUMMARY_CHOICES)
@@ -129,6 +138,8 @@ class DynamicsConfig:
         check_int("points_per_epoch", self.points_per_epoch, 1)
         check_int("null_surrogates", self.null_surrogates, 9, allow_none=True)
         check_int("complexity_every_n_samples", self.complexity_every_n_samples, 1, allow_none=True)
+        budget = check_finite_real("cost_budget", self.cost_budget, positive=True, maximum=1.0, allow_none=True)
+        object.__setattr__(self, "cost_budget", budget)
 
     def defined_from(self) -> dict[str, int]:
         """Sample points before each measure this config computes is first defined (NaN, and not logged, before).

@@ -399,3 +399,89 @@ def noise_floor_summary(history_state: Mapping[str, Any], reliable: Mapping[str,
     reliable = reliable_from() if reliable is None else reliable
     values = history_state.get("values")
     return " ".join(reading(metrics, key, config, reliable, values).sentence() for key in null_measures(metrics))
+
+
+# What a value of the relative change says about training, from the lowest band up (docs/reading_the_dashboard.md).
+# Measured on the digits CNN: a dead run (learning rate 20x too high) read 0.012 at epoch 2 and 1e-6 at epoch 10;
+# a run that moves without learning 0.2-0.9; a run whose first half hardly moved (a slow start) 7.35 at its end.
+# 0.25 is the stopping rule's ratio (docs/method.md section 8).
+RELATIVE_CHANGE_BANDS: tuple[tuple[float, str, str], ...] = (
+    (
+        0.01,
+        "stopped",
+        "the layers have all but stopped changing (under 1% of their early change): finished, or a dead run "
+        "(accuracy at chance: lower the learning rate)",
+    ),
+    (
+        0.25,
+        "settled",
+        "the layers move less than a quarter as much as while learning: settled (what DynamicsEarlyStopping waits for)",
+    ),
+    (
+        2.0,
+        "moving",
+        "the layers still move about as much as in the first half: learning if validation improves, moving without "
+        "learning if it does not (learning rate too high, or labels the network cannot fit)",
+    ),
+    (
+        math.inf,
+        "rising",
+        "the layers move more than in the first half of the run: a slow start (the first half hardly moved) or a run "
+        "growing unstable (if the loss rises)",
+    ),
+)
+
+
+def relative_change_reading(value: float) -> tuple[str, str]:
+    """``(kind, sentence)``: what a relative change says about training (``("undefined", ...)`` for NaN).
+
+    The relative change (:func:`lightning_dynamics.functional.median_relative_change`) is the median over layers of
+    each layer's recent mean absolute change over its mean absolute change in the first half of the history.
+
+    Example:
+        >>> relative_change_reading(1e-6)[0], relative_change_reading(0.1)[0], relative_change_reading(0.6)[0]
+        ('stopped', 'settled', 'moving')
+        >>> relative_change_reading(7.35)[0], relative_change_reading(float("nan"))[0]
+        ('rising', 'undefined')
+    """
+    if not math.isfinite(value):
+        return "undefined", "not defined yet (it needs 2 x window + 1 sample points)"
+    for edge, kind, sentence in RELATIVE_CHANGE_BANDS:
+        if value < edge:
+            return kind, sentence
+    return RELATIVE_CHANGE_BANDS[-1][1], RELATIVE_CHANGE_BANDS[-1][2]
+
+
+def fit_summary(history_state: Mapping[str, Any], reliable: Mapping[str, int] | None = None) -> str:
+    """The end-of-fit line: what the relative change says, and how many descriptive measures left their noise floor.
+
+    The relative change comes first because it is the reading that tells a dead run, a slow start and a run that
+    moves without learning apart; the phase and DFA measures describe the run and are counted, not listed
+    (:func:`noise_floor_summary` lists them). Empty string when nothing is defined.
+
+    Example:
+        >>> nan = float("nan")
+        >>> state = {"config": {}, "epochs": [0, 1, 2], "metrics": {
+        ...     "relative_change": [nan, nan, 0.1], "integration": [nan, 0.4, 0.5],
+        ...     "integration_null_lo": [nan, 0.3, 0.3], "integration_null_hi": [nan, 0.7, 0.7]}}
+        >>> fit_summary(state, reliable={})  # doctest: +NORMALIZE_WHITESPACE
+        'relative_change 0.1 at epoch 2: the layers move less than a quarter as much as while learning: settled
+        (what DynamicsEarlyStopping waits for). 0 of 1 descriptive measures outside their noise floor.'
+    """
+    metrics = dict(history_state.get("metrics") or {})
+    config = dict(history_state.get("config") or {})
+    epochs = list(history_state.get("epochs") or [])
+    reliable = reliable_from() if reliable is None else reliable
+    parts = []
+    if "relative_change" in metrics:
+        change = reading(metrics, "relative_change", config, reliable)
+        if change.index is not None:
+            where = f" at epoch {int(epochs[change.index])}" if change.index < len(epochs) else ""
+            parts.append(f"relative_change {change.value:.3g}{where}: {relative_change_reading(change.value)[1]}.")
+    described = [reading(metrics, key, config, reliable) for key in null_measures(metrics) if key != "relative_change"]
+    described = [r for r in described if r.inside_noise_floor is not None]
+    if described:
+        outside = [r.measure for r in described if not r.inside_noise_floor]
+        text = f"{len(outside)} of {len(described)} descriptive measures outside their noise floor"
+        parts.append(text + (f" ({', '.join(outside)})." if outside else "."))
+    return " ".join(parts)

@@ -9,7 +9,7 @@ report|compare`` command. :mod:`~lightning_dynamics.report.logs` reads a CSVLogg
 logged without a history.
 """
 
-from lightning_dynamics.measures.readings import Reading, noise_floor_summary
+from lightning_dynamics.measures.readings import Reading, fit_summary, noise_floor_summary, relative_change_reading
 from lightning_dynamics.report.analysis import ConvergenceReport, convergence_points, convergence_report
 from lightning_dynamics.report.dashboard_data import HistoryError, RunDashboard, find_history, load_run, load_runs
 from lightning_dynamics.report.logs import epoch_metrics, read_metrics
@@ -23,8 +23,10 @@ __all__ = [
     "convergence_report",
     "epoch_metrics",
     "find_history",
+    "fit_summary",
     "load_run",
     "load_runs",
     "noise_floor_summary",
     "read_metrics",
+    "relative_change_reading",
 ]

@@ -31,6 +31,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+# In units of `eps`: the accuracy must rise above its first value by more than this for a plateau to be marked.
+NO_PLATEAU_RISE = 4
+
+
 def accuracy_plateau_epoch(accuracy: Sequence[float], epochs: Sequence[int] | None = None, eps: float = 0.5) -> int:
     """First epoch whose accuracy is within ``eps`` (same units, e.g. percentage points) of the best.
 
@@ -139,7 +143,8 @@ def convergence_points(
         time: ``[T]`` the epoch of each sample point (non-decreasing; fractional for sub-epoch points).
         volatility: ``[T]`` the logged volatility, NaN where not logged; None: no signal.
         accuracy: ``[T]`` validation accuracy, NaN where absent; fractions (all <= 1) are read as percent, so
-            ``eps`` stays in percentage points; None: no plateau.
+            ``eps`` stays in percentage points; None: no plateau. An accuracy that never rises more than
+            ``NO_PLATEAU_RISE * eps`` above its first value (a run stuck at chance) has no plateau.
         eps: plateau tolerance in percentage points.
         ratio, patience, min_epochs: the stopping rule (as :class:`~lightning_dynamics.DynamicsEarlyStopping`).
         history: the run's ``([L, T] values, epoch of each point)``: the signal is then the default rule's
@@ -167,8 +172,10 @@ def convergence_points(
         scores = np.asarray(accuracy, dtype=np.float64)
         if np.isfinite(scores).any():
             scores = scores * (100.0 if np.nanmax(scores) <= 1.0 else 1.0)
-            plateau = accuracy_plateau_epoch(scores.tolist(), index, eps)
             best = float(np.nanmax(scores))
+            # A run that never rose (stuck at chance, a dead run) has no plateau to mark, only a flat line.
+            if best - float(scores[np.isfinite(scores)][0]) > NO_PLATEAU_RISE * eps:
+                plateau = accuracy_plateau_epoch(scores.tolist(), index, eps)
             if signal is not None and math.isfinite(scores[signal]):
                 at_signal = float(scores[signal])
     signal_epoch = None if signal is None else float(times[signal])

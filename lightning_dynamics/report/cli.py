@@ -20,10 +20,12 @@ import math
 import sys
 from pathlib import Path
 
+from lightning_dynamics.measures.readings import relative_change_reading
 from lightning_dynamics.measures.registry import MEASURES, measure_names
 from lightning_dynamics.report.dashboard_data import (
     HistoryError,
     RunDashboard,
+    comparability_notes,
     dashboard_stem,
     epoch_of,
     load_run,
@@ -44,39 +46,55 @@ def output_paths(out: Path | None, default_dir: Path, stem: str) -> tuple[Path, 
 
 
 def table_keys() -> tuple[str, ...]:
-    """Columns of the printed table: the registry's default measures that have plot bounds (no counts)."""
-    return tuple(name for name in measure_names("default") if MEASURES[name].bounds is not None)
+    """Rows of the printed table: the relative change first (the reading to act on), then the registry's other
+    default measures that have plot bounds or a noise floor (no counts)."""
+    names = [n for n in measure_names("default") if MEASURES[n].bounds is not None or MEASURES[n].null is not None]
+    return tuple(sorted(names, key=lambda name: name != "relative_change"))
 
 
 def _flags(run: RunDashboard, key: str) -> str:
     reading = run.readings.get(key)
     if reading is None:
-        return " "
-    return ("~" if reading.inside_noise_floor else " ") + ("!" if reading.short_series else "")
+        return ""
+    return ("~" if reading.inside_noise_floor else "") + ("!" if reading.short_series else "")
 
 
 def summary_table(runs: list[RunDashboard]) -> str:
-    """The text table that ``report`` and ``compare`` print: last values, signal and plateau epochs, flags.
+    """The text table that ``report`` and ``compare`` print: one row per measure, one column per run.
 
-    ``~`` after a value: it sits inside its noise floor (the 95% band of the measure on surrogates of the run's
-    history); ``!``: computed on fewer points than the estimator's reliable minimum.
+    Full measure names, the relative change first and what it says in words below the table; then the sample
+    points, signal and plateau epochs. ``~`` after a value: it sits inside its noise floor (the 95% band of the
+    measure on surrogates of the run's history); ``!``: computed on fewer points than the estimator's reliable
+    minimum.
     """
     keys = table_keys()
-    width = max(12, *(len(run.label) for run in runs))
-    lines = [f"{'run':<{width}} {'points':>6} " + " ".join(f"{k[:14]:>16}" for k in keys) + "  signal  plateau"]
+    name_width = max(len(key) for key in (*keys, "plateau (epoch)"))
+    width = max(10, *(len(run.label) for run in runs)) if runs else 10
+    finals = [run.final_values() for run in runs]
+
+    def row(name: str, cells: list[str]) -> str:
+        return f"{name:<{name_width}}  " + "  ".join(f"{cell:>{width}}" for cell in cells)
+
+    lines = [row("measure", [run.label for run in runs])]
     flagged = False
-    for run in runs:
-        final = run.final_values()
+    for key in keys:
         cells = []
-        for key in keys:
+        for run, final in zip(runs, finals, strict=True):
             flags = _flags(run, key)
-            flagged = flagged or bool(flags.strip())
-            cells.append(f"{final.get(key, math.nan):>14.4g}{flags:<2}")
-        signal = "-" if run.signal_time is None else epoch_of(run.signal_time)
-        plateau = "-" if run.plateau_time is None else epoch_of(run.plateau_time)
-        lines.append(f"{run.label:<{width}} {run.n_points:>6} {' '.join(cells)}  {signal:>6}  {plateau:>7}")
+            flagged = flagged or bool(flags)
+            cells.append(f"{final.get(key, math.nan):.4g}{flags:<2}")
+        lines.append(row(key, cells))
+    lines.append(row("points", [str(run.n_points) for run in runs]))
+    lines.append(row("signal (epoch)", ["-" if r.signal_time is None else epoch_of(r.signal_time) for r in runs]))
+    lines.append(row("plateau (epoch)", ["-" if r.plateau_time is None else epoch_of(r.plateau_time) for r in runs]))
     if flagged:
         lines.append("~ inside its noise floor (95% band of the measure on surrogates); ! short series")
+    for run, final in zip(runs, finals, strict=True):
+        value = final.get("relative_change", math.nan)
+        if math.isfinite(value):
+            lead = "relative_change" if len(runs) == 1 else f"{run.label}: relative_change"
+            lines.append(f"{lead} {value:.3g}: {relative_change_reading(value)[1]}.")
+    lines.extend(comparability_notes(runs))
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -326,13 +327,13 @@ def load_runs(runs: Sequence[str | Path], progress: bool | None = None, **kwargs
 
     Args:
         runs: log directories or history files.
-        progress: show a tqdm bar on stderr; default: when there are more than 3 runs.
+        progress: show a tqdm bar on stderr; default: when there are more than 3 runs and stderr is a terminal.
         kwargs: passed to :func:`load_run`.
     """
     from tqdm.auto import tqdm
 
     labels = _unique_labels([Path(r) for r in runs])
-    show = len(runs) > 3 if progress is None else progress
+    show = (len(runs) > 3 and sys.stderr.isatty()) if progress is None else progress  # no bar in a log file
     return [
         load_run(run, label=label, **kwargs)
         for run, label in tqdm(list(zip(runs, labels, strict=True)), desc="runs", unit="run", disable=not show)
@@ -442,3 +443,32 @@ def _logged_from_csv(log_dir: Path, epochs: np.ndarray) -> dict[str, np.ndarray]
         by_epoch = per_epoch[column].astype(float)
         logged[str(column)] = np.array([by_epoch.get(int(e), math.nan) for e in epochs], dtype=np.float64)
     return logged
+
+
+def comparability_notes(runs: Sequence[RunDashboard]) -> list[str]:
+    """One line per setting in which compared runs differ and so are not comparable measure by measure.
+
+    The measures depend on the number of layers (floors such as synchrony's ~ 1/sqrt(L)), the summary, the detrending
+    and the sampling (docs/reading_the_dashboard.md); overlaid runs that differ in any of them are compared
+    through their noise floors only.
+    """
+    if len(runs) < 2:
+        return []
+    settings = {
+        "layers": lambda run: len(run.layer_names),
+        "summary": lambda run: run.summary,
+        "detrend": lambda run: run.config.get("detrend"),
+        "points_per_epoch": lambda run: run.config.get("points_per_epoch"),
+        "every_n_steps": lambda run: run.config.get("every_n_steps"),
+        "window": lambda run: run.config.get("window"),
+    }
+    notes = []
+    for name, of in settings.items():
+        values = [of(run) for run in runs]
+        if len({repr(v) for v in values}) > 1:
+            shown = ", ".join(f"{run.label} {value}" for run, value in zip(runs, values, strict=True))
+            notes.append(
+                f"warning: the runs differ in {name} ({shown}): their measures are not comparable value by value; "
+                "compare each against its own noise floor."
+            )
+    return notes

@@ -8,6 +8,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from lightning_dynamics.measures.readings import relative_change_reading
 from lightning_dynamics.measures.registry import MEASURES, NULL_SUFFIXES
 from lightning_dynamics.report.dashboard_data import RunDashboard, epoch_of
 
@@ -20,8 +21,9 @@ _STYLE = (
 
 
 def _table_keys() -> tuple[str, ...]:
-    """Rows of the table of final values, in order: the registered measures, then R(t); other keys follow."""
-    return (*MEASURES, "order_parameter")
+    """Rows of the table of final values, in order: the relative change, then the other registered measures; the
+    run's other scalars follow. Not R(t): its last value is one noisy point, not a reading."""
+    return tuple(sorted(MEASURES, key=lambda name: name != "relative_change"))
 
 
 def _format(value: float | int | None) -> str:
@@ -40,13 +42,15 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def _rows_keys(runs: Sequence[RunDashboard]) -> list[str]:
     finals = [run.final_values() for run in runs]
-    present = {key for final in finals for key in final if not key.endswith(NULL_SUFFIXES)}
+    present = {key for final in finals for key in final if not key.endswith(NULL_SUFFIXES)} - {"order_parameter"}
     keys = _table_keys()
     return [k for k in keys if k in present] + sorted(present - set(keys))
 
 
 def _markers(run: RunDashboard) -> list[tuple[str, str]]:
+    change = run.final_values().get("relative_change", math.nan)
     return [
+        ("the relative change says", relative_change_reading(change)[1]),
         ("sample points", f"{run.n_points} (by {run.axis})"),
         ("layers", str(len(run.layer_names))),
         (
@@ -54,9 +58,21 @@ def _markers(run: RunDashboard) -> list[tuple[str, str]]:
             "none" if run.signal_time is None else f"epoch {epoch_of(run.signal_time)}",
         ),
         ("accuracy plateau", "none" if run.plateau_time is None else f"epoch {epoch_of(run.plateau_time)}"),
+        ("stopped by DynamicsEarlyStopping", _last_logged(run, "stopped_epoch", "epoch {:.0f}")),
+        ("layers frozen at the end", _last_logged(run, "frozen_layers", "{:.0f}")),
         ("inside noise floor", ", ".join(run.inside_noise_floor()) or "none"),
         ("short series", ", ".join(run.short_series()) or "none"),
     ]
+
+
+def _last_logged(run: RunDashboard, name: str, form: str) -> str:
+    """The last recorded value of a decision the run's callbacks recorded under ``<prefix>/<name>``, or ``"none"``."""
+    for key, series in run.logged.items():
+        if key.split("/", 1)[-1] == name:
+            finite = [float(v) for v in series if math.isfinite(float(v))]
+            if finite:
+                return form.format(finite[-1])
+    return "none"
 
 
 def reading_note(run: RunDashboard, key: str) -> str:

@@ -25,7 +25,7 @@ import numpy as np
 
 from lightning_dynamics.measures.readings import first_reliable_point
 from lightning_dynamics.measures.registry import MEASURES, NULL_SUFFIXES
-from lightning_dynamics.report.dashboard_data import RunDashboard, epoch_of
+from lightning_dynamics.report.dashboard_data import RunDashboard, comparability_notes, epoch_of
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -227,9 +227,21 @@ def _measure_panel(ax: Axes, run: RunDashboard, key: str, color: str = "tab:blue
         peak = np.fmax.accumulate(np.where(np.isfinite(series), series, -np.inf))
         defined = np.isfinite(peak) & np.isfinite(series)
         ax.plot(run.time[defined], run.convergence.ratio * peak[defined], color="tab:red", lw=0.8, alpha=0.6)
+    if key == "relative_change":
+        _relative_change_axis(ax, series)
     if not np.isfinite(series).any():
         _missing(ax, "not defined yet (too few sample points)")
     _reading_notes(ax, run, key)
+
+
+def _relative_change_axis(ax: Axes, series: np.ndarray) -> None:
+    """Log scale (a dead run reads 1e-6, a slow start 7) with the settled threshold (0.25) and 1 marked."""
+    finite = series[np.isfinite(series)]
+    if finite.size and (finite > 0).all():
+        ax.set_yscale("log")
+    ax.axhline(0.25, color="0.5", ls=":", lw=1)
+    ax.axhline(1.0, color="0.5", ls="--", lw=0.8)
+    ax.set_ylabel("relative change\n(dotted: settled, 0.25)")
 
 
 def _freezing_panel(ax: Axes, run: RunDashboard) -> bool:
@@ -239,8 +251,9 @@ def _freezing_panel(ax: Axes, run: RunDashboard) -> bool:
     except ImportError:
         return False
     draw = getattr(module, "draw_freezing", None)
-    if draw is None:
-        return False
+    record = getattr(module, "freeze_record", None)
+    if draw is None or (record is not None and record(run.state) is None):
+        return False  # nothing was frozen or recorded: no empty panel
     try:
         draw(ax, run.state)
     except Exception as error:  # one panel must not cost the whole dashboard; the panel says what went wrong
@@ -395,7 +408,8 @@ def _marker_label(name: str, time: float | None) -> str:
 
 
 def plot_comparison(runs: Sequence[RunDashboard], path: str | Path | None = None) -> Figure:
-    """Overlay several runs, one colour each, labelled by run: R(t), the measures, validation metrics, trajectory.
+    """Overlay several runs, one colour each, labelled by run: the relative change, the measures, validation metrics,
+    trajectory.
 
     All runs are drawn against their epoch axis (:attr:`RunDashboard.time`). Signal (dashed) and plateau (dotted)
     markers are drawn in each run's colour on the volatility and accuracy panels.
@@ -428,14 +442,16 @@ def _draw_comparison(runs: Sequence[RunDashboard]) -> Figure:
     panels = [first] + [
         fig.add_subplot(grid[r, c], sharex=first) for r, c in ((0, 1), (1, 0), (1, 1), (2, 0), (2, 1), (3, 0))
     ]
-    order, integration, metastability, index, volatility, accuracy, loss = panels
+    change, integration, metastability, index, volatility, accuracy, loss = panels
     trajectory = fig.add_subplot(grid[3, 1])
     keyed = {"integration": integration, "metastability": metastability, "stability_index": index}
     keyed["stability_volatility"] = volatility
     for run, color in zip(runs, colors, strict=True):
         t = run.time
         kwargs = {"color": color, "lw": 1.2}
-        _line(order, t, run.order_parameter, label=run.label, **kwargs)
+        change.plot([], [], label=run.label, **kwargs)  # the legend's entry, also for a run without the measure
+        if "relative_change" in run.metrics:
+            _line(change, t, run.metrics["relative_change"], **kwargs)
         for key, ax in keyed.items():
             if key in run.metrics:
                 _line(ax, t, run.metrics[key], **kwargs)
@@ -454,8 +470,7 @@ def _draw_comparison(runs: Sequence[RunDashboard]) -> Figure:
             if both.any():
                 end = np.flatnonzero(both)[-1]
                 trajectory.plot(metastability_series[end], integration_series[end], "o", color=color, ms=6)
-    order.set_ylabel("order parameter R(t)")
-    order.set_ylim(0, 1)
+    _relative_change_axis(change, np.concatenate([run.metrics.get("relative_change", np.array([])) for run in runs]))
     for key, ax in keyed.items():
         ax.set_ylabel(_label(key))
         _bounded(ax, key)
@@ -474,7 +489,13 @@ def _draw_comparison(runs: Sequence[RunDashboard]) -> Figure:
         if not ax.lines:
             _missing(ax, f"no {what} logged")
     fig.legend(loc="outside lower center", ncols=min(len(runs), 5), fontsize=9, frameon=False)
-    fig.suptitle(f"{len(runs)} runs against the epoch")
+    notes = comparability_notes(runs)
+    differ = [note.split("differ in ", 1)[1].split(" (", 1)[0] for note in notes]
+    fig.suptitle(
+        f"{len(runs)} runs against the epoch"
+        + (f"\nnot comparable value by value: they differ in {', '.join(differ)}" if differ else ""),
+        color="black" if not differ else "tab:red",
+    )
     return fig
 
 

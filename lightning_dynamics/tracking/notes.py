@@ -86,10 +86,18 @@ class TrackerNotes:
                 )
         if short:
             self.info(
-                f"DynamicsTracker[{self.prefix}]: computed on {window} sample points, fewer than their estimators "
-                f"need to be reliable: {', '.join(short)}. Read them beside their noise floor (<measure>_null_lo/hi), "
-                "or sample more points (points_per_epoch, every_n_steps). Said once per measure; docs/method.md, "
-                "noise floors."
+                f"DynamicsTracker[{self.prefix}]: on {window} sample points, fewer than their estimators need: "
+                f"{', '.join(short)}. Hold them beside their noise floor. Said once per measure."
+            )
+
+    def floors_thinned(self, floor_seconds: float, epoch_seconds: float, budget: float) -> None:
+        """Say once that the cost budget spaces the noise floors out, with what they cost against an epoch."""
+        if self._first("budget", "floors"):
+            self.info(
+                f"DynamicsTracker[{self.prefix}]: noise floors take {1e3 * floor_seconds:.0f} ms against "
+                f"{1e3 * epoch_seconds:.0f} ms of training an epoch: computed only while they stay within "
+                f"cost_budget={budget:g} of training time, and at the last point (cost_budget=None: every epoch). "
+                "Said once."
             )
 
     def layers(

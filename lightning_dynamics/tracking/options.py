@@ -20,6 +20,7 @@ from torch import nn
 from lightning_dynamics.capture.layer_selection import LayerSelection
 from lightning_dynamics.functional.stability import DEFAULT_VOLATILITY_WINDOW, DEFAULT_WINDOW
 from lightning_dynamics.measures.config import (
+    DEFAULT_COST_BUDGET,
     DEFAULT_H_OPT,
     DEFAULT_HISTORY_WINDOW,
     DEFAULT_NULL_SURROGATES,
@@ -52,6 +53,7 @@ def tracker_from_options(
     history_window: int | None = DEFAULT_HISTORY_WINDOW,
     null_surrogates: int | None = DEFAULT_NULL_SURROGATES,
     complexity_every_n_samples: int | None = None,
+    cost_budget: float | None = DEFAULT_COST_BUDGET,
     prefix: str = "dynamics",
     save_history: bool = True,
     save_every_n_samples: int | None = None,
@@ -86,6 +88,8 @@ def tracker_from_options(
         history_window: compute the whole-history measures over the last this many points only (``None``: all).
         null_surrogates: surrogates per noise floor (``<measure>_null_lo``/``_null_hi``); ``None``: no noise floors.
         complexity_every_n_samples: every this many sample points also compute the opt-in complexity measures.
+        cost_budget: the share of training time the noise floors and the end-of-fit dashboard may take
+            (see :class:`~lightning_dynamics.DynamicsConfig`); ``None``: floors at every epoch, dashboard always.
         prefix: logging namespace: keys are ``<prefix>/<measure>``; two monitors need different prefixes.
         save_history: write the history to ``<prefix>_history.pt`` at the end of fit and on an exception (a name
             claimed atomically: ``-v1``, ``-v2``, ... when taken), and hand it to loggers that keep artifacts.
@@ -126,6 +130,7 @@ def tracker_from_options(
         points_per_epoch=points_per_epoch,
         null_surrogates=null_surrogates,
         complexity_every_n_samples=complexity_every_n_samples,
+        cost_budget=cost_budget,
     )
     return DynamicsTracker(
         layers=layers,

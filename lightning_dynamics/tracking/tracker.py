@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -57,6 +58,7 @@ from lightning_dynamics.capture.layer_stats import LayerStatistics
 from lightning_dynamics.functional import rolling_volatility
 from lightning_dynamics.measures.config import DynamicsConfig
 from lightning_dynamics.measures.context import MeasureContext
+from lightning_dynamics.measures.readings import fit_summary as summarize_fit
 from lightning_dynamics.measures.readings import noise_floor_summary as summarize_noise_floors
 from lightning_dynamics.measures.registry import MEASURES, compute_measures, null_bands
 from lightning_dynamics.tracking.distributed import StoreRendezvous
@@ -89,6 +91,10 @@ _STEP_HINT = (
 )
 
 _logger = logging.getLogger("lightning_dynamics")
+# Seconds the end-of-fit dashboard took to draw and hand over, last time in this process (the first guess: about 1 s
+# on the 2-core machine for the digits demo); what `dashboard_due` weighs against the cost budget.
+_DASHBOARD_SECONDS = [1.0]
+_clock = time.perf_counter  # the cost budget's clock (a test may hold it still)
 
 
 def _default_warn(message: str) -> None:
@@ -214,6 +220,14 @@ class DynamicsTracker:
         self._n_batches: float | int | None = None
         self._flags_since_log: Tensor | None = None  # [3, L] layer flags of the points since the last computation
         self._save_failed = False
+        # The cost budget (DynamicsConfig.cost_budget): this fit's training time outside the tracker's own work, and
+        # the time its noise floors took.
+        self.train_seconds = 0.0
+        self.floor_seconds = 0.0
+        self.compute_seconds = 0.0  # the whole of the sample points' work (measures, floors, bookkeeping)
+        self._floor_cost: float | None = None
+        self._epoch_started: float | None = None
+        self._epochs_timed = 0
 
     # ------------------------------------------------------------------ views
 
@@ -457,6 +471,9 @@ class DynamicsTracker:
             else None
         )
         self._save_failed = False
+        self.train_seconds = self.floor_seconds = self.compute_seconds = 0.0
+        self._floor_cost = self._epoch_started = None
+        self._epochs_timed = 0
         if history_dir is not None and is_global_zero and self.save_history:
             try:
                 self.history_path = claim_path(history_dir, HISTORY_FILENAME.format(prefix=self.prefix))
@@ -468,15 +485,14 @@ class DynamicsTracker:
             cadence = (
                 f"every {self.config.every_n_steps} steps"
                 if self.schedule.by_step
-                else f"{self.config.points_per_epoch} points per epoch, measures at each epoch end"
+                else f"{self.config.points_per_epoch} points per epoch"
             )
+            needed = self.defined_from()
             self.info(
                 f"DynamicsTracker[{self.prefix}]: {len(names)} layers"
                 + (f" ({names[0]} ... {names[-1]})" if names else "")
-                + f", summary={self.config.summary!r}, source={self.source!r}, sampling {cadence}. Measures appear "
-                "once they are defined, after "
-                + ", ".join(f"{key} {n}" for key, n in self.defined_from().items() if n > 1)
-                + " sample points; nothing is logged before."
+                + f", {cadence}; keys appear after {min(needed.values())}-{max(needed.values())} points. Watch "
+                f"{self.prefix}/relative_change (docs/reading_the_dashboard.md)."
             )
         return self
 
@@ -484,6 +500,7 @@ class DynamicsTracker:
         """An epoch begins: with several processes, all agree on where they are (never a hang at the all-reduce)."""
         self._batches_since_start = 0
         self._n_batches = n_batches
+        self._epoch_started = _clock()
         if self._rendezvous is not None:
             self._rendezvous.agree(
                 f"the start of epoch {epoch}",
@@ -536,13 +553,17 @@ class DynamicsTracker:
 
         By step, the noise floors of the epoch's last point are computed here (at most once per epoch).
         """
+        if self._epoch_started is not None:  # the epoch's training time, before the tracker's own work at its end
+            self.train_seconds += _clock() - self._epoch_started
+            self._epochs_timed += 1
+            self._epoch_started = None
         if self.schedule.closes_at_epoch_end():
             if self._batches_since_start == 0 and self.config.points_per_epoch > 1:
                 self.notes.no_batch_ends(self.config.points_per_epoch)
             values = self.sample(epoch, step, logged=logged, compute=True)
             return self.log_point(values, on_step=False)
         if self._noise_floors_due("epoch_end", epoch):
-            bands = self._null_values()
+            bands = self._timed_null_values()
             for key, value in bands.items():
                 self.metrics[key][-1] = value
             return self.log_point(bands, on_step=False)
@@ -559,6 +580,7 @@ class DynamicsTracker:
         self._reduce = None
         if not self.is_global_zero or not self.save_history:
             return None
+        self._fill_last_floors()
         if self.n_samples == 0:
             if self.history_path is not None:
                 release_claim(self.history_path)
@@ -567,10 +589,11 @@ class DynamicsTracker:
             return None
         path = self.save()
         if path is not None and self.verbose:
-            self.info(f"DynamicsTracker[{self.prefix}]: history of {self.n_samples} sample points saved to {path}")
-            summary = self.noise_floor_summary()
-            if summary:
-                self.info(summary)
+            summary = self.fit_summary()
+            self.info(
+                f"DynamicsTracker[{self.prefix}]: history of {self.n_samples} sample points saved to {path}."
+                + (f" {summary}" if summary else "")
+            )
         return path
 
     def log_point(self, values: Mapping[str, float], on_step: bool) -> LogPoint:
@@ -640,7 +663,9 @@ class DynamicsTracker:
         self.computed.append(compute)
         values: dict[str, float] = dict.fromkeys(self.keys, math.nan)
         try:
+            started = _clock()
             values.update(self._compute(column, packed[:, -1], compute))
+            self.compute_seconds += _clock() - started
         except Exception as error:  # a monitor must never break the training it watches
             self.warn(
                 f"DynamicsTracker[{self.prefix}]: computing the measures failed at epoch {epoch}, step {step} "
@@ -708,7 +733,7 @@ class DynamicsTracker:
             recent = torch.tensor(stability[-k:], dtype=torch.float64)
             values["stability_volatility"] = float(rolling_volatility(recent, window=k)[-1])
         if self._noise_floors_due("point"):
-            values.update(self._null_values())
+            values.update(self._timed_null_values())
         self.notes.short_series(values, n_points, cfg, self.measure_names)
         return values
 
@@ -721,10 +746,11 @@ class DynamicsTracker:
         if not self.config.null_surrogates:
             return False
         if not self.schedule.by_step:
-            return at == "point"
+            return at == "point" and self._floors_due()
         if at != "epoch_end" or self.history is None or not self.n_samples or not self.computed[-1]:
             return False
-        return self.history.epochs[-1] == epoch and any(math.isnan(self.metrics[key][-1]) for key in self._null_keys())
+        missing = any(math.isnan(self.metrics[key][-1]) for key in self._null_keys())
+        return self.history.epochs[-1] == epoch and missing and self._floors_due()
 
     def _null_keys(self) -> tuple[str, ...]:
         return tuple(key for name in self.measure_names for key in MEASURES[name].null_keys)
@@ -743,6 +769,67 @@ class DynamicsTracker:
         bands = null_bands(x, self.config, names, self.config.null_surrogates, generator)
         keys = list(bands)
         return dict(zip(keys, torch.stack([bands[k] for k in keys]).tolist(), strict=True))
+
+    def _floors_due(self) -> bool:
+        """Whether the noise floors fit in the cost budget now: always the first time (to time them), then while
+        their total time, this computation included, stays within ``cost_budget`` of the fit's training time."""
+        budget = self.config.cost_budget
+        if budget is None or self._floor_cost is None or not self._epochs_timed:  # no epoch timed: nothing to weigh
+            return True
+        due = self.floor_seconds + self._floor_cost <= budget * self.train_seconds
+        if not due and self.verbose:
+            self.notes.floors_thinned(self._floor_cost, self.train_seconds / self._epochs_timed, budget)
+        return due
+
+    def _timed_null_values(self) -> dict[str, float]:
+        start = _clock()
+        bands = self._null_values()
+        if bands:  # a point before any measure with a null is defined costs nothing to learn from
+            self._floor_cost = _clock() - start
+            self.floor_seconds += self._floor_cost
+        return bands
+
+    def _fill_last_floors(self) -> None:
+        """The fit's last computed point gets its noise floors if the budget skipped them: the end-of-fit reading
+        and the report then hold the band of the final values."""
+        if not self.config.null_surrogates or self.history is None or not self.n_samples or not self.computed[-1]:
+            return
+        keys = self._null_keys()
+        if not keys or not any(math.isnan(self.metrics[key][-1]) for key in keys):
+            return
+        try:
+            bands = self._null_values()
+        except Exception:  # the history is saved without the last band rather than not at all
+            return
+        for key, value in bands.items():
+            self.metrics[key][-1] = value
+
+    def dashboard_due(self, where: str | Path | None = None) -> bool:
+        """Whether the end-of-fit dashboard fits in the cost budget: it costs about as much as the last one drawn in
+        this process (1 s before any); says once when it is left out, and how to draw it."""
+        budget = self.config.cost_budget
+        if budget is None or not self._epochs_timed or _DASHBOARD_SECONDS[0] <= budget * self.train_seconds:
+            return True
+        if self.verbose:
+            command = f"lightning-dynamics report {where}" if where is not None else "lightning-dynamics report RUN_DIR"
+            self.info(
+                f"DynamicsTracker[{self.prefix}]: dashboard not drawn: about {_DASHBOARD_SECONDS[0]:.1f} s against "
+                f"{self.train_seconds:.1f} s of training, over cost_budget={budget:g}. Draw it with `{command}`."
+            )
+        return False
+
+    @staticmethod
+    def note_dashboard_seconds(seconds: float) -> None:
+        """Record how long the end-of-fit dashboard took (the estimate of :meth:`dashboard_due`)."""
+        if math.isfinite(seconds) and seconds > 0:
+            _DASHBOARD_SECONDS[0] = float(seconds)
+
+    def fit_summary(self) -> str | None:
+        """The end-of-fit line: what the relative change says, and how many measures left their noise floor."""
+        try:
+            return summarize_fit(self.history_state())
+        except Exception:  # a summary line must never fail a finished fit
+            return None
 
     def noise_floor_summary(self) -> str | None:
         """One line per run: which measures sit inside their noise floor at the last computed point."""

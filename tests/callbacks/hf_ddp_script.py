@@ -41,7 +41,9 @@ def main(out: Path) -> None:
     )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.2)
     trainer = Trainer(model=model, args=args, train_dataset=data, optimizers=(optimizer, None))
-    monitor = DynamicsTrainerCallback(points_per_epoch=4, null_surrogates=9, log_dashboard=False, verbose=False)
+    monitor = DynamicsTrainerCallback(
+        points_per_epoch=4, null_surrogates=9, log_dashboard=False, verbose=False, cost_budget=None
+    )
     monitor.add_to(trainer)
     calls: list[int] = []
     all_reduce = dist.all_reduce

@@ -53,7 +53,7 @@ def _data() -> tuple[DataLoader, DataLoader]:
 def _trainer_run(tmp_path: Path) -> DynamicsMonitor:
     pl.seed_everything(0)
     module = _Classifier()
-    monitor = DynamicsMonitor(verbose=False)
+    monitor = DynamicsMonitor(verbose=False, cost_budget=None)  # floors at every epoch, whatever the timing
     trainer = pl.Trainer(
         max_epochs=EPOCHS,
         accelerator="cpu",
@@ -75,7 +75,8 @@ def _plain_run(tmp_path: Path) -> DynamicsTracker:
     module = _Classifier()  # an nn.Module like any other here: the plain loop never uses Lightning
     optimizer = module.configure_optimizers()
     train, val = _data()
-    tracker = DynamicsTracker(prefix="plain").begin_fit(module, history_dir=tmp_path)
+    tracker = DynamicsTracker(prefix="plain", config=DynamicsConfig(cost_budget=None))
+    tracker.begin_fit(module, history_dir=tmp_path)
     step = 0
     for epoch in range(EPOCHS):
         tracker.epoch_start(epoch, step, len(train))
@@ -100,7 +101,7 @@ def _fabric_run(tmp_path: Path):  # type: ignore[no-untyped-def]
 
     from lightning_dynamics import DynamicsFabricMonitor
 
-    monitor = DynamicsFabricMonitor(history_dir=tmp_path)
+    monitor = DynamicsFabricMonitor(history_dir=tmp_path, cost_budget=None)
     fabric = Fabric(accelerator="cpu", devices=1, callbacks=[monitor])
     fabric.seed_everything(0)
     module = _Classifier()
@@ -190,10 +191,11 @@ def test_tracker_needs_attach_before_sample() -> None:
         DynamicsTracker().sample(epoch=0, step=0)
 
 
-def test_examples_plain_and_fabric_run(tmp_path: Path) -> None:
+def test_examples_plain_and_fabric_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
     root = Path(__file__).resolve().parents[2] / "examples"
+    monkeypatch.syspath_prepend(str(root))  # as `python examples/x.py` does: the task module beside the script
     for name in ("plain_pytorch", "fabric_demo"):
         spec = importlib.util.spec_from_file_location(name, root / f"{name}.py")
         assert spec is not None and spec.loader is not None
@@ -202,3 +204,26 @@ def test_examples_plain_and_fabric_run(tmp_path: Path) -> None:
         result = module.train(epochs=3, out=tmp_path / name)
         tracker = result[0] if name == "plain_pytorch" else result[0].tracker
         assert tracker.n_samples >= 3 and tracker.history_path is not None and tracker.history_path.exists()
+
+
+def test_examples_run_from_a_copy_outside_the_repository(tmp_path: Path) -> None:
+    """The examples need only the installed package: copied out of the repository, with nothing of it but
+    ``lightning_dynamics`` importable (no ``benchmarks``), the demo runs and prints the key to watch."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    shutil.copytree(repo / "examples", tmp_path / "examples")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "lightning_dynamics").symlink_to(repo / "lightning_dynamics")
+    sources = [p.read_text() for p in (tmp_path / "examples").glob("*.py")]
+    assert not any("from benchmarks" in text or "import benchmarks" in text for text in sources)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    command = [sys.executable, "examples/digits_demo.py", "--epochs", "2", "--out", "runs"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "dynamics/relative_change" in result.stdout and "docs/reading_the_dashboard.md" in result.stdout
+    assert list((tmp_path / "runs").glob("version_0/dynamics_history.pt"))

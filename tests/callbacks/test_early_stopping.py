@@ -192,6 +192,7 @@ def test_stops_a_plateauing_digits_run(tmp_path: Path, caplog: pytest.LogCapture
     assert float(t.callback_metrics["dynamics/stopping_relative_change"]) == pytest.approx(stopper.rule.statistic)
     said = [r.getMessage() for r in caplog.records if "DynamicsEarlyStopping stopped training" in r.getMessage()]
     assert len(said) == 1 and f"at epoch {stopper.stopped_epoch}" in said[0]
+    assert monitor.tracker.logged["dynamics/stopped_epoch"][-1] == stopper.stopped_epoch  # for the report
 
 
 class RandomWalkWeights(TinyModule):
@@ -226,6 +227,20 @@ def test_does_not_stop_a_random_walk_weights_run(tmp_path: Path, sampling: dict)
     assert stopper.stopped_epoch == 0 and t.current_epoch == 40 and not t.should_stop
     assert monitor.tracker.n_samples == (40 if "points_per_epoch" in sampling else 160)
     assert math.isfinite(stopper.rule.statistic) and stopper.rule.statistic > 0.25
+
+
+@pytest.mark.integration
+def test_verbose_says_once_while_the_statistic_is_undefined(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Before the rule has 2 x window_epochs + 1 epochs, every check would print "nan (p = nan)": said once instead."""
+    stopper = DynamicsEarlyStopping(verbose=True, window_epochs=2)  # defined from epoch 4 on
+    monitor = DynamicsMonitor(points_per_epoch=2, null_surrogates=None, verbose=False, save_history=False)
+    t = trainer(tmp_path, max_epochs=7, callbacks=[monitor, stopper])
+    with caplog.at_level(logging.INFO):
+        t.fit(TinyModule(), loaders()[0])
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("DynamicsEarlyStopping:")]
+    assert not any("nan" in message for message in said), said
+    assert sum("needs 5 epochs" in message for message in said) == 1
+    assert sum("median relative change" in message and "checks at or below" in message for message in said) >= 2
 
 
 # ---------------------------------------------------------------- DDP agreement, state, arguments (no Trainer)

@@ -77,6 +77,30 @@ def test_tensorboard_event_file_holds_the_figure(tmp_path: Path, history_and_fig
     assert not dashboard_png_path(history).exists()  # an image logger: no file beside the history
 
 
+def test_tensorboard_draws_each_measure_inside_its_noise_floor(tmp_path: Path) -> None:
+    """One margin chart per measure with a null (custom scalars), not two more separate edge charts to read."""
+    pytest.importorskip("tensorboard")
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    logger = TensorBoardLogger(tmp_path, name="tb")
+    assert hand_to_loggers([logger], _history(tmp_path), dashboard=False) == {"TensorBoardLogger": "bands"}
+    events = EventAccumulator(logger.log_dir, size_guidance={"tensors": 0})
+    events.Reload()
+    (event,) = events.Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout()
+    layout.ParseFromString(event.tensor_proto.string_val[0])
+    charts = {chart.title: chart for category in layout.category for chart in category.chart}
+    margin = charts["relative_change"].margin.series[0]
+    assert (margin.value, margin.lower, margin.upper) == (
+        "dynamics/relative_change",
+        "dynamics/relative_change_null_lo",
+        "dynamics/relative_change_null_hi",
+    )
+    assert "nonfinite" not in charts  # a count has no noise floor
+
+
 def test_offline_wandb_run_holds_the_image(tmp_path: Path, history_and_figure, monkeypatch) -> None:
     pytest.importorskip("wandb")
     import wandb
@@ -148,6 +172,7 @@ def test_one_table_of_sinks_by_logger_class_name() -> None:
         "WandbLogger": (True, True),
         "TensorBoardLogger": (False, True),
     }
+    assert [kind for kind, s in SINKS.items() if s.bands is not None] == ["TensorBoardLogger"]
 
     class CSVLogger:
         pass

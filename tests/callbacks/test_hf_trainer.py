@@ -111,8 +111,9 @@ def _assert_same_series(a: dict[str, list[float]], b: dict[str, list[float]]) ->
 def test_trainer_callback_matches_the_plain_loop(tmp_path: Path) -> None:
     """Same model, same batches, same SGD: the Trainer adapter and a plain loop over the tracker agree point for
     point (summaries rtol 1e-6, every measure), and the values reach the Trainer's log_history and output_dir."""
+    # cost_budget=None: floors at every epoch and the dashboard, whatever the timing (the default spaces them out).
     monitor = DynamicsTrainerCallback(
-        points_per_epoch=8, null_surrogates=NULL_SURROGATES, verbose=False, layer_stats=True
+        points_per_epoch=8, null_surrogates=NULL_SURROGATES, cost_budget=None, verbose=False, layer_stats=True
     )
     fed: list[dict[str, Any]] = []  # the Trainer's training batches, as the model received them
 
@@ -160,6 +161,7 @@ def test_trainer_callback_matches_the_plain_loop(tmp_path: Path) -> None:
     # Reported through Trainer.log: one entry per epoch end, with the step and the last values.
     reported = [entry for entry in trainer.state.log_history if "dynamics/metastability" in entry]
     assert [entry["step"] for entry in reported] == [steps_per_epoch * (e + 1) for e in range(EPOCHS)]
+    assert not any(key.endswith(("_null_lo", "_null_hi")) for entry in reported for key in entry)  # short lines
     for key in ("metastability", "integration", "stability_index"):
         assert reported[-1][f"dynamics/{key}"] == pytest.approx(ours.metrics[key][-1], rel=1e-12)
     # The other scalars the Trainer logged (its final train_loss) are recorded with the next point: none came after.
@@ -174,14 +176,14 @@ def test_trainer_callback_resumes_from_a_checkpoint(tmp_path: Path, checkpoint_s
     """A run resumed from an HF checkpoint ends with the history of the uninterrupted run, point for point."""
     epochs = 3
     full = DynamicsTrainerCallback(
-        points_per_epoch=4, null_surrogates=NULL_SURROGATES, log_dashboard=False, verbose=False
+        points_per_epoch=4, null_surrogates=NULL_SURROGATES, log_dashboard=False, verbose=False, cost_budget=None
     )
     _train(tmp_path, full, num_train_epochs=epochs, save_strategy="steps", save_steps=checkpoint_step)
     checkpoint = tmp_path / f"checkpoint-{checkpoint_step}"
     assert (checkpoint / STATE_FILENAME.format(prefix="dynamics")).is_file()
 
     resumed = DynamicsTrainerCallback(
-        points_per_epoch=4, null_surrogates=NULL_SURROGATES, log_dashboard=False, verbose=False
+        points_per_epoch=4, null_surrogates=NULL_SURROGATES, log_dashboard=False, verbose=False, cost_budget=None
     )
     trainer = _train(tmp_path, resumed, resume=str(checkpoint), num_train_epochs=epochs, save_strategy="no")
     a, b = full.tracker, resumed.tracker

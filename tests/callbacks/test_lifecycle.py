@@ -155,6 +155,23 @@ def test_recipes_with_logger_false_another_logger_and_a_second_fit(tmp_path: Pat
         assert "dynamics/stability_index" in t.callback_metrics
 
 
+def test_readme_recipe_stop_when_settled_keep_the_best_by_validation(tmp_path: Path) -> None:
+    """The README's one recipe, as a user would run it: a validation loop, three kinds of logger, a second fit."""
+    pytest.importorskip("tensorboard")
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    for name, logger in (("none", False), ("tb", TensorBoardLogger(tmp_path / "tb")), ("csv", CSVLogger(tmp_path))):
+        checkpoint = ModelCheckpoint(monitor="val_loss", dirpath=tmp_path / name / "ckpt")
+        monitor = DynamicsMonitor(points_per_epoch=2, verbose=False)
+        callbacks = [monitor, DynamicsEarlyStopping(), checkpoint]
+        t = trainer(tmp_path / name, max_epochs=4, logger=logger, callbacks=callbacks, enable_checkpointing=True)
+        module = fit(t)
+        assert Path(checkpoint.best_model_path).is_file() and "dynamics/metastability" in t.callback_metrics
+        t.fit_loop.max_epochs = 6  # a second fit continues
+        fit(t, module=module)
+        assert monitor.history_path is not None and load_history(monitor.history_path)["values"].shape[1] == 12
+
+
 # ---------------------------------------------------------------- history lifetime
 
 

@@ -121,3 +121,13 @@ def test_the_signal_replays_the_rule_that_stops() -> None:
     assert report.rule == "relative_change" and report.signal_index == 2 * stop + 1
     legacy = convergence_points(time, flat_volatility, None)
     assert legacy.rule == "volatility" and legacy.signal_index == 2
+
+
+def test_no_plateau_for_a_run_that_never_rose() -> None:
+    """A run stuck at chance has a flat accuracy, not a plateau reached: nothing is marked."""
+    time = list(range(20))
+    stuck = [10.1, 9.8, 10.0, 10.3, 9.9] * 4  # a dead run predicting about one class in ten
+    report = convergence_points(time, None, stuck)
+    assert report.plateau_index is None and report.plateau_epoch is None and report.best_accuracy == 10.3
+    learned = [10.0, 40.0, 80.0] + [95.0] * 17
+    assert convergence_points(time, None, learned).plateau_epoch == 3

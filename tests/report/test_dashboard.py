@@ -222,7 +222,7 @@ def fitted_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("fit")
     logger = CSVLogger(root, name="tiny")
-    fit = trainer(root, max_epochs=22, logger=logger, callbacks=[DynamicsMonitor(verbose=False)])
+    fit = trainer(root, max_epochs=22, logger=logger, callbacks=[DynamicsMonitor(verbose=False, cost_budget=None)])
     fit.fit(TinyModule(), *loaders())
     return Path(logger.log_dir)
 

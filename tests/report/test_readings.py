@@ -90,13 +90,14 @@ def test_dashboard_draws_the_band_and_marks_inside_and_outside(tmp_path: Path, c
     # The report's printed table and HTML page say the same.
     assert main(["report", str(tmp_path / "run")]) == 0
     table = capsys.readouterr().out
-    row = table.splitlines()[1]  # the header, then this run
-    assert "0.5~" in row and "0.3 " in row and "0.3~" not in row
+    rows = {line.split()[0]: line for line in table.splitlines() if line.strip()}  # one row per measure
+    assert "0.5~" in rows["integration"] and "0.3 " in rows["metastability"] and "0.3~" not in rows["metastability"]
     assert "~ inside its noise floor" in table
     page = (tmp_path / "run" / "dynamics_dashboard.html").read_text()
     assert "<td>0.5 (inside noise floor [0.3, 0.7])</td>" in page
     assert "<td>0.3 (outside noise floor [0.05, 0.15])</td>" in page
     assert "<td>inside noise floor</td><td>integration</td>" in page
+    assert "order_parameter" not in page  # the last single R(t) is no reading
     assert "integration_null_lo" not in page
 
 
@@ -223,3 +224,50 @@ def test_a_settled_run_reads_settled_around_a_level_in_the_dashboard(tmp_path: P
     assert run.readings["integration_alpha"].settled is True
     assert "settled around a level" in [t.get_text() for t in _axes(plot_dashboard(run), "mean DFA exponent α").texts]
     assert "look settled around a level" in noise_floor_summary(state)
+
+
+def test_fit_summary_and_the_report_say_what_the_relative_change_means(tmp_path: Path, capsys) -> None:
+    """The reading that tells a dead run, a slow start and a run moving without learning apart is said in words."""
+    from lightning_dynamics.measures.readings import fit_summary, relative_change_reading
+
+    assert [relative_change_reading(v)[0] for v in (1e-6, 0.012, 0.2, 0.9, 7.35)] == [
+        "stopped",
+        "settled",
+        "settled",
+        "moving",
+        "rising",
+    ]
+    state = _banded_state()
+    state["metrics"]["relative_change"] = torch.full((N,), 7.35)
+    state["logged"] = {"dynamics/stopped_epoch": torch.tensor([NAN] * (N - 1) + [29.0], dtype=torch.float64)}
+    line = fit_summary({**state, "epochs": list(range(N))}, reliable={})
+    assert line.startswith("relative_change 7.35 at epoch 29: the layers move more than in the first half")
+    assert "1 of 2 descriptive measures outside their noise floor (metastability)." in line
+    save_history(state, tmp_path / "run" / "dynamics_history.pt")
+    assert main(["report", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    names = [line.split()[0] for line in out.splitlines()[1:4]]
+    assert names[0] == "relative_change" and "stability_index" in out  # full names, the key to act on first
+    assert "relative_change 7.35: the layers move more than in the first half" in out
+    page = (tmp_path / "run" / "dynamics_dashboard.html").read_text()
+    assert "a slow start (the first half hardly moved)" in page
+    assert "<td>stopped by DynamicsEarlyStopping</td><td>epoch 29</td>" in page
+    assert "<td>layers frozen at the end</td><td>none</td>" in page
+
+
+def test_compare_warns_when_runs_are_not_comparable(tmp_path: Path, capsys) -> None:
+    """Runs with 5 and 3 layers overlaid: the table and the figure say that their values do not compare."""
+    from tests.report.test_dashboard import _write
+
+    for name in ("five", "more", "again"):
+        _write(tmp_path / name / "version_0")
+    three = _state(layer_names=["a", "b", "c"])
+    three["values"] = three["values"][:3]
+    save_history(three, tmp_path / "three" / "version_0" / "dynamics_history.pt")
+    runs = load_runs([tmp_path / "five", tmp_path / "three"], progress=False)
+    assert "they differ in layers" in plot_comparison(runs)._suptitle.get_text()
+    dirs = [str(tmp_path / name) for name in ("five", "three", "more", "again")]
+    assert main(["compare", *dirs, "-o", str(tmp_path / "c.png")]) == 0
+    out = capsys.readouterr()
+    assert "warning: the runs differ in layers (five 5, three 3, more 5, again 5)" in out.out
+    assert "runs:" not in out.err  # 4 runs, but stderr is not a terminal: no progress bar
