@@ -86,8 +86,8 @@ class TrackerNotes:
                 )
         if short:
             self.info(
-                f"DynamicsTracker[{self.prefix}]: on {window} sample points, fewer than their estimators need: "
-                f"{', '.join(short)}. Hold them beside their noise floor. Said once per measure."
+                f"DynamicsTracker[{self.prefix}]: computed on {window} sample points, fewer than their estimators "
+                f"need: {', '.join(short)}. Hold them beside their noise floor. Said once per measure."
             )
 
     def floors_thinned(self, floor_seconds: float, epoch_seconds: float, budget: float) -> None:
