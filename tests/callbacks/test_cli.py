@@ -270,7 +270,7 @@ def test_cli_resolves_every_builder_option_with_its_default(package: str, capsys
     expected = {**_own_defaults(cls), **_builder_defaults()}
     assert set(_own_defaults(cls)) == {"prog_bar", "log_dashboard", "checkpoint_probe_batch", "ddp_timeout"}
     assert init_args == {name: _as_yaml(default) for name, default in expected.items()}
-    assert len(init_args) == 28  # 4 own flags and the 24 builder options (layer_stats included)
+    assert len(init_args) == 29  # 4 own flags and the 25 builder options (layer_stats and cost_budget included)
 
 
 @pytest.mark.parametrize("package", ["lightning.pytorch", "pytorch_lightning"])
