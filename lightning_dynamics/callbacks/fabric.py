@@ -22,7 +22,6 @@ Values are logged with ``fabric.log_dict`` under ``<prefix>/``; rank 0 saves the
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -139,10 +138,8 @@ class DynamicsFabricMonitor:
 
             loggers = fabric.loggers
             dashboard = self.log_dashboard and bool(loggers) and self.tracker.dashboard_due(path.parent)
-            start = time.perf_counter()
-            hand_to_loggers(loggers, path, prefix=self.tracker.prefix, dashboard=dashboard, warn=rank_zero_warn)
-            if dashboard:
-                self.tracker.note_dashboard_seconds(time.perf_counter() - start)
+            with self.tracker.dashboard_timer(dashboard):
+                hand_to_loggers(loggers, path, prefix=self.tracker.prefix, dashboard=dashboard, warn=rank_zero_warn)
 
     def _log(self, fabric: Fabric, point: LogPoint | None, step: int) -> None:
         if point is not None and point.values and fabric.loggers:

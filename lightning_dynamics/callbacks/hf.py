@@ -21,7 +21,6 @@ tracker's state goes into ``checkpoint-<step>/<prefix>_tracker_state.pt`` at eac
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -34,7 +33,6 @@ from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState,
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from lightning_dynamics.callbacks.sinks import dashboard_figure, dashboard_png_path
-from lightning_dynamics.measures.registry import NULL_SUFFIXES
 from lightning_dynamics.tracking.options import tracker_from_options
 from lightning_dynamics.tracking.tracker import LogPoint
 from lightning_dynamics.validation import check_bool, check_ddp_timeout, check_path
@@ -210,9 +208,8 @@ class DynamicsTrainerCallback(TrainerCallback):
         path = self.tracker.end_fit()
         if path is not None and self.log_dashboard and self.tracker.dashboard_due(path.parent):
             try:
-                start = time.perf_counter()
-                dashboard_figure(path).savefig(dashboard_png_path(path))
-                self.tracker.note_dashboard_seconds(time.perf_counter() - start)
+                with self.tracker.dashboard_timer(True):
+                    dashboard_figure(path).savefig(dashboard_png_path(path))
             except Exception as error:  # a figure (or a missing matplotlib) must never fail a finished run
                 rank_zero_warn(f"DynamicsTrainerCallback: could not draw the dashboard figure: {error!r}")
 
@@ -230,9 +227,5 @@ class DynamicsTrainerCallback(TrainerCallback):
         point = close(logged)
         if self.tracker.n_samples > n_samples:
             self._logs_seen = len(state.log_history)
-        if point is not None and point.values and self.trainer is not None:
-            # The Trainer prints every logged dict: the noise-floor edges (two per measure) would more than double
-            # each line. They stay in the history file, its report and dashboard.
-            measures = {k: v for k, v in point.values.items() if not k.endswith(NULL_SUFFIXES)}
-            if measures:
-                self.trainer.log(measures)
+        if point is not None and point.without_null_edges and self.trainer is not None:
+            self.trainer.log(point.without_null_edges)  # the Trainer prints each dict: no noise-floor edges

@@ -9,7 +9,6 @@ reaches the loggers whatever ``Trainer(log_every_n_steps=...)`` is, as Lightning
 from __future__ import annotations
 
 import re
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -186,10 +185,8 @@ class DynamicsMonitor(Callback):
             from lightning_dynamics.callbacks.sinks import hand_to_loggers
 
             dashboard = self.log_dashboard and bool(trainer.loggers) and self.tracker.dashboard_due(path.parent)
-            start = time.perf_counter()
-            hand_to_loggers(trainer.loggers, path, prefix=self.prefix, dashboard=dashboard, warn=rank_zero_warn)
-            if dashboard:
-                self.tracker.note_dashboard_seconds(time.perf_counter() - start)
+            with self.tracker.dashboard_timer(dashboard):
+                hand_to_loggers(trainer.loggers, path, prefix=self.prefix, dashboard=dashboard, warn=rank_zero_warn)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self.tracker.end_fit()  # never raises: a failing save must not mask the user's exception

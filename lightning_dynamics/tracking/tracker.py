@@ -60,7 +60,7 @@ from lightning_dynamics.measures.config import DynamicsConfig
 from lightning_dynamics.measures.context import MeasureContext
 from lightning_dynamics.measures.readings import fit_summary as summarize_fit
 from lightning_dynamics.measures.readings import noise_floor_summary as summarize_noise_floors
-from lightning_dynamics.measures.registry import MEASURES, compute_measures, null_bands
+from lightning_dynamics.measures.registry import MEASURES, NULL_SUFFIXES, compute_measures, null_bands
 from lightning_dynamics.tracking.distributed import StoreRendezvous
 from lightning_dynamics.tracking.notes import TrackerNotes
 from lightning_dynamics.tracking.schedule import SampleSchedule
@@ -118,6 +118,12 @@ class LogPoint(NamedTuple):
 
     values: dict[str, float]
     on_step: bool
+
+    @property
+    def without_null_edges(self) -> dict[str, float]:
+        """The values less the noise-floor edges (``<measure>_null_lo``/``_null_hi``), for loggers that print every
+        logged dict (the edges would more than double each line; the history file keeps them)."""
+        return {key: value for key, value in self.values.items() if not key.endswith(NULL_SUFFIXES)}
 
 
 class DynamicsTracker:
@@ -817,6 +823,15 @@ class DynamicsTracker:
                 f"{self.train_seconds:.1f} s of training, over cost_budget={budget:g}. Draw it with `{command}`."
             )
         return False
+
+    @contextmanager
+    def dashboard_timer(self, drawn: bool) -> Iterator[None]:
+        """Time the end-of-fit dashboard drawn inside the block (when ``drawn``), as :meth:`dashboard_due` weighs it;
+        a block that raises is not timed."""
+        start = time.perf_counter()
+        yield
+        if drawn:
+            self.note_dashboard_seconds(time.perf_counter() - start)
 
     @staticmethod
     def note_dashboard_seconds(seconds: float) -> None:
