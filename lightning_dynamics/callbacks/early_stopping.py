@@ -121,25 +121,24 @@ class DynamicsEarlyStopping(pl.Callback):
         rule: StoppingRule | None = None,
     ) -> None:
         super().__init__()
-        if rule is not None:
-            rule = check_choice("rule", rule, RULES)
-        if monitor is not None and rule is None:
+        chosen: str | None = None if rule is None else check_choice("rule", rule, RULES)
+        if monitor is not None and chosen is None:
             # Before `rule` existed, `monitor` picked the rule: its own name, or any other key for the volatility rule.
             key_prefix, measure = full_key(monitor, prefix).split("/", 1)
-            rule = RELATIVE_CHANGE if measure == RELATIVE_CHANGE else "volatility"
-            if rule == RELATIVE_CHANGE:
-                new = f"rule={rule!r}" + (f", prefix={key_prefix!r}" if key_prefix != prefix else "")
+            chosen = RELATIVE_CHANGE if measure == RELATIVE_CHANGE else "volatility"
+            if chosen == RELATIVE_CHANGE:
+                new = f"rule={chosen!r}" + (f", prefix={key_prefix!r}" if key_prefix != prefix else "")
             else:
-                new = f"rule={rule!r}, monitor={monitor!r}"
+                new = f"rule={chosen!r}, monitor={monitor!r}"
             rank_zero_deprecation(
                 f"DynamicsEarlyStopping(monitor={monitor!r}) chooses the stopping rule by its key, which is deprecated:"
                 f" `rule` chooses it and `monitor` only names the key the volatility rule reads. Write "
                 f"DynamicsEarlyStopping({new}).",
                 stacklevel=6,  # past rank_zero_deprecation's own frames and this __init__: the user's line
             )
-            if rule == RELATIVE_CHANGE:
+            if chosen == RELATIVE_CHANGE:
                 monitor, prefix = None, key_prefix
-        elif monitor is not None and rule == RELATIVE_CHANGE:
+        elif monitor is not None and chosen == RELATIVE_CHANGE:
             key_prefix, measure = full_key(monitor, prefix).split("/", 1)
             if measure != RELATIVE_CHANGE:
                 raise ValueError(
@@ -147,10 +146,10 @@ class DynamicsEarlyStopping(pl.Callback):
                     f"history and no key: leave `monitor` out or pass rule='volatility', got monitor={monitor!r}."
                 )
             monitor, prefix = None, key_prefix
-        rule = rule or RELATIVE_CHANGE
-        self.monitor = full_key(monitor or (RELATIVE_CHANGE if rule == RELATIVE_CHANGE else VOLATILITY_KEY), prefix)
+        chosen = chosen or RELATIVE_CHANGE
+        self.monitor = full_key(monitor or (RELATIVE_CHANGE if chosen == RELATIVE_CHANGE else VOLATILITY_KEY), prefix)
         self.prefix = self.monitor.split("/", 1)[0]
-        self.uses_history = rule == RELATIVE_CHANGE
+        self.uses_history = chosen == RELATIVE_CHANGE
         self.strict = check_bool("strict", strict)
         self.verbose = check_bool("verbose", verbose)
         check_finite = check_bool("check_finite", check_finite)

@@ -83,7 +83,7 @@ def select_activation_layers(
         >>> [(name, kind, dim) for name, _, kind, _, dim in select_activation_layers(net)]
         [('1', 'dead', 1), ('4', 'saturated', -1)]
     """
-    chosen = []
+    chosen: list[tuple[str, nn.Module, str, tuple[float, float] | None, int]] = []
     unit_dim = -1
     for name, module in model.named_modules():
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d)):

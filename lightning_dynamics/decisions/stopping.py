@@ -118,7 +118,7 @@ def learning_rate_outlook(
         >>> learning_rate_outlook(sched, steps_left=20).lowers  # ... beyond a budget of 20
         False
     """
-    tolerance = check_finite_real("tolerance", tolerance)
+    tolerance = check_finite_real("tolerance", tolerance)  # type: ignore[assignment]  # never None here
     if not 0.0 <= tolerance < 1.0:
         raise ValueError(f"`tolerance` must be a number in [0, 1), got {tolerance!r}.")
     max_steps = int(check_int("max_steps", max_steps, 1) or 1)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from lightning_dynamics.functional.reliability import NEVER_RELIABLE
 from lightning_dynamics.measures.config import DynamicsConfig
-from lightning_dynamics.measures.registry import MEASURES, Measure, measure_names
+from lightning_dynamics.measures.registry import MEASURES, Group, Measure, measure_names
 
 NULL_WORDS = {"phase": "phase-randomised", "shuffle": "time-shuffled", None: "-"}
 _BLOCK = re.compile(r"(<!-- registry:(?P<name>[\w-]+)\b[^>]*-->\n)(?P<body>.*?)(<!-- /registry:(?P=name) -->)", re.S)
@@ -67,7 +67,8 @@ def defined_from_list(config: DynamicsConfig | None = None) -> str:
     """
     config = DynamicsConfig() if config is None else config
     lines = []
-    for group, note in (("default", ""), ("complexity", " (opt-in: `complexity_every_n_samples`)")):
+    groups: tuple[tuple[Group, str], ...] = (("default", ""), ("complexity", " (opt-in: `complexity_every_n_samples`)"))
+    for group, note in groups:
         by_points: dict[int, list[str]] = {}
         for name in measure_names(group):
             by_points.setdefault(MEASURES[name].defined_from(config), []).append(f"`{name}`")
