@@ -101,8 +101,9 @@ def test_too_short_run_logs_nothing_fake_and_says_how_many_points(
         t.fit(TinyModule(), loaders()[0])
     logged = {k for k in t.callback_metrics if k.startswith("dynamics/")}
     assert logged == {"dynamics/nonfinite"}  # a count of the data, not a measure
-    needs = [r.message for r in caplog.records if "appear once they are defined" in r.message]
-    assert len(needs) == 1 and "stability_volatility 20" in needs[0]
+    needs = [r.message for r in caplog.records if "keys appear after" in r.message]  # the one fit-start line
+    most = max(monitor.tracker.defined_from().values())  # relative_change: 2 * window + 1
+    assert len(needs) == 1 and f"keys appear after 1-{most} points" in needs[0] and most == 33
 
 
 def test_empty_layer_selection_is_an_error_at_setup(tmp_path: Path) -> None:
