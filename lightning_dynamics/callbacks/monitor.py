@@ -171,7 +171,7 @@ class DynamicsMonitor(Callback):
             trainer.global_step,
             batch_idx,
             trainer.num_training_batches,
-            logged=self._fresh_scalars(trainer),
+            logged=lambda: self._fresh_scalars(trainer),
         )
         self._log(trainer, pl_module, point)
 
@@ -203,7 +203,11 @@ class DynamicsMonitor(Callback):
     def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, point: LogPoint | None) -> None:
         if point is None or not point.values:
             return
-        for key, value in point.values.items():
+        # The measures go through `self.log`, so that EarlyStopping, ModelCheckpoint and the progress bar see them in
+        # `callback_metrics`; their noise-floor edges go to the loggers only: each `self.log` call costs about a
+        # millisecond on CPU (Lightning moves its result state every call), half the monitor's fit-time cost on a
+        # small model, and nothing monitors an edge (benchmarks/overhead.md, "whole fits").
+        for key, value in point.without_null_edges.items():
             pl_module.log(
                 key,
                 value,
@@ -220,7 +224,8 @@ class DynamicsMonitor(Callback):
 
     def _fresh_scalars(self, trainer: pl.Trainer) -> dict[str, float]:
         """The other scalars logged since the previous point (validation accuracy, losses): a value Lightning still
-        holds from before (e.g. the last validation's, between validations) is not recorded again (NaN there)."""
+        holds from before (e.g. the last validation's, between validations) is not recorded again (NaN there).
+        Read only when a point closes (`callback_metrics` rebuilds Lightning's metric dict at every read)."""
         out: dict[str, float] = {}
         for key, value in trainer.callback_metrics.items():
             if key.startswith(f"{self.prefix}/") or self._seen.get(key) is value:

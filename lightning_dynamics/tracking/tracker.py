@@ -528,7 +528,7 @@ class DynamicsTracker:
         step: int,
         batch_idx: int | None = None,
         n_batches: float | int | None = None,
-        logged: Mapping[str, float] | None = None,
+        logged: Mapping[str, float] | Callable[[], Mapping[str, float]] | None = None,
     ) -> LogPoint | None:
         """A training batch ended: close a sample point if the schedule says so; the values to log, if any.
 
@@ -536,7 +536,8 @@ class DynamicsTracker:
             epoch, step: where training is (``step``: optimizer steps so far).
             batch_idx: the batch's index in its epoch (default: counted since :meth:`epoch_start`).
             n_batches: batches in the epoch (default: as given to :meth:`epoch_start`; ``None`` or ``inf``: unknown).
-            logged: other scalars to record with a point closed here (e.g. the training loss).
+            logged: other scalars to record with a point closed here (e.g. the training loss), or a callable that
+                returns them, called only when a point closes (reading a framework's metrics has its own cost).
         """
         if self.source == "train" and self._switched_by_batches:
             self.capture_enabled = False
@@ -547,7 +548,7 @@ class DynamicsTracker:
         if not self.schedule.closes_at_batch(index, self._n_batches if n_batches is None else n_batches, step):
             return None
         compute = self.schedule.computes_at_batch()
-        values = self.sample(epoch, step, logged=logged, compute=compute)
+        values = self.sample(epoch, step, logged=logged() if callable(logged) else logged, compute=compute)
         if not compute:
             return None
         if not self._noise_floors_due("point"):  # not computed here: their NaN is not logged
