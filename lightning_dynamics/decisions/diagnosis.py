@@ -20,9 +20,13 @@ an MLP and a small CNN, seed 100; seed 101 is the second tuning seed); held-out 
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,6 +36,8 @@ from torch.utils.hooks import RemovableHandle
 from lightning_dynamics.validation import check_finite_real, check_int
 
 STATE_VERSION = 1
+#: The format of the findings file (:func:`save_findings`).
+FINDINGS_FORMAT = 1
 #: Every kind of finding, in the order the rules run.
 FINDING_KINDS = (
     "nonfinite",
@@ -292,6 +298,8 @@ class DynamicsDiagnoser:
         self._handles: list[RemovableHandle] = []
         self._val_rises = 0
         self._pending_model: list[Finding] = []
+        self.stopped_epoch: int | None = None
+        self.stop_reason: str | None = None
 
     # ------------------------------------------------------------------ attach
 
@@ -673,6 +681,39 @@ class DynamicsDiagnoser:
                 return True, str(finding)
         return False, None
 
+    def decide_stop(self, epoch: int, agree: Callable[[bool], bool] | None = None, owner: str = "diagnosis") -> bool:
+        """Whether to end the run now; the first time, :attr:`stopped_epoch` and :attr:`stop_reason` are set.
+
+        Args:
+            epoch: the epoch that just ended.
+            agree: ``True`` on every process when any process says ``True`` (e.g. Lightning's
+                ``strategy.reduce_boolean_decision(flag, all=False)``); a collective, so every process calls this
+                at every epoch's end.
+            owner: who stops, for the reason's words (``"DynamicsDiagnosis"``).
+        """
+        should, reason = self.should_stop()
+        stop = bool(agree(should)) if agree is not None else should
+        if stop and self.stopped_epoch is None:
+            self.stopped_epoch = epoch
+            self.stop_reason = (
+                f"{owner} stopped training at epoch {epoch}: "
+                f"{reason or 'a finding of another process (reduce_boolean_decision)'}"
+            )
+        return stop
+
+    def logged_values(self) -> dict[str, float]:
+        """``{"diagnosis/<kind>": 1.0 once the kind was found, else 0.0}`` for every kind (the logged keys)."""
+        found = {f.kind for f in self.findings}
+        return {f"diagnosis/{kind}": float(kind in found) for kind in FINDING_KINDS}
+
+    def save(self, path: str | Path, warn: Callable[[str], None] | None = None) -> Path | None:
+        """Write the findings file (:func:`save_findings`); never raises: a failure warns and returns ``None``."""
+        try:
+            return save_findings(path, self.findings, self.stop_reason, self.stopped_epoch, sorted(self.ignore))
+        except OSError as error:
+            (warn or _print)(f"could not write the diagnosis findings to {path}: {error}")
+            return None
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,
@@ -680,6 +721,8 @@ class DynamicsDiagnoser:
             "history": [dict(r) for r in self.history],
             "first_loss": None if self._first_loss is None else float(self._first_loss),
             "val_rises": self._val_rises,
+            "stopped_epoch": self.stopped_epoch,
+            "stop_reason": self.stop_reason,
         }
 
     def load_state_dict(self, state: Any) -> None:
@@ -702,7 +745,14 @@ class DynamicsDiagnoser:
         if first is not None and not isinstance(first, (int, float)):
             raise ValueError(f"{where}: `first_loss` must be a number or None, got {first!r}.")
         val_rises = check_int("val_rises", state.get("val_rises", 0), 0)
+        stopped = state.get("stopped_epoch")
+        if stopped is not None:
+            check_int("stopped_epoch", stopped, 0)
+        reason = state.get("stop_reason")
+        if reason is not None and not isinstance(reason, str):
+            raise ValueError(f"{where}: `stop_reason` must be a string or None, got {reason!r:.80}.")
         self.findings = findings
+        self.stopped_epoch, self.stop_reason = stopped, reason
         self.history = [dict(r) for r in history]
         self._first_loss = None if first is None else torch.tensor(float(first), dtype=torch.float64)
         self._val_rises = int(val_rises or 0)
@@ -730,3 +780,111 @@ def _max(values: Sequence[float]) -> float:
 
 def _has(values: Sequence[float]) -> bool:
     return any(math.isfinite(v) for v in values)
+
+
+def _print(message: str) -> None:
+    print(message)
+
+
+def findings_path(history_path: str | Path) -> Path:
+    """The findings file beside a monitor's history: ``<prefix>_history[-vN].pt`` -> ``<prefix>_diagnosis[-vN].json``.
+
+    Example:
+        >>> findings_path("logs/version_0/dynamics_history-v1.pt").name
+        'dynamics_diagnosis-v1.json'
+    """
+    path = Path(history_path)
+    stem = path.stem.replace("_history", "_diagnosis", 1) if "_history" in path.stem else f"{path.stem}_diagnosis"
+    return path.with_name(f"{stem}.json")
+
+
+def _json_number(value: float) -> float | str:
+    # JSON has no NaN or infinity: they are written as the strings "nan", "inf", "-inf" and read back by float().
+    return value if math.isfinite(value) else str(value)
+
+
+def save_findings(
+    path: str | Path,
+    findings: Sequence[Finding],
+    stop_reason: str | None = None,
+    stopped_epoch: int | None = None,
+    ignored: Sequence[str] = (),
+) -> Path:
+    """Write a run's findings as JSON, atomically (a temporary file renamed onto ``path``); ``path``.
+
+    The diagnosis writes this file beside the monitor's history (:func:`findings_path`) and the report reads it
+    (:func:`load_findings`): the findings flow downstream to the report, and the history file stays the monitor's.
+    An empty ``findings`` is written too: "the diagnosis ran and found nothing" differs from "no diagnosis".
+    """
+    path = Path(path)
+    record = {
+        "format": FINDINGS_FORMAT,
+        "findings": [
+            {**f.to_dict(), "value": _json_number(f.value), "threshold": _json_number(f.threshold)} for f in findings
+        ],
+        "stop_reason": stop_reason,
+        "stopped_epoch": stopped_epoch,
+        "ignored": list(ignored),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(record, handle, indent=1)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+@dataclass
+class DiagnosisRecord:
+    """A findings file as read by :func:`load_findings`.
+
+    Attributes:
+        findings: the findings, in the order first seen.
+        stop_reason: why the diagnosis ended the run (``None`` if it did not).
+        stopped_epoch: the epoch it ended the run at.
+        ignored: the kinds the run ignored.
+        path: the file read.
+    """
+
+    findings: list[Finding]
+    stop_reason: str | None = None
+    stopped_epoch: int | None = None
+    ignored: list[str] = field(default_factory=list)
+    path: Path | None = None
+
+
+def load_findings(path: str | Path) -> DiagnosisRecord:
+    """Read a findings file of :func:`save_findings`; ValueError names the file and what is wrong in it."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not a readable findings file (truncated or not JSON): {error}") from error
+    if not isinstance(record, dict) or record.get("format") != FINDINGS_FORMAT:
+        got = record.get("format") if isinstance(record, dict) else type(record).__name__
+        raise ValueError(f"{path}: `format` must be {FINDINGS_FORMAT}, got {got!r}.")
+    raw = record.get("findings")
+    if not isinstance(raw, list):
+        raise ValueError(f"{path}: `findings` must be a list, got {type(raw).__name__}.")
+    findings = []
+    for i, item in enumerate(raw):
+        finding = Finding.from_dict(item, f"{path}: finding {i}")
+        try:
+            finding.value, finding.threshold = float(finding.value), float(finding.threshold)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}: finding {i}: `value` and `threshold` must be numbers: {error}") from error
+        findings.append(finding)
+    reason, stopped = record.get("stop_reason"), record.get("stopped_epoch")
+    if reason is not None and not isinstance(reason, str):
+        raise ValueError(f"{path}: `stop_reason` must be a string or null, got {reason!r:.80}.")
+    if stopped is not None:
+        check_int("stopped_epoch", stopped, 0)
+    ignored = record.get("ignored", [])
+    if not isinstance(ignored, list) or not all(isinstance(k, str) for k in ignored):
+        raise ValueError(f"{path}: `ignored` must be a list of kinds, got {ignored!r:.80}.")
+    return DiagnosisRecord(findings, reason, stopped, list(ignored), path)
