@@ -134,26 +134,22 @@ class DynamicsDiagnosis(Callback):
         epoch = trainer.current_epoch
         statistics = self._monitor.tracker.statistics if self._monitor is not None else None
         val_loss = trainer.callback_metrics.get(self.val_loss_key)
-        new = self.diagnoser.end_epoch(
+        stop = self.diagnoser.close_epoch(
             epoch,
             trainer.global_step,
             statistics=statistics,
             val_loss=None if val_loss is None else float(val_loss),
             reduce=lambda packed: trainer.strategy.reduce(packed, reduce_op="sum"),
+            agree=lambda flag: trainer.strategy.reduce_boolean_decision(flag, all=False),
+            say=rank_zero_info,
+            save_to=self.findings_path if trainer.is_global_zero else None,
+            owner="DynamicsDiagnosis",
         )
-        for finding in new:
-            rank_zero_info(f"DynamicsDiagnosis: {finding}")
         if self.log_every_epoch:
             for key, value in self.diagnoser.logged_values().items():
                 pl_module.log(key, value, on_step=False, on_epoch=True, batch_size=1)
-        stopped_before = self.stopped_epoch
-        agree = lambda flag: trainer.strategy.reduce_boolean_decision(flag, all=False)  # noqa: E731
-        if self.diagnoser.decide_stop(epoch, agree, owner="DynamicsDiagnosis"):
+        if stop:
             trainer.should_stop = True
-            if stopped_before is None:
-                rank_zero_info(self.stop_reason)
-        if trainer.is_global_zero and self.findings_path is not None:
-            self.diagnoser.save(self.findings_path, warn=rank_zero_warn)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.diagnoser.detach()

@@ -304,12 +304,26 @@ class DynamicsDiagnoser:
     # ------------------------------------------------------------------ attach
 
     def attach(
-        self, model: nn.Module, optimizers: Iterable[torch.optim.Optimizer] = (), layer_names: Sequence[str] = ()
+        self,
+        model: nn.Module,
+        optimizers: Iterable[torch.optim.Optimizer] = (),
+        layer_names: Sequence[str] = (),
+        loss_from_output: bool = False,
     ) -> list[Finding]:
-        """Check the model and its optimizers (``not_training``) and hook its root forward; the findings so far."""
+        """Check the model and its optimizers (``not_training``) and hook its root forward; the findings so far.
+
+        Args:
+            model: the model whose root forward is the training forward.
+            optimizers: the optimizers (their parameter groups are checked against the model's parameters).
+            layer_names: the tracker's watched layers, to name a frozen parameter by its layer.
+            loss_from_output: read the training loss from the outputs of the training forwards (``output["loss"]``
+                or ``output.loss``, as ``transformers`` models return it) instead of :meth:`observe_loss`.
+        """
         self.detach()
-        self._handles.append(model.register_forward_pre_hook(self._see_input))
+        self._handles.append(model.register_forward_pre_hook(self._see_input, with_kwargs=True))
         self._handles.append(model.register_forward_hook(self._see_output))
+        if loss_from_output:
+            self._handles.append(model.register_forward_hook(self._see_loss))
         checked = model_findings(model, list(optimizers), layer_names)
         if checked is not None and not any(f.kind == "not_training" for f in self.findings):
             evidence, names, count = checked
@@ -322,10 +336,18 @@ class DynamicsDiagnoser:
         self._handles = []
 
     @torch.no_grad()
-    def _see_input(self, module: nn.Module, args: Any) -> None:
+    def _see_input(self, module: nn.Module, args: Any, kwargs: Mapping[str, Any]) -> None:
         if not module.training or self._forwards_this_epoch >= 2:
             return
-        x = next((a for a in args if isinstance(a, Tensor)), None)
+        # The first tensor argument; with keyword inputs only (model(**batch)), the first floating-point batch of at
+        # least two dimensions (not a scalar such as transformers' num_items_in_batch, nor the labels).
+        tensors = [a for a in args if isinstance(a, Tensor)]
+        tensors += [
+            v
+            for k, v in kwargs.items()
+            if isinstance(v, Tensor) and v.is_floating_point() and v.ndim >= 2 and k != "labels"
+        ]
+        x = tensors[0] if tensors else None
         self._forwards_this_epoch += 1
         if x is None or not x.is_floating_point() or x.numel() == 0:
             return
@@ -342,7 +364,8 @@ class DynamicsDiagnoser:
     def _see_output(self, module: nn.Module, args: Any, output: Any) -> None:
         if not module.training or self._forwards_this_epoch > 2 or self._forwards_this_epoch == 0:
             return
-        y = output if isinstance(output, Tensor) else None
+        y = output if isinstance(output, Tensor) else output.get("logits") if isinstance(output, Mapping) else None
+        y = y if isinstance(y, Tensor) else None
         if y is None or not y.is_floating_point() or y.ndim < 2 or y.shape[-1] < 2:
             return
         y = y.detach().float()
@@ -351,6 +374,12 @@ class DynamicsDiagnoser:
         io = self._io_state(y.device)
         io[4] += probability.float()
         io[5] += 1
+
+    def _see_loss(self, module: nn.Module, args: Any, output: Any) -> None:
+        if module.training:
+            loss = output.get("loss") if isinstance(output, Mapping) else getattr(output, "loss", None)
+            if isinstance(loss, Tensor) and loss.numel() == 1:
+                self.observe_loss(loss)
 
     def _io_state(self, device: torch.device) -> Tensor:
         if self._io is None:
@@ -438,6 +467,56 @@ class DynamicsDiagnoser:
         self._previous_input = None
         self._forwards_this_epoch = 0
         return self.update(observation)
+
+    def close_epoch(
+        self,
+        epoch: int,
+        step: int,
+        statistics: Any = None,
+        val_loss: float | None = None,
+        reduce: Callable[[Tensor], Tensor] | None = None,
+        agree: Callable[[bool], bool] | None = None,
+        say: Callable[[str], None] | None = None,
+        save_to: str | Path | None = None,
+        owner: str | None = None,
+        tracker: Any = None,
+    ) -> bool:
+        """An adapter's whole epoch end: :meth:`end_epoch`, each new finding said once, :meth:`decide_stop`, and the
+        findings file written (:func:`save_findings`). Whether to stop the run.
+
+        Args:
+            epoch, step, statistics, val_loss, reduce: as :meth:`end_epoch`.
+            agree: as :meth:`decide_stop` (a collective: every process calls this at every epoch's end); default
+                with ``reduce``: a flag summed across processes, so one process's stop stops them all.
+            say: prints a line on the first process (e.g. ``rank_zero_info``); each finding and the stop once.
+            save_to: the findings file (on the first process only; ``None``: not written).
+            owner: the adapter's name, at the start of each line (default: the class name).
+            tracker: a :class:`~lightning_dynamics.DynamicsTracker`: its ``statistics`` are read, and the findings
+                file goes beside its history (:func:`findings_path`; only the first process claims one).
+        """
+        if tracker is not None:
+            statistics = tracker.statistics if statistics is None else statistics
+            if save_to is None and tracker.history_path is not None:
+                save_to = findings_path(tracker.history_path)
+        owner = owner or type(self).__name__
+        device = self.packed().device
+        new = self.end_epoch(epoch, step, statistics=statistics, val_loss=val_loss, reduce=reduce)
+        if agree is None and reduce is not None:
+            sum_across = reduce
+
+            def agree(flag: bool) -> bool:
+                return bool(sum_across(torch.tensor([float(flag)], dtype=torch.float64, device=device))[0] > 0)
+
+        stopped_before = self.stopped_epoch
+        stop = self.decide_stop(epoch, agree, owner=owner)
+        if say is not None:
+            for finding in new:
+                say(f"{owner}: {finding}")
+            if stop and stopped_before is None and self.stop_reason is not None:
+                say(self.stop_reason)
+        if save_to is not None:
+            self.save(save_to, warn=say)
+        return stop
 
     def update(self, observation: EpochObservation) -> list[Finding]:
         """Run every rule on one epoch's observation; the findings of kinds not seen before (each kind once)."""

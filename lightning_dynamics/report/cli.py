@@ -65,7 +65,8 @@ def summary_table(runs: list[RunDashboard]) -> str:
     """The text table that ``report`` and ``compare`` print: one row per measure, one column per run.
 
     Full measure names, the relative change first and what it says in words below the table; then the sample
-    points, signal and plateau epochs, and each run's diagnosis findings (where a diagnosis ran). ``~`` after a value: it sits inside its noise floor (the 95% band of the
+    points, signal and plateau epochs, and each run's diagnosis findings (where a diagnosis ran). ``~`` after a
+    value: it sits inside its noise floor (the 95% band of the
     measure on surrogates of the run's history); ``!``: computed on fewer points than the estimator's reliable
     minimum.
     """

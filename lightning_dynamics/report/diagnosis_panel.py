@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 LAYER_STAT_PANELS = {
     "dead_frac": ("dead fraction of each ReLU layer's units", "Reds", (0.0, 1.0)),
     "saturated_frac": ("saturated fraction of each bounded activation's values", "Purples", (0.0, 1.0)),
-    "grad_norm": ("gradient norm of each layer (log10)", "viridis", None),
+    "grad_norm": ("gradient norm of each layer (log10; grey: zero or not measured)", "viridis", None),
 }
 FINDINGS_HEADER = ("kind", "layers", "epoch", "step", "evidence", "action")
 
@@ -42,9 +42,7 @@ def findings_rows(run: RunDashboard) -> list[list[str]]:
     """One row per finding of ``run`` (:data:`FINDINGS_HEADER`); empty without a diagnosis or a finding."""
     if run.diagnosis is None:
         return []
-    return [
-        [f.kind, layers_text(f), str(f.epoch), str(f.step), f.evidence, f.action] for f in run.diagnosis.findings
-    ]
+    return [[f.kind, layers_text(f), str(f.epoch), str(f.step), f.evidence, f.action] for f in run.diagnosis.findings]
 
 
 def diagnosis_summary(run: RunDashboard) -> str:
@@ -132,5 +130,6 @@ def draw_layer_stat(ax: Axes, run: RunDashboard, stat: str) -> None:
     step = max(1, math.ceil(len(layers) / 12))
     ticks = list(range(0, len(layers), step))
     ax.set_yticks(ticks, [short_name(layers[i]) for i in ticks], fontsize=7)
+    ax.set_facecolor("0.85")  # cells without a value (no gradient, not an activation of that kind yet)
     ax.set_title(title, fontsize=10)
-    ax.figure.colorbar(mesh, ax=ax, pad=0.01, aspect=15)
+    ax.figure.colorbar(mesh, ax=ax, pad=0.01, aspect=15, label="log10" if stat == "grad_norm" else "fraction")
