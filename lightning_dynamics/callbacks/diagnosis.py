@@ -40,8 +40,10 @@ class DynamicsDiagnosis(Callback):
 
     Args:
         stop_on: kinds of finding that end the run, e.g. ``["nonfinite", "lr_too_high"]``.
-        ignore: kinds never reported (e.g. ``["not_training"]`` when freezing layers on purpose).
+        ignore: kinds never reported.
         thresholds: the rules' thresholds (:class:`~lightning_dynamics.decisions.diagnosis.DiagnosisThresholds`).
+        frozen: modules frozen on purpose, named in the LightningModule (e.g. ``["backbone"]`` when fine-tuning a
+            head): not ``not_training``, while a trainable parameter missing from the optimizer still is.
         prefix: the :class:`~lightning_dynamics.DynamicsMonitor` whose layer statistics are read (without one,
             only the rules on the loss, the data, the outputs and the optimizers run).
         val_loss_key: the validation loss in ``trainer.callback_metrics``.
@@ -66,12 +68,13 @@ class DynamicsDiagnosis(Callback):
         stop_on: Iterable[str] = (),
         ignore: Iterable[str] = (),
         thresholds: DiagnosisThresholds | None = None,
+        frozen: Iterable[str] = (),
         prefix: str = "dynamics",
         val_loss_key: str = "val_loss",
         log_every_epoch: bool = True,
     ) -> None:
         super().__init__()
-        self.diagnoser = DynamicsDiagnoser(thresholds=thresholds, stop_on=stop_on, ignore=ignore)  # validates
+        self.diagnoser = DynamicsDiagnoser(thresholds=thresholds, stop_on=stop_on, ignore=ignore, frozen=frozen)
         if not isinstance(prefix, str) or not prefix or "/" in prefix:
             raise ValueError(f"`prefix` must be a non-empty name without '/', got {prefix!r}.")
         if not isinstance(val_loss_key, str) or not val_loss_key:

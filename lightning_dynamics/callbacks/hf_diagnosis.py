@@ -80,7 +80,9 @@ class DynamicsTrainerDiagnosis(TrainerCallback, DynamicsDiagnoser):
         optimizers = [optimizer] if optimizer is not None else []
         self.attach(kwargs["model"], optimizers, layer_names=names, loss_from_output=True)
 
-    def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+    def on_epoch_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         """Run the rules on the epoch; say, log and save the findings; stop on a ``stop_on`` finding."""
         val_loss = next((e["eval_loss"] for e in reversed(state.log_history) if "eval_loss" in e), None)
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

@@ -58,7 +58,7 @@ ACTIONS = {
     "nonfinite": "lower the learning rate or clip gradients; look for log(0), division by zero or fp16 overflow in "
     "the loss and inputs",
     "not_training": "set requires_grad=True on the layers meant to train and pass every trainable parameter to the "
-    "optimizer (or ignore this kind when freezing on purpose)",
+    "optimizer (or declare layers frozen on purpose: frozen=[...])",
     "data_bug": "check the data pipeline: normalise the inputs (zero mean, unit variance), and make sure each step "
     "draws a new, non-constant batch",
     "wrong_output": "return logits: remove the softmax before CrossEntropyLoss (it applies log_softmax itself)",
@@ -218,35 +218,77 @@ class EpochObservation:
     layer_names: Sequence[str] = ()
 
 
+def _under(name: str, prefixes: Iterable[str]) -> bool:
+    """``name`` is one of ``prefixes`` or inside one of them (``backbone`` holds ``backbone.0.weight``)."""
+    return any(name == p or name.startswith(f"{p}.") for p in prefixes)
+
+
+def frozen_owners(model: nn.Module, frozen: Sequence[str]) -> list[str]:
+    """The outermost modules whose parameters are all among ``frozen`` (parameter names): what to pass as
+    ``DynamicsDiagnoser(frozen=...)`` to declare them frozen on purpose.
+
+    Example:
+        >>> net = nn.Sequential(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)), nn.Linear(2, 2))
+        >>> frozen_owners(net, ["0.0.weight", "0.0.bias", "0.1.weight", "0.1.bias", "1.bias"])
+        ['0', '1.bias']
+    """
+    chosen, owners = set(frozen), set()
+    for name in frozen:
+        owner, parts = name, name.split(".")[:-1]
+        for depth in range(len(parts), 0, -1):
+            prefix = ".".join(parts[:depth])
+            inside = [n for n, _ in model.get_submodule(prefix).named_parameters(prefix=prefix)]
+            if not all(n in chosen for n in inside):
+                break
+            owner = prefix
+        owners.add(owner)
+    return sorted(owners)
+
+
 def model_findings(
-    model: nn.Module, optimizers: Iterable[torch.optim.Optimizer], layer_names: Sequence[str] = ()
+    model: nn.Module,
+    optimizers: Iterable[torch.optim.Optimizer],
+    layer_names: Sequence[str] = (),
+    frozen: Sequence[str] = (),
 ) -> tuple[str, list[str], float] | None:
-    """``not_training`` before training: parameters with ``requires_grad`` off, or trainable ones in no optimizer.
+    """``not_training`` before training: trainable parameters in no optimizer, or parameters with ``requires_grad``
+    off that were not declared frozen on purpose (``frozen``: module or parameter names).
+
+    A parameter frozen on purpose looks like one frozen by mistake (whether the optimizer lists it or not: both are
+    common when fine-tuning), so undeclared frozen parameters are a finding whose evidence names the ``frozen=[...]``
+    that declares them; a trainable parameter missing from every optimizer is a finding whatever ``frozen`` says.
 
     Returns:
-        ``(evidence, parameter or layer names, count)`` or ``None`` when every parameter trains.
+        ``(evidence, parameter or layer names, count)`` or ``None`` when every parameter trains or is declared frozen.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
         >>> model_findings(net, [torch.optim.SGD(net[1].parameters(), lr=0.1)])[0]
         '2 trainable parameter tensors are in no optimizer (0.weight, 0.bias)'
+        >>> _ = net[0].requires_grad_(False)
+        >>> model_findings(net, [torch.optim.SGD(net[1].parameters(), lr=0.1)])[0]
+        "2 of 4 parameter tensors have requires_grad=False (0.weight, 0.bias); frozen on purpose? pass frozen=['0']"
+        >>> model_findings(net, [torch.optim.SGD(net[1].parameters(), lr=0.1)], frozen=["0"]) is None
+        True
     """
     in_optimizer = {id(p) for opt in optimizers for group in opt.param_groups for p in group["params"]}
     named = list(model.named_parameters())
     if not named:
         return None
-    frozen = [n for n, p in named if not p.requires_grad]
+    unexpected = [n for n, p in named if not p.requires_grad and not _under(n, frozen)]
     orphans = [n for n, p in named if p.requires_grad and id(p) not in in_optimizer]
     if orphans and in_optimizer:
         shown = ", ".join(orphans[:6]) + (" ..." if len(orphans) > 6 else "")
         return (f"{len(orphans)} trainable parameter tensors are in no optimizer ({shown})", orphans, len(orphans))
-    if frozen:
-        owners = sorted({n for n in layer_names if any(f.startswith(f"{n}.") for f in frozen)}) or frozen
-        shown = ", ".join(frozen[:6]) + (" ..." if len(frozen) > 6 else "")
+    if unexpected:
+        owners = sorted({n for n in layer_names if any(f.startswith(f"{n}.") for f in unexpected)}) or unexpected
+        shown = ", ".join(unexpected[:6]) + (" ..." if len(unexpected) > 6 else "")
+        declare = frozen_owners(model, unexpected)
         return (
-            f"{len(frozen)} of {len(named)} parameter tensors have requires_grad=False ({shown})",
+            f"{len(unexpected)} of {len(named)} parameter tensors have requires_grad=False ({shown}); frozen on "
+            f"purpose? pass frozen={declare!r}",
             owners,
-            len(frozen),
+            len(unexpected),
         )
     return None
 
@@ -263,7 +305,10 @@ class DynamicsDiagnoser:
     Args:
         thresholds: the rules' thresholds.
         stop_on: kinds of finding that end the run (:meth:`should_stop` says so).
-        ignore: kinds of finding never reported (e.g. ``("not_training",)`` when freezing layers on purpose).
+        ignore: kinds of finding never reported.
+        frozen: modules (or parameters) frozen on purpose, by name in the model given to :meth:`attach` (e.g.
+            ``["backbone"]`` when fine-tuning a head): their ``requires_grad=False`` and their missing gradients
+            are not ``not_training``; every other cause of ``not_training`` is still found.
 
     Example:
         >>> diagnoser = DynamicsDiagnoser(stop_on=["nonfinite"])
@@ -282,12 +327,17 @@ class DynamicsDiagnoser:
         thresholds: DiagnosisThresholds | None = None,
         stop_on: Iterable[str] = (),
         ignore: Iterable[str] = (),
+        frozen: Iterable[str] = (),
     ) -> None:
         self.thresholds = thresholds if thresholds is not None else DiagnosisThresholds()
         if not isinstance(self.thresholds, DiagnosisThresholds):
             raise ValueError(f"`thresholds` must be a DiagnosisThresholds, got {type(self.thresholds).__name__}.")
         self.stop_on = _check_kinds("stop_on", stop_on)
         self.ignore = _check_kinds("ignore", ignore)
+        frozen = [frozen] if isinstance(frozen, str) else list(frozen)
+        if not all(isinstance(name, str) and name for name in frozen):
+            raise ValueError(f"`frozen` must be module or parameter names, got {frozen!r:.120}.")
+        self.frozen = tuple(frozen)
         self.findings: list[Finding] = []
         self.history: list[dict[str, float]] = []  # per epoch: the run-wide numbers the rules read
         self._first_loss: Tensor | None = None
@@ -324,7 +374,15 @@ class DynamicsDiagnoser:
         self._handles.append(model.register_forward_hook(self._see_output))
         if loss_from_output:
             self._handles.append(model.register_forward_hook(self._see_loss))
-        checked = model_findings(model, list(optimizers), layer_names)
+        names = {n for n, _ in model.named_modules()} | {n for n, _ in model.named_parameters()}
+        unknown = [f for f in self.frozen if f not in names]
+        if unknown:
+            children = [n for n, _ in model.named_children()][:8]
+            raise ValueError(
+                f"`frozen` names {unknown}, which are no module or parameter of the {type(model).__name__}; its "
+                f"modules are named from its children, e.g. {children}."
+            )
+        checked = model_findings(model, list(optimizers), layer_names, self.frozen)
         if checked is not None and not any(f.kind == "not_training" for f in self.findings):
             evidence, names, count = checked
             self._pending_model = [self._finding("not_training", names, 0, 0, evidence, count, 0.0)]
@@ -555,7 +613,10 @@ class DynamicsDiagnoser:
         stuck = [
             n
             for n, g, r, w in zip(o.layer_names, grads, ratios, weights, strict=False)
-            if math.isfinite(w) and w > 0 and ((r == 0.0 and g > 0) or (math.isnan(g) and _has(grads)))
+            if math.isfinite(w)
+            and w > 0
+            and ((r == 0.0 and g > 0) or (math.isnan(g) and _has(grads)))
+            and not _under(n, self.frozen)
         ]
         if stuck:
             add(
