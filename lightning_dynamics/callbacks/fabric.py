@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from lightning.fabric import Fabric
 from lightning.fabric.utilities.rank_zero import rank_zero_info, rank_zero_warn
@@ -185,7 +185,7 @@ class DynamicsFabricDiagnosis(DynamicsDiagnoser):
         self.observe_loss(outputs.get("loss") if isinstance(outputs, Mapping) else outputs)
 
     def on_train_epoch_end(self, fabric: Fabric, epoch: int, step: int = 0, val_loss: Any = None, **kw: Any) -> None:
-        reduce = lambda packed: fabric.all_reduce(packed, reduce_op="sum")  # noqa: E731
+        reduce = lambda packed: cast(Tensor, fabric.all_reduce(packed, reduce_op="sum"))  # noqa: E731
         tracker = self.monitor.tracker if self.monitor is not None else None
         self.close_epoch(epoch, step, val_loss=val_loss, reduce=reduce, say=rank_zero_info, tracker=tracker)
         if fabric.loggers:

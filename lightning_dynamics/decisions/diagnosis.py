@@ -374,8 +374,8 @@ class DynamicsDiagnoser:
         self._handles.append(model.register_forward_hook(self._see_output))
         if loss_from_output:
             self._handles.append(model.register_forward_hook(self._see_loss))
-        names = {n for n, _ in model.named_modules()} | {n for n, _ in model.named_parameters()}
-        unknown = [f for f in self.frozen if f not in names]
+        known = {n for n, _ in model.named_modules()} | {n for n, _ in model.named_parameters()}
+        unknown = [f for f in self.frozen if f not in known]
         if unknown:
             children = [n for n, _ in model.named_children()][:8]
             raise ValueError(
