@@ -1,11 +1,13 @@
 """Named findings: say what is wrong with a run, where, and what to try (no Lightning import).
 
-The framework-neutral core of :class:`~lightning_dynamics.callbacks.diagnosis.DynamicsDiagnosis`; Fabric, plain
-PyTorch and ``transformers`` loops drive it directly (docs/diagnosis.md). Each rule reads simple statistics of the
-run (the training loss, the inputs and outputs of the model's first two training forwards of each epoch, and the
-per-layer statistics of :mod:`lightning_dynamics.capture.layer_stats`: dead and saturated units, activation scale,
-gradient norms, update-to-weight ratios, weight norms) and names a kind of trouble with the layers it concerns, the
-step and epoch it was first seen, its evidence (the value against its threshold) and one action to try.
+The framework-neutral core of :class:`~lightning_dynamics.callbacks.diagnosis.DynamicsDiagnosis` and of its Fabric
+and ``transformers`` twins (thin adapters); a plain PyTorch loop drives it directly (docs/diagnosis.md). The
+findings file (:func:`save_findings`, beside the monitor's history) carries the findings downstream to the report.
+Each rule reads simple statistics of the run (the training loss, the inputs and outputs of the model's first two
+training forwards of each epoch, and the per-layer statistics of :mod:`lightning_dynamics.capture.layer_stats`: dead
+and saturated units, activation scale, gradient norms, update-to-weight ratios, weight norms) and names a kind of
+trouble with the layers it concerns, the step and epoch it was first seen, its evidence (the value against its
+threshold) and one action to try.
 
 Sources of the kinds and of the default thresholds (:class:`DiagnosisThresholds`): AUTOTRAINER (Zhang et al.,
 "AUTOTRAINER: An Automatic DNN Training Problem Detection and Repair System", ICSE 2021: vanishing and exploding
@@ -301,6 +303,9 @@ class DynamicsDiagnoser:
     training step (the loss stays on the device: no host synchronisation), and :meth:`end_epoch` at each epoch's
     end with the per-layer statistics of a :class:`~lightning_dynamics.DynamicsTracker` (its ``statistics``); it
     returns the new findings. :attr:`findings` holds every finding, each kind once, in the order first seen.
+    :meth:`close_epoch` is an adapter's whole epoch end: :meth:`end_epoch`, each new finding said once, the stop
+    agreed across processes (:meth:`decide_stop`) and the findings file written beside the history
+    (:func:`save_findings`, read by the report).
 
     Args:
         thresholds: the rules' thresholds.
