@@ -1,5 +1,6 @@
 """DynamicsDiagnosis in a Lightning Trainer: each kind is named on its smallest injected digits run, a healthy run
-has no finding, stop_on ends a hopeless run with its reason, and the findings resume exactly."""
+has no finding, stop_on ends a hopeless run with its reason, the findings resume exactly, and two DDP processes agree
+on the findings and the stop."""
 
 from __future__ import annotations
 
