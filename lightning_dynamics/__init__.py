@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from lightning_dynamics.callbacks import (
         DynamicsDiagnosis,
         DynamicsEarlyStopping,
+        DynamicsFabricDiagnosis,
         DynamicsFabricMonitor,
         DynamicsModelCheckpoint,
         DynamicsMonitor,
@@ -34,11 +35,13 @@ __version__ = "0.1.0"
 _LIGHTNING_NAMES = {
     "DynamicsDiagnosis",
     "DynamicsEarlyStopping",
+    "DynamicsFabricDiagnosis",
     "DynamicsFabricMonitor",
     "DynamicsLayerFreezing",
     "DynamicsModelCheckpoint",
     "DynamicsMonitor",
     "DynamicsTrainerCallback",  # needs the transformers extra: served on use, kept out of __all__
+    "DynamicsTrainerDiagnosis",  # likewise
     "LyapunovMonitor",
 }
 
@@ -56,6 +59,7 @@ __all__ = [
     "DynamicsDiagnoser",
     "DynamicsDiagnosis",
     "DynamicsEarlyStopping",
+    "DynamicsFabricDiagnosis",
     "DynamicsFabricMonitor",
     "DynamicsModelCheckpoint",
     "DynamicsMonitor",

@@ -237,3 +237,53 @@ def test_a_wrong_state_is_refused_naming_the_field() -> None:
     with pytest.raises(ValueError, match="history"):
         diagnoser.load_state_dict({**state, "history": ["x"]})
     assert Finding.from_dict(Finding("dying_relu", ["a"], 1, 0, "e", "a", 0.7, 0.5).to_dict()).value == 0.7
+
+
+def _fine_tune(frozen: tuple[str, ...], all_in_optimizer: bool, epochs: int = 2) -> list[Finding]:
+    """A backbone frozen on purpose under a trained head, run with the tracker's layer statistics (the run-time
+    rule reads the backbone's missing gradients); the optimizer gets the head, or every parameter."""
+    from lightning_dynamics import DynamicsTracker
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU()), nn.Linear(16, 3))
+    net[0].requires_grad_(False)
+    optimizer = torch.optim.SGD(net.parameters() if all_in_optimizer else net[1].parameters(), lr=0.1)
+    tracker = DynamicsTracker(layer_stats=True, layers="all", verbose=False, save_history=False).begin_fit(net)
+    diagnoser = DynamicsDiagnoser(frozen=frozen)
+    diagnoser.attach(net, [optimizer], layer_names=tracker.layer_names)
+    x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+    step = 0
+    for epoch in range(epochs):
+        tracker.epoch_start(epoch, step, n_batches=4)
+        for batch_idx in range(4):
+            loss = nn.functional.cross_entropy(net(x[16 * batch_idx : 16 * batch_idx + 16]), y[16 * batch_idx :][:16])
+            optimizer.zero_grad()
+            loss.backward()
+            tracker.before_optimizer_step()
+            optimizer.step()
+            step += 1
+            diagnoser.observe_loss(loss)
+            tracker.batch_end(epoch, step, batch_idx)
+        tracker.epoch_end(epoch, step)
+        diagnoser.close_epoch(epoch, step, tracker=tracker)
+    tracker.detach()
+    return diagnoser.findings
+
+
+@pytest.mark.parametrize("all_in_optimizer", [False, True])
+def test_a_backbone_frozen_on_purpose_is_quiet_once_declared(all_in_optimizer: bool) -> None:
+    undeclared = [f for f in _fine_tune((), all_in_optimizer) if f.kind == "not_training"]
+    assert len(undeclared) == 1 and "frozen on purpose? pass frozen=['0']" in undeclared[0].evidence
+    assert [f.kind for f in _fine_tune(("0",), all_in_optimizer)] == []
+
+
+def test_declared_frozen_layers_still_find_a_trainable_parameter_missing_from_the_optimizer() -> None:
+    net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 3), nn.Linear(3, 2))
+    net[0].requires_grad_(False)
+    optimizer = torch.optim.SGD(net[3].parameters(), lr=0.1)  # net[2] trains but no optimizer has it
+    evidence, names, _ = model_findings(net, [optimizer], frozen=["0"])
+    assert names == ["2.weight", "2.bias"] and "in no optimizer" in evidence
+    with pytest.raises(ValueError, match=r"`frozen` names \['backbone'\], which are no module or parameter"):
+        DynamicsDiagnoser(frozen=["backbone"]).attach(net, [optimizer])
+    with pytest.raises(ValueError, match="`frozen` must be module or parameter names"):
+        DynamicsDiagnoser(frozen=[""])

@@ -3,7 +3,7 @@
 from lightning_dynamics.callbacks.checkpoint import DynamicsModelCheckpoint
 from lightning_dynamics.callbacks.diagnosis import DynamicsDiagnosis
 from lightning_dynamics.callbacks.early_stopping import DynamicsEarlyStopping
-from lightning_dynamics.callbacks.fabric import DynamicsFabricMonitor
+from lightning_dynamics.callbacks.fabric import DynamicsFabricDiagnosis, DynamicsFabricMonitor
 from lightning_dynamics.callbacks.freezing import DynamicsLayerFreezing
 from lightning_dynamics.callbacks.lyapunov import LyapunovMonitor
 from lightning_dynamics.callbacks.monitor import DynamicsMonitor
@@ -14,12 +14,17 @@ def __getattr__(name: str) -> type:  # DynamicsTrainerCallback needs transformer
         from lightning_dynamics.callbacks.hf import DynamicsTrainerCallback
 
         return DynamicsTrainerCallback
+    if name == "DynamicsTrainerDiagnosis":
+        from lightning_dynamics.callbacks.hf_diagnosis import DynamicsTrainerDiagnosis
+
+        return DynamicsTrainerDiagnosis
     raise AttributeError(f"module 'lightning_dynamics.callbacks' has no attribute {name!r}")
 
 
 __all__ = [
     "DynamicsDiagnosis",
     "DynamicsEarlyStopping",
+    "DynamicsFabricDiagnosis",
     "DynamicsFabricMonitor",
     "DynamicsLayerFreezing",
     "DynamicsModelCheckpoint",

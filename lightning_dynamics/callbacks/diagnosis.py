@@ -8,6 +8,7 @@ A plain Lightning ``Callback`` on public hooks only (``setup``, ``on_train_start
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -16,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from lightning_dynamics.callbacks.monitor import DynamicsMonitor
-from lightning_dynamics.decisions.diagnosis import FINDING_KINDS, DiagnosisThresholds, DynamicsDiagnoser, Finding
+from lightning_dynamics.decisions.diagnosis import DiagnosisThresholds, DynamicsDiagnoser, findings_path
 from lightning_dynamics.validation import check_bool, check_int
 
 
@@ -34,12 +35,15 @@ class DynamicsDiagnosis(Callback):
     the kind was found, else 0.0). A finding of a ``stop_on`` kind ends the run (``trainer.should_stop``) and
     says why (:attr:`stop_reason`), so a sweep can prune it; the processes agree as Lightning's ``EarlyStopping``
     does (``reduce_boolean_decision``), and the epoch's numbers are summed across processes first, so every
-    process reads the same ones. The findings are checkpointed and resume exactly.
+    process reads the same ones. The findings are checkpointed and resume exactly. Rank 0 writes them beside the
+    monitor's history (:attr:`findings_path`), where the dashboard and ``lightning-dynamics report`` read them.
 
     Args:
         stop_on: kinds of finding that end the run, e.g. ``["nonfinite", "lr_too_high"]``.
-        ignore: kinds never reported (e.g. ``["not_training"]`` when freezing layers on purpose).
+        ignore: kinds never reported.
         thresholds: the rules' thresholds (:class:`~lightning_dynamics.decisions.diagnosis.DiagnosisThresholds`).
+        frozen: modules frozen on purpose, named in the LightningModule (e.g. ``["backbone"]`` when fine-tuning a
+            head): not ``not_training``, while a trainable parameter missing from the optimizer still is.
         prefix: the :class:`~lightning_dynamics.DynamicsMonitor` whose layer statistics are read (without one,
             only the rules on the loss, the data, the outputs and the optimizers run).
         val_loss_key: the validation loss in ``trainer.callback_metrics``.
@@ -64,12 +68,13 @@ class DynamicsDiagnosis(Callback):
         stop_on: Iterable[str] = (),
         ignore: Iterable[str] = (),
         thresholds: DiagnosisThresholds | None = None,
+        frozen: Iterable[str] = (),
         prefix: str = "dynamics",
         val_loss_key: str = "val_loss",
         log_every_epoch: bool = True,
     ) -> None:
         super().__init__()
-        self.diagnoser = DynamicsDiagnoser(thresholds=thresholds, stop_on=stop_on, ignore=ignore)  # validates
+        self.diagnoser = DynamicsDiagnoser(thresholds=thresholds, stop_on=stop_on, ignore=ignore, frozen=frozen)
         if not isinstance(prefix, str) or not prefix or "/" in prefix:
             raise ValueError(f"`prefix` must be a non-empty name without '/', got {prefix!r}.")
         if not isinstance(val_loss_key, str) or not val_loss_key:
@@ -77,13 +82,22 @@ class DynamicsDiagnosis(Callback):
         self.prefix = prefix
         self.val_loss_key = val_loss_key
         self.log_every_epoch = check_bool("log_every_epoch", log_every_epoch)
-        self.stopped_epoch: int | None = None
-        self.stop_reason: str | None = None
         self._monitor: DynamicsMonitor | None = None
 
+    findings = property(lambda self: self.diagnoser.findings, doc="Every finding so far, in the order first seen.")
+    stopped_epoch = property(lambda self: self.diagnoser.stopped_epoch, doc="The epoch it stopped the run at.")
+    stop_reason = property(lambda self: self.diagnoser.stop_reason, doc="The finding that stopped it, in words.")
+
     @property
-    def findings(self) -> list[Finding]:
-        return self.diagnoser.findings
+    def findings_path(self) -> Path | None:
+        """The findings file, beside the monitor's history (``<prefix>_diagnosis[-vN].json``; ``None`` without one).
+
+        Written by rank 0 at each epoch's end, so the monitor's dashboard at fit end and ``lightning-dynamics
+        report`` show the findings. A file of its own rather than a field of the history: the history is the
+        monitor's record of measurements, and the findings are read from it downstream (one-way data flow).
+        """
+        path = self._monitor.history_path if self._monitor is not None else None
+        return None if path is None else findings_path(path)
 
     @property
     def state_key(self) -> str:
@@ -123,27 +137,22 @@ class DynamicsDiagnosis(Callback):
         epoch = trainer.current_epoch
         statistics = self._monitor.tracker.statistics if self._monitor is not None else None
         val_loss = trainer.callback_metrics.get(self.val_loss_key)
-        new = self.diagnoser.end_epoch(
+        stop = self.diagnoser.close_epoch(
             epoch,
             trainer.global_step,
             statistics=statistics,
             val_loss=None if val_loss is None else float(val_loss),
             reduce=lambda packed: trainer.strategy.reduce(packed, reduce_op="sum"),
+            agree=lambda flag: trainer.strategy.reduce_boolean_decision(flag, all=False),
+            say=rank_zero_info,
+            save_to=self.findings_path if trainer.is_global_zero else None,
+            owner="DynamicsDiagnosis",
         )
-        for finding in new:
-            rank_zero_info(f"DynamicsDiagnosis: {finding}")
         if self.log_every_epoch:
-            found = {f.kind for f in self.findings}
-            for kind in FINDING_KINDS:
-                pl_module.log(f"diagnosis/{kind}", float(kind in found), on_step=False, on_epoch=True, batch_size=1)
-        should_stop, reason = self.diagnoser.should_stop()
-        stop = trainer.strategy.reduce_boolean_decision(should_stop, all=False)
-        if stop and not trainer.should_stop:
+            for key, value in self.diagnoser.logged_values().items():
+                pl_module.log(key, value, on_step=False, on_epoch=True, batch_size=1)
+        if stop:
             trainer.should_stop = True
-            self.stopped_epoch = epoch
-            reason = reason or "a finding of another process (reduce_boolean_decision)"
-            self.stop_reason = f"DynamicsDiagnosis stopped training at epoch {epoch}: {reason}"
-            rank_zero_info(self.stop_reason)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.diagnoser.detach()
@@ -170,5 +179,6 @@ class DynamicsDiagnosis(Callback):
         if reason is not None and not isinstance(reason, str):
             raise ValueError(f"{where}: `stop_reason` must be a string or None, got {reason!r:.80}.")
         self.diagnoser.load_state_dict(state_dict["diagnoser"])
-        self.stopped_epoch = stopped
-        self.stop_reason = reason
+        # Checkpoints written before the diagnoser kept the stop themselves hold it here only.
+        self.diagnoser.stopped_epoch = stopped
+        self.diagnoser.stop_reason = reason

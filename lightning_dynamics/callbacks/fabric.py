@@ -18,17 +18,20 @@ forward calls in training mode are recorded (validation in eval mode is not), ex
     fabric.call("on_train_end", fabric=fabric)
 
 Values are logged with ``fabric.log_dict`` under ``<prefix>/``; rank 0 saves the history and logs the dashboard.
+:class:`DynamicsFabricDiagnosis`, listed after the monitor, names what goes wrong (docs/diagnosis.md).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from lightning.fabric import Fabric
 from lightning.fabric.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
+from lightning_dynamics.decisions.diagnosis import DynamicsDiagnoser
 from lightning_dynamics.tracking.distributed import process_group_timeout
 from lightning_dynamics.tracking.options import tracker_from_options
 from lightning_dynamics.tracking.tracker import LogPoint
@@ -157,3 +160,36 @@ class DynamicsFabricMonitor:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.tracker.load_state_dict(state)
+
+
+class DynamicsFabricDiagnosis(DynamicsDiagnoser):
+    """The diagnosis of a Fabric loop: a :class:`~lightning_dynamics.DynamicsDiagnoser` on the monitor's hooks.
+
+    List it after ``monitor`` in ``Fabric(callbacks=[...])``; pass ``optimizers=[optimizer]`` to ``on_train_start``,
+    the loss as ``outputs`` to ``on_train_batch_end``, any ``val_loss`` to ``on_train_epoch_end``. A ``stop_on``
+    finding sets :attr:`stopped_epoch` on every process. Lines, keys, file: as ``DynamicsDiagnosis``.
+    """
+
+    def __init__(self, monitor: DynamicsFabricMonitor | None = None, **diagnoser: Any) -> None:
+        super().__init__(**diagnoser)
+        self.monitor = monitor
+        if monitor is not None:
+            monitor.tracker.enable_layer_stats()
+
+    def on_train_start(self, fabric: Fabric, model: nn.Module, optimizers: Iterable[Any] = (), **kwargs: Any) -> None:
+        module = getattr(model, "module", model) if type(model).__name__ == "_FabricModule" else model
+        names = self.monitor.tracker.layer_names if self.monitor is not None else []
+        self.attach(module, [getattr(o, "optimizer", o) for o in optimizers], layer_names=names)
+
+    def on_train_batch_end(self, fabric: Fabric, outputs: Any = None, **kwargs: Any) -> None:
+        self.observe_loss(outputs.get("loss") if isinstance(outputs, Mapping) else outputs)
+
+    def on_train_epoch_end(self, fabric: Fabric, epoch: int, step: int = 0, val_loss: Any = None, **kw: Any) -> None:
+        reduce = lambda packed: cast(Tensor, fabric.all_reduce(packed, reduce_op="sum"))  # noqa: E731
+        tracker = self.monitor.tracker if self.monitor is not None else None
+        self.close_epoch(epoch, step, val_loss=val_loss, reduce=reduce, say=rank_zero_info, tracker=tracker)
+        if fabric.loggers:
+            fabric.log_dict(self.logged_values(), step=step)
+
+    def on_train_end(self, fabric: Fabric, **kwargs: Any) -> None:
+        self.detach()

@@ -1,11 +1,13 @@
 """Named findings: say what is wrong with a run, where, and what to try (no Lightning import).
 
-The framework-neutral core of :class:`~lightning_dynamics.callbacks.diagnosis.DynamicsDiagnosis`; Fabric, plain
-PyTorch and ``transformers`` loops drive it directly (docs/diagnosis.md). Each rule reads simple statistics of the
-run (the training loss, the inputs and outputs of the model's first two training forwards of each epoch, and the
-per-layer statistics of :mod:`lightning_dynamics.capture.layer_stats`: dead and saturated units, activation scale,
-gradient norms, update-to-weight ratios, weight norms) and names a kind of trouble with the layers it concerns, the
-step and epoch it was first seen, its evidence (the value against its threshold) and one action to try.
+The framework-neutral core of :class:`~lightning_dynamics.callbacks.diagnosis.DynamicsDiagnosis` and of its Fabric
+and ``transformers`` twins (thin adapters); a plain PyTorch loop drives it directly (docs/diagnosis.md). The
+findings file (:func:`save_findings`, beside the monitor's history) carries the findings downstream to the report.
+Each rule reads simple statistics of the run (the training loss, the inputs and outputs of the model's first two
+training forwards of each epoch, and the per-layer statistics of :mod:`lightning_dynamics.capture.layer_stats`: dead
+and saturated units, activation scale, gradient norms, update-to-weight ratios, weight norms) and names a kind of
+trouble with the layers it concerns, the step and epoch it was first seen, its evidence (the value against its
+threshold) and one action to try.
 
 Sources of the kinds and of the default thresholds (:class:`DiagnosisThresholds`): AUTOTRAINER (Zhang et al.,
 "AUTOTRAINER: An Automatic DNN Training Problem Detection and Repair System", ICSE 2021: vanishing and exploding
@@ -20,9 +22,13 @@ an MLP and a small CNN, seed 100; seed 101 is the second tuning seed); held-out 
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,6 +38,8 @@ from torch.utils.hooks import RemovableHandle
 from lightning_dynamics.validation import check_finite_real, check_int
 
 STATE_VERSION = 1
+#: The format of the findings file (:func:`save_findings`).
+FINDINGS_FORMAT = 1
 #: Every kind of finding, in the order the rules run.
 FINDING_KINDS = (
     "nonfinite",
@@ -52,7 +60,7 @@ ACTIONS = {
     "nonfinite": "lower the learning rate or clip gradients; look for log(0), division by zero or fp16 overflow in "
     "the loss and inputs",
     "not_training": "set requires_grad=True on the layers meant to train and pass every trainable parameter to the "
-    "optimizer (or ignore this kind when freezing on purpose)",
+    "optimizer (or declare layers frozen on purpose: frozen=[...])",
     "data_bug": "check the data pipeline: normalise the inputs (zero mean, unit variance), and make sure each step "
     "draws a new, non-constant batch",
     "wrong_output": "return logits: remove the softmax before CrossEntropyLoss (it applies log_softmax itself)",
@@ -212,35 +220,77 @@ class EpochObservation:
     layer_names: Sequence[str] = ()
 
 
+def _under(name: str, prefixes: Iterable[str]) -> bool:
+    """``name`` is one of ``prefixes`` or inside one of them (``backbone`` holds ``backbone.0.weight``)."""
+    return any(name == p or name.startswith(f"{p}.") for p in prefixes)
+
+
+def frozen_owners(model: nn.Module, frozen: Sequence[str]) -> list[str]:
+    """The outermost modules whose parameters are all among ``frozen`` (parameter names): what to pass as
+    ``DynamicsDiagnoser(frozen=...)`` to declare them frozen on purpose.
+
+    Example:
+        >>> net = nn.Sequential(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)), nn.Linear(2, 2))
+        >>> frozen_owners(net, ["0.0.weight", "0.0.bias", "0.1.weight", "0.1.bias", "1.bias"])
+        ['0', '1.bias']
+    """
+    chosen, owners = set(frozen), set()
+    for name in frozen:
+        owner, parts = name, name.split(".")[:-1]
+        for depth in range(len(parts), 0, -1):
+            prefix = ".".join(parts[:depth])
+            inside = [n for n, _ in model.get_submodule(prefix).named_parameters(prefix=prefix)]
+            if not all(n in chosen for n in inside):
+                break
+            owner = prefix
+        owners.add(owner)
+    return sorted(owners)
+
+
 def model_findings(
-    model: nn.Module, optimizers: Iterable[torch.optim.Optimizer], layer_names: Sequence[str] = ()
+    model: nn.Module,
+    optimizers: Iterable[torch.optim.Optimizer],
+    layer_names: Sequence[str] = (),
+    frozen: Sequence[str] = (),
 ) -> tuple[str, list[str], float] | None:
-    """``not_training`` before training: parameters with ``requires_grad`` off, or trainable ones in no optimizer.
+    """``not_training`` before training: trainable parameters in no optimizer, or parameters with ``requires_grad``
+    off that were not declared frozen on purpose (``frozen``: module or parameter names).
+
+    A parameter frozen on purpose looks like one frozen by mistake (whether the optimizer lists it or not: both are
+    common when fine-tuning), so undeclared frozen parameters are a finding whose evidence names the ``frozen=[...]``
+    that declares them; a trainable parameter missing from every optimizer is a finding whatever ``frozen`` says.
 
     Returns:
-        ``(evidence, parameter or layer names, count)`` or ``None`` when every parameter trains.
+        ``(evidence, parameter or layer names, count)`` or ``None`` when every parameter trains or is declared frozen.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
         >>> model_findings(net, [torch.optim.SGD(net[1].parameters(), lr=0.1)])[0]
         '2 trainable parameter tensors are in no optimizer (0.weight, 0.bias)'
+        >>> _ = net[0].requires_grad_(False)
+        >>> model_findings(net, [torch.optim.SGD(net[1].parameters(), lr=0.1)])[0]
+        "2 of 4 parameter tensors have requires_grad=False (0.weight, 0.bias); frozen on purpose? pass frozen=['0']"
+        >>> model_findings(net, [torch.optim.SGD(net[1].parameters(), lr=0.1)], frozen=["0"]) is None
+        True
     """
     in_optimizer = {id(p) for opt in optimizers for group in opt.param_groups for p in group["params"]}
     named = list(model.named_parameters())
     if not named:
         return None
-    frozen = [n for n, p in named if not p.requires_grad]
+    unexpected = [n for n, p in named if not p.requires_grad and not _under(n, frozen)]
     orphans = [n for n, p in named if p.requires_grad and id(p) not in in_optimizer]
     if orphans and in_optimizer:
         shown = ", ".join(orphans[:6]) + (" ..." if len(orphans) > 6 else "")
         return (f"{len(orphans)} trainable parameter tensors are in no optimizer ({shown})", orphans, len(orphans))
-    if frozen:
-        owners = sorted({n for n in layer_names if any(f.startswith(f"{n}.") for f in frozen)}) or frozen
-        shown = ", ".join(frozen[:6]) + (" ..." if len(frozen) > 6 else "")
+    if unexpected:
+        owners = sorted({n for n in layer_names if any(f.startswith(f"{n}.") for f in unexpected)}) or unexpected
+        shown = ", ".join(unexpected[:6]) + (" ..." if len(unexpected) > 6 else "")
+        declare = frozen_owners(model, unexpected)
         return (
-            f"{len(frozen)} of {len(named)} parameter tensors have requires_grad=False ({shown})",
+            f"{len(unexpected)} of {len(named)} parameter tensors have requires_grad=False ({shown}); frozen on "
+            f"purpose? pass frozen={declare!r}",
             owners,
-            len(frozen),
+            len(unexpected),
         )
     return None
 
@@ -253,11 +303,17 @@ class DynamicsDiagnoser:
     training step (the loss stays on the device: no host synchronisation), and :meth:`end_epoch` at each epoch's
     end with the per-layer statistics of a :class:`~lightning_dynamics.DynamicsTracker` (its ``statistics``); it
     returns the new findings. :attr:`findings` holds every finding, each kind once, in the order first seen.
+    :meth:`close_epoch` is an adapter's whole epoch end: :meth:`end_epoch`, each new finding said once, the stop
+    agreed across processes (:meth:`decide_stop`) and the findings file written beside the history
+    (:func:`save_findings`, read by the report).
 
     Args:
         thresholds: the rules' thresholds.
         stop_on: kinds of finding that end the run (:meth:`should_stop` says so).
-        ignore: kinds of finding never reported (e.g. ``("not_training",)`` when freezing layers on purpose).
+        ignore: kinds of finding never reported.
+        frozen: modules (or parameters) frozen on purpose, by name in the model given to :meth:`attach` (e.g.
+            ``["backbone"]`` when fine-tuning a head): their ``requires_grad=False`` and their missing gradients
+            are not ``not_training``; every other cause of ``not_training`` is still found.
 
     Example:
         >>> diagnoser = DynamicsDiagnoser(stop_on=["nonfinite"])
@@ -276,12 +332,17 @@ class DynamicsDiagnoser:
         thresholds: DiagnosisThresholds | None = None,
         stop_on: Iterable[str] = (),
         ignore: Iterable[str] = (),
+        frozen: Iterable[str] = (),
     ) -> None:
         self.thresholds = thresholds if thresholds is not None else DiagnosisThresholds()
         if not isinstance(self.thresholds, DiagnosisThresholds):
             raise ValueError(f"`thresholds` must be a DiagnosisThresholds, got {type(self.thresholds).__name__}.")
         self.stop_on = _check_kinds("stop_on", stop_on)
         self.ignore = _check_kinds("ignore", ignore)
+        frozen = [frozen] if isinstance(frozen, str) else list(frozen)
+        if not all(isinstance(name, str) and name for name in frozen):
+            raise ValueError(f"`frozen` must be module or parameter names, got {frozen!r:.120}.")
+        self.frozen = tuple(frozen)
         self.findings: list[Finding] = []
         self.history: list[dict[str, float]] = []  # per epoch: the run-wide numbers the rules read
         self._first_loss: Tensor | None = None
@@ -292,17 +353,41 @@ class DynamicsDiagnoser:
         self._handles: list[RemovableHandle] = []
         self._val_rises = 0
         self._pending_model: list[Finding] = []
+        self.stopped_epoch: int | None = None
+        self.stop_reason: str | None = None
 
     # ------------------------------------------------------------------ attach
 
     def attach(
-        self, model: nn.Module, optimizers: Iterable[torch.optim.Optimizer] = (), layer_names: Sequence[str] = ()
+        self,
+        model: nn.Module,
+        optimizers: Iterable[torch.optim.Optimizer] = (),
+        layer_names: Sequence[str] = (),
+        loss_from_output: bool = False,
     ) -> list[Finding]:
-        """Check the model and its optimizers (``not_training``) and hook its root forward; the findings so far."""
+        """Check the model and its optimizers (``not_training``) and hook its root forward; the findings so far.
+
+        Args:
+            model: the model whose root forward is the training forward.
+            optimizers: the optimizers (their parameter groups are checked against the model's parameters).
+            layer_names: the tracker's watched layers, to name a frozen parameter by its layer.
+            loss_from_output: read the training loss from the outputs of the training forwards (``output["loss"]``
+                or ``output.loss``, as ``transformers`` models return it) instead of :meth:`observe_loss`.
+        """
         self.detach()
-        self._handles.append(model.register_forward_pre_hook(self._see_input))
+        self._handles.append(model.register_forward_pre_hook(self._see_input, with_kwargs=True))
         self._handles.append(model.register_forward_hook(self._see_output))
-        checked = model_findings(model, list(optimizers), layer_names)
+        if loss_from_output:
+            self._handles.append(model.register_forward_hook(self._see_loss))
+        known = {n for n, _ in model.named_modules()} | {n for n, _ in model.named_parameters()}
+        unknown = [f for f in self.frozen if f not in known]
+        if unknown:
+            children = [n for n, _ in model.named_children()][:8]
+            raise ValueError(
+                f"`frozen` names {unknown}, which are no module or parameter of the {type(model).__name__}; its "
+                f"modules are named from its children, e.g. {children}."
+            )
+        checked = model_findings(model, list(optimizers), layer_names, self.frozen)
         if checked is not None and not any(f.kind == "not_training" for f in self.findings):
             evidence, names, count = checked
             self._pending_model = [self._finding("not_training", names, 0, 0, evidence, count, 0.0)]
@@ -314,10 +399,18 @@ class DynamicsDiagnoser:
         self._handles = []
 
     @torch.no_grad()
-    def _see_input(self, module: nn.Module, args: Any) -> None:
+    def _see_input(self, module: nn.Module, args: Any, kwargs: Mapping[str, Any]) -> None:
         if not module.training or self._forwards_this_epoch >= 2:
             return
-        x = next((a for a in args if isinstance(a, Tensor)), None)
+        # The first tensor argument; with keyword inputs only (model(**batch)), the first floating-point batch of at
+        # least two dimensions (not a scalar such as transformers' num_items_in_batch, nor the labels).
+        tensors = [a for a in args if isinstance(a, Tensor)]
+        tensors += [
+            v
+            for k, v in kwargs.items()
+            if isinstance(v, Tensor) and v.is_floating_point() and v.ndim >= 2 and k != "labels"
+        ]
+        x = tensors[0] if tensors else None
         self._forwards_this_epoch += 1
         if x is None or not x.is_floating_point() or x.numel() == 0:
             return
@@ -334,7 +427,8 @@ class DynamicsDiagnoser:
     def _see_output(self, module: nn.Module, args: Any, output: Any) -> None:
         if not module.training or self._forwards_this_epoch > 2 or self._forwards_this_epoch == 0:
             return
-        y = output if isinstance(output, Tensor) else None
+        y = output if isinstance(output, Tensor) else output.get("logits") if isinstance(output, Mapping) else None
+        y = y if isinstance(y, Tensor) else None
         if y is None or not y.is_floating_point() or y.ndim < 2 or y.shape[-1] < 2:
             return
         y = y.detach().float()
@@ -343,6 +437,12 @@ class DynamicsDiagnoser:
         io = self._io_state(y.device)
         io[4] += probability.float()
         io[5] += 1
+
+    def _see_loss(self, module: nn.Module, args: Any, output: Any) -> None:
+        if module.training:
+            loss = output.get("loss") if isinstance(output, Mapping) else getattr(output, "loss", None)
+            if isinstance(loss, Tensor) and loss.numel() == 1:
+                self.observe_loss(loss)
 
     def _io_state(self, device: torch.device) -> Tensor:
         if self._io is None:
@@ -431,6 +531,56 @@ class DynamicsDiagnoser:
         self._forwards_this_epoch = 0
         return self.update(observation)
 
+    def close_epoch(
+        self,
+        epoch: int,
+        step: int,
+        statistics: Any = None,
+        val_loss: float | None = None,
+        reduce: Callable[[Tensor], Tensor] | None = None,
+        agree: Callable[[bool], bool] | None = None,
+        say: Callable[[str], None] | None = None,
+        save_to: str | Path | None = None,
+        owner: str | None = None,
+        tracker: Any = None,
+    ) -> bool:
+        """An adapter's whole epoch end: :meth:`end_epoch`, each new finding said once, :meth:`decide_stop`, and the
+        findings file written (:func:`save_findings`). Whether to stop the run.
+
+        Args:
+            epoch, step, statistics, val_loss, reduce: as :meth:`end_epoch`.
+            agree: as :meth:`decide_stop` (a collective: every process calls this at every epoch's end); default
+                with ``reduce``: a flag summed across processes, so one process's stop stops them all.
+            say: prints a line on the first process (e.g. ``rank_zero_info``); each finding and the stop once.
+            save_to: the findings file (on the first process only; ``None``: not written).
+            owner: the adapter's name, at the start of each line (default: the class name).
+            tracker: a :class:`~lightning_dynamics.DynamicsTracker`: its ``statistics`` are read, and the findings
+                file goes beside its history (:func:`findings_path`; only the first process claims one).
+        """
+        if tracker is not None:
+            statistics = tracker.statistics if statistics is None else statistics
+            if save_to is None and tracker.history_path is not None:
+                save_to = findings_path(tracker.history_path)
+        owner = owner or type(self).__name__
+        device = self.packed().device
+        new = self.end_epoch(epoch, step, statistics=statistics, val_loss=val_loss, reduce=reduce)
+        if agree is None and reduce is not None:
+            sum_across = reduce
+
+            def agree(flag: bool) -> bool:
+                return bool(sum_across(torch.tensor([float(flag)], dtype=torch.float64, device=device))[0] > 0)
+
+        stopped_before = self.stopped_epoch
+        stop = self.decide_stop(epoch, agree, owner=owner)
+        if say is not None:
+            for finding in new:
+                say(f"{owner}: {finding}")
+            if stop and stopped_before is None and self.stop_reason is not None:
+                say(self.stop_reason)
+        if save_to is not None:
+            self.save(save_to, warn=say)
+        return stop
+
     def update(self, observation: EpochObservation) -> list[Finding]:
         """Run every rule on one epoch's observation; the findings of kinds not seen before (each kind once)."""
         th = self.thresholds
@@ -468,7 +618,10 @@ class DynamicsDiagnoser:
         stuck = [
             n
             for n, g, r, w in zip(o.layer_names, grads, ratios, weights, strict=False)
-            if math.isfinite(w) and w > 0 and ((r == 0.0 and g > 0) or (math.isnan(g) and _has(grads)))
+            if math.isfinite(w)
+            and w > 0
+            and ((r == 0.0 and g > 0) or (math.isnan(g) and _has(grads)))
+            and not _under(n, self.frozen)
         ]
         if stuck:
             add(
@@ -673,6 +826,39 @@ class DynamicsDiagnoser:
                 return True, str(finding)
         return False, None
 
+    def decide_stop(self, epoch: int, agree: Callable[[bool], bool] | None = None, owner: str = "diagnosis") -> bool:
+        """Whether to end the run now; the first time, :attr:`stopped_epoch` and :attr:`stop_reason` are set.
+
+        Args:
+            epoch: the epoch that just ended.
+            agree: ``True`` on every process when any process says ``True`` (e.g. Lightning's
+                ``strategy.reduce_boolean_decision(flag, all=False)``); a collective, so every process calls this
+                at every epoch's end.
+            owner: who stops, for the reason's words (``"DynamicsDiagnosis"``).
+        """
+        should, reason = self.should_stop()
+        stop = bool(agree(should)) if agree is not None else should
+        if stop and self.stopped_epoch is None:
+            self.stopped_epoch = epoch
+            self.stop_reason = (
+                f"{owner} stopped training at epoch {epoch}: "
+                f"{reason or 'a finding of another process (reduce_boolean_decision)'}"
+            )
+        return stop
+
+    def logged_values(self) -> dict[str, float]:
+        """``{"diagnosis/<kind>": 1.0 once the kind was found, else 0.0}`` for every kind (the logged keys)."""
+        found = {f.kind for f in self.findings}
+        return {f"diagnosis/{kind}": float(kind in found) for kind in FINDING_KINDS}
+
+    def save(self, path: str | Path, warn: Callable[[str], None] | None = None) -> Path | None:
+        """Write the findings file (:func:`save_findings`); never raises: a failure warns and returns ``None``."""
+        try:
+            return save_findings(path, self.findings, self.stop_reason, self.stopped_epoch, sorted(self.ignore))
+        except OSError as error:
+            (warn or _print)(f"could not write the diagnosis findings to {path}: {error}")
+            return None
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,
@@ -680,6 +866,8 @@ class DynamicsDiagnoser:
             "history": [dict(r) for r in self.history],
             "first_loss": None if self._first_loss is None else float(self._first_loss),
             "val_rises": self._val_rises,
+            "stopped_epoch": self.stopped_epoch,
+            "stop_reason": self.stop_reason,
         }
 
     def load_state_dict(self, state: Any) -> None:
@@ -702,7 +890,14 @@ class DynamicsDiagnoser:
         if first is not None and not isinstance(first, (int, float)):
             raise ValueError(f"{where}: `first_loss` must be a number or None, got {first!r}.")
         val_rises = check_int("val_rises", state.get("val_rises", 0), 0)
+        stopped = state.get("stopped_epoch")
+        if stopped is not None:
+            check_int("stopped_epoch", stopped, 0)
+        reason = state.get("stop_reason")
+        if reason is not None and not isinstance(reason, str):
+            raise ValueError(f"{where}: `stop_reason` must be a string or None, got {reason!r:.80}.")
         self.findings = findings
+        self.stopped_epoch, self.stop_reason = stopped, reason
         self.history = [dict(r) for r in history]
         self._first_loss = None if first is None else torch.tensor(float(first), dtype=torch.float64)
         self._val_rises = int(val_rises or 0)
@@ -730,3 +925,111 @@ def _max(values: Sequence[float]) -> float:
 
 def _has(values: Sequence[float]) -> bool:
     return any(math.isfinite(v) for v in values)
+
+
+def _print(message: str) -> None:
+    print(message)
+
+
+def findings_path(history_path: str | Path) -> Path:
+    """The findings file beside a monitor's history: ``<prefix>_history[-vN].pt`` -> ``<prefix>_diagnosis[-vN].json``.
+
+    Example:
+        >>> findings_path("logs/version_0/dynamics_history-v1.pt").name
+        'dynamics_diagnosis-v1.json'
+    """
+    path = Path(history_path)
+    stem = path.stem.replace("_history", "_diagnosis", 1) if "_history" in path.stem else f"{path.stem}_diagnosis"
+    return path.with_name(f"{stem}.json")
+
+
+def _json_number(value: float) -> float | str:
+    # JSON has no NaN or infinity: they are written as the strings "nan", "inf", "-inf" and read back by float().
+    return value if math.isfinite(value) else str(value)
+
+
+def save_findings(
+    path: str | Path,
+    findings: Sequence[Finding],
+    stop_reason: str | None = None,
+    stopped_epoch: int | None = None,
+    ignored: Sequence[str] = (),
+) -> Path:
+    """Write a run's findings as JSON, atomically (a temporary file renamed onto ``path``); ``path``.
+
+    The diagnosis writes this file beside the monitor's history (:func:`findings_path`) and the report reads it
+    (:func:`load_findings`): the findings flow downstream to the report, and the history file stays the monitor's.
+    An empty ``findings`` is written too: "the diagnosis ran and found nothing" differs from "no diagnosis".
+    """
+    path = Path(path)
+    record = {
+        "format": FINDINGS_FORMAT,
+        "findings": [
+            {**f.to_dict(), "value": _json_number(f.value), "threshold": _json_number(f.threshold)} for f in findings
+        ],
+        "stop_reason": stop_reason,
+        "stopped_epoch": stopped_epoch,
+        "ignored": list(ignored),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(record, handle, indent=1)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+@dataclass
+class DiagnosisRecord:
+    """A findings file as read by :func:`load_findings`.
+
+    Attributes:
+        findings: the findings, in the order first seen.
+        stop_reason: why the diagnosis ended the run (``None`` if it did not).
+        stopped_epoch: the epoch it ended the run at.
+        ignored: the kinds the run ignored.
+        path: the file read.
+    """
+
+    findings: list[Finding]
+    stop_reason: str | None = None
+    stopped_epoch: int | None = None
+    ignored: list[str] = field(default_factory=list)
+    path: Path | None = None
+
+
+def load_findings(path: str | Path) -> DiagnosisRecord:
+    """Read a findings file of :func:`save_findings`; ValueError names the file and what is wrong in it."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not a readable findings file (truncated or not JSON): {error}") from error
+    if not isinstance(record, dict) or record.get("format") != FINDINGS_FORMAT:
+        got = record.get("format") if isinstance(record, dict) else type(record).__name__
+        raise ValueError(f"{path}: `format` must be {FINDINGS_FORMAT}, got {got!r}.")
+    raw = record.get("findings")
+    if not isinstance(raw, list):
+        raise ValueError(f"{path}: `findings` must be a list, got {type(raw).__name__}.")
+    findings = []
+    for i, item in enumerate(raw):
+        finding = Finding.from_dict(item, f"{path}: finding {i}")
+        try:
+            finding.value, finding.threshold = float(finding.value), float(finding.threshold)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}: finding {i}: `value` and `threshold` must be numbers: {error}") from error
+        findings.append(finding)
+    reason, stopped = record.get("stop_reason"), record.get("stopped_epoch")
+    if reason is not None and not isinstance(reason, str):
+        raise ValueError(f"{path}: `stop_reason` must be a string or null, got {reason!r:.80}.")
+    if stopped is not None:
+        check_int("stopped_epoch", stopped, 0)
+    ignored = record.get("ignored", [])
+    if not isinstance(ignored, list) or not all(isinstance(k, str) for k in ignored):
+        raise ValueError(f"{path}: `ignored` must be a list of kinds, got {ignored!r:.80}.")
+    return DiagnosisRecord(findings, reason, stopped, list(ignored), path)

@@ -10,7 +10,8 @@ logger the run used, and write a PNG and a self-contained HTML page::
 
 ``report`` names its files after the history (``<prefix>_history-v1.pt`` -> ``<prefix>_dashboard-v1.png``), as
 the monitor does at fit end, so a run folder holds one dashboard figure. The printed table marks a measure whose
-latest value is inside its noise floor with ``~`` and one computed on a short series with ``!``.
+latest value is inside its noise floor with ``~`` and one computed on a short series with ``!``; below it, the findings
+of a ``DynamicsDiagnosis`` that ran with the monitor (kind, layers, first seen, evidence, action), one line each.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from lightning_dynamics.report.dashboard_data import (
     load_run,
     load_runs,
 )
+from lightning_dynamics.report.diagnosis_panel import findings_lines
 
 _SUFFIXES = (".png", ".html")
 
@@ -63,7 +65,8 @@ def summary_table(runs: list[RunDashboard]) -> str:
     """The text table that ``report`` and ``compare`` print: one row per measure, one column per run.
 
     Full measure names, the relative change first and what it says in words below the table; then the sample
-    points, signal and plateau epochs. ``~`` after a value: it sits inside its noise floor (the 95% band of the
+    points, signal and plateau epochs, and each run's diagnosis findings (where a diagnosis ran). ``~`` after a
+    value: it sits inside its noise floor (the 95% band of the
     measure on surrogates of the run's history); ``!``: computed on fewer points than the estimator's reliable
     minimum.
     """
@@ -94,6 +97,7 @@ def summary_table(runs: list[RunDashboard]) -> str:
         if math.isfinite(value):
             lead = "relative_change" if len(runs) == 1 else f"{run.label}: relative_change"
             lines.append(f"{lead} {value:.3g}: {relative_change_reading(value)[1]}.")
+    lines.extend(findings_lines(runs))
     lines.extend(comparability_notes(runs))
     return "\n".join(lines)
 

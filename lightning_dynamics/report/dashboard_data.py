@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch
 
 from lightning_dynamics.capture import continuous_time, load_history
 from lightning_dynamics.capture.history import history_segments
+from lightning_dynamics.decisions.diagnosis import DiagnosisRecord, findings_path, load_findings
 from lightning_dynamics.functional import detrend, instantaneous_phase, kuramoto_order_parameter
 from lightning_dynamics.measures.readings import Reading, readings
 from lightning_dynamics.report.analysis import ConvergenceReport, convergence_points
@@ -68,6 +70,8 @@ class RunDashboard:
             (:mod:`lightning_dynamics.measures.readings`).
         config: the monitor's configuration (format 2; empty for format 1).
         state: the history as read (for panels that draw from it).
+        diagnosis: the findings of a :class:`~lightning_dynamics.DynamicsDiagnosis` that ran with the monitor (its
+            file ``<prefix>_diagnosis[-vN].json`` beside the history), or ``None`` when no diagnosis ran.
     """
 
     label: str
@@ -89,6 +93,7 @@ class RunDashboard:
     loss_key: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict, repr=False)
+    diagnosis: DiagnosisRecord | None = None
 
     @property
     def n_points(self) -> int:
@@ -117,6 +122,26 @@ class RunDashboard:
     def short_series(self) -> list[str]:
         """Measures whose latest value was computed on fewer points than their estimator's reliable minimum."""
         return [key for key, r in self.readings.items() if r.short_series]
+
+    def finding_time(self, epoch: int) -> float:
+        """The last sample point of epoch ``epoch`` (a finding is made at its epoch's end; epochs of the last fit)."""
+        start = self.segment_starts[-1] if self.segment_starts else 0
+        epochs, time = self.epochs[start:], self.time[start:]
+        at = np.flatnonzero(epochs == epoch)
+        if at.size:
+            return float(time[at[-1]])
+        return float(time[-1]) if time.size and epoch > int(epochs.max()) else float(epoch)
+
+    def layer_stat(self, stat: str) -> tuple[list[str], np.ndarray] | None:
+        """``(layers, [L, T] values)`` of one per-layer statistic in the history's ``layer_stats`` (``dead_frac``,
+        ``saturated_frac``, ``grad_norm``, ...), or ``None`` when the history has none with a finite value."""
+        entry = (self.state.get("layer_stats") or {}).get(stat)
+        if not isinstance(entry, dict) or not entry.get("layers"):
+            return None
+        values = _as_array(entry["values"]).reshape(len(entry["layers"]), -1)
+        if values.shape[1] != self.n_points or not np.isfinite(values).any():
+            return None
+        return list(entry["layers"]), values
 
     def final_values(self) -> dict[str, float]:
         """The last finite value of every measure and logged scalar, plus ``R(t)``; NaN where none is finite."""
@@ -279,7 +304,20 @@ def load_run(
         loss_key=loss_key,
         config=config,
         state=dict(state),
+        diagnosis=_read_diagnosis(path),
     )
+
+
+def _read_diagnosis(history_path: Path) -> DiagnosisRecord | None:
+    """The findings file beside the history, if any; a broken one warns (the rest of the report still stands)."""
+    path = findings_path(history_path)
+    if not path.is_file():
+        return None
+    try:
+        return load_findings(path)
+    except (OSError, ValueError) as error:
+        warnings.warn(f"the diagnosis findings are not shown: {error}", stacklevel=3)
+        return None
 
 
 def epoch_axis(
@@ -416,6 +454,24 @@ def history_order_parameter(
     phases = instantaneous_phase(d.series, pad=pad)
     out[shift:] = kuramoto_order_parameter(phases, d.valid)
     return out
+
+
+def cell_edges(t: np.ndarray) -> np.ndarray:
+    """Edges of heatmap cells centred on the sample points ``t`` (any spacing): ``[T + 1]``.
+
+    Example:
+        >>> cell_edges(np.array([0.0, 1.0, 3.0])).tolist()
+        [-0.5, 0.5, 2.0, 4.0]
+    """
+    if t.shape[0] == 1:
+        return np.array([t[0] - 0.5, t[0] + 0.5])
+    middle = (t[1:] + t[:-1]) / 2
+    return np.concatenate([[t[0] - (middle[0] - t[0])], middle, [t[-1] + (t[-1] - middle[-1])]])
+
+
+def short_name(name: str, width: int = 18) -> str:
+    """A layer or run name cut to ``width`` characters from its end (its most specific part) for axis labels."""
+    return name if len(name) <= width else "…" + name[-(width - 1) :]
 
 
 def _as_array(series: Any) -> np.ndarray:

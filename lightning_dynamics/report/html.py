@@ -11,6 +11,7 @@ from pathlib import Path
 from lightning_dynamics.measures.readings import relative_change_reading
 from lightning_dynamics.measures.registry import MEASURES, NULL_SUFFIXES
 from lightning_dynamics.report.dashboard_data import RunDashboard, epoch_of
+from lightning_dynamics.report.diagnosis_panel import FINDINGS_HEADER, diagnosis_summary, findings_rows
 
 _STYLE = (
     "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}"
@@ -60,6 +61,7 @@ def _markers(run: RunDashboard) -> list[tuple[str, str]]:
         ("accuracy plateau", "none" if run.plateau_time is None else f"epoch {epoch_of(run.plateau_time)}"),
         ("stopped by DynamicsEarlyStopping", _last_logged(run, "stopped_epoch", "epoch {:.0f}")),
         ("layers frozen at the end", _last_logged(run, "frozen_layers", "{:.0f}")),
+        ("diagnosis", diagnosis_summary(run)),
         ("inside noise floor", ", ".join(run.inside_noise_floor()) or "none"),
         ("short series", ", ".join(run.short_series()) or "none"),
     ]
@@ -135,6 +137,7 @@ def dashboard_html(runs: Sequence[RunDashboard], png: bytes, title: str) -> str:
             for key in _rows_keys(runs)
         ]
         parts += ["<h2>Final values</h2>", _table(["series (last finite value)", *labels], value_rows)]
+        parts += _diagnosis_section(runs)
         sources = ", ".join(html.escape(str(run.history_path)) for run in runs)
         rule = runs[0].convergence
         parts.append(
@@ -153,6 +156,29 @@ def dashboard_html(runs: Sequence[RunDashboard], png: bytes, title: str) -> str:
         )
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _diagnosis_section(runs: Sequence[RunDashboard]) -> list[str]:
+    """The findings of each run whose diagnosis ran: a table (kind, layers, first seen, evidence, action), or a line
+    saying it found nothing; no section when no run had a diagnosis."""
+    ran = [run for run in runs if run.diagnosis is not None]
+    if not ran:
+        return []
+    parts = ["<h2>Diagnosis</h2>"]
+    for run in ran:
+        assert run.diagnosis is not None
+        lead = "" if len(runs) == 1 else f"{run.label}: "
+        parts.append(f'<p class="diagnosis">{html.escape(lead + diagnosis_summary(run))}</p>')
+        rows = findings_rows(run)
+        if rows:
+            parts.append(_table(list(FINDINGS_HEADER), rows))
+        if run.diagnosis.stop_reason:
+            parts.append(f"<p>{html.escape(run.diagnosis.stop_reason)}</p>")
+    parts.append(
+        '<p class="note">Read from the DynamicsDiagnosis findings file beside the history; each kind once, with the '
+        "epoch and step it was first seen (docs/diagnosis.md).</p>"
+    )
+    return parts
 
 
 def write_html(page: str, path: str | Path) -> Path:

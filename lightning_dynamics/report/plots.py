@@ -25,7 +25,8 @@ import numpy as np
 
 from lightning_dynamics.measures.readings import first_reliable_point
 from lightning_dynamics.measures.registry import MEASURES, NULL_SUFFIXES
-from lightning_dynamics.report.dashboard_data import RunDashboard, comparability_notes, epoch_of
+from lightning_dynamics.report.dashboard_data import RunDashboard, cell_edges, comparability_notes, epoch_of, short_name
+from lightning_dynamics.report.diagnosis_panel import draw_findings, draw_layer_stat, has_findings, layer_stat_panels
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -155,18 +156,10 @@ def _markers(ax: Axes, run: RunDashboard) -> None:
         ax.axvline(run.plateau_time, **PLATEAU_STYLE)  # type: ignore[arg-type]
 
 
-def _cell_edges(t: np.ndarray) -> np.ndarray:
-    """Edges of cells centred on the sample points (any spacing)."""
-    if t.shape[0] == 1:
-        return np.array([t[0] - 0.5, t[0] + 0.5])
-    middle = (t[1:] + t[:-1]) / 2
-    return np.concatenate([[t[0] - (middle[0] - t[0])], middle, [t[-1] + (t[-1] - middle[-1])]])
-
-
 def _heatmap(ax: Axes, run: RunDashboard) -> None:
     n_layers = len(run.layer_names)
     mesh = ax.pcolormesh(
-        _cell_edges(run.time),
+        cell_edges(run.time),
         np.arange(n_layers + 1) - 0.5,
         np.ma.masked_invalid(run.zscored),
         cmap="RdBu_r",
@@ -177,13 +170,9 @@ def _heatmap(ax: Axes, run: RunDashboard) -> None:
     ax.set_ylim(n_layers - 0.5, -0.5)  # first (input-side) layer on top
     step = max(1, math.ceil(n_layers / 16))
     ticks = list(range(0, n_layers, step))
-    ax.set_yticks(ticks, [_short(run.layer_names[i]) for i in ticks], fontsize=7)
+    ax.set_yticks(ticks, [short_name(run.layer_names[i]) for i in ticks], fontsize=7)
     ax.set_title(f"layer summaries ({run.summary}), z-scored per layer over time", fontsize=10)
     ax.figure.colorbar(mesh, ax=ax, label="z", pad=0.01, aspect=15)
-
-
-def _short(name: str, width: int = 18) -> str:
-    return name if len(name) <= width else "…" + name[-(width - 1) :]
 
 
 def _trajectory(ax: Axes, run: RunDashboard) -> None:
@@ -286,7 +275,10 @@ def plot_dashboard(run: RunDashboard, path: str | Path | None = None) -> Figure:
     where logged; one panel per measure (:func:`dashboard_measures`: integration, metastability, the stability index,
     its volatility (with the legacy rule's threshold, 0.25 x running peak, when that rule gave the signal), the
     mean DFA exponent, and every other
-    registered measure the history holds, on the registry's bounds); layers left out; layer freezing (where
+    registered measure the history holds, on the registry's bounds); layers left out; the findings of a
+    :class:`~lightning_dynamics.DynamicsDiagnosis` (a marker at the end of the epoch each was first seen, where the
+    run has findings); heatmaps of the per-layer statistics (dead fraction, saturated fraction, gradient norm; where
+    the history has ``layer_stats``, :mod:`lightning_dynamics.report.diagnosis_panel`); layer freezing (where
     :mod:`lightning_dynamics.report.freezing_panel` exists). A measure with a null in the history
     gets its noise floor (the null's 95% band, grey) and a note: "inside noise floor" when its latest value sits in
     the band; "short series" when that value was computed on fewer points than its estimator's reliable minimum,
@@ -327,7 +319,9 @@ def _draw_dashboard(run: RunDashboard) -> Figure:
     from matplotlib.patches import Patch
 
     measures = dashboard_measures(run)
-    n_panels = 3 + len(measures) + 1  # R(t), validation, the measures, layers left out, freezing or spare
+    # What the diagnosis found, and the per-layer statistics it reads: panels only where the run holds them.
+    extras = (["findings"] if has_findings(run) else []) + layer_stat_panels(run)
+    n_panels = 3 + len(measures) + len(extras) + 1  # R(t), validation, measures, layers left out, extras, freezing
     n_rows = math.ceil(n_panels / 2)
     fig = _new_figure(13, 3.0 + 2.2 * n_rows)
     grid = fig.add_gridspec(n_rows + 1, 2, height_ratios=[1.5] + [1] * n_rows)
@@ -335,7 +329,16 @@ def _draw_dashboard(run: RunDashboard) -> Figure:
     _heatmap(heat, run)
     _trajectory(fig.add_subplot(grid[0, 1]), run)
     time_axes = [fig.add_subplot(grid[1 + i // 2, i % 2], sharex=heat) for i in range(n_panels)]
-    order, validation, *measure_axes, spare, last = time_axes
+    order, validation, *measure_axes, spare = time_axes[: 3 + len(measures)]
+    extra_axes, last = time_axes[3 + len(measures) : -1], time_axes[-1]
+    heatmaps = []
+    for ax, extra in zip(extra_axes, extras, strict=True):
+        if extra == "findings":
+            draw_findings(ax, run)
+        else:
+            draw_layer_stat(ax, run, extra)
+            heatmaps.append(ax)
+            time_axes.remove(ax)  # no convergence markers or grid over a heatmap
     order.set_ylabel("order parameter R(t)\n(dotted: its mean)")
     order.set_ylim(0, 1)
     if np.isfinite(run.order_parameter).any():
@@ -367,9 +370,9 @@ def _draw_dashboard(run: RunDashboard) -> Figure:
     for ax in time_axes:
         _markers(ax, run)
         ax.grid(alpha=0.25)
-    for ax in (heat, *time_axes):
+    for ax in (heat, *time_axes, *heatmaps):
         _integer_ticks(ax)
-    for ax in time_axes[-2:]:
+    for ax in [*time_axes, *heatmaps][-2:]:
         ax.set_xlabel(run.axis)
     handles = [
         Line2D([], [], **SIGNAL_STYLE, label=_marker_label(_signal_name(run), run.signal_time)),  # type: ignore[arg-type]

@@ -1,8 +1,12 @@
 """DynamicsDiagnosis in a Lightning Trainer: each kind is named on its smallest injected digits run, a healthy run
-has no finding, stop_on ends a hopeless run with its reason, and the findings resume exactly."""
+has no finding, stop_on ends a hopeless run with its reason, the findings resume exactly, and two DDP processes agree
+on the findings and the stop."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +18,7 @@ from benchmarks.diagnosis import CONDITIONS, DiagnosisModule, cnn, mlp, run_cond
 from benchmarks.kit import quiet_trainer
 from benchmarks.kit.data import _digits_split
 from lightning_dynamics import DynamicsDiagnosis, DynamicsMonitor
-from lightning_dynamics.decisions.diagnosis import FINDING_KINDS
+from lightning_dynamics.decisions.diagnosis import FINDING_KINDS, load_findings
 
 # Conditions run for 3 epochs (the slow-progress rules need `patience_epochs` = 3); label noise needs more.
 FAST = [c for c in CONDITIONS if c != "noisy_labels"]
@@ -103,3 +107,42 @@ def test_findings_are_logged_as_keys_and_arguments_are_checked(tmp_path: Path) -
         DynamicsDiagnosis(ignore=["everything"])
     with pytest.raises(ValueError, match="`prefix`"):
         DynamicsDiagnosis(prefix="a/b")
+
+
+def _ddp(tmp_path: Path, scenario: str) -> tuple[dict, dict, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_"))
+    }
+    script = Path(__file__).with_name("diagnosis_ddp_script.py")
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), scenario], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    ranks = [torch.load(tmp_path / f"{scenario}_rank{r}.pt", weights_only=True) for r in (0, 1)]
+    return ranks[0], ranks[1], result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_ddp_ranks_agree_on_the_findings_and_the_stop(tmp_path: Path) -> None:
+    """Two CPU processes (gloo). NaN inputs on rank 1 only: both ranks name `nonfinite` at the same epoch and step
+    (the epoch's numbers are summed first), stop there, and the finding is said once; rank 0 alone writes the file."""
+    rank0, rank1, output = _ddp(tmp_path, "nan")
+    assert rank0["findings"] and repr(rank0["findings"]) == repr(rank1["findings"])  # NaN-safe
+    assert rank0["findings"][0]["kind"] == "nonfinite" and rank0["findings"][0]["epoch"] == 1
+    assert rank0["stopped_epoch"] == rank1["stopped_epoch"] == 1
+    assert rank0["stop_reason"] == rank1["stop_reason"]
+    assert rank0["current_epoch"] == rank1["current_epoch"] and rank0["global_step"] == rank1["global_step"]
+    assert output.count("DynamicsDiagnosis: nonfinite") == 1
+    assert rank0["findings_path"] is not None and rank1["findings_path"] is None
+    saved = load_findings(rank0["findings_path"])
+    assert repr([f.to_dict() for f in saved.findings]) == repr(rank0["findings"])
+    assert saved.stop_reason == rank0["stop_reason"]
+
+
+@pytest.mark.slow
+def test_ddp_a_stop_seen_by_one_rank_stops_both(tmp_path: Path) -> None:
+    rank0, rank1, _ = _ddp(tmp_path, "scripted")
+    assert rank0["stopped_epoch"] == rank1["stopped_epoch"] == 2
+    assert rank0["global_step"] == rank1["global_step"] and rank0["current_epoch"] == rank1["current_epoch"]
+    assert rank1["stop_reason"].endswith("scripted stop on rank 1")
+    assert rank0["stop_reason"].endswith("a finding of another process (reduce_boolean_decision)")
