@@ -188,9 +188,7 @@ def run_sweep(
     pruner: optuna.pruners.BasePruner = (
         optuna.pruners.MedianPruner() if strategy in ("median", "both") else optuna.pruners.NopPruner()
     )
-    study = optuna.create_study(
-        direction="maximize", pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=seed)
-    )
+    study = optuna.create_study(direction="maximize", pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=seed))
     for config in configs:
         study.enqueue_trial(dict(config))
     records: dict[int, dict[str, Any]] = {}
@@ -312,7 +310,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--hopeless-acc", type=float, default=0.2)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--markdown", type=Path, default=None)
+    parser.add_argument("--from-json", type=Path, default=None, help="only write --markdown from a saved --out")
     args = parser.parse_args(argv)
+    if args.from_json is not None:
+        saved = json.loads(args.from_json.read_text())
+        if args.markdown is None:
+            raise ValueError("`--from-json` writes the page given as `--markdown`; give --markdown.")
+        args.markdown.write_text(markdown(saved["rows"], saved["verdicts"], saved["command"]))
+        return
     if "full" not in args.strategies:
         raise ValueError(f"`--strategies` must include 'full' (the reference), got {args.strategies}.")
     if not len(args.trials) == len(args.epochs) == len(args.archs):
@@ -320,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rows: list[dict[str, Any]] = []
     verdicts = []
-    for arch, n_trials, epochs in zip(args.archs, args.trials, args.epochs):
+    for arch, n_trials, epochs in zip(args.archs, args.trials, args.epochs, strict=True):
         configs = draw_configs(n_trials, args.seed)
         arch_rows = []
         for strategy in args.strategies:
