@@ -113,7 +113,7 @@ def test_check_pruned_raises_after_a_prune_and_is_quiet_otherwise() -> None:
 
 def test_bad_arguments_are_refused_with_what_is_allowed() -> None:
     trial = _study().ask()
-    with pytest.raises(TypeError, match="optuna.trial.Trial"):
+    with pytest.raises(TypeError, match=r"optuna\.trial\.Trial"):
         DiagnosisPruning(optuna.trial.FixedTrial({"lr": 0.1}))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="lr_way_too_high"):
         DiagnosisPruning(trial, kinds=["nonfinite", "lr_way_too_high"])
