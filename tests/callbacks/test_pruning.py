@@ -9,14 +9,16 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-optuna = pytest.importorskip("optuna")
+pytest.importorskip("optuna")
 pytest.importorskip("optuna_integration")
 
-from benchmarks.kit import quiet_trainer  # noqa: E402
-from benchmarks.kit.data import _digits_split  # noqa: E402
-from benchmarks.sweep_pruning import COLUMNS, EpochCount, SweepModule, build, compare, markdown, run_sweep  # noqa: E402
-from lightning_dynamics import DynamicsDiagnosis, DynamicsMonitor  # noqa: E402
-from lightning_dynamics.callbacks.pruning import HOPELESS_KINDS, DiagnosisPruning  # noqa: E402
+import optuna
+
+from benchmarks.kit import quiet_trainer
+from benchmarks.kit.data import _digits_split
+from benchmarks.sweep_pruning import COLUMNS, EpochCount, SweepModule, build, compare, markdown, run_sweep
+from lightning_dynamics import DynamicsDiagnosis, DynamicsMonitor
+from lightning_dynamics.callbacks.pruning import HOPELESS_KINDS, DiagnosisPruning
 
 pytestmark = pytest.mark.integration
 
