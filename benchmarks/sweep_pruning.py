@@ -65,6 +65,9 @@ COLUMNS = (
     "epochs saved",
     "seconds",
     "time saved",
+    "s/epoch",
+    "hopeless pruned",
+    "others pruned",
     "best val_acc",
     "best trial",
 )
@@ -230,13 +233,17 @@ def run_sweep(
 def compare(rows: list[dict[str, Any]], hopeless_acc: float = 0.2) -> dict[str, Any]:
     """Savings against ``full`` for each row of one architecture, and the goal's verdict (>= 40% at the same best)."""
     full = next(r for r in rows if r["strategy"] == "full")
+    hopeless = [t["trial"] for t in full["per_trial"] if not t.get("val_acc", 0.0) > hopeless_acc]
     for row in rows:
         row["epochs saved"] = 1.0 - row["epochs"] / full["epochs"]
         row["time saved"] = 1.0 - row["seconds"] / full["seconds"]
+        row["s/epoch"] = row["seconds"] / max(row["epochs"], 1)
+        pruned = {t["trial"] for t in row["per_trial"] if t["state"] == "pruned"}
+        row["hopeless pruned"] = f"{len(pruned & set(hopeless))}/{len(hopeless)}"
+        row["others pruned"] = len(pruned - set(hopeless))  # trials that end above hopeless_acc when trained out
         same = row["best val_acc"] is not None and abs(row["best val_acc"] - full["best val_acc"]) <= 0.005
         row["same best"] = same
         row["goal"] = bool(same and row["epochs saved"] >= 0.4 and row["time saved"] >= 0.4)
-    hopeless = [t["trial"] for t in full["per_trial"] if not t.get("val_acc", 0.0) > hopeless_acc]
     return {"arch": full["arch"], "hopeless": hopeless, "hopeless_acc": hopeless_acc}
 
 
@@ -247,6 +254,8 @@ def _cell(key: str, value: Any) -> str:
         return f"{100 * value:.0f}%"
     if key == "seconds":
         return f"{value:.0f}"
+    if key == "s/epoch":
+        return f"{value:.2f}"
     if key == "best val_acc":
         return f"{value:.4f}"
     return str(value)
@@ -329,7 +338,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         saved = json.loads(args.from_json.read_text())
         if args.markdown is None:
             raise ValueError("`--from-json` writes the page given as `--markdown`; give --markdown.")
-        args.markdown.write_text(markdown(saved["rows"], saved["verdicts"], saved["command"]))
+        archs = list(dict.fromkeys(r["arch"] for r in saved["rows"]))
+        verdicts = [compare([r for r in saved["rows"] if r["arch"] == a], args.hopeless_acc) for a in archs]
+        args.markdown.write_text(markdown(saved["rows"], verdicts, saved["command"]))
         return
     if "full" not in args.strategies:
         raise ValueError(f"`--strategies` must include 'full' (the reference), got {args.strategies}.")
