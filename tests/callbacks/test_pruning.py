@@ -168,3 +168,16 @@ def test_the_sweep_benchmark_runs_and_reports_its_columns() -> None:
     header = next(line for line in page.splitlines() if line.startswith("| arch"))
     assert [c.strip() for c in header.strip("|").split("|")] == [*COLUMNS, "load", "goal"]
     assert "pruned e0 (" in page
+
+
+def test_the_package_imports_without_optuna_and_says_what_to_install() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['optuna'] = None\n"  # as if Optuna were not installed
+        "import lightning_dynamics, lightning_dynamics.callbacks\n"
+        "try:\n    lightning_dynamics.DiagnosisPruning\nexcept ImportError as error:\n    print(error)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert "pip install 'lightning-dynamics[sweep]'" in result.stdout
