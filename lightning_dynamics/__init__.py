@@ -28,11 +28,13 @@ if TYPE_CHECKING:
         LyapunovMonitor,
     )
     from lightning_dynamics.callbacks.hf import DynamicsTrainerCallback  # noqa: F401  (lazy, not in __all__)
+    from lightning_dynamics.callbacks.pruning import DiagnosisPruning  # noqa: F401  (lazy, needs optuna)
 
 __version__ = "0.1.0"
 
 # Names served lazily from lightning_dynamics.callbacks (the only package that imports Lightning).
 _LIGHTNING_NAMES = {
+    "DiagnosisPruning",  # needs the sweep extra (optuna): served on use, kept out of __all__
     "DynamicsDiagnosis",
     "DynamicsEarlyStopping",
     "DynamicsFabricDiagnosis",

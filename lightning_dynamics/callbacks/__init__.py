@@ -9,7 +9,12 @@ from lightning_dynamics.callbacks.lyapunov import LyapunovMonitor
 from lightning_dynamics.callbacks.monitor import DynamicsMonitor
 
 
-def __getattr__(name: str) -> type:  # DynamicsTrainerCallback needs transformers: imported on use, kept out of __all__
+def __getattr__(name: str) -> type:
+    # DynamicsTrainerCallback needs transformers, DiagnosisPruning needs optuna: imported on use, kept out of __all__
+    if name == "DiagnosisPruning":
+        from lightning_dynamics.callbacks.pruning import DiagnosisPruning
+
+        return DiagnosisPruning
     if name == "DynamicsTrainerCallback":
         from lightning_dynamics.callbacks.hf import DynamicsTrainerCallback
 
