@@ -110,8 +110,10 @@ def synthetic(draws: int) -> None:
 
 # ---------------------------------------------------------------- real runs
 
-SCHEDULES = ("constant", "cosine", "step_after", "step_plateau", "oscillating")
+SCHEDULES = ("constant", "cosine", "step_after", "step_plateau", "oscillating", "weight_decay", "cyclic")
 DROP = {"step_after": 10, "step_plateau": 32}
+#: The cyclic schedule's half period in epochs (troughs at the ends of epochs 7, 15, 23, 31, 39).
+CYCLE_HALF = 4
 
 
 def real_run(kind: str, seed: int, epochs: int = EPOCHS, batch: int = 42) -> dict:
@@ -131,8 +133,18 @@ def real_run(kind: str, seed: int, epochs: int = EPOCHS, batch: int = 42) -> dic
 
     for index, module in enumerate(watched):
         module.register_forward_hook(hook(index))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    if kind == "cosine":
+    if kind == "weight_decay":  # small batches and strong weight decay: the run hovers around an equilibrium
+        batch = 16
+    batches = math.ceil(len(x_train) / batch)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=0.05, momentum=0.9, weight_decay=0.01 if kind == "weight_decay" else 0.0
+    )
+    per_step = kind == "cyclic"  # the scheduler steps after every optimizer step
+    if kind == "cyclic":
+        scheduler = torch.optim.lr_scheduler.CyclicLR(
+            optimizer, base_lr=0.005, max_lr=0.05, step_size_up=CYCLE_HALF * batches, cycle_momentum=False
+        )
+    elif kind == "cosine":
         floor, length = 0.01, 24
         factor = lambda e: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(e, length) / length))  # noqa: E731
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -144,7 +156,6 @@ def real_run(kind: str, seed: int, epochs: int = EPOCHS, batch: int = 42) -> dic
     params = list(model.parameters())
     direction = [torch.randn(p.shape, generator=generator) * p.detach().square().mean().sqrt() for p in params]
     offset = 0.0
-    batches = math.ceil(len(x_train) / batch)
     points, val_acc, lowers = [], [], []
     step = 0
     for epoch in range(epochs):
@@ -157,6 +168,8 @@ def real_run(kind: str, seed: int, epochs: int = EPOCHS, batch: int = 42) -> dic
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            if per_step:
+                scheduler.step()
             step += 1
             if kind == "oscillating":  # move the weights along a fixed direction by a sine, on top of SGD
                 new = 0.05 * math.sin(2 * math.pi * step / 8)
@@ -166,8 +179,9 @@ def real_run(kind: str, seed: int, epochs: int = EPOCHS, batch: int = 42) -> dic
                 offset = new
             points.append((sums[:, 0] / sums[:, 1]).sqrt().clone())
         # What DynamicsEarlyStopping reads at this epoch end, before the epoch scheduler steps.
-        lowers.append(scheduler is not None and learning_rate_outlook(scheduler, steps_left=epochs - 1 - epoch).lowers)
-        if scheduler is not None:
+        left = (epochs - 1 - epoch) * (batches if per_step else 1)
+        lowers.append(scheduler is not None and learning_rate_outlook(scheduler, steps_left=left).lowers)
+        if scheduler is not None and not per_step:
             scheduler.step()
         model.eval()
         with torch.no_grad():
