@@ -248,12 +248,16 @@ class RelativeChangeRule:
     sub_epoch: bool = True
     drift_guard: bool = True
     drift_alpha: float = 0.02
+    steady_drift: bool = True
+    drift_permutations: int = 999
+    drift_margin: float = 0.1
     schedule: str = "wait"
     wait_count: int = field(default=0, init=False)
     statistic: float = field(default=math.nan, init=False)
     p_value: float = field(default=math.nan, init=False)
     window: int = field(default=0, init=False)
     drift_p_value: float = field(default=math.nan, init=False)
+    drift_bound: float = field(default=math.nan, init=False)
     held_by_schedule: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
@@ -269,16 +273,23 @@ class RelativeChangeRule:
         self.sub_epoch = check_bool("sub_epoch", self.sub_epoch)
         self.drift_guard = check_bool("drift_guard", self.drift_guard)
         self.drift_alpha = _check_probability("drift_alpha", self.drift_alpha)
+        self.steady_drift = check_bool("steady_drift", self.steady_drift)
+        self.drift_permutations = check_int("drift_permutations", self.drift_permutations, 1)  # type: ignore[assignment]
+        self.drift_margin = check_finite_real("drift_margin", self.drift_margin)  # type: ignore[assignment]
+        if not 0.0 <= self.drift_margin < 1.0:
+            raise ValueError(f"`drift_margin` must be a number in [0, 1) (0: no equivalence bound), got {self.drift_margin!r}.")
         if self.schedule not in SCHEDULE_POLICIES:
             raise ValueError(f"`schedule` must be one of {SCHEDULE_POLICIES}, got {self.schedule!r}.")
-        for name, level, smallest in (
-            ("alpha", self.alpha, 1.0 / (1 + self.n_permutations)),
-            ("drift_alpha", self.drift_alpha, 2.0 / (1 + self.n_permutations)),  # two tests, Bonferroni
+        clauses = 3 if self.steady_drift else 2  # the guard's tests, Bonferroni
+        for name, level, draws, times in (
+            ("alpha", self.alpha, self.n_permutations, 1),
+            ("drift_alpha", self.drift_alpha, self.drift_permutations, clauses),
         ):
+            smallest = times / (1 + draws)
             if level < smallest:
                 raise ValueError(
-                    f"`{name}` must be at least {smallest:.4g} (the smallest p-value {self.n_permutations} "
-                    f"permutations can give{', doubled' if name == 'drift_alpha' else ''}), got {level!r}."
+                    f"`{name}` must be at least {smallest:.4g} (the smallest p-value {draws} permutations can give"
+                    f"{f', times {times}' if times > 1 else ''}), got {level!r}."
                 )
 
     @staticmethod
@@ -327,7 +338,7 @@ class RelativeChangeRule:
         return means, spread
 
     def _drift_p_value(self, means: Tensor, generator: torch.Generator) -> float:
-        """Step 3 on the changes of the second half of the epoch means: min of two permutation p-values, doubled."""
+        """Step 3 on the changes of the second half of the epoch means: min of three permutation p-values, x3."""
         d = means.diff(dim=-1)
         d = d[:, d.shape[-1] // 2 :]  # the changes the reference (the first half) does not hold
         d = d[torch.isfinite(d).all(-1)]
@@ -335,8 +346,11 @@ class RelativeChangeRule:
         if d.shape[0] == 0 or n < 4:
             return math.nan
         half = n // 2
-        order = torch.stack([torch.randperm(n, generator=generator) for _ in range(self.n_permutations)])
+        draws = self.drift_permutations
+        order = torch.stack([torch.randperm(n, generator=generator) for _ in range(draws)])
         shuffled = torch.cat([d.unsqueeze(1), d[:, order]], 1)  # [L, 1 + P, n], the observed order first
+        signs = torch.randint(0, 2, (draws, n), generator=generator).to(d.dtype) * 2 - 1
+        flipped = torch.cat([d.unsqueeze(1), d.unsqueeze(1) * signs], 1)  # [L, 1 + P, n], the observed signs first
 
         def reversion(v: Tensor) -> Tensor:
             levels = torch.cat([torch.zeros_like(v[..., :1]), v.cumsum(-1)], -1)
@@ -345,15 +359,35 @@ class RelativeChangeRule:
         def shrinkage(v: Tensor) -> Tensor:
             return v[..., n - half :].abs().mean(-1) / v[..., :half].abs().mean(-1)
 
+        def steadiness(v: Tensor) -> Tensor:
+            # Minus |sum| / sqrt(sum of squares): low when the changes keep one sign (a steady drift).
+            return -v.sum(-1).abs() / v.square().sum(-1).sqrt()
+
+        clauses = [(reversion, shuffled), (shrinkage, shuffled)]
+        if self.steady_drift:
+            clauses.append((steadiness, flipped))
         p_values = []
-        for statistic in (reversion, shrinkage):
-            values = statistic(shuffled)
+        for statistic, draws_of in clauses:
+            values = statistic(draws_of)
             values = values.masked_fill(~torch.isfinite(values), math.nan).nanmedian(0).values  # [1 + P]
             if math.isnan(float(values[0])):
                 p_values.append(1.0)
                 continue
-            p_values.append(float((values[1:] <= values[0]).sum() + 1) / (1 + self.n_permutations))
-        return min(1.0, 2.0 * min(p_values))
+            p_values.append(float((values[1:] <= values[0]).sum() + 1) / (1 + draws))
+        return min(1.0, len(p_values) * min(p_values))
+
+    def _drift_bound(self, means: Tensor, movement: Tensor) -> float:
+        """The median over layers of the drift's one-sided 95% upper bound over the last ``w`` epochs, in units of
+        the layer's mean movement over the first half (:math:`|\bar d| + t_{0.95, w-1} s_d / \sqrt{w}`)."""
+        d = means.diff(dim=-1)[:, -self.window:]
+        w = d.shape[-1]
+        z, df = 1.6448536269514722, w - 1  # Cornish-Fisher expansion of Student's t quantile
+        t = z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+        bound = d.mean(-1).abs() + t * d.std(-1) / math.sqrt(w)
+        early = movement[:, : movement.shape[-1] // 2].mean(-1)
+        ratio = (bound / early).masked_fill(early <= 0, math.nan)
+        ratio = ratio[torch.isfinite(ratio)]
+        return float(ratio.median()) if ratio.numel() else math.nan
 
     def update(
         self,
@@ -395,7 +429,7 @@ class RelativeChangeRule:
                 )
         means, spread = self.epoch_movement(x, epochs)
         self.window = self.window_epochs
-        self.drift_p_value = math.nan
+        self.drift_p_value = self.drift_bound = math.nan
         if means.shape[-1] < 2 * self.window + 1:
             self.statistic, self.p_value = math.nan, math.nan
             return False, DynamicsStoppingReason.NOT_STOPPED, None
@@ -413,8 +447,10 @@ class RelativeChangeRule:
             self.p_value = float(relative_change_test(path, self.window, self.n_permutations, generator).p_value)
             passed = self.p_value <= self.alpha
             if passed and self.drift_guard:
-                self.drift_p_value = self._drift_p_value(means, generator)
-                passed = self.drift_p_value <= self.drift_alpha
+                self.drift_bound = self._drift_bound(means, movement)
+                if not self.drift_bound <= self.drift_margin:
+                    self.drift_p_value = self._drift_p_value(means, generator)
+                passed = self.drift_bound <= self.drift_margin or self.drift_p_value <= self.drift_alpha
         if epoch < self.min_epochs:
             return False, DynamicsStoppingReason.NOT_STOPPED, None
         detail = (
