@@ -10,7 +10,9 @@ every epoch end, as DynamicsEarlyStopping does, on (results: benchmarks/early_st
    - ``walk``: a small random walk forever (sd 0.02 of the level per epoch, 10x below the early change);
    - ``osc P A``: an oscillation of period ``P`` points (2-16, faster than half an epoch) and amplitude ``A``
      (as a share of the level), shared by the layers with random phases;
-   - ``settle``: nothing more (converging: the rule should fire).
+   - ``settle``: nothing more (converging: the rule should fire);
+   - ``drift``: a slow bounded drift on top, ``0.3 (1 - exp(-t / 30 epochs))`` of the level (converging: the
+     summaries creep, as a weight norm does at constant learning rate; the rule should fire).
 2. ``real`` (SmallMLP on scikit-learn digits, batch 42: 33 steps per epoch, one RMS point per step, SGD lr 0.05
    momentum 0.9, 3 seeds): ``constant`` LR, ``cosine`` to 1% at epoch 24 then flat, ``step_after`` (x0.1 at
    epoch 10, converging after the drop), ``step_plateau`` (x0.1 at epoch 32: a stop before it is false), and
@@ -43,11 +45,28 @@ from benchmarks.kit.models import SmallMLP
 from lightning_dynamics.decisions.stopping import LearningRateOutlook, RelativeChangeRule, learning_rate_outlook
 
 LAYERS, PER_EPOCH, EPOCHS = 12, 32, 40
-#: The rule now and the earlier one (epoch means only, no drift guard, schedule not read).
+#: The rule now; the last round's (a guard that only passes mean reversion or shrinkage, 199 draws); the earlier one
+#: (epoch means only, no drift guard, schedule not read).
 RULES = {
     "now": {},
+    "last": {"steady_drift": False, "drift_margin": 0.0, "drift_permutations": 199},
     "before": {"sub_epoch": False, "drift_guard": False, "schedule": "ignore"},
 }
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) interval of a binomial proportion ``k / n``."""
+    from scipy.stats import beta
+
+    tail = (1 - level) / 2
+    low = 0.0 if k == 0 else float(beta.ppf(tail, k, n - k + 1))
+    high = 1.0 if k == n else float(beta.ppf(1 - tail, k + 1, n - k))
+    return low, high
+
+
+def rate(k: int, n: int) -> str:
+    low, high = clopper_pearson(k, n)
+    return f"{k}/{n} [{100 * low:.0f}, {100 * high:.0f}]%"
 
 
 def replay(x: Tensor, epochs: list[int], outlooks: list[bool] | None = None, **knobs: object) -> int | None:
@@ -79,24 +98,32 @@ def synthetic_run(kind: str, generator: torch.Generator, period: int = 8, amplit
     elif kind == "osc":
         phase = 2 * math.pi * torch.rand(LAYERS, 1, generator=generator, dtype=torch.float64)
         x = x + amplitude * level * torch.sin(2 * math.pi * torch.arange(points) / period + phase)
+    elif kind == "drift":  # a slow bounded drift on top of the settled level, as a weight norm that keeps creeping
+        x = x + 0.3 * level * (1 - torch.exp(-t / 30.0))
     elif kind != "settle":
-        raise ValueError(f"`kind` must be 'walk', 'osc' or 'settle', got {kind!r}.")
+        raise ValueError(f"`kind` must be 'walk', 'osc', 'settle' or 'drift', got {kind!r}.")
     return x
 
 
-def synthetic(draws: int) -> None:
+def synthetic(draws: int, seed: int = 2029, rows: list[str] | None = None) -> None:
     epochs = [i // PER_EPOCH for i in range(EPOCHS * PER_EPOCH)]
-    cases: list[tuple[str, str, dict]] = [("walk", "walk", {}), ("settle", "settle (converging)", {})]
+    cases: list[tuple[str, str, dict]] = [
+        ("walk", "walk", {}),
+        ("settle", "settle (converging)", {}),
+        ("drift", "settle + slow bounded drift (converging)", {}),
+    ]
     for period in (2, 4, 8, 16):
         for amplitude in (0.02, 0.1, 0.5):
             cases.append(
                 ("osc", f"osc period {period} amplitude {amplitude}", {"period": period, "amplitude": amplitude})
             )
-    print(f"synthetic, {LAYERS} layers, {PER_EPOCH} points per epoch, {EPOCHS} epochs, {draws} draws each")
-    print("| construction | fired, rule now | stop epochs | fired, earlier rule |")
-    print("|---|---|---|---|")
+    print(f"synthetic, {LAYERS} layers, {PER_EPOCH} points per epoch, {EPOCHS} epochs, {draws} draws each, seed {seed}")
+    print("| construction | fired, rule now [95% CI] | stop epochs (now) | fired, last round's rule | fired, earlier rule |")
+    print("|---|---|---|---|---|")
     for kind, label, kwargs in cases:
-        generator = torch.Generator().manual_seed(2028)
+        if rows and not any(row in label for row in rows):
+            continue
+        generator = torch.Generator().manual_seed(seed)
         fired = {name: [] for name in RULES}
         for _ in range(draws):
             x = synthetic_run(kind, generator, **kwargs)
@@ -104,8 +131,12 @@ def synthetic(draws: int) -> None:
                 stop = replay(x, epochs, **knobs)
                 if stop is not None:
                     fired[name].append(stop)
-        now, before = fired["now"], fired["before"]
-        print(f"| {label} | {len(now)}/{draws} | {sorted(now)} | {len(before)}/{draws} |", flush=True)
+        now, last, before = fired["now"], fired["last"], fired["before"]
+        print(
+            f"| {label} | {rate(len(now), draws)} | {sorted(now)} | {rate(len(last), draws)} | "
+            f"{rate(len(before), draws)} |",
+            flush=True,
+        )
 
 
 # ---------------------------------------------------------------- real runs
@@ -189,11 +220,25 @@ def real_run(kind: str, seed: int, epochs: int = EPOCHS, batch: int = 42) -> dic
     return {"x": torch.stack(points, 1), "val_acc": val_acc, "lowers": lowers, "per_epoch": batches}
 
 
+#: Per construction: should the rule stop, and the first epoch a stop is allowed (``None``: never).
+SHOULD = {
+    "constant": ("yes (converges)", 0),
+    "cosine": ("yes, once the cosine is at its floor (epoch 24)", 24),
+    "step_after": ("yes (drop at epoch 10)", 10),
+    "step_plateau": ("not before the drop at epoch 32", 32),
+    "oscillating": ("no (the weights oscillate forever)", None),
+    "weight_decay": ("yes if near its best (it hovers)", 0),
+    "cyclic": ("not before the last trough (epoch 39)", 39),
+}
+
+
 def real(out: Path, seeds: list[int]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     print(f"SmallMLP on digits, {EPOCHS} epochs, per-step points, seeds {seeds}")
-    print("| run | seed | stop, rule now (epoch) | stop, earlier rule | best val acc | acc at stop (now) |")
-    print("|---|---|---|---|---|---|")
+    print("| run | seed | stop, rule now | stop, last round | stop, earlier rule | best val acc | acc at stop (now) |")
+    print("|---|---|---|---|---|---|---|")
+    stops: dict[str, dict[str, list]] = {kind: {name: [] for name in RULES} for kind in SCHEDULES}
+    loss: dict[str, list[float]] = {kind: [] for kind in SCHEDULES}
     for kind in SCHEDULES:
         for seed in seeds:
             path = out / f"mlp_{kind}_seed{seed}.pt"
@@ -205,23 +250,47 @@ def real(out: Path, seeds: list[int]) -> None:
                 torch.save(run, path)
                 print(f"<!-- trained {kind} seed {seed} in {time.perf_counter() - start:.0f} s -->", flush=True)
             epochs = [i // run["per_epoch"] for i in range(run["x"].shape[1])]
-            now = replay(run["x"], epochs, run["lowers"], **RULES["now"])
-            before = replay(run["x"], epochs, None, **RULES["before"])
-            at = "-" if now is None else f"{run['val_acc'][now]:.1f}"
-            print(f"| {kind} | {seed} | {now} | {before} | {max(run['val_acc']):.1f} | {at} |", flush=True)
+            at = {}
+            for name, knobs in RULES.items():
+                at[name] = replay(run["x"], epochs, None if name == "before" else run["lowers"], **knobs)
+                stops[kind][name].append(at[name])
+            best = max(run["val_acc"])
+            acc = "-" if at["now"] is None else f"{run['val_acc'][at['now']]:.1f}"
+            if at["now"] is not None:
+                loss[kind].append(best - run["val_acc"][at["now"]])
+            print(
+                f"| {kind} | {seed} | {at['now']} | {at['last']} | {at['before']} | {best:.1f} | {acc} |", flush=True
+            )
+    print()
+    print("| construction | should it stop? | rule now: stops (early ones) | accuracy lost at stop | last round | earlier rule |")
+    print("|---|---|---|---|---|---|")
+    for kind in SCHEDULES:
+        should, allowed = SHOULD[kind]
+
+        def summary(values: list) -> str:
+            fired = [v for v in values if v is not None]
+            early = [v for v in fired if allowed is None or v < allowed]
+            text = f"{len(fired)}/{len(values)} at {sorted(fired)}" if fired else f"0/{len(values)}"
+            return text + (f" ({len(early)} before epoch {allowed})" if early and allowed else "")
+
+        lost = f"{min(loss[kind]):.1f}-{max(loss[kind]):.1f} points" if loss[kind] else "-"
+        row = [summary(stops[kind][name]) for name in RULES]
+        print(f"| `{kind}` | {should} | {row[0]} | {lost} | {row[1]} | {row[2]} |", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("part", choices=("synthetic", "real"))
-    parser.add_argument("--draws", type=int, default=20)
+    parser.add_argument("--draws", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=2029, help="of the synthetic draws (2029: judged; 10: tuning)")
+    parser.add_argument("--rows", nargs="*", help="only the synthetic rows whose label holds one of these")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("runs/early_stopping_calibration"))
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.perf_counter()
     if args.part == "synthetic":
-        synthetic(args.draws)
+        synthetic(args.draws, args.seed, args.rows)
     else:
         real(args.out, args.seeds)
     print(f"wall time {time.perf_counter() - start:.0f} s")
