@@ -118,7 +118,9 @@ def synthetic(draws: int, seed: int = 2029, rows: list[str] | None = None) -> No
                 ("osc", f"osc period {period} amplitude {amplitude}", {"period": period, "amplitude": amplitude})
             )
     print(f"synthetic, {LAYERS} layers, {PER_EPOCH} points per epoch, {EPOCHS} epochs, {draws} draws each, seed {seed}")
-    print("| construction | fired, rule now [95% CI] | stop epochs (now) | fired, last round's rule | fired, earlier rule |")
+    print(
+        "| construction | fired, rule now [95% CI] | stop epochs (now) | fired, last round's rule | fired, earlier rule |"
+    )
     print("|---|---|---|---|---|")
     for kind, label, kwargs in cases:
         if rows and not any(row in label for row in rows):
@@ -211,7 +213,7 @@ def real_run(kind: str, seed: int, epochs: int = EPOCHS, batch: int = 42) -> dic
             points.append((sums[:, 0] / sums[:, 1]).sqrt().clone())
         # What DynamicsEarlyStopping reads at this epoch end, before the epoch scheduler steps.
         left = (epochs - 1 - epoch) * (batches if per_step else 1)
-        lowers.append(scheduler is not None and learning_rate_outlook(scheduler, steps_left=left).lowers)
+        lowers.append(scheduler is not None and learning_rate_outlook(scheduler, steps_left=left).changes)
         if scheduler is not None and not per_step:
             scheduler.step()
         model.eval()
@@ -258,16 +260,16 @@ def real(out: Path, seeds: list[int]) -> None:
             acc = "-" if at["now"] is None else f"{run['val_acc'][at['now']]:.1f}"
             if at["now"] is not None:
                 loss[kind].append(best - run["val_acc"][at["now"]])
-            print(
-                f"| {kind} | {seed} | {at['now']} | {at['last']} | {at['before']} | {best:.1f} | {acc} |", flush=True
-            )
+            print(f"| {kind} | {seed} | {at['now']} | {at['last']} | {at['before']} | {best:.1f} | {acc} |", flush=True)
     print()
-    print("| construction | should it stop? | rule now: stops (early ones) | accuracy lost at stop | last round | earlier rule |")
+    print(
+        "| construction | should it stop? | rule now: stops (early ones) | accuracy lost at stop | last round | earlier rule |"
+    )
     print("|---|---|---|---|---|---|")
     for kind in SCHEDULES:
         should, allowed = SHOULD[kind]
 
-        def summary(values: list) -> str:
+        def summary(values: list, allowed: int | None = allowed) -> str:
             fired = [v for v in values if v is not None]
             early = [v for v in fired if allowed is None or v < allowed]
             text = f"{len(fired)}/{len(values)} at {sorted(fired)}" if fired else f"0/{len(values)}"

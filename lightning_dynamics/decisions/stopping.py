@@ -67,7 +67,8 @@ def student_t_two_sided(t: Tensor, df: int) -> Tensor:
     r"""Two-sided p-value :math:`P(|T| \ge |t|)` of Student's t with integer ``df >= 1`` (elementwise, any shape).
 
     The closed forms of Abramowitz & Stegun 26.7.3 (odd ``df``) and 26.7.4 (even ``df``) for
-    :math:`A(t | \nu) = P(|T| \le |t|)`, with :math:`\theta = \arctan(|t| / \sqrt{\nu})`; no scipy needed. NaN in, NaN out.
+    :math:`A(t | \nu) = P(|T| \le |t|)`, with :math:`\theta = \arctan(|t| / \sqrt{\nu})`; no scipy needed.
+    NaN in, NaN out.
 
     Example:
         >>> [round(v, 4) for v in student_t_two_sided(torch.tensor([0.0, 2.365, 1.0]), 7).tolist()]
@@ -103,11 +104,20 @@ class LearningRateOutlook:
         steps_until: scheduler steps from now until the first such drop (``None``: not known in advance, as for
             ``ReduceLROnPlateau``, or no drop).
         detail: the answer in words (the scheduler, the learning rate now and the lowest one ahead).
+        raises: the scheduler lowers nothing but will raise some group's learning rate above ``(1 + tolerance)`` x
+            its value now within the steps looked at: a cyclic schedule at a trough, a warm restart (``steps_until``
+            then counts to the rise). A later trough or a new phase of training lies ahead.
     """
 
     lowers: bool
     steps_until: int | None
     detail: str
+    raises: bool = False
+
+    @property
+    def changes(self) -> bool:
+        """The schedule will still lower or raise the learning rate: what the stopping rule waits for."""
+        return self.lowers or self.raises
 
 
 def _proxy_optimizer(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
@@ -129,7 +139,9 @@ def learning_rate_outlook(
     run's budget, in the scheduler's own unit, epochs or optimizer steps), or up to ``max_steps`` when the
     budget is open. It "lowers" when some group's learning rate ahead falls below ``(1 - tolerance)`` x its
     value now: a milestone ahead, a cosine not at its floor, a step decay. Schedules that go up and down
-    (cyclic, one-cycle, warm restarts) lower it too whenever a trough lies ahead. ``ReduceLROnPlateau`` is
+    (cyclic, one-cycle, warm restarts) lower it too whenever a trough lies ahead; at a trough, where nothing
+    lower lies ahead, it "raises" when some group's learning rate ahead exceeds ``(1 + tolerance)`` x its value
+    now (the next cycle or restart is planned). ``ReduceLROnPlateau`` is
     driven by a metric, not by time: it lowers while some group's ``lr * factor`` is still above its
     ``min_lr`` (by more than its ``eps``), ``steps_until`` unknown. The real scheduler is not touched.
 
@@ -173,6 +185,7 @@ def learning_rate_outlook(
     proxy = _proxy_optimizer(optimizer)
     clone = copy.deepcopy(scheduler, memo={id(optimizer): proxy})
     lowest = list(now)
+    rise: tuple[int, list[float]] | None = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "lr_scheduler.step() before optimizer.step()": the stand-in never steps
         for step in range(1, horizon + 1):
@@ -185,7 +198,17 @@ def learning_rate_outlook(
                     step,
                     f"{name} lowers the learning rate from {now} to {ahead} in {step} scheduler step(s)",
                 )
+            if rise is None and any(a > (1.0 + tolerance) * n for a, n in zip(ahead, now, strict=True)):
+                rise = (step, ahead)
     span = "the rest of the run" if steps_left is not None and steps_left <= max_steps else f"{horizon} steps"
+    if rise is not None:
+        return LearningRateOutlook(
+            False,
+            rise[0],
+            f"{name} does not lower the learning rate below {1 - tolerance:g} x {now} within {span}, but raises it "
+            f"to {rise[1]} in {rise[0]} scheduler step(s) (a cyclic schedule or a restart: more training is planned)",
+            raises=True,
+        )
     return LearningRateOutlook(
         False, None, f"{name} does not lower the learning rate below {1 - tolerance:g} x {now} within {span}"
     )
@@ -307,7 +330,9 @@ class RelativeChangeRule:
         self.drift_permutations = check_int("drift_permutations", self.drift_permutations, 1)  # type: ignore[assignment]
         self.drift_margin = check_finite_real("drift_margin", self.drift_margin)  # type: ignore[assignment]
         if not 0.0 <= self.drift_margin < 1.0:
-            raise ValueError(f"`drift_margin` must be a number in [0, 1) (0: no equivalence bound), got {self.drift_margin!r}.")
+            raise ValueError(
+                f"`drift_margin` must be a number in [0, 1) (0: no equivalence bound), got {self.drift_margin!r}."
+            )
         if self.schedule not in SCHEDULE_POLICIES:
             raise ValueError(f"`schedule` must be one of {SCHEDULE_POLICIES}, got {self.schedule!r}.")
         clauses = 3 if self.steady_drift else 2  # the guard's tests, Bonferroni
@@ -408,9 +433,12 @@ class RelativeChangeRule:
         return min(1.0, len(p_values) * min(p_values))
 
     def _drift_bound(self, means: Tensor, movement: Tensor) -> float:
-        """The median over layers of the drift's one-sided 95% upper bound over the last ``w`` epochs, in units of
-        the layer's mean movement over the first half (:math:`|\bar d| + t_{0.95, w-1} s_d / \sqrt{w}`)."""
-        d = means.diff(dim=-1)[:, -self.window:]
+        r"""Step 3's equivalence bound, the median over layers of :math:`(|\bar d| + t_{0.95,w-1} s_d/\sqrt{w}) / m_0`.
+
+        :math:`\bar d, s_d`: mean and sd of the last ``w`` changes of the layer's epoch means; :math:`m_0`: its mean
+        movement over the first half (the reference of the relative change). A one-sided 95% upper bound of the
+        recent drift per epoch in units of an early epoch's movement (NaN when no layer has a reference)."""
+        d = means.diff(dim=-1)[:, -self.window :]
         w = d.shape[-1]
         z, df = 1.6448536269514722, w - 1  # Cornish-Fisher expansion of Student's t quantile
         t = z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
@@ -436,7 +464,8 @@ class RelativeChangeRule:
             lr_outlook: what the learning-rate schedule will still do (:func:`learning_rate_outlook`); ``None``:
                 no scheduler, or not known.
 
-        When the check passes but ``lr_outlook.lowers`` under ``schedule="wait"``, the result is
+        When the check passes but ``lr_outlook.changes`` (it lowers or raises the learning rate) under
+        ``schedule="wait"``, the result is
         ``(False, NOT_STOPPED, message)`` with the message saying why it did not stop.
         """
         if not isinstance(x, Tensor) or x.dim() != 2:
@@ -490,7 +519,7 @@ class RelativeChangeRule:
             + (f"; drift guard p = {self.drift_p_value:.3g}" if self.drift_guard else "")
             + ")"
         )
-        lowers = lr_outlook is not None and lr_outlook.lowers and self.schedule != "ignore"
+        lowers = lr_outlook is not None and lr_outlook.changes and self.schedule != "ignore"
         if passed and self.stopping_threshold is not None and self.statistic <= self.stopping_threshold:
             return self._decide(
                 DynamicsStoppingReason.STOPPING_THRESHOLD,
