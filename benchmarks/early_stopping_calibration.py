@@ -242,8 +242,11 @@ SHOULD = {
 def real(out: Path, seeds: list[int]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     print(f"SmallMLP on digits, {EPOCHS} epochs, per-step points, seeds {seeds}")
-    print("| run | seed | stop, rule now | stop, last round | stop, earlier rule | best val acc | acc at stop (now) |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| run | seed | stop, rule now | stop, last round | stop, earlier rule | best val acc | acc at stop (now) "
+        "| final val acc |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     stops: dict[str, dict[str, list]] = {kind: {name: [] for name in RULES} for kind in SCHEDULES}
     loss: dict[str, list[float]] = {kind: [] for kind in SCHEDULES}
     for kind in SCHEDULES:
@@ -265,7 +268,11 @@ def real(out: Path, seeds: list[int]) -> None:
             acc = "-" if at["now"] is None else f"{run['val_acc'][at['now']]:.1f}"
             if at["now"] is not None:
                 loss[kind].append(best - run["val_acc"][at["now"]])
-            print(f"| {kind} | {seed} | {at['now']} | {at['last']} | {at['before']} | {best:.1f} | {acc} |", flush=True)
+            print(
+                f"| {kind} | {seed} | {at['now']} | {at['last']} | {at['before']} | {best:.1f} | {acc} "
+                f"| {run['val_acc'][-1]:.1f} |",
+                flush=True,
+            )
     print()
     print(
         "| construction | should it stop? | rule now: stops (early ones) | accuracy lost at stop | last round "
