@@ -3,8 +3,9 @@
 Framework-neutral (no Lightning import). :class:`RelativeChangeRule` is the default decision of
 :class:`~lightning_dynamics.DynamicsEarlyStopping`: at each check it reads the layer-summary history ``x: [L, T]``
 and stops once most layers' recent changes are small against their early-training scale *and* significantly so
-under the run's own time-shuffle null (:func:`~lightning_dynamics.functional.relative_change_test`). It is built to
-stay quiet on runs that never converge (stationary increments: white noise, random walks) at any series length.
+under the run's own time-shuffle null (:func:`~lightning_dynamics.functional.relative_change_test`), and their epoch
+means no longer wander (a drift guard). Stationary increments (white noise, random walks from the first step) give
+no stop at any series length measured; the classes it still stops on are listed in docs/early_stopping.md.
 
 :class:`VolatilityDropRule` (a drop in the volatility of the stability index, after La Quang, Ugail, Howard et al.,
 arXiv:2604.09716) and :func:`convergence_signal` are kept for analysis of logged runs and for comparison. **It is
@@ -234,12 +235,19 @@ class RelativeChangeRule:
        p-value under a time-shuffle null of the movements (:func:`~lightning_dynamics.functional.relative_change_test`,
        ``n_permutations`` surrogates, one permutation shared by all layers).
     3. **Drift guard** (``drift_guard``): a first half that holds the learning transient makes any later motion
-       look small, a small random walk included. So the epoch means of the second half (the changes the
-       reference does not hold) must also look settled on their own: either mean-reverting (the median over
-       layers of the variance of the levels over the mean squared change is low against the same changes in
-       shuffled order: a level with noise, not a walk) or still shrinking (the mean absolute change of the
-       later half of them over the earlier half is low against the shuffled order: a decaying trend). Its
-       p-value is the smaller of the two, doubled (Bonferroni), and must be at most ``drift_alpha``.
+       look small, a small random walk included. So the epoch means must also look settled on their own. The guard
+       holds when either (a) the drift is practically nil: :attr:`drift_bound`, the median over layers of the
+       one-sided 95% upper bound of the mean change per epoch over the last ``w`` epochs in units of the layer's
+       mean movement over the first half, is at most ``drift_margin`` (an equivalence claim, as in a TOST: the
+       summaries would take more than ``1 / drift_margin`` epochs to move as much as an average early epoch); or
+       (b) the changes of the second half are not those of a symmetric random walk: mean-reverting (the median
+       over layers of the variance of the levels over the mean squared change is low against the same changes in
+       shuffled order: a level with noise), still shrinking (the mean absolute change of the later half of them
+       over the earlier half is low against the shuffled order: a decaying trend), or, with ``steady_drift``, a
+       steady drift (one-sample t test of the last ``w`` changes of each layer, the median layer's p-value: a
+       slow drift of one sign, as a weight norm that keeps growing at a constant learning rate). Its p-value
+       :attr:`drift_p_value` is the smallest of these, times their number (Bonferroni), and must be at most
+       ``drift_alpha``.
     4. The check passes when :math:`s \le` ``ratio``, :math:`p \le` ``alpha`` and the guard holds; the rule
        stops after ``patience`` consecutive passing checks, not before ``min_epochs``. With
        ``stopping_threshold``, a check with :math:`s \le` ``stopping_threshold`` that passes otherwise stops at once.
@@ -247,13 +255,16 @@ class RelativeChangeRule:
        still lower the learning rate within the run), ``"wait"`` (default) does not stop and says why,
        ``"warn"`` stops and says that the schedule would still lower it, ``"ignore"`` does not look.
 
-    Why it stays quiet on noise: increments of white noise or a random walk are stationary, so :math:`s \approx 1`
-    at every length, and a summary that drifts like :math:`\sqrt{t}` gives :math:`s \approx 0.35`, not below 0.25.
-    The guard covers what the ratio cannot: a run whose transient is over but which keeps wandering.
-    docs/early_stopping.md has the measured false-stop rates, including the classes that remain. Source of the
-    quantity: Ahmad et al., arXiv:2403.02473 (relative change of a layer against its own scale); the null is
+    Increments of white noise or a random walk are stationary, so :math:`s \approx 1` at every length, and a
+    summary that drifts like :math:`\sqrt{t}` gives :math:`s \approx 0.35`, not below 0.25. The guard covers what
+    the ratio cannot: a run whose transient is over but which keeps wandering. It is not quiet on everything that
+    has not converged: docs/early_stopping.md has the measured false-stop rates and the classes that remain (an
+    oscillation inside the epoch smaller than about a quarter of the early movement; motion below batch noise).
+    Source of the quantity: Ahmad et al., arXiv:2403.02473 (relative change of a layer against its own scale); the null is
     that of docs/method.md section 8b; the mean-reversion statistic is von Neumann's ratio (Ann. Math. Stat.
-    12:367, 1941) read the other way round.
+    12:367, 1941) read the other way round; the equivalence bound follows Schuirmann's two one-sided tests (J.
+    Pharmacokinet. Biopharm. 15:657, 1987); a weight norm that keeps growing while the classifier has converged:
+    Soudry et al., JMLR 19(70), 2018.
 
     A check whose newest column holds a value that is non-finite in a layer that was finite before stops with
     :attr:`DynamicsStoppingReason.NON_FINITE_METRIC` when ``check_finite`` (diverged activations).
@@ -270,13 +281,19 @@ class RelativeChangeRule:
         seed: of the permutations (reproducible decisions; every process draws the same ones).
         sub_epoch: count the spread of the points within an epoch as movement (step 1).
         drift_guard: apply step 3.
-        drift_alpha: the guard's level, in ``(0, 1)``; at least ``2 / (1 + n_permutations)``.
+        drift_alpha: the guard's level, in ``(0, 1)``; at least ``k / (1 + drift_permutations)`` for its ``k``
+            tests (3 with ``steady_drift``, else 2).
+        steady_drift: let a steady drift of one sign pass the guard (step 3).
+        drift_permutations: permutations of the guard's tests (>= 1).
+        drift_margin: the guard's equivalence margin, in ``[0, 1)`` (step 3; 0: no equivalence bound).
         schedule: ``"wait"``, ``"warn"`` or ``"ignore"`` (step 5).
 
     Attributes:
         wait_count: consecutive passing checks so far.
         statistic, p_value, window: of the last check (NaN, NaN, 0 before the first defined one).
-        drift_p_value: the guard's p-value at the last check that reached it (NaN otherwise).
+        drift_bound: the guard's equivalence bound at the last check that reached it (NaN otherwise).
+        drift_p_value: the guard's p-value at the last check that needed it (NaN otherwise: not reached, or the
+            bound already held).
         held_by_schedule: passing checks that did not stop because the learning rate will still fall.
 
     Example:
@@ -516,7 +533,12 @@ class RelativeChangeRule:
         detail = (
             f"median relative change {self.statistic:.3g} (recent {self.window} epochs against the first half of the "
             f"history; p = {self.p_value:.3g} under the time-shuffle null, alpha {self.alpha:g}"
-            + (f"; drift guard p = {self.drift_p_value:.3g}" if self.drift_guard else "")
+            + (
+                f"; drift guard: bound {self.drift_bound:.3g} (margin {self.drift_margin:g}), p = "
+                f"{self.drift_p_value:.3g} (drift_alpha {self.drift_alpha:g})"
+                if self.drift_guard
+                else ""
+            )
             + ")"
         )
         lowers = lr_outlook is not None and lr_outlook.changes and self.schedule != "ignore"
