@@ -260,8 +260,8 @@ class RelativeChangeRule:
     the ratio cannot: a run whose transient is over but which keeps wandering. It is not quiet on everything that
     has not converged: docs/early_stopping.md has the measured false-stop rates and the classes that remain (an
     oscillation inside the epoch smaller than about a quarter of the early movement; motion below batch noise).
-    Source of the quantity: Ahmad et al., arXiv:2403.02473 (relative change of a layer against its own scale); the null is
-    that of docs/method.md section 8b; the mean-reversion statistic is von Neumann's ratio (Ann. Math. Stat.
+    Source of the quantity: Ahmad et al., arXiv:2403.02473 (relative change of a layer against its own scale); the
+    null is that of docs/method.md section 8b; the mean-reversion statistic is von Neumann's ratio (Ann. Math. Stat.
     12:367, 1941) read the other way round; the equivalence bound follows Schuirmann's two one-sided tests (J.
     Pharmacokinet. Biopharm. 15:657, 1987); a weight norm that keeps growing while the classifier has converged:
     Soudry et al., JMLR 19(70), 2018.
