@@ -37,6 +37,7 @@ import argparse
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -48,7 +49,7 @@ from lightning_dynamics.decisions.stopping import LearningRateOutlook, RelativeC
 LAYERS, PER_EPOCH, EPOCHS = 12, 32, 40
 #: The rule now; the last round's (a guard that only passes mean reversion or shrinkage, 199 draws); the earlier one
 #: (epoch means only, no drift guard, schedule not read).
-RULES = {
+RULES: dict[str, dict[str, Any]] = {
     "now": {},
     "last": {"steady_drift": False, "drift_margin": 0.0, "drift_permutations": 199},
     "before": {"sub_epoch": False, "drift_guard": False, "schedule": "ignore"},
@@ -178,6 +179,7 @@ def real_run(kind: str, seed: int, epochs: int = EPOCHS, batch: int = 42) -> dic
         model.parameters(), lr=0.05, momentum=0.9, weight_decay=0.01 if kind == "weight_decay" else 0.0
     )
     per_step = kind == "cyclic"  # the scheduler steps after every optimizer step
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
     if kind == "cyclic":
         scheduler = torch.optim.lr_scheduler.CyclicLR(
             optimizer, base_lr=0.005, max_lr=0.05, step_size_up=CYCLE_HALF * batches, cycle_momentum=False
@@ -206,7 +208,7 @@ def real_run(kind: str, seed: int, epochs: int = EPOCHS, batch: int = 42) -> dic
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            if per_step:
+            if per_step and scheduler is not None:
                 scheduler.step()
             step += 1
             if kind == "oscillating":  # move the weights along a fixed direction by a sine, on top of SGD
