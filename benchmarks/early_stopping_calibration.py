@@ -15,19 +15,32 @@ every epoch end, as DynamicsEarlyStopping does, on (results: benchmarks/early_st
    - ``drift``: a slow bounded drift on top, ``0.3 (1 - exp(-t / 30 epochs))`` of the level (converging: the
      summaries creep, as a weight norm does at constant learning rate; the rule should fire).
 2. ``real`` (SmallMLP on scikit-learn digits, batch 42: 33 steps per epoch, one RMS point per step, SGD lr 0.05
-   momentum 0.9, 3 seeds): ``constant`` LR, ``cosine`` to 1% at epoch 24 then flat, ``step_after`` (x0.1 at
+   momentum 0.9, 3 seeds per set): ``constant`` LR, ``cosine`` to 1% at epoch 24 then flat, ``step_after`` (x0.1 at
    epoch 10, converging after the drop), ``step_plateau`` (x0.1 at epoch 32: a stop before it is false), and
    ``oscillating`` (constant LR, the weights pushed along a fixed random direction by 5% of their RMS times a
-   sine of period 8 steps, forever). Each epoch end records the scheduler's outlook
-   (:func:`~lightning_dynamics.decisions.stopping.learning_rate_outlook`, budget = the rest of the run), so the
-   replay sees what DynamicsEarlyStopping sees through ``trainer.lr_scheduler_configs``.
+   sine of period 8 steps, forever), ``weight_decay`` (weight decay 0.01, batch 16: 90 steps per epoch; the run
+   hovers around an equilibrium) and ``cyclic`` (``CyclicLR`` 0.005-0.05 stepped per batch, 4 epochs up and 4 down:
+   troughs at the ends of epochs 7, 15, 23, 31, 39; a stop before the last is false). Each epoch end records the
+   scheduler's outlook (:func:`~lightning_dynamics.decisions.stopping.learning_rate_outlook`, budget = the rest of
+   the run; ``changes``: it will still lower the learning rate or raise it again), so the replay sees what
+   DynamicsEarlyStopping sees through ``trainer.lr_scheduler_configs``.
 
-Each construction is replayed with the rule as it is now (sub-epoch spread, drift guard, schedule) and with the
-earlier rule (epoch means only, no guard, no schedule) for comparison.
+Each construction is replayed with the rule as it is now (sub-epoch spread, drift guard with its equivalence bound
+and steady-drift test, schedule), with the last round's guard (reversion or shrinkage only) and with the earlier
+rule (epoch means only, no guard, no schedule), for comparison. Knobs were tuned on synthetic seed 10 and real seeds
+0-2; the judged draws are synthetic seeds 2029 (default) and 2030, real seeds 3-5.
 
-Run (``torch.set_num_threads(1)``; ~2 min synthetic, ~1 min per real run on an idle core)::
+Run (``torch.set_num_threads(1)``; on the loaded shared machine 6-20 min per synthetic part, 1-5 min per real set
+from the run cache; ``--rows`` and ``--rules`` run parts)::
 
-    nice -n 10 .venv/bin/python -m benchmarks.early_stopping_calibration synthetic --draws 20
+    nice -n 10 .venv/bin/python -m benchmarks.early_stopping_calibration synthetic --draws 40 --rows walk settle
+    nice -n 10 .venv/bin/python -m benchmarks.early_stopping_calibration synthetic --draws 40 --rows "linear drift"
+    nice -n 10 .venv/bin/python -m benchmarks.early_stopping_calibration synthetic --draws 40 --rows "amplitude 0.02"
+    nice -n 10 .venv/bin/python -m benchmarks.early_stopping_calibration synthetic --draws 40 --rows "amplitude 0.1" \
+        "amplitude 0.5"
+    nice -n 10 .venv/bin/python -m benchmarks.early_stopping_calibration synthetic --draws 80 --seed 2030 --rows walk \
+        --rules now
+    nice -n 10 .venv/bin/python -m benchmarks.early_stopping_calibration real --seeds 3 4 5
     nice -n 10 .venv/bin/python -m benchmarks.early_stopping_calibration real --seeds 0 1 2
 """
 
