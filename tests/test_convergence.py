@@ -95,13 +95,18 @@ def test_min_epochs_threshold_and_non_finite() -> None:
     x = settling(60, noise=0.0)
     # Checks before min_epochs do not count towards patience: 30, 31, 32.
     assert replay(RelativeChangeRule(min_epochs=30), x, list(range(60))) == 32
-    # Without the drift guard it stops at the first epoch below the threshold, by the formula; the guard needs one
-    # more epoch of the second half here (its p is 0.04 at epoch 16, above drift_alpha 0.02).
+    # It stops at the first epoch below the threshold, by the formula, with or without the drift guard: the guard
+    # passes this one-signed, shrinking drift there (p = 0.006 at epoch 16). The last round's guard (reversion or
+    # shrinkage alone, 199 permutations) needed one more epoch: its p was 0.04 at epoch 16, above drift_alpha 0.02.
     assert replay(RelativeChangeRule(stopping_threshold=0.3, drift_guard=False), x, list(range(60))) == first_below(
         x, 0.3
     )
+    last_round = RelativeChangeRule(
+        stopping_threshold=0.3, steady_drift=False, drift_margin=0.0, drift_permutations=199
+    )
+    assert replay(last_round, x, list(range(60))) == first_below(x, 0.3) + 1
     rule = RelativeChangeRule(stopping_threshold=0.3)
-    at_once = first_below(x, 0.3) + 1
+    at_once = first_below(x, 0.3)
     assert replay(rule, x, list(range(60))) == at_once
     stop, reason, message = rule.update(x[:, : at_once + 1], list(range(at_once + 1)))
     assert stop and reason is DynamicsStoppingReason.STOPPING_THRESHOLD and "stopping_threshold 0.3" in message

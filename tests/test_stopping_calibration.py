@@ -11,6 +11,7 @@ from lightning_dynamics.decisions.stopping import (
     LearningRateOutlook,
     RelativeChangeRule,
     learning_rate_outlook,
+    student_t_two_sided,
 )
 
 EPOCH_OF = [i // PER_EPOCH for i in range(EPOCHS * PER_EPOCH)]
@@ -34,6 +35,48 @@ def test_quiet_after_a_transient_where_the_earlier_rule_fired(kind: str, kwargs:
 
 def test_still_fires_on_a_transient_that_settles() -> None:
     assert _fired("settle", RULES["now"], 4) == 4
+
+
+def test_fires_on_a_transient_then_batch_noise_and_a_slow_bounded_drift() -> None:
+    """Converging, with the summaries still creeping (0.3 of the level over ~30 epochs, as a weight norm at constant
+    learning rate)."""
+    assert _fired("drift", RULES["now"], 4) == 4
+
+
+def _transient_then_linear_drift(epochs: int) -> torch.Tensor:
+    """12 layers: a transient, batch noise (1% of the level per point) and a drift of 1% of the level per epoch that
+    does not slow down within the run (about a tenth of the transient's early movement per epoch)."""
+    g = torch.Generator().manual_seed(3)
+    t = torch.arange(epochs * PER_EPOCH, dtype=torch.float64) / PER_EPOCH
+    level = 1 + torch.rand(12, 1, generator=g, dtype=torch.float64)
+    noise = 0.01 * level * torch.randn(12, len(t), generator=g, dtype=torch.float64)
+    return level * (1 - torch.exp(-t / 3)) + 0.01 * level * t + noise
+
+
+def test_the_guard_passes_a_steady_drift_and_not_a_walk() -> None:
+    """The steady-drift clause (t test of the recent epoch-mean changes) passes a drift that neither reverts nor
+    shrinks, which the last round's guard (reversion or shrinkage only) held; a random walk after the same
+    transient passes neither it nor the equivalence bound."""
+    x, epochs = _transient_then_linear_drift(32), EPOCH_OF[: 32 * PER_EPOCH]
+    steady = RelativeChangeRule(patience=1, drift_margin=0.0)  # the equivalence bound off: the t test decides
+    assert steady.update(x, epochs)[0] and steady.drift_p_value < 0.001
+    held = RelativeChangeRule(patience=1, drift_margin=0.0, steady_drift=False)
+    assert not held.update(x, epochs)[0] and held.statistic <= 0.25 and held.drift_p_value > 0.1
+    walk = synthetic_run("walk", torch.Generator().manual_seed(3))[:, : 24 * PER_EPOCH]
+    rule = RelativeChangeRule(patience=1)
+    assert not rule.update(walk, epochs[: 24 * PER_EPOCH])[0]
+    assert rule.statistic <= 0.25 and rule.p_value <= 0.01  # the ratio and its test alone would pass it
+    assert rule.drift_bound > rule.drift_margin and rule.drift_p_value > rule.drift_alpha
+
+
+def test_student_t_against_scipy() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    t = torch.tensor([0.0, 0.3, -1.0, 2.365, 4.0, 9.0, float("nan")], dtype=torch.float64)
+    for df in (1, 2, 3, 6, 7, 8, 15, 30):
+        expected = torch.tensor(2 * stats.t.sf(t.abs().numpy(), df), dtype=torch.float64)
+        torch.testing.assert_close(student_t_two_sided(t, df), expected, equal_nan=True, atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="`df` must be an integer >= 1"):
+        student_t_two_sided(t, 0)
 
 
 def test_sub_epoch_spread_is_movement_and_batch_noise_is_not() -> None:
@@ -123,13 +166,42 @@ def test_schedule_policy(schedule: str) -> None:
         assert ("schedule='warn'" in message) == (schedule == "warn")
 
 
+def test_a_cyclic_schedule_holds_the_stop_until_its_last_trough() -> None:
+    """At a trough of CyclicLR nothing lower lies ahead, but the next cycle does: the outlook says it raises the
+    learning rate and the rule waits; with no cycle left in the budget it stops."""
+    opt = _optimizer(0.05)
+    sched = torch.optim.lr_scheduler.CyclicLR(opt, base_lr=0.005, max_lr=0.05, step_size_up=10, cycle_momentum=False)
+    at_trough = learning_rate_outlook(sched, steps_left=40)
+    assert not at_trough.lowers and at_trough.raises and at_trough.changes and at_trough.steps_until == 1
+    assert "raises it" in at_trough.detail
+    assert not learning_rate_outlook(sched, steps_left=0).changes  # the budget ends at this trough
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    rising = learning_rate_outlook(sched, steps_left=40)
+    assert rising.lowers and not rising.raises  # on its way up: the next trough lies ahead
+    x, epochs = _settled()
+    rule = RelativeChangeRule(patience=1)
+    stop, _, message = rule.update(x[:, :30], epochs[:30], lr_outlook=at_trough)
+    assert not stop and rule.held_by_schedule == 1 and "raises it" in message
+    assert rule.update(x[:, :31], epochs[:31], lr_outlook=learning_rate_outlook(sched, steps_left=0))[0]
+
+
 def test_new_arguments_are_checked() -> None:
     with pytest.raises(ValueError, match="`schedule` must be one of"):
         RelativeChangeRule(schedule="later")
     with pytest.raises(ValueError, match="`sub_epoch` must be True or False"):
         RelativeChangeRule(sub_epoch=math.nan)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"`drift_alpha` must be at least 0.01 \(the smallest p-value 199"):
-        RelativeChangeRule(drift_alpha=0.007)
+    with pytest.raises(ValueError, match=r"`drift_alpha` must be at least 0.003 \(the smallest p-value 999 .*times 3"):
+        RelativeChangeRule(drift_alpha=0.002)
+    with pytest.raises(ValueError, match=r"`drift_alpha` must be at least 0.01 \(the smallest p-value 199 .*times 2"):
+        RelativeChangeRule(drift_alpha=0.007, drift_permutations=199, steady_drift=False)
+    with pytest.raises(ValueError, match=r"`drift_margin` must be a number in \[0, 1\)"):
+        RelativeChangeRule(drift_margin=1.0)
+    with pytest.raises(ValueError, match="`drift_permutations`"):
+        RelativeChangeRule(drift_permutations=0)
+    with pytest.raises(ValueError, match="`steady_drift` must be True or False"):
+        RelativeChangeRule(steady_drift=None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="`drift_alpha`"):
         RelativeChangeRule(drift_alpha=1.0)
     with pytest.raises(ValueError, match="`lr_outlook` must be a LearningRateOutlook"):

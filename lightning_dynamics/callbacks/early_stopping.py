@@ -272,7 +272,7 @@ class DynamicsEarlyStopping(pl.Callback):
     @staticmethod
     def _lr_outlook(trainer: pl.Trainer) -> LearningRateOutlook | None:
         """The schedulers' outlook (:func:`~lightning_dynamics.decisions.stopping.learning_rate_outlook`) over the
-        rest of the budget; the first one that will still lower the learning rate, else the last answer."""
+        rest of the budget; the first one that will still lower or raise the learning rate, else the last answer."""
         answer = None
         for config in trainer.lr_scheduler_configs:
             frequency = max(1, int(config.frequency))
@@ -283,7 +283,7 @@ class DynamicsEarlyStopping(pl.Callback):
                 last = trainer.max_epochs
                 left = None if last is None or last < 0 else max(0, last - 1 - trainer.current_epoch) // frequency
             answer = learning_rate_outlook(config.scheduler, steps_left=left)
-            if answer.lowers:
+            if answer.changes:
                 return answer
         return answer
 

@@ -3,8 +3,9 @@
 Framework-neutral (no Lightning import). :class:`RelativeChangeRule` is the default decision of
 :class:`~lightning_dynamics.DynamicsEarlyStopping`: at each check it reads the layer-summary history ``x: [L, T]``
 and stops once most layers' recent changes are small against their early-training scale *and* significantly so
-under the run's own time-shuffle null (:func:`~lightning_dynamics.functional.relative_change_test`). It is built to
-stay quiet on runs that never converge (stationary increments: white noise, random walks) at any series length.
+under the run's own time-shuffle null (:func:`~lightning_dynamics.functional.relative_change_test`), and their epoch
+means no longer wander (a drift guard). Stationary increments (white noise, random walks from the first step) give
+no stop at any series length measured; the classes it still stops on are listed in docs/early_stopping.md.
 
 :class:`VolatilityDropRule` (a drop in the volatility of the stability index, after La Quang, Ugail, Howard et al.,
 arXiv:2604.09716) and :func:`convergence_signal` are kept for analysis of logged runs and for comparison. **It is
@@ -63,6 +64,37 @@ def _check_threshold(value: Any) -> float | None:
     return value
 
 
+def student_t_two_sided(t: Tensor, df: int) -> Tensor:
+    r"""Two-sided p-value :math:`P(|T| \ge |t|)` of Student's t with integer ``df >= 1`` (elementwise, any shape).
+
+    The closed forms of Abramowitz & Stegun 26.7.3 (odd ``df``) and 26.7.4 (even ``df``) for
+    :math:`A(t | \nu) = P(|T| \le |t|)`, with :math:`\theta = \arctan(|t| / \sqrt{\nu})`; no scipy needed.
+    NaN in, NaN out.
+
+    Example:
+        >>> [round(v, 4) for v in student_t_two_sided(torch.tensor([0.0, 2.365, 1.0]), 7).tolist()]
+        [1.0, 0.05, 0.3506]
+    """
+    if int(df) < 1:
+        raise ValueError(f"`df` must be an integer >= 1, got {df!r}.")
+    t = torch.as_tensor(t, dtype=torch.float64)
+    theta = torch.atan(t.abs() / math.sqrt(df))
+    c2 = torch.cos(theta).square()
+    if df % 2:
+        total, term = torch.zeros_like(theta), torch.cos(theta)
+        for k in range(1, (df - 1) // 2 + 1):  # cos + (2/3) cos^3 + (2*4)/(3*5) cos^5 + ...
+            total = total + term
+            term = term * c2 * (2 * k) / (2 * k + 1)
+        inside = 2 / math.pi * (theta + torch.sin(theta) * total) if df > 1 else 2 / math.pi * theta
+    else:
+        total, term = torch.zeros_like(theta), torch.ones_like(theta)
+        for k in range(1, df // 2 + 1):  # 1 + (1/2) cos^2 + (1*3)/(2*4) cos^4 + ...
+            total = total + term
+            term = term * c2 * (2 * k - 1) / (2 * k)
+        inside = torch.sin(theta) * total
+    return (1 - inside).clamp(0.0, 1.0)
+
+
 @dataclass(frozen=True)
 class LearningRateOutlook:
     """What a learning-rate scheduler will still do: the answer of :func:`learning_rate_outlook`.
@@ -73,11 +105,20 @@ class LearningRateOutlook:
         steps_until: scheduler steps from now until the first such drop (``None``: not known in advance, as for
             ``ReduceLROnPlateau``, or no drop).
         detail: the answer in words (the scheduler, the learning rate now and the lowest one ahead).
+        raises: the scheduler lowers nothing but will raise some group's learning rate above ``(1 + tolerance)`` x
+            its value now within the steps looked at: a cyclic schedule at a trough, a warm restart (``steps_until``
+            then counts to the rise). A later trough or a new phase of training lies ahead.
     """
 
     lowers: bool
     steps_until: int | None
     detail: str
+    raises: bool = False
+
+    @property
+    def changes(self) -> bool:
+        """The schedule will still lower or raise the learning rate: what the stopping rule waits for."""
+        return self.lowers or self.raises
 
 
 def _proxy_optimizer(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
@@ -99,7 +140,9 @@ def learning_rate_outlook(
     run's budget, in the scheduler's own unit, epochs or optimizer steps), or up to ``max_steps`` when the
     budget is open. It "lowers" when some group's learning rate ahead falls below ``(1 - tolerance)`` x its
     value now: a milestone ahead, a cosine not at its floor, a step decay. Schedules that go up and down
-    (cyclic, one-cycle, warm restarts) lower it too whenever a trough lies ahead. ``ReduceLROnPlateau`` is
+    (cyclic, one-cycle, warm restarts) lower it too whenever a trough lies ahead; at a trough, where nothing
+    lower lies ahead, it "raises" when some group's learning rate ahead exceeds ``(1 + tolerance)`` x its value
+    now (the next cycle or restart is planned). ``ReduceLROnPlateau`` is
     driven by a metric, not by time: it lowers while some group's ``lr * factor`` is still above its
     ``min_lr`` (by more than its ``eps``), ``steps_until`` unknown. The real scheduler is not touched.
 
@@ -143,6 +186,7 @@ def learning_rate_outlook(
     proxy = _proxy_optimizer(optimizer)
     clone = copy.deepcopy(scheduler, memo={id(optimizer): proxy})
     lowest = list(now)
+    rise: tuple[int, list[float]] | None = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "lr_scheduler.step() before optimizer.step()": the stand-in never steps
         for step in range(1, horizon + 1):
@@ -155,7 +199,17 @@ def learning_rate_outlook(
                     step,
                     f"{name} lowers the learning rate from {now} to {ahead} in {step} scheduler step(s)",
                 )
+            if rise is None and any(a > (1.0 + tolerance) * n for a, n in zip(ahead, now, strict=True)):
+                rise = (step, ahead)
     span = "the rest of the run" if steps_left is not None and steps_left <= max_steps else f"{horizon} steps"
+    if rise is not None:
+        return LearningRateOutlook(
+            False,
+            rise[0],
+            f"{name} does not lower the learning rate below {1 - tolerance:g} x {now} within {span}, but raises it "
+            f"to {rise[1]} in {rise[0]} scheduler step(s) (a cyclic schedule or a restart: more training is planned)",
+            raises=True,
+        )
     return LearningRateOutlook(
         False, None, f"{name} does not lower the learning rate below {1 - tolerance:g} x {now} within {span}"
     )
@@ -181,12 +235,19 @@ class RelativeChangeRule:
        p-value under a time-shuffle null of the movements (:func:`~lightning_dynamics.functional.relative_change_test`,
        ``n_permutations`` surrogates, one permutation shared by all layers).
     3. **Drift guard** (``drift_guard``): a first half that holds the learning transient makes any later motion
-       look small, a small random walk included. So the epoch means of the second half (the changes the
-       reference does not hold) must also look settled on their own: either mean-reverting (the median over
-       layers of the variance of the levels over the mean squared change is low against the same changes in
-       shuffled order: a level with noise, not a walk) or still shrinking (the mean absolute change of the
-       later half of them over the earlier half is low against the shuffled order: a decaying trend). Its
-       p-value is the smaller of the two, doubled (Bonferroni), and must be at most ``drift_alpha``.
+       look small, a small random walk included. So the epoch means must also look settled on their own. The guard
+       holds when either (a) the drift is practically nil: :attr:`drift_bound`, the median over layers of the
+       one-sided 95% upper bound of the mean change per epoch over the last ``w`` epochs in units of the layer's
+       mean movement over the first half, is at most ``drift_margin`` (an equivalence claim, as in a TOST: the
+       summaries would take more than ``1 / drift_margin`` epochs to move as much as an average early epoch); or
+       (b) the changes of the second half are not those of a symmetric random walk: mean-reverting (the median
+       over layers of the variance of the levels over the mean squared change is low against the same changes in
+       shuffled order: a level with noise), still shrinking (the mean absolute change of the later half of them
+       over the earlier half is low against the shuffled order: a decaying trend), or, with ``steady_drift``, a
+       steady drift (one-sample t test of the last ``w`` changes of each layer, the median layer's p-value: a
+       slow drift of one sign, as a weight norm that keeps growing at a constant learning rate). Its p-value
+       :attr:`drift_p_value` is the smallest of these, times their number (Bonferroni), and must be at most
+       ``drift_alpha``.
     4. The check passes when :math:`s \le` ``ratio``, :math:`p \le` ``alpha`` and the guard holds; the rule
        stops after ``patience`` consecutive passing checks, not before ``min_epochs``. With
        ``stopping_threshold``, a check with :math:`s \le` ``stopping_threshold`` that passes otherwise stops at once.
@@ -194,13 +255,16 @@ class RelativeChangeRule:
        still lower the learning rate within the run), ``"wait"`` (default) does not stop and says why,
        ``"warn"`` stops and says that the schedule would still lower it, ``"ignore"`` does not look.
 
-    Why it stays quiet on noise: increments of white noise or a random walk are stationary, so :math:`s \approx 1`
-    at every length, and a summary that drifts like :math:`\sqrt{t}` gives :math:`s \approx 0.35`, not below 0.25.
-    The guard covers what the ratio cannot: a run whose transient is over but which keeps wandering.
-    docs/early_stopping.md has the measured false-stop rates, including the classes that remain. Source of the
-    quantity: Ahmad et al., arXiv:2403.02473 (relative change of a layer against its own scale); the null is
-    that of docs/method.md section 8b; the mean-reversion statistic is von Neumann's ratio (Ann. Math. Stat.
-    12:367, 1941) read the other way round.
+    Increments of white noise or a random walk are stationary, so :math:`s \approx 1` at every length, and a
+    summary that drifts like :math:`\sqrt{t}` gives :math:`s \approx 0.35`, not below 0.25. The guard covers what
+    the ratio cannot: a run whose transient is over but which keeps wandering. It is not quiet on everything that
+    has not converged: docs/early_stopping.md has the measured false-stop rates and the classes that remain (an
+    oscillation inside the epoch smaller than about a quarter of the early movement; motion below batch noise).
+    Source of the quantity: Ahmad et al., arXiv:2403.02473 (relative change of a layer against its own scale); the
+    null is that of docs/method.md section 8b; the mean-reversion statistic is von Neumann's ratio (Ann. Math. Stat.
+    12:367, 1941) read the other way round; the equivalence bound follows Schuirmann's two one-sided tests (J.
+    Pharmacokinet. Biopharm. 15:657, 1987); a weight norm that keeps growing while the classifier has converged:
+    Soudry et al., JMLR 19(70), 2018.
 
     A check whose newest column holds a value that is non-finite in a layer that was finite before stops with
     :attr:`DynamicsStoppingReason.NON_FINITE_METRIC` when ``check_finite`` (diverged activations).
@@ -217,13 +281,19 @@ class RelativeChangeRule:
         seed: of the permutations (reproducible decisions; every process draws the same ones).
         sub_epoch: count the spread of the points within an epoch as movement (step 1).
         drift_guard: apply step 3.
-        drift_alpha: the guard's level, in ``(0, 1)``; at least ``2 / (1 + n_permutations)``.
+        drift_alpha: the guard's level, in ``(0, 1)``; at least ``k / (1 + drift_permutations)`` for its ``k``
+            tests (3 with ``steady_drift``, else 2).
+        steady_drift: let a steady drift of one sign pass the guard (step 3).
+        drift_permutations: permutations of the guard's tests (>= 1).
+        drift_margin: the guard's equivalence margin, in ``[0, 1)`` (step 3; 0: no equivalence bound).
         schedule: ``"wait"``, ``"warn"`` or ``"ignore"`` (step 5).
 
     Attributes:
         wait_count: consecutive passing checks so far.
         statistic, p_value, window: of the last check (NaN, NaN, 0 before the first defined one).
-        drift_p_value: the guard's p-value at the last check that reached it (NaN otherwise).
+        drift_bound: the guard's equivalence bound at the last check that reached it (NaN otherwise).
+        drift_p_value: the guard's p-value at the last check that needed it (NaN otherwise: not reached, or the
+            bound already held).
         held_by_schedule: passing checks that did not stop because the learning rate will still fall.
 
     Example:
@@ -248,12 +318,16 @@ class RelativeChangeRule:
     sub_epoch: bool = True
     drift_guard: bool = True
     drift_alpha: float = 0.02
+    steady_drift: bool = True
+    drift_permutations: int = 999
+    drift_margin: float = 0.1
     schedule: str = "wait"
     wait_count: int = field(default=0, init=False)
     statistic: float = field(default=math.nan, init=False)
     p_value: float = field(default=math.nan, init=False)
     window: int = field(default=0, init=False)
     drift_p_value: float = field(default=math.nan, init=False)
+    drift_bound: float = field(default=math.nan, init=False)
     held_by_schedule: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
@@ -269,16 +343,25 @@ class RelativeChangeRule:
         self.sub_epoch = check_bool("sub_epoch", self.sub_epoch)
         self.drift_guard = check_bool("drift_guard", self.drift_guard)
         self.drift_alpha = _check_probability("drift_alpha", self.drift_alpha)
+        self.steady_drift = check_bool("steady_drift", self.steady_drift)
+        self.drift_permutations = check_int("drift_permutations", self.drift_permutations, 1)  # type: ignore[assignment]
+        self.drift_margin = check_finite_real("drift_margin", self.drift_margin)  # type: ignore[assignment]
+        if not 0.0 <= self.drift_margin < 1.0:
+            raise ValueError(
+                f"`drift_margin` must be a number in [0, 1) (0: no equivalence bound), got {self.drift_margin!r}."
+            )
         if self.schedule not in SCHEDULE_POLICIES:
             raise ValueError(f"`schedule` must be one of {SCHEDULE_POLICIES}, got {self.schedule!r}.")
-        for name, level, smallest in (
-            ("alpha", self.alpha, 1.0 / (1 + self.n_permutations)),
-            ("drift_alpha", self.drift_alpha, 2.0 / (1 + self.n_permutations)),  # two tests, Bonferroni
+        clauses = 3 if self.steady_drift else 2  # the guard's tests, Bonferroni
+        for name, level, draws, times in (
+            ("alpha", self.alpha, self.n_permutations, 1),
+            ("drift_alpha", self.drift_alpha, self.drift_permutations, clauses),
         ):
+            smallest = times / (1 + draws)
             if level < smallest:
                 raise ValueError(
-                    f"`{name}` must be at least {smallest:.4g} (the smallest p-value {self.n_permutations} "
-                    f"permutations can give{', doubled' if name == 'drift_alpha' else ''}), got {level!r}."
+                    f"`{name}` must be at least {smallest:.4g} (the smallest p-value {draws} permutations can give"
+                    f"{f', times {times}' if times > 1 else ''}), got {level!r}."
                 )
 
     @staticmethod
@@ -327,7 +410,7 @@ class RelativeChangeRule:
         return means, spread
 
     def _drift_p_value(self, means: Tensor, generator: torch.Generator) -> float:
-        """Step 3 on the changes of the second half of the epoch means: min of two permutation p-values, doubled."""
+        """Step 3 on the changes of the second half of the epoch means: min of three permutation p-values, x3."""
         d = means.diff(dim=-1)
         d = d[:, d.shape[-1] // 2 :]  # the changes the reference (the first half) does not hold
         d = d[torch.isfinite(d).all(-1)]
@@ -335,7 +418,8 @@ class RelativeChangeRule:
         if d.shape[0] == 0 or n < 4:
             return math.nan
         half = n // 2
-        order = torch.stack([torch.randperm(n, generator=generator) for _ in range(self.n_permutations)])
+        draws = self.drift_permutations
+        order = torch.rand(draws, n, generator=generator).argsort(-1)  # draws uniform permutations at once
         shuffled = torch.cat([d.unsqueeze(1), d[:, order]], 1)  # [L, 1 + P, n], the observed order first
 
         def reversion(v: Tensor) -> Tensor:
@@ -352,8 +436,34 @@ class RelativeChangeRule:
             if math.isnan(float(values[0])):
                 p_values.append(1.0)
                 continue
-            p_values.append(float((values[1:] <= values[0]).sum() + 1) / (1 + self.n_permutations))
-        return min(1.0, 2.0 * min(p_values))
+            p_values.append(float((values[1:] <= values[0]).sum() + 1) / (1 + draws))
+        if self.steady_drift:
+            # A steady drift: the recent changes' mean is far from 0 against their spread (one-sample t test of the
+            # last w changes per layer; the median layer's p-value). A permutation of signs could not resolve
+            # p-values below 2 / 2**w.
+            recent = means.diff(dim=-1)[:, -self.window :]
+            recent = recent[torch.isfinite(recent).all(-1)]
+            w = recent.shape[-1]
+            t = recent.mean(-1) / (recent.std(-1) / math.sqrt(w))
+            p_t = student_t_two_sided(t, w - 1)
+            p_values.append(float(p_t.nanmedian()) if bool(torch.isfinite(p_t).any()) else 1.0)
+        return min(1.0, len(p_values) * min(p_values))
+
+    def _drift_bound(self, means: Tensor, movement: Tensor) -> float:
+        r"""Step 3's equivalence bound, the median over layers of :math:`(|\bar d| + t_{0.95,w-1} s_d/\sqrt{w}) / m_0`.
+
+        :math:`\bar d, s_d`: mean and sd of the last ``w`` changes of the layer's epoch means; :math:`m_0`: its mean
+        movement over the first half (the reference of the relative change). A one-sided 95% upper bound of the
+        recent drift per epoch in units of an early epoch's movement (NaN when no layer has a reference)."""
+        d = means.diff(dim=-1)[:, -self.window :]
+        w = d.shape[-1]
+        z, df = 1.6448536269514722, w - 1  # Cornish-Fisher expansion of Student's t quantile
+        t = z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+        bound = d.mean(-1).abs() + t * d.std(-1) / math.sqrt(w)
+        early = movement[:, : movement.shape[-1] // 2].mean(-1)
+        ratio = (bound / early).masked_fill(early <= 0, math.nan)
+        ratio = ratio[torch.isfinite(ratio)]
+        return float(ratio.median()) if ratio.numel() else math.nan
 
     def update(
         self,
@@ -371,7 +481,8 @@ class RelativeChangeRule:
             lr_outlook: what the learning-rate schedule will still do (:func:`learning_rate_outlook`); ``None``:
                 no scheduler, or not known.
 
-        When the check passes but ``lr_outlook.lowers`` under ``schedule="wait"``, the result is
+        When the check passes but ``lr_outlook.changes`` (it lowers or raises the learning rate) under
+        ``schedule="wait"``, the result is
         ``(False, NOT_STOPPED, message)`` with the message saying why it did not stop.
         """
         if not isinstance(x, Tensor) or x.dim() != 2:
@@ -395,7 +506,7 @@ class RelativeChangeRule:
                 )
         means, spread = self.epoch_movement(x, epochs)
         self.window = self.window_epochs
-        self.drift_p_value = math.nan
+        self.drift_p_value = self.drift_bound = math.nan
         if means.shape[-1] < 2 * self.window + 1:
             self.statistic, self.p_value = math.nan, math.nan
             return False, DynamicsStoppingReason.NOT_STOPPED, None
@@ -413,17 +524,24 @@ class RelativeChangeRule:
             self.p_value = float(relative_change_test(path, self.window, self.n_permutations, generator).p_value)
             passed = self.p_value <= self.alpha
             if passed and self.drift_guard:
-                self.drift_p_value = self._drift_p_value(means, generator)
-                passed = self.drift_p_value <= self.drift_alpha
+                self.drift_bound = self._drift_bound(means, movement)
+                if not self.drift_bound <= self.drift_margin:
+                    self.drift_p_value = self._drift_p_value(means, generator)
+                passed = self.drift_bound <= self.drift_margin or self.drift_p_value <= self.drift_alpha
         if epoch < self.min_epochs:
             return False, DynamicsStoppingReason.NOT_STOPPED, None
         detail = (
             f"median relative change {self.statistic:.3g} (recent {self.window} epochs against the first half of the "
             f"history; p = {self.p_value:.3g} under the time-shuffle null, alpha {self.alpha:g}"
-            + (f"; drift guard p = {self.drift_p_value:.3g}" if self.drift_guard else "")
+            + (
+                f"; drift guard: bound {self.drift_bound:.3g} (margin {self.drift_margin:g}), p = "
+                f"{self.drift_p_value:.3g} (drift_alpha {self.drift_alpha:g})"
+                if self.drift_guard
+                else ""
+            )
             + ")"
         )
-        lowers = lr_outlook is not None and lr_outlook.lowers and self.schedule != "ignore"
+        lowers = lr_outlook is not None and lr_outlook.changes and self.schedule != "ignore"
         if passed and self.stopping_threshold is not None and self.statistic <= self.stopping_threshold:
             return self._decide(
                 DynamicsStoppingReason.STOPPING_THRESHOLD,

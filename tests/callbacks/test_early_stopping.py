@@ -175,9 +175,7 @@ class DigitsMLP(TinyModule):
 def test_stops_a_plateauing_digits_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The MLP of benchmarks/early_stopping.py on digits settles within ~15 epochs (its accuracy within about 2
     points of its best); the relative-change rule without its drift guard stops it there, and says once why and
-    when. With the guard (the default) it does not stop within 40 epochs: the epoch means of this MLP keep
-    drifting slowly (drift p 0.14 at epoch 39 against drift_alpha 0.02), the cost measured in
-    benchmarks/early_stopping_calibration.md."""
+    when. The default rule, guard included, on MLPs of this kind: benchmarks/early_stopping_calibration.md."""
     pl.seed_everything(0)
     stopper = DynamicsEarlyStopping()
     stopper.rule = RelativeChangeRule(drift_guard=False)
