@@ -115,7 +115,7 @@ def relative_change_stop_epoch(x: torch.Tensor, epochs: Sequence[int], **knob: A
         >>> t = torch.arange(40, dtype=torch.float64)
         >>> x = torch.stack([s * (1 - torch.exp(-t / 4)) for s in (1.0, 2.0, 3.0)])  # three settling layers
         >>> relative_change_stop_epoch(x, list(range(40)), patience=2, window_epochs=5)
-        18
+        12
     """
     from lightning_dynamics.decisions.stopping import RelativeChangeRule
 

@@ -116,7 +116,7 @@ def relative_change_signal(
         >>> t = torch.arange(40, dtype=torch.float64)
         >>> x = torch.stack([s * (1 - torch.exp(-t / 4)) for s in (1.0, 2.0, 3.0)])
         >>> relative_change_signal(x, list(range(40)))
-        19
+        18
     """
     rule = RelativeChangeRule(ratio=ratio, patience=patience, min_epochs=min_epochs)
     epochs = [int(e) for e in epochs]
