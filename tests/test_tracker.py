@@ -178,6 +178,29 @@ def test_nonfinite_counts_every_interval_since_the_last_computation() -> None:
     tracker.end_fit()
 
 
+def test_a_sample_point_without_measures_runs_no_tensor_operation() -> None:
+    """Closing a point between two computations only moves the hooks to a new column: no kernel, no host read (on
+    a GPU, a host read at every step would stall it). The points are summarised in one batch when the measures
+    run, and a read of the history in between sees every point."""
+    model = _model()
+    tracker = DynamicsTracker(layers=["0", "2", "4"], verbose=False, config=DynamicsConfig(points_per_epoch=4))
+    tracker.begin_fit(model)
+    tracker.epoch_start(0, 0, 4)
+    for batch_idx in range(3):
+        model(torch.randn(4, 6))
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            assert tracker.batch_end(0, batch_idx + 1, batch_idx, 4) is None
+        ops = {e.name for e in prof.events() if e.name.startswith("aten::")}
+        assert ops <= {"aten::select", "aten::slice", "aten::as_strided"}, ops  # views of the next column only
+    assert tracker.n_samples == 3 and tracker.accumulator is not None and tracker.accumulator.closed == 3
+    assert tracker.history is not None and tracker.history.length == 3 and tracker.accumulator.closed == 0
+    model(torch.randn(4, 6))
+    assert tracker.epoch_end(0, 4) is not None
+    assert tracker.history.epochs == [0] * 4 and tracker.history.steps == [1, 2, 3, 4]
+    assert not tracker.history.values.isnan().any()
+    tracker.end_fit()
+
+
 def test_a_fit_without_sample_points_writes_no_file(tmp_path: Path) -> None:
     tracker = DynamicsTracker(verbose=False)
     tracker.begin_fit(_model(), history_dir=tmp_path)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -89,18 +90,33 @@ class SummaryHistory:
             self.segments.append(self.length)
 
     def append(self, column: Tensor, epoch: int, step: int) -> None:
+        """Add one sample point: ``column`` ``[L]`` at ``epoch`` and ``step``."""
         if column.shape != (len(self.layer_names),):
             raise ValueError(f"expected a column of shape ({len(self.layer_names)},), got {tuple(column.shape)}.")
-        if self.length > self.segments[-1] and (epoch < self.epochs[-1] or step < self.steps[-1]):
-            self.segments.append(self.length)  # the epoch or step went back: a new fit that did not say so
-        if self.length == self._buffer.shape[1]:
-            grown = torch.full((self._buffer.shape[0], 2 * self._buffer.shape[1]), float("nan"), device=self.device)
-            grown[:, : self.length] = self._buffer
+        self.extend(column.unsqueeze(1), [epoch], [step])
+
+    def extend(self, columns: Tensor, epochs: Sequence[int], steps: Sequence[int]) -> None:
+        """Add ``n`` sample points at once: ``columns`` ``[L, n]``, one epoch and step each (one copy)."""
+        n = len(epochs)
+        if columns.shape != (len(self.layer_names), n) or len(steps) != n:
+            raise ValueError(
+                f"expected columns of shape ({len(self.layer_names)}, {n}) with {n} epochs and steps, got "
+                f"{tuple(columns.shape)} with {len(steps)} steps."
+            )
+        end = self.length + n
+        if end > self._buffer.shape[1]:
+            grown = torch.full(
+                (self._buffer.shape[0], max(end, 2 * self._buffer.shape[1])), float("nan"), device=self.device
+            )
+            grown[:, : self.length] = self._buffer[:, : self.length]
             self._buffer = grown
-        self._buffer[:, self.length] = column.to(self._buffer)
-        self.length += 1
-        self.epochs.append(int(epoch))
-        self.steps.append(int(step))
+        self._buffer[:, self.length : end] = columns.to(self._buffer)
+        for epoch, step in zip(epochs, steps, strict=True):
+            if self.length > self.segments[-1] and (epoch < self.epochs[-1] or step < self.steps[-1]):
+                self.segments.append(self.length)  # the epoch or step went back: a new fit that did not say so
+            self.length += 1
+            self.epochs.append(int(epoch))
+            self.steps.append(int(step))
 
     def check_not_ahead(
         self, epoch: int, step: int | None = None, where: str = "the checkpoint's dynamics history"

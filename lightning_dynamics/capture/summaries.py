@@ -96,14 +96,23 @@ class SummaryAccumulator:
         self.summary = summary
         self.n_layers = n_layers
         dtype = torch.float32 if device.type == "mps" else torch.float64
-        self.sums = torch.zeros(n_layers, 2 if summary == "std" else 1, dtype=dtype, device=device)
-        self.count_sums = torch.zeros(n_layers, dtype=dtype, device=device)
+        # [capacity, L, k + 1]: the closed intervals not yet summarised (0 .. closed - 1), then the open one; zeros
+        # beyond. `sums` and `count_sums` are views of the open interval's column, where the hooks add.
+        self._block = torch.zeros(8, n_layers, 3 if summary == "std" else 2, dtype=dtype, device=device)
+        self.closed = 0
+        self._bind()
         # std: per-layer shift K (float64 where available); rms: layers summed with scaling (host flags).
         self.shift = torch.zeros(n_layers, dtype=dtype, device=device)
         self.scaled = [False] * n_layers
         # Layers whose capture failed: their packed count is NaN, which survives the all-reduce (SUM), so the
         # layer is missing on every rank, as in one process, instead of summarising the other ranks' data.
         self.disabled = [False] * n_layers
+        self._disabled_from: dict[int, int] = {}  # layer -> the first pending interval it is disabled in
+
+    def _bind(self) -> None:
+        column = self._block[self.closed]
+        self.sums = column[:, :-1]
+        self.count_sums = column[:, -1]
 
     @torch.no_grad()
     def add(self, index: int, activation: Tensor) -> None:
@@ -154,34 +163,75 @@ class SummaryAccumulator:
         """Drop layer ``index``'s interval and mark it missing from now on, on every rank (count NaN)."""
         self.discard(index)
         self.disabled[index] = True
+        self._disabled_from.setdefault(index, self.closed)
 
     def packed(self) -> Tensor:
-        """``[L, k + 1]``: the sums with the counts as last column, ready for one all-reduce (SUM).
+        """``[L, k + 1]``: the open interval's sums with the counts as last column, ready for one all-reduce (SUM).
 
         A disabled layer's count is NaN: after the all-reduce its value is NaN on every rank.
         """
-        counts = self.count_sums
-        if any(self.disabled):
-            off = torch.tensor(self.disabled, dtype=torch.bool).to(counts.device, non_blocking=True)
-            counts = torch.where(off, torch.full_like(counts, math.nan), counts)
-        return torch.cat([self.sums, counts.unsqueeze(-1)], dim=-1)
+        return self._with_disabled(self._block[self.closed : self.closed + 1].clone(), self.closed)[0]
+
+    def close(self) -> None:
+        """Close the open interval, keep its sums as a pending column and open the next one: no kernel, no host
+        synchronisation (the storage doubles when full). :meth:`pending` and :meth:`take` summarise them later,
+        all at once."""
+        self.closed += 1
+        if self.closed == self._block.shape[0]:
+            grown = torch.zeros(2 * self.closed, *self._block.shape[1:], dtype=self._block.dtype, device=self.device)
+            grown[: self.closed] = self._block
+            self._block = grown
+        self._bind()
+
+    def pending(self) -> Tensor:
+        """``[n, L, k + 1]``: the closed intervals not yet summarised, packed as :meth:`packed` (oldest first; a
+        copy, which an in-place all-reduce may overwrite)."""
+        return self._with_disabled(self._block[: self.closed].clone(), 0)
+
+    def take(self, packed: Tensor) -> Tensor:
+        """Summary values ``[n, L]`` float32 of the pending intervals from their (all-reduced) ``packed`` sums
+        (:meth:`pending`), and drop them: the open interval becomes the first again."""
+        values = self.summarize(packed)
+        n = self.closed
+        self._block[0].copy_(self._block[n])
+        self._block[1 : n + 1].zero_()
+        self.closed = 0
+        self._disabled_from = dict.fromkeys(self._disabled_from, 0)
+        self._bind()
+        return values
+
+    def _with_disabled(self, block: Tensor, first: int) -> Tensor:
+        """``block`` (a copy of columns ``first ..``) with NaN counts for the layers disabled in or before each."""
+        for index, since in self._disabled_from.items():
+            block[max(0, since - first) :, index, -1] = math.nan
+        return block
+
+    @property
+    def device(self) -> torch.device:
+        return self._block.device
 
     def summarize(self, packed: Tensor) -> Tensor:
-        """Summary values ``[L]`` float32 from (all-reduced) ``packed`` sums, and the state for the next interval.
+        """Summary values ``[..., L]`` float32 from (all-reduced) ``packed`` sums ``[..., L, k + 1]``, and the state
+        for the next interval.
 
-        Equal to the module-level :func:`summarize`; in addition it moves the ``std`` shift ``K`` to this
-        interval's global mean and flags ``rms`` layers that need scaled squares. Identical on every rank
-        given the same ``packed``. ``rms`` reads the flags on the host: one small synchronisation per
-        sample point (none in :meth:`add`).
+        Equal to the module-level :func:`summarize`; in addition it moves the ``std`` shift ``K`` to the global
+        mean of the last interval in which a layer was called, and flags ``rms`` layers that need scaled squares
+        (from the next interval on: the pending intervals were all summed with the flags they find). Identical
+        on every rank given the same ``packed``. ``rms`` reads the flags on the host: one small synchronisation
+        per call (none in :meth:`add` or :meth:`close`).
         """
-        values = summarize(packed, self.summary)
-        counts = packed[:, -1]
+        block = packed.reshape(-1, *packed.shape[-2:])
+        values = summarize(block, self.summary)
+        counts = block[..., -1]
         if self.summary == "std":
-            mean_offset = packed[:, 0] / counts.clamp(min=1)
-            moved = self.shift + mean_offset.to(self.shift)
-            self.shift = torch.where((counts > 0) & torch.isfinite(moved), moved, self.shift)
-            return values
-        total = packed[:, 0]
+            moved = self.shift + (block[..., 0] / counts.clamp(min=1)).to(self.shift)
+            usable = (counts > 0) & torch.isfinite(moved)
+            order = torch.arange(1, len(block) + 1, device=block.device).unsqueeze(-1)
+            last = torch.where(usable, order, 0).amax(0)  # 1 + the last usable interval per layer; 0: none
+            latest = moved.gather(0, (last - 1).clamp(min=0).unsqueeze(0)).squeeze(0)
+            self.shift = torch.where(last > 0, latest, self.shift)
+            return values.reshape(packed.shape[:-1])
+        total = block[..., 0]
         overflowed = (total == float("inf")) | (total == float("-inf"))
         if self.summary == "rms":
             extreme = overflowed | (values == 0) | (values > _RMS_SAFE_HIGH) | (values < _RMS_SAFE_LOW)
@@ -195,20 +245,26 @@ class SummaryAccumulator:
         # A layer summed unscaled whose sum overflowed (or squares underflowed) has no usable value: missing.
         unscaled = ~torch.tensor(self.scaled, dtype=torch.bool).to(values.device, non_blocking=True)
         values = torch.where(extreme & unscaled & broken, torch.full_like(values, float("nan")), values)
-        self.scaled = [old or new for old, new in zip(self.scaled, extreme.tolist(), strict=True)]
-        return values
+        self.scaled = [old or new for old, new in zip(self.scaled, extreme.any(0).tolist(), strict=True)]
+        return values.reshape(packed.shape[:-1])
 
     def reset(self) -> None:
-        """Zero the sums and counts for the next sample interval (the ``std`` shift and ``rms`` flags stay)."""
-        self.sums.zero_()
-        self.count_sums.zero_()
+        """Zero the open interval's sums and counts (the ``std`` shift and ``rms`` flags stay)."""
+        self._block[self.closed].zero_()
 
     @property
     def nbytes(self) -> int:
-        """Bytes the accumulator holds on its device (sums, counts and the ``std`` shift)."""
-        return sum(t.numel() * t.element_size() for t in (self.sums, self.count_sums, self.shift))
+        """Bytes the accumulator holds on its device (the intervals' sums and counts, and the ``std`` shift)."""
+        return sum(t.numel() * t.element_size() for t in (self._block, self.shift))
 
     def state_dict(self) -> dict[str, Any]:
+        """The open interval's sums and the accuracy state. Summarise the pending intervals first (:meth:`take`).
+
+        Raises:
+            RuntimeError: closed intervals are still pending.
+        """
+        if self.closed:
+            raise RuntimeError(f"{self.closed} closed interval(s) are not summarised yet: call take(pending()) first.")
         return {
             "sums": self.sums.detach().cpu().clone(),
             "counts": list(self.counts),
@@ -285,20 +341,20 @@ def summarize(packed: Tensor, summary: str, dtype: torch.dtype = torch.float32) 
     accuracy state up to date and is what a training loop should call.
 
     Args:
-        packed: ``[L, k + 1]`` sums with the counts last (:meth:`SummaryAccumulator.packed`, all-reduced).
+        packed: ``[..., L, k + 1]`` sums with the counts last (:meth:`SummaryAccumulator.packed`, all-reduced).
         summary: one of :data:`SUMMARY_CHOICES`.
         dtype: of the result; float64 keeps the full accuracy of float64 sums.
 
     Returns:
-        ``[L]`` summary values.
+        ``[..., L]`` summary values.
     """
-    counts = packed[:, -1]
+    counts = packed[..., -1]
     n = torch.where(counts > 0, counts, torch.full_like(counts, float("nan")))
-    first = packed[:, 0] / n
+    first = packed[..., 0] / n
     if summary == "rms":
         value = first.clamp(min=0).sqrt()
     elif summary == "std":
-        value = (packed[:, 1] / n - first.square()).clamp(min=0).sqrt()
+        value = (packed[..., 1] / n - first.square()).clamp(min=0).sqrt()
     else:
         value = first
     return value.to(dtype)

@@ -203,7 +203,8 @@ class DynamicsTracker:
         self.info = info or _logger.info
         self.notes = TrackerNotes(self.prefix, self.warn, self.info)
 
-        self.history: SummaryHistory | None = None
+        self._history: SummaryHistory | None = None
+        self._pending_at: list[tuple[int, int]] = []  # epoch and step of the closed points not yet summarised
         self.metrics: dict[str, list[float]] = {key: [] for key in self.keys}
         self.logged: dict[str, list[float]] = {}
         self.computed: list[bool] = []  # per point: were the measures computed there (a log point)
@@ -238,12 +239,25 @@ class DynamicsTracker:
     # ------------------------------------------------------------------ views
 
     @property
+    def history(self) -> SummaryHistory | None:
+        """The ``[L, T]`` history, up to the last closed sample point (summarising the pending ones first)."""
+        self._summarize_pending()
+        return self._history
+
+    @history.setter
+    def history(self, value: SummaryHistory | None) -> None:
+        self._history = value
+        self._pending_at = []
+
+    @property
     def layer_names(self) -> list[str]:
-        return [] if self.history is None else list(self.history.layer_names)
+        return [] if self._history is None else list(self._history.layer_names)
 
     @property
     def n_samples(self) -> int:
-        return 0 if self.history is None else self.history.length
+        if self._history is None:
+            return 0
+        return self._history.length + (self._accumulator.closed if self._accumulator is not None else 0)
 
     @property
     def attached(self) -> bool:
@@ -643,35 +657,32 @@ class DynamicsTracker:
         Returns:
             ``{key: value}`` for every key of :attr:`keys` (NaN where not defined, not computed, or failed).
         """
-        if self.history is None or self._accumulator is None:
+        if self._history is None or self._accumulator is None:
             raise RuntimeError("DynamicsTracker.sample() before attach(model).")
         if self.source == "probe":
             self._run_probe(probe or self._default_probe(), probe_context or self._probe_context)
-        packed = self._accumulator.packed()
         units = self.statistics.packed() if self.statistics is not None else None
         reduce = reduce or self._reduce
-        if reduce is not None:
-            if self._rendezvous is not None:  # all processes here, in step, or a clear error: never a hang
-                self._rendezvous.agree(
-                    f"sample point {self.n_samples}",
-                    {"epoch": epoch, "step": step, "batches": self._batches_since_start},
-                    hint=_STEP_HINT,
-                )
-            if units is None:
-                packed = reduce(packed)
-            else:  # one collective for the summaries and the unit counts
-                flat = reduce(torch.cat([packed.flatten(), units.to(packed)]))
-                packed, units = flat[: packed.numel()].view_as(packed), flat[packed.numel() :]
-        column = self._accumulator.summarize(packed)  # identical on every rank; may update the std shift
-        self._accumulator.reset()
+        if reduce is not None and self._rendezvous is not None:  # all processes here, in step: never a hang
+            self._rendezvous.agree(
+                f"sample point {self.n_samples}",
+                {"epoch": epoch, "step": step, "batches": self._batches_since_start},
+                hint=_STEP_HINT,
+            )
+        # The point's sums stay on the device as a pending column (no kernel, no host read); they are summarised
+        # into the history in one batch when the measures are computed or the history is read. Under DDP, now: one
+        # collective for the summaries and the unit counts.
+        self._accumulator.close()
+        self._pending_at.append((int(epoch), int(step)))
+        if reduce is not None or compute:
+            units = self._summarize_pending(reduce, units)
         if self.statistics is not None and units is not None:
             self.statistics.close(units)
-        self.history.append(column, epoch, step)
         self.computed.append(compute)
         values: dict[str, float] = dict.fromkeys(self.keys, math.nan)
         try:
             started = _clock()
-            values.update(self._compute(column, packed[:, -1], compute))
+            values.update(self._compute(compute))
             self.compute_seconds += _clock() - started
         except Exception as error:  # a monitor must never break the training it watches
             self.warn(
@@ -682,7 +693,7 @@ class DynamicsTracker:
             self.metrics[key].append(values[key])
         if compute and self.statistics is not None:
             try:
-                stats = self.statistics.summary(column.tolist())
+                stats = self.statistics.summary(self._history.values[:, -1].tolist())
                 values.update({f"stats/{key}": value for key, value in stats.items()})
             except Exception as error:  # a monitor must never break the training it watches
                 self.warn(f"DynamicsTracker[{self.prefix}]: the layer statistics failed at step {step} ({error!r}).")
@@ -691,6 +702,33 @@ class DynamicsTracker:
             self.save()
         return values
 
+    def _summarize_pending(
+        self, reduce: Callable[[Tensor], Tensor] | None = None, units: Tensor | None = None
+    ) -> Tensor | None:
+        """The closed points' sums -> the history, all at once: one (all-reduce and) summary of ``[n, L]``, and
+        the layers' flags of those points (NaN/Inf, not called, disabled) kept for the next computation. Returns
+        ``units``, all-reduced with the sums where ``reduce`` is given."""
+        acc, history = self._accumulator, self._history
+        if acc is None or history is None or not acc.closed:
+            return units
+        packed = acc.pending()
+        if reduce is not None:
+            if units is None:
+                packed = reduce(packed)
+            else:  # one collective for the summaries and the unit counts
+                flat = reduce(torch.cat([packed.flatten(), units.to(packed)]))
+                packed, units = flat[: packed.numel()].view_as(packed), flat[packed.numel() :]
+        values = acc.take(packed)  # [n, L], identical on every rank; may update the std shift and rms flags
+        counts = packed[..., -1]
+        flags = torch.stack(
+            [(~torch.isfinite(values) & (counts > 0)).any(0), (counts == 0).any(0), counts.isnan().any(0)]
+        )
+        self._flags_since_log = flags if self._flags_since_log is None else flags | self._flags_since_log
+        epochs, steps = zip(*self._pending_at, strict=True)
+        self._pending_at = []
+        history.extend(values.T, epochs, steps)
+        return units
+
     def _default_probe(self) -> Callable[[], Any] | None:
         if self.probe_batch is None or self._model is None:
             self.warn(
@@ -698,22 +736,23 @@ class DynamicsTracker:
             )
             return None
         model, forward = self._model, self.probe_forward
-        batch = _to_device(self.probe_batch, self.history.device if self.history is not None else None)
+        batch = _to_device(self.probe_batch, self._history.device if self._history is not None else None)
         return lambda: forward(model, batch)
 
-    def _compute(self, column: Tensor, counts: Tensor, compute: bool) -> dict[str, float]:
-        """The point's values: nothing but on-device bookkeeping at a point without measures; at a point with
-        measures, one host synchronisation for the measures and the layers' flags, and the noise floors."""
-        assert self.history is not None
+    def _compute(self, compute: bool) -> dict[str, float]:
+        """The point's values: nothing at a point without measures; at a point with measures (the history is
+        summarised up to it), one host synchronisation for the measures and the layers' flags, and the noise
+        floors."""
+        if not compute:
+            return {}
+        assert self._history is not None
         cfg = self.config
-        x = self.history.values
+        x = self._history.values
         n_layers, n_points = x.shape
         # Per layer, since the last computation: NaN/Inf activations, not called, disabled (a NaN count).
-        flags_now = torch.stack([~torch.isfinite(column) & (counts > 0), counts == 0, counts.isnan()])
-        flags_of = flags_now if self._flags_since_log is None else flags_now | self._flags_since_log
-        if not compute:
-            self._flags_since_log = flags_of
-            return {}
+        flags_of = self._flags_since_log
+        if flags_of is None:
+            flags_of = torch.zeros(3, n_layers, dtype=torch.bool, device=x.device)
         self._flags_since_log = None
         out: dict[str, Tensor] = {"nonfinite": flags_of[0].sum().to(x.dtype)}
         point = MeasureContext(x, cfg)
@@ -730,7 +769,7 @@ class DynamicsTracker:
         values = dict(zip(keys, flat[: len(keys)], strict=True))
         flags = flat[len(keys) :]
         rows = (flags[i * n_layers : (i + 1) * n_layers] for i in range(len(flags_of) + 1))
-        self.notes.layers(self.history.layer_names, *rows)  # nonfinite, never called, disabled, excluded
+        self.notes.layers(self._history.layer_names, *rows)  # nonfinite, never called, disabled, excluded
         self.last_reason = reason
         self.notes.reason(reason, n_points, cfg)
         computed = [v for v, c in zip(self.metrics["stability_index"], self.computed[:-1], strict=True) if c]

@@ -399,7 +399,7 @@ def test_an_accumulator_state_round_trips_and_old_states_without_shift_or_flags_
     assert restored.scaled == [True, False] and restored.counts == [0, 4]
     old = {"sums": acc.sums.clone(), "counts": [0, 4]}
     SummaryAccumulator(2, "rms", torch.device("cpu")).load_state_dict(old)
-    assert acc.nbytes == 2 * 1 * 8 + 2 * 8 + 2 * 8  # float64 sums [2, 1], counts [2] and shift [2]
+    assert acc.nbytes == 8 * 2 * 2 * 8 + 2 * 8  # float64 [8 intervals, 2 layers, sum + count] and shift [2]
 
 
 def test_compiled_hooks_trace_once_not_once_per_step() -> None:
@@ -418,3 +418,60 @@ def test_compiled_hooks_trace_once_not_once_per_step() -> None:
     assert counters["stats"]["unique_graphs"] == 1
     assert acc.counts == [10 * 20, 10 * 10]
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("summary", ["rms", "mean", "abs_mean", "std"])
+def test_closed_intervals_summarised_at_once_equal_one_at_a_time(summary: str) -> None:
+    """20 intervals closed without a summary (the storage grows past its 8 columns), then summarised in one batch:
+    the same values as summarising each interval when it closes, and the same state for the next one."""
+    g = torch.Generator().manual_seed(3)
+    batches = [[1e3 + k + torch.randn(6, 5, generator=g), torch.randn(11, generator=g) * (k + 1)] for k in range(20)]
+    one, many = (SummaryAccumulator(2, summary, torch.device("cpu")) for _ in range(2))
+    expected = []
+    for first, second in batches:
+        for acc in (one, many):
+            acc.add(0, first)
+            acc.add(1, second)
+        expected.append(one.summarize(one.packed()))
+        one.reset()
+        many.close()
+    assert many.closed == 20 and many.pending().shape == (20, 2, 3 if summary == "std" else 2)
+    values = many.take(many.pending())
+    torch.testing.assert_close(values, torch.stack(expected), rtol=1e-6, atol=0.0)
+    assert many.closed == 0 and many.counts == [0, 0]
+    if summary == "std":  # the shift moved to the last interval's mean, as one at a time
+        torch.testing.assert_close(many.shift, one.shift, rtol=1e-12, atol=0.0)
+
+
+def test_the_open_interval_survives_a_summary_of_the_closed_ones() -> None:
+    acc = SummaryAccumulator(1, "mean", torch.device("cpu"))
+    acc.add(0, torch.tensor([1.0, 3.0]))
+    acc.close()
+    acc.add(0, torch.tensor([10.0]))  # the open interval, not summarised yet
+    assert acc.take(acc.pending()).tolist() == [[2.0]]
+    assert acc.counts == [1] and acc.summarize(acc.packed()).tolist() == [10.0]
+
+
+def test_a_layer_disabled_among_pending_intervals_is_missing_from_that_interval_on() -> None:
+    acc = SummaryAccumulator(2, "rms", torch.device("cpu"))
+    for k in range(4):
+        if k == 2:
+            acc.disable(1)  # as a failing hook does, in the third interval
+        acc.add(0, torch.ones(3))
+        if k < 2:
+            acc.add(1, torch.full((3,), 2.0))
+        acc.close()
+    values = acc.take(acc.pending())
+    assert values[:, 0].tolist() == [1.0] * 4
+    assert values[:2, 1].tolist() == [2.0, 2.0] and values[2:, 1].isnan().all()
+    acc.add(0, torch.ones(3))
+    acc.close()
+    assert acc.pending()[0, 1, -1].isnan()  # still disabled in the next batch
+
+
+def test_a_state_with_unsummarised_intervals_is_refused() -> None:
+    acc = SummaryAccumulator(1, "rms", torch.device("cpu"))
+    acc.add(0, torch.ones(2))
+    acc.close()
+    with pytest.raises(RuntimeError, match="not summarised"):
+        acc.state_dict()
