@@ -77,10 +77,12 @@ class SummaryAccumulator:
     ``rms`` uses a BLAS dot product (one read of the output), ``mean`` a sum and ``abs_mean`` a 1-norm. A
     layer whose values reach the limits of float32 sums (``rms`` above ``2^50`` or below ``2^-50``, ``mean``
     or ``abs_mean`` above ``2^50`` in magnitude, or a sum that overflowed) is
-    flagged by :meth:`summarize` and summed with scaling by its largest magnitude from the next sample
-    interval on (about 3x the cost, for that layer only), so no finite activation makes a sum overflow; the
-    interval in which an unscaled layer's sum overflows (or its squares underflow) is reported as NaN (a
-    missing point that the measures bridge), never as a wrong number.
+    flagged by :meth:`summarize` and summed with scaling by its largest magnitude from the next interval on
+    (about 3x the cost, for that layer only), so no finite activation makes a sum overflow; an interval in which
+    an unscaled layer's sum overflows (or its squares underflow) is reported as NaN (a missing point that the
+    measures bridge), never as a wrong number. The tracker closes intervals with :meth:`close` (no kernel) and
+    summarises the pending ones at once (:meth:`take`) when it computes the measures, so a layer is flagged at
+    that computation and the intervals closed before it may be missing too.
 
     Example:
         >>> import torch
