@@ -187,13 +187,16 @@ def test_a_sample_point_without_measures_runs_no_tensor_operation() -> None:
     tracker.begin_fit(model)
     tracker.epoch_start(0, 0, 4)
     for batch_idx in range(3):
-        model(torch.randn(4, 6))
+        loss = model(torch.randn(4, 6)).square().mean()
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-            assert tracker.batch_end(0, batch_idx + 1, batch_idx, 4) is None
+            assert tracker.batch_end(0, batch_idx + 1, batch_idx, 4, logged={"loss": loss}) is None
         ops = {e.name for e in prof.events() if e.name.startswith("aten::")}
-        assert ops <= {"aten::select", "aten::slice", "aten::as_strided"}, ops  # views of the next column only
+        views = {"aten::select", "aten::slice", "aten::as_strided", "aten::detach", "aten::reshape", "aten::view"}
+        assert ops <= views, ops  # views of the next column and of the loss only: no kernel, no host read
+        assert tracker._logged["loss"][-1] != tracker._logged["loss"][-1]  # NaN until read with the batch
     assert tracker.n_samples == 3 and tracker.accumulator is not None and tracker.accumulator.closed == 3
     assert tracker.history is not None and tracker.history.length == 3 and tracker.accumulator.closed == 0
+    assert tracker.logged["loss"][-1] == pytest.approx(float(loss))  # read with the others, at once
     model(torch.randn(4, 6))
     assert tracker.epoch_end(0, 4) is not None
     assert tracker.history.epochs == [0] * 4 and tracker.history.steps == [1, 2, 3, 4]

@@ -93,7 +93,7 @@ class DynamicsFabricMonitor:
         self.tracker.begin_fit(
             module,
             device=fabric.device,
-            reduce=reduce,
+            reduce=reduce if fabric.world_size > 1 else None,
             ddp_timeout=self.ddp_timeout or process_group_timeout(fabric.strategy),
             history_dir=self.history_dir or log_dir or ".",
             is_global_zero=fabric.is_global_zero,

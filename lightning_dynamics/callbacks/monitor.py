@@ -122,7 +122,9 @@ class DynamicsMonitor(Callback):
         self.tracker.begin_fit(
             pl_module,
             device=pl_module.device,
-            reduce=lambda packed: trainer.strategy.reduce(packed, reduce_op="sum"),
+            reduce=(lambda packed: trainer.strategy.reduce(packed, reduce_op="sum"))
+            if trainer.world_size > 1
+            else None,
             ddp_timeout=self.ddp_timeout or process_group_timeout(trainer.strategy),
             history_dir=Path(trainer.log_dir or trainer.default_root_dir),
             is_global_zero=trainer.is_global_zero,
@@ -222,7 +224,7 @@ class DynamicsMonitor(Callback):
             for logger in trainer.loggers:
                 logger.log_metrics({**point.values, "epoch": trainer.current_epoch}, step=trainer.global_step)
 
-    def _fresh_scalars(self, trainer: pl.Trainer) -> dict[str, float]:
+    def _fresh_scalars(self, trainer: pl.Trainer) -> dict[str, Tensor]:
         """The other scalars logged since the previous point (validation accuracy, losses): a value Lightning still
         holds from before (e.g. the last validation's, between validations) is not recorded again (NaN there).
         Read only when a point closes (`callback_metrics` rebuilds Lightning's metric dict at every read)."""
@@ -239,6 +241,6 @@ class DynamicsMonitor(Callback):
                     if isinstance(m, DynamicsMonitor)
                 )
             ):
-                out[key] = float(value)
+                out[key] = value  # read to the host with the next batch of points: no sync per step
         self._seen = dict(trainer.callback_metrics)
         return out

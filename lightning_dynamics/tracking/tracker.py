@@ -206,7 +206,8 @@ class DynamicsTracker:
         self._history: SummaryHistory | None = None
         self._pending_at: list[tuple[int, int]] = []  # epoch and step of the closed points not yet summarised
         self.metrics: dict[str, list[float]] = {key: [] for key in self.keys}
-        self.logged: dict[str, list[float]] = {}
+        self._logged: dict[str, list[float]] = {}
+        self._logged_pending: list[tuple[list[float], int, Tensor]] = []  # tensors logged, read at the next batch
         self.computed: list[bool] = []  # per point: were the measures computed there (a log point)
         self.defined: set[str] = set()
         self.history_path: Path | None = None
@@ -248,6 +249,17 @@ class DynamicsTracker:
     def history(self, value: SummaryHistory | None) -> None:
         self._history = value
         self._pending_at = []
+
+    @property
+    def logged(self) -> dict[str, list[float]]:
+        """Other scalars recorded with each sample point (e.g. ``val_acc``), NaN where not fresh."""
+        self._summarize_pending()
+        return self._logged
+
+    @logged.setter
+    def logged(self, value: dict[str, list[float]]) -> None:
+        self._logged = value
+        self._logged_pending = []
 
     @property
     def layer_names(self) -> list[str]:
@@ -542,7 +554,7 @@ class DynamicsTracker:
         step: int,
         batch_idx: int | None = None,
         n_batches: float | int | None = None,
-        logged: Mapping[str, float] | Callable[[], Mapping[str, float]] | None = None,
+        logged: Mapping[str, float | Tensor] | Callable[[], Mapping[str, float | Tensor]] | None = None,
     ) -> LogPoint | None:
         """A training batch ended: close a sample point if the schedule says so; the values to log, if any.
 
@@ -569,7 +581,7 @@ class DynamicsTracker:
             values = {k: v for k, v in values.items() if k not in set(self._null_keys())}
         return self.log_point(values, on_step=True)
 
-    def epoch_end(self, epoch: int, step: int, logged: Mapping[str, float] | None = None) -> LogPoint | None:
+    def epoch_end(self, epoch: int, step: int, logged: Mapping[str, float | Tensor] | None = None) -> LogPoint | None:
         """A training epoch ended: by epoch, close its last point and compute the measures; the values to log.
 
         By step, the noise floors of the epoch's last point are computed here (at most once per epoch).
@@ -634,7 +646,7 @@ class DynamicsTracker:
         epoch: int,
         step: int,
         reduce: Callable[[Tensor], Tensor] | None = None,
-        logged: Mapping[str, float] | None = None,
+        logged: Mapping[str, float | Tensor] | None = None,
         probe: Callable[[], Any] | None = None,
         probe_context: Callable[[], Any] | None = None,
         compute: bool = True,
@@ -648,7 +660,8 @@ class DynamicsTracker:
             epoch, step: where training is (recorded with the point).
             reduce: sums the packed per-layer sums across processes (default: the one given to
                 :meth:`begin_fit`); ``None`` in one process.
-            logged: other scalars to record with this point (e.g. validation accuracy), for reports.
+            logged: other scalars to record with this point (e.g. validation accuracy), for reports; a one-element
+                tensor stays on its device until the points are summarised (no host read here).
             probe: for ``source="probe"``: runs the model on the probe batch (default: :attr:`probe_forward` on
                 :attr:`probe_batch`). A probe that raises is disabled with a warning; its points are missing.
             probe_context: extra context manager factory around the probe.
@@ -706,8 +719,17 @@ class DynamicsTracker:
         self, reduce: Callable[[Tensor], Tensor] | None = None, units: Tensor | None = None
     ) -> Tensor | None:
         """The closed points' sums -> the history, all at once: one (all-reduce and) summary of ``[n, L]``, and
-        the layers' flags of those points (NaN/Inf, not called, disabled) kept for the next computation. Returns
-        ``units``, all-reduced with the sums where ``reduce`` is given."""
+        the layers' flags of those points (NaN/Inf, not called, disabled) kept for the next computation; the
+        tensors recorded with them (:meth:`sample`'s ``logged``) read to the host. Returns ``units``, all-reduced
+        with the sums where ``reduce`` is given."""
+        if self._logged_pending:  # tensors recorded with the points (a loss): one host read for all of them
+            devices = {t.device for _, _, t in self._logged_pending}
+            for device in devices:
+                entries = [e for e in self._logged_pending if e[2].device == device]
+                read = torch.stack([t.to(torch.float64) for _, _, t in entries]).tolist()
+                for (series, index, _), value in zip(entries, read, strict=True):
+                    series[index] = value
+            self._logged_pending = []
         acc, history = self._accumulator, self._history
         if acc is None or history is None or not acc.closed:
             return units
@@ -929,14 +951,18 @@ class DynamicsTracker:
         series.extend([math.nan] * (length - len(series)))
         series[point] = float(value)
 
-    def _record_logged(self, logged: Mapping[str, float]) -> None:
+    def _record_logged(self, logged: Mapping[str, float | Tensor]) -> None:
         length = self.n_samples
         for key, value in logged.items():
             if key.startswith(f"{self.prefix}/"):
                 continue  # our own values are in `metrics`
-            series = self.logged.setdefault(key, [math.nan] * (length - 1))
-            series.append(float(value))
-        for series in self.logged.values():
+            series = self._logged.setdefault(key, [math.nan] * (length - 1))
+            if isinstance(value, Tensor):  # kept on its device: read with the next batch of points, no sync now
+                self._logged_pending.append((series, len(series), value.detach().reshape(())))
+                series.append(math.nan)
+            else:
+                series.append(float(value))
+        for series in self._logged.values():
             if len(series) < length:
                 series.append(math.nan)
 
