@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -178,9 +179,9 @@ def test_nonfinite_counts_every_interval_since_the_last_computation() -> None:
     tracker.end_fit()
 
 
-def test_a_sample_point_without_measures_runs_no_tensor_operation() -> None:
-    """Closing a point between two computations only moves the hooks to a new column: no kernel, no host read (on
-    a GPU, a host read at every step would stall it). The points are summarised in one batch when the measures
+def test_a_sample_point_without_measures_costs_two_copies_and_no_host_read() -> None:
+    """Closing a point between two computations copies the open sums to a pending column: no host read (on a GPU, a
+    host read at every step would stall it). The points are summarised in one batch when the measures
     run, and a read of the history in between sees every point."""
     model = _model()
     tracker = DynamicsTracker(layers=["0", "2", "4"], verbose=False, config=DynamicsConfig(points_per_epoch=4))
@@ -190,9 +191,11 @@ def test_a_sample_point_without_measures_runs_no_tensor_operation() -> None:
         loss = model(torch.randn(4, 6)).square().mean()
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
             assert tracker.batch_end(0, batch_idx + 1, batch_idx, 4, logged={"loss": loss}) is None
-        ops = {e.name for e in prof.events() if e.name.startswith("aten::")}
+        ops = [e.name for e in prof.events() if e.name.startswith("aten::")]
         views = {"aten::select", "aten::slice", "aten::as_strided", "aten::detach", "aten::reshape", "aten::view"}
-        assert ops <= views, ops  # views of the next column and of the loss only: no kernel, no host read
+        kernels = sorted(op for op in ops if op not in views)
+        # The open sums copied to a pending column and zeroed; no host read (item, tolist), nothing else.
+        assert kernels == ["aten::copy_", "aten::copy_", "aten::zero_", "aten::zero_"], kernels
         assert tracker._logged["loss"][-1] != tracker._logged["loss"][-1]  # NaN until read with the batch
     assert tracker.n_samples == 3 and tracker.accumulator is not None and tracker.accumulator.closed == 3
     assert tracker.history is not None and tracker.history.length == 3 and tracker.accumulator.closed == 0
@@ -397,28 +400,47 @@ def test_cost_budget_spaces_the_noise_floors_and_the_last_point_gets_its_band(mo
 
     monkeypatch.setattr(DynamicsTracker, "_null_values", slow)
     monkeypatch.setattr(tracker_module, "_DASHBOARD_SECONDS", [2.0])
+
+    def fit(directory: Path, info: Callable[[str], None]) -> DynamicsTracker:
+        tracker = DynamicsTracker(config=DynamicsConfig(points_per_epoch=8, cost_budget=0.0625), info=info)
+        model = _model()
+        tracker.begin_fit(model, history_dir=directory)
+        step = 0
+        for epoch in range(21):
+            tracker.epoch_start(epoch, step, 8)
+            clock.now += 1.0  # one second of training
+            for batch_idx in range(8):
+                model(torch.randn(4, 6))
+                step += 1
+                tracker.batch_end(epoch, step, batch_idx, 8)
+            tracker.epoch_end(epoch, step)
+        return tracker
+
+    def epochs_with_floors(tracker: DynamicsTracker) -> list[int]:
+        lo = tracker.metrics["metastability_null_lo"]
+        return [tracker.history.epochs[i] for i, v in enumerate(lo) if not math.isnan(v)]
+
     messages: list[str] = []
-    tracker = DynamicsTracker(config=DynamicsConfig(points_per_epoch=8, cost_budget=0.0625), info=messages.append)
-    model = _model()
-    tracker.begin_fit(model, history_dir=tmp_path)
-    step = 0
-    for epoch in range(21):
-        tracker.epoch_start(epoch, step, 8)
-        clock.now += 1.0  # one second of training
-        for batch_idx in range(8):
-            model(torch.randn(4, 6))
-            step += 1
-            tracker.batch_end(epoch, step, batch_idx, 8)
-        tracker.epoch_end(epoch, step)
-    lo = tracker.metrics["metastability_null_lo"]
-    with_floors = [tracker.history.epochs[i] for i, v in enumerate(lo) if not math.isnan(v)]
-    assert with_floors == [0, 7, 11, 15, 19]
+    tracker = fit(tmp_path, messages.append)
+    assert epochs_with_floors(tracker) == [0, 7, 11, 15, 19]
     assert tracker.train_seconds == 21.0 and tracker.floor_seconds == 1.25
     assert sum("cost_budget=0.0625" in m for m in messages) == 1  # said once
     assert not tracker.dashboard_due(tmp_path)  # 2 s of figure against 21 s of training: over 1/16
     assert "lightning-dynamics report" in messages[-1]
     path = tracker.end_fit()
     assert path is not None and not math.isnan(load_history(path)["metrics"]["metastability_null_lo"][-1].item())
+    # The budget counts the measures too: at 1/8 s a computation they alone exceed 1/16 of training, so the floors
+    # come at the first epoch and at the last point only.
+    compute_measures = tracker_module.compute_measures
+
+    def slow_measures(*args: object, **kwargs: object) -> dict:
+        clock.now += 0.125
+        return compute_measures(*args, **kwargs)
+
+    monkeypatch.setattr(tracker_module, "compute_measures", slow_measures)
+    costly = fit(tmp_path / "costly", lambda message: None)
+    assert epochs_with_floors(costly) == [0]
+    assert costly.end_fit() is not None and epochs_with_floors(costly) == [0, 20]
     unbudgeted = DynamicsTracker(config=DynamicsConfig(points_per_epoch=8, cost_budget=None), verbose=False)
     assert unbudgeted.dashboard_due()
     with pytest.raises(ValueError, match=r"`cost_budget` must be a finite number > 0 in \[-inf, 1.0\] or None"):

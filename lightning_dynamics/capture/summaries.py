@@ -98,11 +98,15 @@ class SummaryAccumulator:
         self.summary = summary
         self.n_layers = n_layers
         dtype = torch.float32 if device.type == "mps" else torch.float64
-        # [capacity, L, k + 1]: the closed intervals not yet summarised (0 .. closed - 1), then the open one; zeros
-        # beyond. `sums` and `count_sums` are views of the open interval's column, where the hooks add.
-        self._block = torch.zeros(8, n_layers, 3 if summary == "std" else 2, dtype=dtype, device=device)
+        k = 2 if summary == "std" else 1
+        # The open interval, where the hooks add: tensors that stay the same objects for the accumulator's life, so
+        # torch.compile traces the hooks once (a hook writing into a view that moves along a buffer is traced with
+        # the view's first offset and keeps writing there).
+        self.sums = torch.zeros(n_layers, k, dtype=dtype, device=device)
+        self.count_sums = torch.zeros(n_layers, dtype=dtype, device=device)
+        # [capacity, L, k + 1]: the closed intervals not yet summarised (0 .. closed - 1), packed; zeros beyond.
+        self._block = torch.zeros(8, n_layers, k + 1, dtype=dtype, device=device)
         self.closed = 0
-        self._bind()
         # std: per-layer shift K (float64 where available); rms: layers summed with scaling (host flags).
         self.shift = torch.zeros(n_layers, dtype=dtype, device=device)
         self.scaled = [False] * n_layers
@@ -110,11 +114,6 @@ class SummaryAccumulator:
         # layer is missing on every rank, as in one process, instead of summarising the other ranks' data.
         self.disabled = [False] * n_layers
         self._disabled_from: dict[int, int] = {}  # layer -> the first pending interval it is disabled in
-
-    def _bind(self) -> None:
-        column = self._block[self.closed]
-        self.sums = column[:, :-1]
-        self.count_sums = column[:, -1]
 
     @torch.no_grad()
     def add(self, index: int, activation: Tensor) -> None:
@@ -172,18 +171,23 @@ class SummaryAccumulator:
 
         A disabled layer's count is NaN: after the all-reduce its value is NaN on every rank.
         """
-        return self._with_disabled(self._block[self.closed : self.closed + 1].clone(), self.closed)[0]
+        packed = torch.cat([self.sums, self.count_sums.unsqueeze(-1)], dim=-1).unsqueeze(0)
+        return self._with_disabled(packed, self.closed)[0]
 
     def close(self) -> None:
-        """Close the open interval, keep its sums as a pending column and open the next one: no kernel, no host
-        synchronisation (the storage doubles when full). :meth:`pending` and :meth:`take` summarise them later,
-        all at once."""
-        self.closed += 1
+        """Close the open interval: its sums become a pending column and the open sums restart at zero (two copies
+        and two fills on the device, no host synchronisation; the storage doubles when full). :meth:`pending` and
+        :meth:`take` summarise the pending columns later, all at once."""
         if self.closed == self._block.shape[0]:
             grown = torch.zeros(2 * self.closed, *self._block.shape[1:], dtype=self._block.dtype, device=self.device)
             grown[: self.closed] = self._block
             self._block = grown
-        self._bind()
+        column = self._block[self.closed]
+        column[:, :-1].copy_(self.sums)
+        column[:, -1].copy_(self.count_sums)
+        self.sums.zero_()
+        self.count_sums.zero_()
+        self.closed += 1
 
     def pending(self) -> Tensor:
         """``[n, L, k + 1]``: the closed intervals not yet summarised, packed as :meth:`packed` (oldest first; a
@@ -194,12 +198,9 @@ class SummaryAccumulator:
         """Summary values ``[n, L]`` float32 of the pending intervals from their (all-reduced) ``packed`` sums
         (:meth:`pending`), and drop them: the open interval becomes the first again."""
         values = self.summarize(packed)
-        n = self.closed
-        self._block[0].copy_(self._block[n])
-        self._block[1 : n + 1].zero_()
+        self._block[: self.closed].zero_()
         self.closed = 0
         self._disabled_from = dict.fromkeys(self._disabled_from, 0)
-        self._bind()
         return values
 
     def _with_disabled(self, block: Tensor, first: int) -> Tensor:
@@ -210,7 +211,7 @@ class SummaryAccumulator:
 
     @property
     def device(self) -> torch.device:
-        return self._block.device
+        return self.sums.device
 
     def summarize(self, packed: Tensor) -> Tensor:
         """Summary values ``[..., L]`` float32 from (all-reduced) ``packed`` sums ``[..., L, k + 1]``, and the state
@@ -252,12 +253,13 @@ class SummaryAccumulator:
 
     def reset(self) -> None:
         """Zero the open interval's sums and counts (the ``std`` shift and ``rms`` flags stay)."""
-        self._block[self.closed].zero_()
+        self.sums.zero_()
+        self.count_sums.zero_()
 
     @property
     def nbytes(self) -> int:
         """Bytes the accumulator holds on its device (the intervals' sums and counts, and the ``std`` shift)."""
-        return sum(t.numel() * t.element_size() for t in (self._block, self.shift))
+        return sum(t.numel() * t.element_size() for t in (self.sums, self.count_sums, self._block, self.shift))
 
     def state_dict(self) -> dict[str, Any]:
         """The open interval's sums and the accuracy state. Summarise the pending intervals first (:meth:`take`).

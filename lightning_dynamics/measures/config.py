@@ -68,11 +68,12 @@ class DynamicsConfig:
         null_surrogates: surrogates per noise floor (``<measure>_null_lo``/``_null_hi``, computed where the
             measures are logged, at most once per epoch); ``None`` turns the noise floors off.
         complexity_every_n_samples: every this many sample points also compute the opt-in complexity measures.
-        cost_budget: in ``(0, 1]``, the share of the fit's training time that the noise floors may take: the tracker
-            times them and computes them only while their total stays within it (always at the first point that has
-            them and at the fit's last point), so with short epochs they are spaced out; the end-of-fit dashboard is
-            drawn only when it costs less than this share of the fit. ``None``: floors at every computation and
-            the dashboard always.
+        cost_budget: in ``(0, 1]``, the share of the fit's training time that the tracker's own work at its sample
+            points (measures, noise floors, bookkeeping) may take: it times that work and computes the noise floors
+            only while the total stays within it (always at the first point that has them and at the fit's last
+            point), so with short epochs they are spaced out; the measures run at every computation. The end-of-fit
+            dashboard is drawn only when it costs less than this share of the fit. ``None``: floors at every
+            computation and the dashboard always.
 
     Example:
         >>> DynamicsConfig(window=24).defined_from()["stability_volatility"]

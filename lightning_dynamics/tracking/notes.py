@@ -95,9 +95,9 @@ class TrackerNotes:
         if self._first("budget", "floors"):
             self.info(
                 f"DynamicsTracker[{self.prefix}]: noise floors take {1e3 * floor_seconds:.0f} ms against "
-                f"{1e3 * epoch_seconds:.0f} ms of training an epoch: computed only while they stay within "
-                f"cost_budget={budget:g} of training time, and at the last point (cost_budget=None: every epoch). "
-                "Said once."
+                f"{1e3 * epoch_seconds:.0f} ms of training an epoch: computed only while the monitor's own work "
+                f"stays within cost_budget={budget:g} of training time, and at the last point (cost_budget=None: "
+                "every epoch). Said once."
             )
 
     def layers(

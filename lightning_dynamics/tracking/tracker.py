@@ -596,7 +596,9 @@ class DynamicsTracker:
             values = self.sample(epoch, step, logged=logged, compute=True)
             return self.log_point(values, on_step=False)
         if self._noise_floors_due("epoch_end", epoch):
+            started = _clock()
             bands = self._timed_null_values()
+            self.compute_seconds += _clock() - started
             for key, value in bands.items():
                 self.metrics[key][-1] = value
             return self.log_point(bands, on_step=False)
@@ -839,12 +841,14 @@ class DynamicsTracker:
         return dict(zip(keys, torch.stack([bands[k] for k in keys]).tolist(), strict=True))
 
     def _floors_due(self) -> bool:
-        """Whether the noise floors fit in the cost budget now: always the first time (to time them), then while
-        their total time, this computation included, stays within ``cost_budget`` of the fit's training time."""
+        """Whether the noise floors fit in the cost budget now: always the first time (to time them), then while all
+        of the tracker's sample-point work (measures, floors, bookkeeping), this band included, stays within
+        ``cost_budget`` of the fit's training time. The floors are what the budget thins; the measures run at every
+        computation."""
         budget = self.config.cost_budget
         if budget is None or self._floor_cost is None or not self._epochs_timed:  # no epoch timed: nothing to weigh
             return True
-        due = self.floor_seconds + self._floor_cost <= budget * self.train_seconds
+        due = self.compute_seconds + self._floor_cost <= budget * self.train_seconds
         if not due and self.verbose:
             self.notes.floors_thinned(self._floor_cost, self.train_seconds / self._epochs_timed, budget)
         return due

@@ -399,7 +399,7 @@ def test_an_accumulator_state_round_trips_and_old_states_without_shift_or_flags_
     assert restored.scaled == [True, False] and restored.counts == [0, 4]
     old = {"sums": acc.sums.clone(), "counts": [0, 4]}
     SummaryAccumulator(2, "rms", torch.device("cpu")).load_state_dict(old)
-    assert acc.nbytes == 8 * 2 * 2 * 8 + 2 * 8  # float64 [8 intervals, 2 layers, sum + count] and shift [2]
+    assert acc.nbytes == (2 + 2 + 8 * 2 * 2 + 2) * 8  # float64 sums, counts, 8 closed intervals x [2, 2], shift
 
 
 def test_compiled_hooks_trace_once_not_once_per_step() -> None:
@@ -417,6 +417,30 @@ def test_compiled_hooks_trace_once_not_once_per_step() -> None:
             compiled(torch.randn(5, 3)).sum().backward()
     assert counters["stats"]["unique_graphs"] == 1
     assert acc.counts == [10 * 20, 10 * 10]
+    torch._dynamo.reset()
+
+
+def test_compiled_hooks_add_to_the_open_interval_after_each_close() -> None:
+    """The tracker closes an interval between steps: the compiled hooks must write into the new open interval (a
+    hook writing into a view that moved along a buffer was traced with the view's first offset and kept writing
+    there), and still be traced once."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    inputs = [torch.randn(5, 3, generator=torch.Generator().manual_seed(k)) for k in range(6)]
+    results = []
+    for model in (net, torch.compile(net, backend="aot_eager")):
+        acc = SummaryAccumulator(2, "rms", torch.device("cpu"))
+        with ActivationCapture([("0", net[0]), ("2", net[2])], acc) as capture, capture.capturing():
+            for x in inputs:
+                model(x)
+                acc.close()
+        results.append(acc.take(acc.pending()))
+    assert counters["stats"]["unique_graphs"] == 1
+    assert not results[1].isnan().any()
+    torch.testing.assert_close(results[1], results[0])
     torch._dynamo.reset()
 
 
