@@ -43,5 +43,6 @@ def test_interleaved_measurement_reports_every_config(tiny: str) -> None:
     assert [r["config"] for r in rows] == ["default", "all_leaves"]
     assert all(r["steps"] > 0 for r in rows)
     # 4 points fit the history's first 64 columns: 3 layers x 64 float32, plus float64 sums, counts and shift per
-    # layer
-    assert rows[0]["layers"] == 3 and rows[0]["monitor_kib"] * 1024 == 3 * 64 * 4 + 3 * 8 + 3 * 8 + 3 * 8
+    # layer, and the pending points' buffer (8 points x 3 layers x sum and count, float64)
+    history, open_sums, pending = 3 * 64 * 4, 3 * 8 + 3 * 8 + 3 * 8, 8 * 3 * 2 * 8
+    assert rows[0]["layers"] == 3 and rows[0]["monitor_kib"] * 1024 == history + open_sums + pending
