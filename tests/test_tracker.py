@@ -379,9 +379,10 @@ def test_relative_change_appears_when_promised_under_a_short_history_window() ->
 
 
 def test_cost_budget_spaces_the_noise_floors_and_the_last_point_gets_its_band(monkeypatch, tmp_path: Path) -> None:
-    """Floors that cost 0.25 s against 1 s epochs, within 1/16 of training time: the first at once (to time them),
-    then whenever their total stays within budget (at 8, 12, 16 and 20 s of training), and always at the last point.
-    (Binary-exact times, so the comparisons at the edges are exact.)"""
+    """Floors that cost 0.25 s against 1 s epochs, within 1/16 of training time: the first band of each measure at once
+    (epoch 0: metastability, synchrony, phase integration; epoch 1: alpha, integration, the stability index; epoch 4:
+    the relative change, defined from 33 points), then whenever their total stays within budget (at 16 and 20 s of
+    training), and always at the last point. (Binary-exact times, so the comparisons at the edges are exact.)"""
     from lightning_dynamics.tracking import tracker as tracker_module
 
     class Clock:
@@ -422,7 +423,7 @@ def test_cost_budget_spaces_the_noise_floors_and_the_last_point_gets_its_band(mo
 
     messages: list[str] = []
     tracker = fit(tmp_path, messages.append)
-    assert epochs_with_floors(tracker) == [0, 7, 11, 15, 19]
+    assert epochs_with_floors(tracker) == [0, 1, 4, 15, 19]
     assert tracker.train_seconds == 21.0 and tracker.floor_seconds == 1.25
     assert sum("cost_budget=0.0625" in m for m in messages) == 1  # said once
     assert not tracker.dashboard_due(tmp_path)  # 2 s of figure against 21 s of training: over 1/16
@@ -430,7 +431,7 @@ def test_cost_budget_spaces_the_noise_floors_and_the_last_point_gets_its_band(mo
     path = tracker.end_fit()
     assert path is not None and not math.isnan(load_history(path)["metrics"]["metastability_null_lo"][-1].item())
     # The budget counts the measures too: at 1/8 s a computation they alone exceed 1/16 of training, so the floors
-    # come at the first epoch and at the last point only.
+    # come only where a measure gets its first band, and at the last point.
     compute_measures = tracker_module.compute_measures
 
     def slow_measures(*args: object, **kwargs: object) -> dict:
@@ -439,8 +440,8 @@ def test_cost_budget_spaces_the_noise_floors_and_the_last_point_gets_its_band(mo
 
     monkeypatch.setattr(tracker_module, "compute_measures", slow_measures)
     costly = fit(tmp_path / "costly", lambda message: None)
-    assert epochs_with_floors(costly) == [0]
-    assert costly.end_fit() is not None and epochs_with_floors(costly) == [0, 20]
+    assert epochs_with_floors(costly) == [0, 1, 4]
+    assert costly.end_fit() is not None and epochs_with_floors(costly) == [0, 1, 4, 20]
     unbudgeted = DynamicsTracker(config=DynamicsConfig(points_per_epoch=8, cost_budget=None), verbose=False)
     assert unbudgeted.dashboard_due()
     with pytest.raises(ValueError, match=r"`cost_budget` must be a finite number > 0 in \[-inf, 1.0\] or None"):

@@ -70,10 +70,10 @@ class DynamicsConfig:
         complexity_every_n_samples: every this many sample points also compute the opt-in complexity measures.
         cost_budget: in ``(0, 1]``, the share of the fit's training time that the tracker's own work at its sample
             points (measures, noise floors, bookkeeping) may take: it times that work and computes the noise floors
-            only while the total stays within it (always at the first point that has them and at the fit's last
-            point), so with short epochs they are spaced out; the measures run at every computation. The end-of-fit
-            dashboard is drawn only when it costs less than this share of the fit. ``None``: floors at every
-            computation and the dashboard always.
+            only while the total stays within it (always at the first point where each measure has one, and at the
+            fit's last point), so with short epochs they are spaced out; the measures run at every computation.
+            The end-of-fit dashboard is drawn only when it costs less than this share of the fit. ``None``: floors
+            at every computation and the dashboard always.
 
     Example:
         >>> DynamicsConfig(window=24).defined_from()["stability_volatility"]

@@ -848,10 +848,23 @@ class DynamicsTracker:
         budget = self.config.cost_budget
         if budget is None or self._floor_cost is None or not self._epochs_timed:  # no epoch timed: nothing to weigh
             return True
+        if self._first_band_due():
+            return True
         due = self.compute_seconds + self._floor_cost <= budget * self.train_seconds
         if not due and self.verbose:
             self.notes.floors_thinned(self._floor_cost, self.train_seconds / self._epochs_timed, budget)
         return due
+
+    def _first_band_due(self) -> bool:
+        """A measure with a noise floor is defined now and no band of it was logged yet: its first band is never
+        left out (so every floor key appears in the loggers while the fit runs, not only in the history file)."""
+        n = self.n_samples
+        return any(
+            MEASURES[name].null
+            and n >= MEASURES[name].defined_from(self.config)
+            and not set(MEASURES[name].null_keys) <= self.defined
+            for name in self.measure_names
+        )
 
     def _timed_null_values(self) -> dict[str, float]:
         start = _clock()
