@@ -228,7 +228,7 @@ class DynamicsMonitor(Callback):
         """The other scalars logged since the previous point (validation accuracy, losses): a value Lightning still
         holds from before (e.g. the last validation's, between validations) is not recorded again (NaN there).
         Read only when a point closes (`callback_metrics` rebuilds Lightning's metric dict at every read)."""
-        out: dict[str, float] = {}
+        out: dict[str, Tensor] = {}
         for key, value in trainer.callback_metrics.items():
             if key.startswith(f"{self.prefix}/") or self._seen.get(key) is value:
                 continue
