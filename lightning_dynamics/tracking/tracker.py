@@ -207,7 +207,9 @@ class DynamicsTracker:
         self._pending_at: list[tuple[int, int]] = []  # epoch and step of the closed points not yet summarised
         self.metrics: dict[str, list[float]] = {key: [] for key in self.keys}
         self._logged: dict[str, list[float]] = {}
-        self._logged_pending: list[tuple[list[float], int, Tensor]] = []  # tensors logged, read at the next batch
+        self._logged_pending: list[
+            tuple[list[float], int, Tensor]
+        ] = []  # logged tensors, read when the points are summarised
         self.computed: list[bool] = []  # per point: were the measures computed there (a log point)
         self.defined: set[str] = set()
         self.history_path: Path | None = None
@@ -684,7 +686,7 @@ class DynamicsTracker:
                 {"epoch": epoch, "step": step, "batches": self._batches_since_start},
                 hint=_STEP_HINT,
             )
-        # The point's sums stay on the device as a pending column (no kernel, no host read); they are summarised
+        # The point's sums stay on the device as a pending column (two copies, no host read); they are summarised
         # into the history in one batch when the measures are computed or the history is read. Under DDP, now: one
         # collective for the summaries and the unit counts.
         self._accumulator.close()
